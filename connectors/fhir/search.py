@@ -1,0 +1,155 @@
+"""FHIR R4 incremental search: ``GET [base]/Observation?_lastUpdated=ge<watermark>&_sort=_lastUpdated``.
+
+Position: ``{"last_updated": <UTC instant>, "ids_at_watermark": [...]}``. The bound is inclusive, so a
+resource updated in the same instant as the watermark is never missed; the ids already delivered at
+that instant are filtered as duplicates (with that stated reason) instead of being emitted twice.
+Watermarks are compared as instants, never as strings: servers mix offsets (``+01:00`` vs ``Z``).
+Paging follows ``Bundle.link[relation=next]``; a next link seen before is an error, not a loop;
+``Bundle.total`` is not trusted. An OperationOutcome entry (``search.mode = outcome``) is logged as
+the server's warning. A page that is not a JSON Bundle becomes one DLQ record (stage decode) and ends
+the pass without moving the position, so the next poll reads it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import Field
+
+from connectors.fhir.mapping import map_observation
+from contracts.base import Contract
+from contracts.clinical_observation import ObservationV1
+from core.connector import Batch, Connector, PluginSettings
+from core.errors import DecodeError, MappingError, UpstreamError
+from core.http import HttpClient, HttpSettings
+from core.time import normalise
+from core.types import Position
+
+__all__ = ["FhirObservationSearchConnector", "FhirSearchSettings", "UndecodablePage"]
+
+
+class FhirSearchSettings(PluginSettings):
+    """Settings of a FHIR search integration."""
+
+    http: HttpSettings
+    page_size: int = Field(default=100, ge=1, le=1000)
+    since: str | None = None
+    """Initial watermark (any core.time format); None reads everything."""
+    params: dict[str, str] = Field(default_factory=dict)
+    """Extra search parameters every request carries (e.g. ``category: laboratory``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodablePage:
+    """A page body that is not a JSON Bundle: the raw bytes, kept for the DLQ."""
+
+    url: str
+    body: bytes
+    reason: str
+
+
+class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
+    """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v1."""
+
+    name: ClassVar[str] = "fhir.observation_search"
+    settings_model: ClassVar[type[PluginSettings]] = FhirSearchSettings
+    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1,)
+    description: ClassVar[str] = "FHIR R4 Observation search with a _lastUpdated watermark"
+    resource_type: ClassVar[str] = "Observation"
+
+    http: HttpClient
+    _seen: frozenset[str] = frozenset()
+    _watermark: str | None = None
+
+    async def open(self) -> None:
+        self.http = HttpClient(self.settings.http, self.ctx)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # -- read: I/O only --------------------------------------------------------------------------
+    async def read(self, position: Position | None) -> AsyncIterator[Batch]:
+        s = self.settings
+        watermark: str | None = (position or {}).get("last_updated")
+        if watermark is None and s.since is not None:
+            watermark = normalise(s.since, self.ctx.zone).isoformat()
+        ids = set((position or {}).get("ids_at_watermark", ()))
+        self._watermark, self._seen = watermark, frozenset(ids)
+        wm_instant = normalise(watermark, "UTC").utc if watermark else None
+        params: dict[str, Any] | None = {**s.params, "_sort": "_lastUpdated", "_count": str(s.page_size)}
+        if watermark is not None:
+            params["_lastUpdated"] = f"ge{watermark}"  # type: ignore[index]
+        url: str | None = self.resource_type
+        visited: set[str] = set()
+        while url is not None:
+            body, _ = await self.http.get(url, params)
+            try:
+                bundle = orjson.loads(body)
+                if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                    raise ValueError("not a FHIR Bundle")
+            except ValueError as exc:
+                position_now = {"last_updated": watermark, "ids_at_watermark": sorted(ids)}
+                yield Batch([UndecodablePage(str(url), body, str(exc))], position_now)
+                return
+            records: list[dict[str, Any]] = []
+            for entry in bundle.get("entry") or ():
+                res = entry.get("resource") if isinstance(entry, dict) else None
+                mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
+                if isinstance(res, dict) and (mode == "outcome" or res.get("resourceType") == "OperationOutcome"):
+                    self.log.warning("server sent an OperationOutcome with the search",
+                                     issues=[i.get("diagnostics") for i in res.get("issue") or ()])
+                    continue
+                records.append(res if res is not None else entry)
+                lu = (res or {}).get("meta", {}).get("lastUpdated") if isinstance(res, dict) else None
+                if lu is None:
+                    continue
+                try:
+                    inst = normalise(lu, "UTC").utc
+                except MappingError:
+                    continue  # map() reports it for this record; the watermark just does not move
+                if wm_instant is None or inst > wm_instant:
+                    wm_instant, watermark, ids = inst, normalise(lu, "UTC").isoformat(), {str(res.get("id"))}
+                elif inst == wm_instant:
+                    ids.add(str(res.get("id")))
+            yield Batch(records, {"last_updated": watermark, "ids_at_watermark": sorted(ids)})
+            url, params = _next_link(bundle), None
+            if url is not None:
+                if url in visited:
+                    raise UpstreamError(f"{self.ctx.customer}/{self.ctx.integration}: the server's next link "
+                                        f"{url} was already visited in this pass (paging loop)")
+                visited.add(url)
+
+    # -- pure hooks ------------------------------------------------------------------------------
+    def decode(self, raw: Any) -> Any:
+        if isinstance(raw, UndecodablePage):
+            raise DecodeError(f"page {raw.url} is not a JSON FHIR Bundle: {raw.reason}")
+        if not isinstance(raw, dict):
+            raise DecodeError(f"Bundle entry without a resource object: {str(raw)[:200]}")
+        return raw
+
+    def filter(self, record: dict[str, Any]) -> str | None:
+        if record.get("id") in self._seen and self._watermark is not None:
+            lu = (record.get("meta") or {}).get("lastUpdated")
+            if lu is not None and normalise(lu, "UTC").isoformat() == self._watermark:
+                return "already delivered at the watermark"
+        if record.get("status") == "entered-in-error":
+            return "status entered-in-error"
+        return None
+
+    def identity(self, record: dict[str, Any]) -> tuple[str, str]:
+        meta = record.get("meta") or {}
+        return (f"{record.get('resourceType')}/{record.get('id')}",
+                str(meta.get("versionId") or meta.get("lastUpdated") or ""))
+
+    def map(self, record: dict[str, Any]) -> Sequence[Contract]:
+        return [map_observation(record, self.ctx.zone)]
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            return str(link["url"])
+    return None

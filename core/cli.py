@@ -1,0 +1,165 @@
+"""The ``inlet`` command line: run the supervisor, check configs, list integrations, tail events.
+
+Every command takes ``--config DIR`` (env ``INLET_CONFIG``), the directory with ``inlet.yaml`` and
+``integrations/*.yaml``. Output is a rich table on a terminal; errors name the file and key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import check_config, load_config
+from core.errors import ConfigError
+from core.logging import configure_logging
+from core.metrics import Stats
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+events_app = typer.Typer(no_args_is_help=True, help="Look at events in the embedded outbox.")
+app.add_typer(events_app, name="events")
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="INLET_CONFIG",
+                                         help="Config directory (inlet.yaml + integrations/*.yaml)")]
+
+
+def _fail_config(errors: list[ConfigError]) -> None:
+    err.print(f"[bold red]{len(errors)} problem(s) in the configuration:[/]")
+    for e in errors:
+        err.print(f"  • {e}", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) -> Table:
+    table = Table(title=f"inlet run summary ({seconds:.1f} s)")
+    for col in ("integration", "records in", "events out", "DLQ", "filtered", "restarts", "balanced"):
+        table.add_column(col, justify="left" if col == "integration" else "right")
+    for key, s in stats.items():
+        t = s.totals
+        dlq = ", ".join(f"{k}={v}" for k, v in sorted(t.dlq.items())) or "0"
+        filt = ", ".join(f"{v} {k}" for k, v in sorted(t.filtered.items())) or "0"
+        status = "FAILED: " + failed[key] if key in failed else ("yes" if t.balanced() else "NO")
+        table.add_row(key, str(t.records_in), str(t.events_out), dlq, filt, str(s.restarts), status)
+    return table
+
+
+@app.command()
+def run(config: ConfigOpt = Path("config"),
+        once: Annotated[bool, typer.Option(help="Stop each integration once it has caught up")] = False) -> None:
+    """Run the supervisor: every enabled integration, until SIGTERM (or caught up, with --once)."""
+    from core.supervisor import Supervisor, state_dir
+
+    configure_logging()
+    try:
+        sup_cfg, integrations = load_config(config)
+    except ConfigError:
+        _fail_config(check_config(config)[2])
+        return
+    if sup_cfg.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(sup_cfg.metrics_port, addr="127.0.0.1")
+    supervisor = Supervisor(sup_cfg, integrations, once=once)
+    target = (f"Kafka at {sup_cfg.kafka.bootstrap}" if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
+              else f"the outbox {state_dir(sup_cfg) / 'outbox.sqlite'}")
+    err.print(f"inlet: running {len(supervisor.integrations)} integration(s) into {target}")
+    started = time.monotonic()
+    stats = asyncio.run(supervisor.run())
+    out.print(_summary(stats, supervisor.failed, time.monotonic() - started))
+    if supervisor.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(config: ConfigOpt = Path("config")) -> None:
+    """Validate a config directory; list every problem with its file and key."""
+    _, loaded, errors = check_config(config)
+    if errors:
+        _fail_config(errors)
+    out.print(f"[green]ok[/]: {len(loaded)} integration(s) in {config}")
+
+
+@app.command()
+def integrations(config: ConfigOpt = Path("config")) -> None:
+    """List the configured integrations, their plugins, contracts, topics and checkpoints."""
+    from core.checkpoint import CheckpointStore
+    from core.envelope import Enveloper
+    from core.supervisor import state_dir
+
+    try:
+        sup_cfg, loaded = load_config(config)
+    except ConfigError:
+        _fail_config(check_config(config)[2])
+        return
+    table = Table(title=f"integrations in {config}")
+    for col in ("integration", "plugin", "enabled", "zone", "contracts → topics", "checkpoint"):
+        table.add_column(col)
+    store = CheckpointStore(state_dir(sup_cfg) / "checkpoints.sqlite")
+    try:
+        for item in loaded:
+            c = item.config
+            env = Enveloper(c.customer, c.integration, topic_template=sup_cfg.topic_template)
+            topics = "\n".join(f"{m.contract_name} {m.contract_version} → {env.topic_for(m)}"
+                               for m in item.plugin.contracts)
+            pos = store.load_sync(c.customer, c.integration)
+            table.add_row(c.key, c.plugin, "yes" if c.enabled else "no", c.zone or "-", topics,
+                          orjson.dumps(pos).decode()[:80] if pos else "-")
+    finally:
+        store.close()
+    out.print(table)
+
+
+@events_app.command("tail")
+def events_tail(config: ConfigOpt = Path("config"),
+                n: Annotated[int, typer.Option("-n", help="How many events")] = 10,
+                topic: Annotated[str | None, typer.Option(help="Only this topic")] = None,
+                follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
+                headers: Annotated[bool, typer.Option(help="Print the CloudEvents headers too")] = True) -> None:
+    """Print the newest events of the embedded outbox as JSON lines (DLQ records included)."""
+    from core.sinks.outbox import read_outbox
+    from core.supervisor import state_dir
+
+    try:
+        sup_cfg, _ = load_config(config)
+    except ConfigError:
+        _fail_config(check_config(config)[2])
+        return
+    path = state_dir(sup_cfg) / "outbox.sqlite"
+    if not path.exists():
+        err.print(f"no outbox at {path} yet: run `inlet run --config {config}` first")
+        raise typer.Exit(1)
+    rows = read_outbox(path, limit=n, topic=topic)
+    last = 0
+    while True:
+        for row in rows:
+            doc: dict[str, object] = {"seq": row.seq, "topic": row.topic,
+                                      "key": row.key.decode("utf-8", "replace") if row.key else None}
+            if headers:
+                doc["headers"] = row.headers
+            try:
+                doc["value"] = orjson.loads(row.value)
+            except orjson.JSONDecodeError:
+                doc["value"] = row.value.decode("utf-8", "replace")
+            sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+            last = row.seq
+        sys.stdout.flush()
+        if not follow:
+            return
+        time.sleep(1.0)
+        rows = read_outbox(path, limit=1000, topic=topic, after=last)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,246 @@
+"""Loading a config directory: ``inlet.yaml`` (the supervisor) and ``integrations/*.yaml`` (one each).
+
+Layout::
+
+    <config dir>/
+      inlet.yaml                      optional: sink, state dir, topic template, metrics port
+      integrations/<anything>.yaml    one integration each: customer, integration, plugin, settings
+
+YAML is safe-loaded and size-bounded. Every problem is reported as a :class:`ConfigError` naming the
+file, the key path and what was expected; :func:`check_config` collects all of them at once so
+``inlet check`` can list everything wrong in one go, while :func:`load_config` raises on the first.
+Environment variables override the file for deployment: ``INLET_KAFKA_BOOTSTRAP`` switches the sink
+to Kafka, ``INLET_STATE_DIR`` moves state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.connector import Connector, IntegrationContext, PluginSettings
+from core.errors import ConfigError
+from core.registry import find_plugin
+
+__all__ = [
+    "IntegrationConfig",
+    "KafkaSettings",
+    "LoadedIntegration",
+    "SupervisorConfig",
+    "check_config",
+    "load_config",
+]
+
+MAX_CONFIG_BYTES = 1024 * 1024
+_SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Strict):
+    """Producer settings. Defaults are tuned for throughput with acks=all (see bench/)."""
+
+    bootstrap: str
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_size: int = Field(default=256 * 1024, ge=16 * 1024)
+    max_in_flight_events: int = Field(default=20_000, ge=100)
+    request_timeout_ms: int = Field(default=15_000, ge=1000)
+    client_id: str = "inlet"
+
+
+class SupervisorConfig(_Strict):
+    """``inlet.yaml``: where events go and where state lives."""
+
+    sink: Literal["auto", "outbox", "kafka"] = "auto"
+    kafka: KafkaSettings | None = None
+    state_dir: str = "var"
+    topic_template: str = "{name}.v{major}"
+    dlq_topic_template: str = "inlet.dlq.{customer}.{integration}"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    restart_backoff_initial: float = Field(default=1.0, gt=0)
+    restart_backoff_max: float = Field(default=60.0, gt=0)
+
+    def resolved_sink(self) -> Literal["outbox", "kafka"]:
+        """``auto`` means Kafka when a bootstrap is configured, the embedded outbox otherwise."""
+        if self.sink == "auto":
+            return "kafka" if self.kafka is not None else "outbox"
+        return self.sink
+
+
+class IntegrationConfig(_Strict):
+    """One ``integrations/*.yaml``: which plugin serves which customer, with its settings."""
+
+    customer: str = Field(pattern=_SLUG)
+    integration: str = Field(pattern=_SLUG)
+    plugin: str
+    enabled: bool = True
+    zone: str | None = None
+    poll_interval: float = Field(default=30.0, gt=0)
+    max_in_flight: int = Field(default=4, ge=1, le=64)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not an IANA time zone name (e.g. Europe/Berlin)") from None
+        return value
+
+    @property
+    def key(self) -> str:
+        """``customer/integration``: how the CLI and logs name it."""
+        return f"{self.customer}/{self.integration}"
+
+
+@dataclass(frozen=True)
+class LoadedIntegration:
+    """A validated integration: its config, plugin class and validated plugin settings."""
+
+    config: IntegrationConfig
+    plugin: type[Connector[Any]]
+    settings: PluginSettings
+    file: Path
+    context: IntegrationContext
+
+    def build(self) -> Connector[Any]:
+        """A fresh connector instance (the supervisor makes a new one on every restart)."""
+        return self.plugin(self.context, self.settings)
+
+
+def _read_yaml(path: Path) -> Any:
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes", file=str(path))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML{where}: {problem}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", file=str(path)) from None
+
+
+def _validation_errors(exc: ValidationError, path: Path, prefix: str = "") -> list[ConfigError]:
+    out = []
+    for err in exc.errors():
+        key = prefix + ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r:.80})"
+        out.append(ConfigError(f"{err['msg']}{shown}", file=str(path), key=key or None))
+    return out
+
+
+def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    bootstrap = os.environ.get("INLET_KAFKA_BOOTSTRAP")
+    if bootstrap:
+        data["kafka"] = {**(data.get("kafka") or {}), "bootstrap": bootstrap}
+    state = os.environ.get("INLET_STATE_DIR")
+    if state:
+        data["state_dir"] = state
+    return data
+
+
+def _load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
+    path = root / "inlet.yaml"
+    data: Any = {}
+    if path.exists():
+        try:
+            data = _read_yaml(path) or {}
+        except ConfigError as exc:
+            errors.append(exc)
+            data = {}
+    if not isinstance(data, dict):
+        errors.append(ConfigError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path)))
+        data = {}
+    try:
+        return SupervisorConfig.model_validate(_env_overrides(data))
+    except ValidationError as exc:
+        errors.extend(_validation_errors(exc, path))
+        return SupervisorConfig()
+
+
+def _load_integration(path: Path, root: Path) -> LoadedIntegration:
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path))
+    try:
+        cfg = IntegrationConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _Many(_validation_errors(exc, path)) from None
+    try:
+        plugin = find_plugin(cfg.plugin)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix("key plugin: "), file=str(path), key="plugin") from None
+    try:
+        settings = plugin.settings_model.model_validate(cfg.settings)
+    except ValidationError as exc:
+        raise _Many(_validation_errors(exc, path, prefix="settings.")) from None
+    ctx = IntegrationContext(customer=cfg.customer, integration=cfg.integration, zone=cfg.zone,
+                             config_root=root)
+    return LoadedIntegration(config=cfg, plugin=plugin, settings=settings, file=path, context=ctx)
+
+
+class _Many(Exception):
+    """Several config errors from one file."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("; ".join(map(str, errors)))
+        self.errors = errors
+
+
+def check_config(root: Path) -> tuple[SupervisorConfig, list[LoadedIntegration], list[ConfigError]]:
+    """Validate a whole config directory, collecting every error instead of stopping at the first."""
+    errors: list[ConfigError] = []
+    if not root.is_dir():
+        return SupervisorConfig(), [], [ConfigError("config directory does not exist", file=str(root))]
+    root = root.resolve()
+    sup = _load_supervisor(root, errors)
+    loaded: list[LoadedIntegration] = []
+    files = sorted((root / "integrations").glob("*.y*ml"))
+    if not files:
+        errors.append(ConfigError("no integration files (integrations/*.yaml)", file=str(root)))
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            item = _load_integration(path, root)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        except _Many as many:
+            errors.extend(many.errors)
+            continue
+        if item.config.key in seen:
+            errors.append(ConfigError(f"{item.config.key} is already defined in {seen[item.config.key]}",
+                                      file=str(path), key="integration"))
+            continue
+        seen[item.config.key] = path
+        loaded.append(item)
+    if not re.fullmatch(r"[A-Za-z0-9._{}-]+", sup.topic_template):
+        errors.append(ConfigError("topic template may only hold letters, digits, . _ - and {fields}",
+                                  file=str(root / "inlet.yaml"), key="topic_template"))
+    return sup, loaded, errors
+
+
+def load_config(root: Path) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
+    """Like :func:`check_config` but raises the first error (all of them in the message)."""
+    sup, loaded, errors = check_config(root)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            raise ConfigError("\n".join(str(e) for e in errors), file=None) from first
+        raise first
+    return sup, loaded

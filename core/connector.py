@@ -1,0 +1,146 @@
+"""The connector interface: what a family or customer plugin implements, and what the core owns.
+
+A connector has four hooks, each with one job:
+
+- ``read(position)`` — **I/O only**: talk to the upstream (through ``core.http`` / ``core.mqtt``) and
+  yield :class:`Batch` es of raw records, each with the position to commit once the batch is in the sink.
+  A pull source returns when it has caught up; the supervisor polls it again after ``poll_interval``.
+- ``decode(raw)`` — bytes or loose JSON to a record; raises ``DecodeError``. Default: identity.
+- ``identity(record)`` — the record's ``(source key, source version)``: the event id is derived from it.
+- ``map(record)`` — **pure**: record to contract instances, or raises ``MappingError``. Returning no
+  events is not allowed to hide data: a record that should produce nothing is refused by ``filter``
+  with a stated reason instead.
+
+``acknowledge(position)`` is called after the sink has every event of a batch and its checkpoint is
+written (MQTT sends its PUBACKs there). The base class owns the lifecycle (``start``/``stop``, idempotent,
+``async with``); rate limits, retries, validation, envelopes and logging context live in the core, so
+a plugin cannot forget them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from contracts.base import Contract
+from core.types import Position, RawRecord
+
+__all__ = ["Batch", "Connector", "IntegrationContext", "NoSettings", "PluginSettings"]
+
+
+class PluginSettings(BaseModel):
+    """Base of every plugin's settings model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(PluginSettings):
+    """For plugins that need no settings."""
+
+
+SettingsT = TypeVar("SettingsT", bound=PluginSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Raw records read together, and the source position to commit once all of them are handled."""
+
+    records: Sequence[RawRecord]
+    position: Position
+
+
+@dataclass(frozen=True)
+class IntegrationContext:
+    """What a connector knows about where it runs: who it is for and where its files are."""
+
+    customer: str
+    integration: str
+    zone: str | None = None
+    config_root: Path = field(default_factory=Path.cwd)
+    log: Any = field(default=None)
+    http_transport: Any = field(default=None)
+    """An httpx transport to use instead of the network (recording, tests); None in production."""
+
+    def logger(self) -> Any:
+        """A structlog logger bound to customer and integration."""
+        return self.log or structlog.get_logger().bind(customer=self.customer, integration=self.integration)
+
+    def path(self, value: str | Path) -> Path:
+        """A path from config: relative ones are relative to the config directory."""
+        p = Path(value)
+        return p if p.is_absolute() else (self.config_root / p).resolve()
+
+
+class Connector(abc.ABC, Generic[SettingsT]):
+    """Base of every connector family and customer plugin.
+
+    Subclasses set ``name`` (what ``plugin:`` in YAML refers to), ``settings_model`` and
+    ``contracts`` (the contract models it emits), and override the hooks above.
+    """
+
+    name: ClassVar[str] = ""
+    settings_model: ClassVar[type[PluginSettings]] = NoSettings
+    contracts: ClassVar[tuple[type[Contract], ...]] = ()
+    description: ClassVar[str] = ""
+
+    def __init__(self, ctx: IntegrationContext, settings: SettingsT) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.log = ctx.logger()
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open connections; calling it twice does nothing the second time."""
+        if not self._started:
+            await self.open()
+            self._started = True
+
+    async def stop(self) -> None:
+        """Close connections; safe to call when not started."""
+        if self._started:
+            self._started = False
+            await self.close()
+
+    async def __aenter__(self) -> Connector[SettingsT]:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def open(self) -> None:
+        """Hook: open clients. Default: nothing."""
+
+    async def close(self) -> None:
+        """Hook: close clients. Default: nothing."""
+
+    # -- the hooks -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def read(self, position: Position | None) -> AsyncIterator[Batch]:
+        """Yield batches from ``position`` (None: from the configured start)."""
+
+    def decode(self, raw: RawRecord) -> Any:
+        """Raw record to a decoded record; raise ``DecodeError`` for what cannot be parsed."""
+        return raw
+
+    def filter(self, record: Any) -> str | None:
+        """A reason to leave this record out on purpose (counted as filtered), or None to keep it."""
+        return None
+
+    @abc.abstractmethod
+    def identity(self, record: Any) -> tuple[str, str]:
+        """``(source key, source version)`` of a decoded record, for deterministic event ids."""
+
+    @abc.abstractmethod
+    def map(self, record: Any) -> Sequence[Contract]:
+        """Pure: a decoded record to contract instances; raise ``MappingError`` when it cannot."""
+
+    async def acknowledge(self, position: Position) -> None:
+        """Called once the sink holds every event up to ``position`` and the checkpoint is written."""

@@ -1,0 +1,158 @@
+"""CloudEvents 1.0 envelopes in Kafka binary content mode, and DLQ records.
+
+An :class:`Event` is what every sink takes: topic, key, value bytes and headers, already built.
+The value is the contract payload as JSON; the CloudEvents attributes are ``ce_*`` headers.
+Everything that does not change per record (source, customer/integration headers, the UUIDv5
+namespace, topic names per contract) is computed once per integration in :class:`Enveloper`:
+the hot path then costs one uuid5, one isoformat and one JSON serialisation per event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from contracts.base import Contract
+from core.types import Headers, Position
+
+__all__ = ["DlqRecord", "Enveloper", "Event", "event_id"]
+
+_NS_ROOT = uuid.UUID("5d1b9f4e-3c1a-5e0c-9a52-1e7f0d6c9b21")  # inlet's own namespace, fixed forever
+
+
+@dataclass(slots=True)
+class Event:
+    """One record for a sink: already serialised, ready to send."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    id: str
+
+
+def integration_namespace(customer: str, integration: str) -> uuid.UUID:
+    """The UUIDv5 namespace of one integration; event ids are names within it."""
+    return uuid.uuid5(_NS_ROOT, f"{customer}/{integration}")
+
+
+def event_id(namespace: uuid.UUID, source_key: str, source_version: str, contract: str, ordinal: int) -> str:
+    """Deterministic event id: the same source record version always yields the same id.
+
+    ``contract`` and ``ordinal`` tell apart several events mapped from one record (a panel's members,
+    a dual-published major version) without giving up determinism.
+    """
+    return str(uuid.uuid5(namespace, f"{source_key}\x1f{source_version}\x1f{contract}\x1f{ordinal}"))
+
+
+def _iso(ts: datetime) -> str:
+    """RFC 3339 UTC with a ``Z``, as CloudEvents ``time`` wants it."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class DlqRecord:
+    """A record that could not become an event, with why and where (stage, error, position)."""
+
+    stage: str
+    error_type: str
+    message: str
+    payload: bytes
+    position: Position | None
+    source_key: str | None = None
+
+
+class Enveloper:
+    """Builds events and DLQ records for one integration; holds its precomputed header templates."""
+
+    def __init__(self, customer: str, integration: str, *, topic_template: str = "{name}.v{major}",
+                 dlq_topic_template: str = "inlet.dlq.{customer}.{integration}") -> None:
+        self.customer = customer
+        self.integration = integration
+        self.namespace = integration_namespace(customer, integration)
+        self.source = f"/customers/{customer}/integrations/{integration}"
+        self._topic_template = topic_template
+        self.dlq_topic = dlq_topic_template.format(customer=customer, integration=integration)
+        self._common: Headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_source", self.source.encode()),
+            ("content-type", b"application/json"),
+            ("ce_customer", customer.encode()),
+            ("ce_integration", integration.encode()),
+        ]
+        # Per contract class: (topic, type header, dataschema header, version header).
+        self._per_contract: dict[type[Contract], tuple[str, bytes, bytes, bytes]] = {}
+
+    def _contract_info(self, cls: type[Contract]) -> tuple[str, bytes, bytes, bytes]:
+        info = self._per_contract.get(cls)
+        if info is None:
+            topic = self._topic_template.format(name=cls.contract_name, major=cls.major(),
+                                                customer=self.customer, integration=self.integration)
+            info = (
+                topic,
+                cls.contract_name.encode(),
+                f"urn:inlet:contract:{cls.contract_name}:{cls.contract_version}".encode(),
+                cls.contract_version.encode(),
+            )
+            self._per_contract[cls] = info
+        return info
+
+    def topic_for(self, cls: type[Contract]) -> str:
+        """The topic a contract's events go to (``<name>.v<major>`` by default)."""
+        return self._contract_info(cls)[0]
+
+    def envelope(self, model: Contract, source_key: str, source_version: str, ordinal: int = 0) -> Event:
+        """Wrap one contract instance as a CloudEvent."""
+        topic, ce_type, schema, version = self._contract_info(type(model))
+        eid = event_id(self.namespace, source_key, source_version, model.contract_name, ordinal)
+        key = model.entity_key()
+        headers = [
+            *self._common,
+            ("ce_id", eid.encode()),
+            ("ce_type", ce_type),
+            ("ce_subject", model.subject().encode()),
+            ("ce_dataschema", schema),
+            ("ce_contractversion", version),
+        ]
+        when = model.occurred_at()
+        if when is not None:
+            headers.append(("ce_time", _iso(when).encode()))
+        value = model.__pydantic_serializer__.to_json(model)
+        return Event(topic=topic, key=key.encode(), value=value, headers=headers, id=eid)
+
+    def dead_letter(self, record: DlqRecord) -> Event:
+        """Wrap a DLQ record: the original payload is the value, the reason is in headers."""
+        position = orjson.dumps(record.position).decode() if record.position is not None else ""
+        # The id is deterministic too, so a redelivered bad record is recognisable as the same one.
+        eid = event_id(self.namespace, record.source_key or position, record.stage, "dlq", 0)
+        headers = [
+            *self._common[:2],
+            ("ce_customer", self.customer.encode()),
+            ("ce_integration", self.integration.encode()),
+            ("ce_id", eid.encode()),
+            ("ce_type", b"inlet.dlq"),
+            ("dlq_stage", record.stage.encode()),
+            ("dlq_error_type", record.error_type.encode()),
+            ("dlq_error_message", record.message.encode()[:4096]),
+            ("dlq_position", position.encode()),
+        ]
+        if record.source_key:
+            headers.append(("dlq_source_key", record.source_key.encode()))
+        return Event(topic=self.dlq_topic, key=(record.source_key or "").encode() or None,
+                     value=record.payload, headers=headers, id=eid)
+
+
+def payload_bytes(raw: Any) -> bytes:
+    """The original payload of a raw record as bytes, for the DLQ value."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return bytes(raw)
+    if isinstance(raw, str):
+        return raw.encode()
+    try:
+        return orjson.dumps(raw)
+    except TypeError:
+        return repr(raw).encode()

@@ -1,0 +1,110 @@
+"""The embedded default sink: a SQLite outbox in WAL mode, for running inlet without Kafka.
+
+Each batch is one transaction, so a batch is either wholly in the outbox or not at all; the
+pipeline commits the source position only after that transaction. ``inlet events tail`` reads it.
+A relay to Kafka (reading the outbox in ``seq`` order) can be added later without touching connectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from core.envelope import Event
+from core.errors import SinkUnavailable
+from core.sinks import Sink
+from core.sqlite import SqliteStore
+
+__all__ = ["OutboxRow", "OutboxSink", "read_outbox"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    topic    TEXT NOT NULL,
+    key      BLOB,
+    value    BLOB NOT NULL,
+    headers  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_topic ON events(topic, seq);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored event, as ``inlet events tail`` shows it."""
+
+    seq: int
+    event_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+
+class OutboxSink(Sink):
+    """Writes events to ``<state dir>/outbox.sqlite``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: SqliteStore | None = None
+
+    async def start(self) -> None:
+        if self._db is None:
+            self._db = SqliteStore(self.path, _SCHEMA)
+            await self._db.acall(lambda c: None)  # open and create the schema now, not on first batch
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def submit(self, events: Sequence[Event]) -> Awaitable[None]:
+        if self._db is None:
+            await self.start()
+        assert self._db is not None
+        rows = [
+            (e.id, e.topic, e.key, e.value,
+             orjson.dumps({k: v.decode("utf-8", "replace") for k, v in e.headers}).decode())
+            for e in events
+        ]
+
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:  # one transaction per batch
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO events (event_id, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)", rows)
+
+        try:
+            await self._db.acall(write)
+        except sqlite3.Error as exc:
+            raise SinkUnavailable(f"outbox {self.path}: {exc}") from exc
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def read_outbox(path: Path, *, limit: int = 20, topic: str | None = None, after: int = 0) -> list[OutboxRow]:
+    """The last ``limit`` events (or those after ``seq`` ``after``), oldest first."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        where, args = "WHERE seq > ?", [after]
+        if topic:
+            where += " AND topic = ?"
+            args.append(topic)  # type: ignore[arg-type]
+        order = "ASC" if after else "DESC"
+        rows = conn.execute(
+            f"SELECT seq, event_id, topic, key, value, headers FROM events {where} ORDER BY seq {order} LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+    finally:
+        conn.close()
+    out = [OutboxRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+    return out if after else out[::-1]

@@ -1,0 +1,89 @@
+"""Re-record the bundled example customer's fixtures from the local FHIR test server.
+
+The example (``examples/config``) replays ``fixtures/example-clinic/observations/http.jsonl`` so the
+README's first command needs no network. This script makes that recording: it serves *generated*
+data (``connectors.fhir.synth``, seeded — never third-party files) plus a few deliberately bad records
+from the real test server, runs the integration twice through a recording transport (a full read,
+then the incremental poll from the resulting checkpoint) and writes the exchanges.
+
+    .venv/bin/python -m tools.record_example
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from connectors.fhir.synth import generate_observations
+from core.checkpoint import CheckpointStore
+from core.config import load_config
+from core.envelope import Enveloper
+from core.metrics import Stats
+from core.pipeline import Pipeline
+from core.recording import RecordingTransport
+from core.sinks.outbox import OutboxSink
+from tests.servers.fhir import FhirTestServer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "config"
+OUT = ROOT / "fixtures" / "example-clinic" / "observations" / "http.jsonl"
+
+
+def example_resources() -> list[dict[str, object]]:
+    """Generated observations, a local point-of-care code, and three bad records the DLQ must catch."""
+    obs = generate_observations(240, seed=11)
+    local = copy.deepcopy(obs[5])
+    local["id"] = "poc-glucose-1"
+    local["code"] = {"coding": [{"system": "urn:example-clinic:poc-codes", "code": "GLU-POC"}], "text": "Glucose POC"}
+    no_code = copy.deepcopy(obs[6])
+    no_code["id"] = "bad-no-code"
+    del no_code["code"]
+    unknown_value = copy.deepcopy(obs[7])
+    unknown_value["id"] = "bad-unknown-value"
+    unknown_value.pop("valueQuantity", None)
+    unknown_value["valueAttachment"] = {"contentType": "text/plain", "data": "aGVsbG8="}
+    bad_time = copy.deepcopy(obs[8])
+    bad_time["id"] = "bad-effective-time"
+    bad_time["effectiveDateTime"] = "2024-02-30T10:00:00+01:00"
+    error = copy.deepcopy(obs[9])
+    error["id"] = "entered-in-error-1"
+    error["status"] = "entered-in-error"
+    extra = [local, no_code, unknown_value, bad_time, error]
+    for r in extra:
+        r["meta"] = dict(obs[-1]["meta"])  # type: ignore[arg-type]
+    return [*obs, *extra]
+
+
+async def record() -> None:
+    _, [item] = load_config(CONFIG)
+    with FhirTestServer(example_resources()) as server, tempfile.TemporaryDirectory() as tmp:
+        origin = server.base_url.rsplit("/fhir", 1)[0]
+
+        def redact(doc: dict[str, object]) -> dict[str, object]:
+            # Recordings must not depend on the test server's random port.
+            import orjson
+
+            return orjson.loads(orjson.dumps(doc).replace(origin.encode(), b"http://fhir.test"))  # type: ignore[no-any-return]
+
+        transport = RecordingTransport(OUT, redact=redact)
+        http = item.settings.http.model_copy(update={"base_url": server.base_url, "replay": None})  # type: ignore[attr-defined]
+        settings = item.settings.model_copy(update={"http": http})
+        ctx = replace(item.context, http_transport=transport)
+        store = CheckpointStore(Path(tmp) / "cp.sqlite")
+        sink = OutboxSink(Path(tmp) / "outbox.sqlite")
+        env = Enveloper(ctx.customer, ctx.integration)
+        stats = Stats(ctx.customer, ctx.integration)
+        position = None
+        for _ in range(2):  # a full read, then the incremental poll from its checkpoint
+            async with item.plugin(ctx, settings) as connector:
+                position = await Pipeline(connector, env, sink, store, stats).run(position, asyncio.Event())
+        await sink.stop()
+        store.close()
+        print(f"recorded {sum(1 for _ in OUT.open())} exchanges to {OUT.relative_to(ROOT)}; {stats.totals}")
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
