@@ -27,8 +27,9 @@ __all__ = ["app", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 events_app = typer.Typer(no_args_is_help=True, help="Look at events in the embedded outbox.")
 app.add_typer(events_app, name="events")
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) is not cut to 80 columns: tables stay readable.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="INLET_CONFIG",
                                          help="Config directory (inlet.yaml + integrations/*.yaml)")]
@@ -37,21 +38,28 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="INLET_CONFIG"
 def _fail_config(errors: list[ConfigError]) -> None:
     err.print(f"[bold red]{len(errors)} problem(s) in the configuration:[/]")
     for e in errors:
-        err.print(f"  • {e}", markup=False, highlight=False)
+        err.print(f"  • {e}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
-def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) -> Table:
+def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) -> None:
+    """Print the per-integration table, then where the DLQ records and filtered records came from."""
     table = Table(title=f"inlet run summary ({seconds:.1f} s)")
-    for col in ("integration", "records in", "events out", "DLQ", "filtered", "restarts", "balanced"):
-        table.add_column(col, justify="left" if col == "integration" else "right")
+    for col in ("integration", "read", "events", "DLQ", "filtered", "restarts", "balanced"):
+        table.add_column(col, justify="left" if col == "integration" else "right", no_wrap=True)
+    details = []
     for key, s in stats.items():
         t = s.totals
-        dlq = ", ".join(f"{k}={v}" for k, v in sorted(t.dlq.items())) or "0"
-        filt = ", ".join(f"{v} {k}" for k, v in sorted(t.filtered.items())) or "0"
-        status = "FAILED: " + failed[key] if key in failed else ("yes" if t.balanced() else "NO")
-        table.add_row(key, str(t.records_in), str(t.events_out), dlq, filt, str(s.restarts), status)
-    return table
+        status = "FAILED" if key in failed else ("yes" if t.balanced() else "NO")
+        table.add_row(key, str(t.records_in), str(t.events_out), str(t.dlq.total()), str(t.filtered.total()),
+                      str(s.restarts), status)
+        details += [f"{key}: DLQ {n} at stage {stage}" for stage, n in sorted(t.dlq.items())]
+        details += [f"{key}: filtered {n}: {reason}" for reason, n in sorted(t.filtered.items())]
+        if key in failed:
+            details.append(f"{key}: gave up: {failed[key]}")
+    out.print(table)
+    for line in details:
+        out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -76,7 +84,7 @@ def run(config: ConfigOpt = Path("config"),
     err.print(f"inlet: running {len(supervisor.integrations)} integration(s) into {target}")
     started = time.monotonic()
     stats = asyncio.run(supervisor.run())
-    out.print(_summary(stats, supervisor.failed, time.monotonic() - started))
+    _summary(stats, supervisor.failed, time.monotonic() - started)
     if supervisor.failed:
         raise typer.Exit(1)
 
@@ -88,6 +96,17 @@ def check(config: ConfigOpt = Path("config")) -> None:
     if errors:
         _fail_config(errors)
     out.print(f"[green]ok[/]: {len(loaded)} integration(s) in {config}")
+
+
+def _describe(position: dict[str, object] | None) -> str:
+    """A position for people: scalars as they are, long lists as their length."""
+    if not position:
+        return "-"
+    parts = []
+    for key, value in sorted(position.items()):
+        shown = f"[{len(value)} items]" if isinstance(value, list | dict) and len(value) > 3 else orjson.dumps(value)
+        parts.append(f"{key}={shown if isinstance(shown, str) else shown.decode()}")
+    return "\n".join(parts)
 
 
 @app.command()
@@ -113,8 +132,7 @@ def integrations(config: ConfigOpt = Path("config")) -> None:
             topics = "\n".join(f"{m.contract_name} {m.contract_version} → {env.topic_for(m)}"
                                for m in item.plugin.contracts)
             pos = store.load_sync(c.customer, c.integration)
-            table.add_row(c.key, c.plugin, "yes" if c.enabled else "no", c.zone or "-", topics,
-                          orjson.dumps(pos).decode()[:80] if pos else "-")
+            table.add_row(c.key, c.plugin, "yes" if c.enabled else "no", c.zone or "-", topics, _describe(pos))
     finally:
         store.close()
     out.print(table)

@@ -139,7 +139,8 @@ def _validation_errors(exc: ValidationError, path: Path, prefix: str = "") -> li
         key = prefix + ".".join(str(p) for p in err["loc"])
         got = err.get("input")
         shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r:.80})"
-        out.append(ConfigError(f"{err['msg']}{shown}", file=str(path), key=key or None))
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(ConfigError(f"{msg}{shown}", file=str(path), key=key or None))
     return out
 
 

@@ -87,7 +87,7 @@ class _WaitRetryAfter(wait_base):
     """Jittered exponential backoff, but never shorter than the server's ``Retry-After``."""
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self._exp = wait_exponential_jitter(initial=initial, max=maximum)
+        self._exp = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         wait = float(self._exp(retry_state))

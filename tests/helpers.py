@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
 
 from contracts.base import Contract
 from contracts.clinical_observation import ObservationV1
@@ -77,3 +80,62 @@ class GatedSink(Sink):
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks.append(fut)
         return fut
+
+
+# --- config directories and Kafka read-back -------------------------------------------------------------
+
+
+def write_config(root: Path, *, base_url: str, kafka: str | None = None, topic_prefix: str = "",
+                 plugin: str = "fhir.observation_search", page_size: int = 100, zone: str = "Europe/Berlin",
+                 poll_interval: float = 0.5, backoff: float = 0.2, http: dict[str, Any] | None = None) -> Path:
+    """A config directory with one FHIR search integration (``acme/observations``) for tests."""
+    (root / "integrations").mkdir(parents=True, exist_ok=True)
+    sup: dict[str, Any] = {"state_dir": str(root / "state"), "restart_backoff_initial": backoff,
+                           "restart_backoff_max": max(backoff, 2.0),
+                           "topic_template": topic_prefix + "{name}.v{major}",
+                           "dlq_topic_template": topic_prefix + "inlet.dlq.{customer}.{integration}"}
+    if kafka:
+        sup["kafka"] = {"bootstrap": kafka, "request_timeout_ms": 5000}
+    (root / "inlet.yaml").write_text(yaml.safe_dump(sup))
+    integration = {"customer": "acme", "integration": "observations", "plugin": plugin, "zone": zone,
+                   "poll_interval": poll_interval,
+                   "settings": {"page_size": page_size,
+                                "http": {"base_url": base_url, "backoff_initial": 0.05, "backoff_max": 0.5,
+                                         **(http or {})}}}
+    (root / "integrations" / "acme.yaml").write_text(yaml.safe_dump(integration))
+    return root
+
+
+async def consume(bootstrap: str, topics: list[str], *, expect: int | None = None, idle: float = 3.0,
+                  timeout: float = 90.0, until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+    """Every record on ``topics`` from the beginning: until ``expect`` are read (or ``until(records)`` holds),
+    or, with neither given, until ``idle`` seconds bring nothing new."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = loop.time()
+    try:
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            got = [r for records in batch.values() for r in records]
+            out.extend(got)
+            now = loop.time()
+            if got:
+                last = now
+            if (expect is not None and len(out) >= expect) or (until is not None and got and until(out)):
+                break
+            if expect is None and until is None and now - last > idle:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def header_map(record: Any) -> dict[str, bytes]:
+    """A Kafka record's headers as a dict (CloudEvents headers are unique)."""
+    return dict(record.headers)

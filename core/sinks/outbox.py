@@ -100,10 +100,15 @@ def read_outbox(path: Path, *, limit: int = 20, topic: str | None = None, after:
             where += " AND topic = ?"
             args.append(topic)  # type: ignore[arg-type]
         order = "ASC" if after else "DESC"
-        rows = conn.execute(
-            f"SELECT seq, event_id, topic, key, value, headers FROM events {where} ORDER BY seq {order} LIMIT ?",
-            (*args, limit),
-        ).fetchall()
+        try:
+            rows = conn.execute(
+                f"SELECT seq, event_id, topic, key, value, headers FROM events {where} ORDER BY seq {order} LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # created but not yet initialised by a starting supervisor
+                return []
+            raise
     finally:
         conn.close()
     out = [OutboxRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
