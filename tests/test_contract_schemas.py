@@ -20,5 +20,5 @@ def test_model_matches_checked_in_schema(model: type[Contract]) -> None:
 
 def test_the_first_contract_is_registered() -> None:
     assert contracts.get_contract("clinical.observation", "1.0") is contracts.ObservationV1
-    with pytest.raises(KeyError, match="known: clinical.observation 1.0"):
+    with pytest.raises(KeyError, match=r"known: clinical\.observation 1\.0"):
         contracts.get_contract("clinical.observation", "9.9")

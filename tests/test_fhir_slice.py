@@ -17,7 +17,7 @@ from core.config import load_config
 from core.sinks.outbox import read_outbox
 from core.supervisor import Supervisor
 from tests.helpers import write_config
-from tests.servers.fhir import FhirTestServer, Faults
+from tests.servers.fhir import Faults, FhirTestServer
 
 
 def _bad_records(template: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,7 +60,8 @@ async def test_bad_input_goes_to_the_dlq_and_the_daemon_keeps_running(tmp_path: 
         wanted = {r["id"] for r in good if r["status"] != "entered-in-error"}
 
         def delivered() -> set[str]:
-            return {orjson.loads(r.value)["observation_id"] for r in _outbox(root) if not r.topic.startswith("inlet.dlq")}
+            rows = _outbox(root)
+            return {orjson.loads(r.value)["observation_id"] for r in rows if not r.topic.startswith("inlet.dlq")}
 
         await _until(lambda: delivered() >= wanted and len([r for r in _outbox(root) if "dlq" in r.topic]) >= 4)
         await asyncio.sleep(0.5)  # a few more polls: nothing new may appear

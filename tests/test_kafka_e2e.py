@@ -58,8 +58,8 @@ async def test_synthea_observations_reach_kafka_as_the_expected_cloudevents(
     rec = next(r for r in records if orjson.loads(r.value)["observation_id"] == source["id"])
     h = header_map(rec)
     version = source["meta"]["versionId"]
-    assert h["ce_id"].decode() == str(uuid.uuid5(integration_namespace("acme", "observations"),
-                                                 f"Observation/{source['id']}\x1f{version}\x1fclinical.observation\x1f0"))
+    name = f"Observation/{source['id']}\x1f{version}\x1fclinical.observation\x1f0"
+    assert h["ce_id"].decode() == str(uuid.uuid5(integration_namespace("acme", "observations"), name))
     assert h["ce_id"].decode() == event_id(integration_namespace("acme", "observations"),
                                            f"Observation/{source['id']}", version, "clinical.observation", 0)
     assert h["ce_specversion"] == b"1.0"
@@ -73,7 +73,8 @@ async def test_synthea_observations_reach_kafka_as_the_expected_cloudevents(
     effective = normalise(source["effectiveDateTime"]).utc
     assert h["ce_time"] == effective.isoformat().replace("+00:00", "Z").encode()
     payload = orjson.loads(rec.value)
-    assert rec.key == source["subject"]["reference"].split("/")[-1].split(":")[-1].encode()  # Patient/<id> or urn:uuid:<id>
+    # The key is the patient id, whether the reference reads Patient/<id> or urn:uuid:<id>.
+    assert rec.key == source["subject"]["reference"].split("/")[-1].split(":")[-1].encode()
     assert payload["code"][0]["code"] == source["code"]["coding"][0]["code"]
     if "valueQuantity" in source:
         assert payload["value"]["value"] == source["valueQuantity"]["value"]

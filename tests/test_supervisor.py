@@ -70,7 +70,7 @@ def test_sigterm_drains_commits_and_exits_zero_then_resumes_without_duplicates(t
         assert proc.wait(timeout=30) == 0
         after_drain = [orjson.loads(r.value)["observation_id"] for r in read_outbox(outbox, limit=100_000)]
         assert 0 < len(after_drain) < len(wanted), "SIGTERM was not mid-stream"
-        resumed = subprocess.run([*cmd, "--once"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+        resumed = subprocess.run([*cmd, "--once"], cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
         assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     everything = sorted(orjson.loads(r.value)["observation_id"] for r in read_outbox(outbox, limit=100_000))
     # The drain committed every position whose events were in the outbox: the restart re-emits nothing.
