@@ -74,10 +74,6 @@ def run(config: ConfigOpt = Path("config"),
     except ConfigError:
         _fail_config(check_config(config)[2])
         return
-    if sup_cfg.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(sup_cfg.metrics_port, addr="127.0.0.1")
     supervisor = Supervisor(sup_cfg, integrations, once=once)
     target = (f"Kafka at {sup_cfg.kafka.bootstrap}" if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
               else f"the outbox {state_dir(sup_cfg) / 'outbox.sqlite'}")

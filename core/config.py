@@ -66,6 +66,9 @@ class SupervisorConfig(_Strict):
     topic_template: str = "{name}.v{major}"
     dlq_topic_template: str = "inlet.dlq.{customer}.{integration}"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port for /metrics, /healthz, /readyz; None: not served."""
+    metrics_host: str = "127.0.0.1"
+    """Interface for that port; a container sets 0.0.0.0."""
     restart_backoff_initial: float = Field(default=1.0, gt=0)
     restart_backoff_max: float = Field(default=60.0, gt=0)
 

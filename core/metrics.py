@@ -51,6 +51,7 @@ class Stats:
     restarts: int = 0
     last_error: str | None = None
     last_position: object = None
+    healthy: bool = True
 
     def add(self, counts: BatchCounts) -> None:
         """Add a committed batch."""
@@ -61,6 +62,7 @@ class Stats:
         t.dlq.update(counts.dlq)
         t.filtered.update(counts.filtered)
         self.batches += 1
+        self.healthy = True
         labels = (self.customer, self.integration)
         RECORDS_IN.labels(*labels).inc(counts.records_in)
         EVENTS_OUT.labels(*labels).inc(counts.events_out)
@@ -73,5 +75,6 @@ class Stats:
     def restarted(self, error: BaseException) -> None:
         """Count a restart after ``error``."""
         self.restarts += 1
+        self.healthy = False
         self.last_error = f"{type(error).__name__}: {error}"
         RESTARTS.labels(self.customer, self.integration, type(error).__name__).inc()

@@ -23,6 +23,7 @@ from core.checkpoint import CheckpointStore
 from core.config import LoadedIntegration, SupervisorConfig
 from core.envelope import Enveloper
 from core.errors import TransientError
+from core.health import HealthServer
 from core.metrics import Stats
 from core.pipeline import Pipeline
 from core.sinks import Sink
@@ -63,6 +64,7 @@ class Supervisor:
         self.stats = {i.config.key: Stats(i.config.customer, i.config.integration) for i in self.integrations}
         self.failed: dict[str, str] = {}
         self.sink = build_sink(cfg)
+        self.health: HealthServer | None = None
         self.checkpoints = CheckpointStore(state_dir(cfg) / "checkpoints.sqlite")
 
     def stop(self) -> None:
@@ -71,9 +73,24 @@ class Supervisor:
             log.info("stopping: draining in-flight batches")
             self.stop_event.set()
 
+    def status(self) -> dict[str, str | None]:
+        """Per integration: None when healthy, else its last error (for /readyz)."""
+        return {k: (None if s.healthy else (s.last_error or "failing")) for k, s in self.stats.items()}
+
+    async def _heartbeat(self) -> None:
+        while self.health is not None:
+            self.health.beat()
+            await asyncio.sleep(1.0)
+
     async def run(self) -> dict[str, Stats]:
         """Run to completion; returns each integration's stats."""
         loop = asyncio.get_running_loop()
+        beat: asyncio.Task[None] | None = None
+        if self.cfg.metrics_port is not None:
+            self.health = HealthServer(self.status, host=self.cfg.metrics_host, port=self.cfg.metrics_port)
+            self.health.start()
+            beat = asyncio.create_task(self._heartbeat())
+            log.info("serving /metrics, /healthz, /readyz", port=self.health.port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
@@ -85,6 +102,13 @@ class Supervisor:
                     loop.remove_signal_handler(sig)
             await self.sink.stop()
             self.checkpoints.close()
+            if self.health is not None:
+                self.health.stop()
+                self.health = None
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
         return self.stats
 
     async def _sleep(self, seconds: float) -> None:

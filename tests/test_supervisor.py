@@ -75,3 +75,36 @@ def test_sigterm_drains_commits_and_exits_zero_then_resumes_without_duplicates(t
     everything = sorted(orjson.loads(r.value)["observation_id"] for r in read_outbox(outbox, limit=100_000))
     # The drain committed every position whose events were in the outbox: the restart re-emits nothing.
     assert everything == wanted
+
+
+async def test_health_endpoints_report_liveness_readiness_and_metrics(tmp_path: Path) -> None:
+    import httpx
+
+    resources = generate_observations(50, seed=6)
+    with FhirTestServer(resources) as server:
+        root = write_config(tmp_path, base_url=server.base_url, poll_interval=0.2)
+        broken = yaml.safe_load((root / "integrations" / "acme.yaml").read_text())
+        broken["customer"] = "broken"
+        broken["settings"]["http"].update(base_url=f"http://127.0.0.1:{_dead_port()}/fhir", max_attempts=1)
+        (root / "integrations" / "broken.yaml").write_text(yaml.safe_dump(broken))
+        (root / "inlet.yaml").write_text((root / "inlet.yaml").read_text() + "metrics_port: 0\n")
+        sup_cfg, integrations = load_config(root)
+        supervisor = Supervisor(sup_cfg, integrations)
+        run = asyncio.create_task(supervisor.run())
+        while supervisor.health is None or supervisor.stats["broken/observations"].restarts < 1:
+            await asyncio.sleep(0.05)
+        while supervisor.stats["acme/observations"].totals.events_out < 40:
+            await asyncio.sleep(0.05)
+        base = f"http://127.0.0.1:{supervisor.health.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            live = await client.get("/healthz")
+            ready = await client.get("/readyz")
+            metrics = await client.get("/metrics")
+        supervisor.stop()
+        await asyncio.wait_for(run, 10)
+    assert live.status_code == 200 and live.json()["ok"] is True
+    assert ready.status_code == 503
+    assert set(ready.json()["unhealthy"]) == {"broken/observations"}
+    assert "ConnectError" in ready.json()["unhealthy"]["broken/observations"]
+    assert 'inlet_events_out_total{customer="acme",integration="observations"}' in metrics.text
+    assert 'inlet_restarts_total{customer="broken",error="UpstreamError",integration="observations"}' in metrics.text
