@@ -16,7 +16,7 @@ Rules
   ``< 1e11`` seconds, ``< 1e14`` milliseconds, ``< 1e17`` microseconds, ``< 1e20`` nanoseconds. 1e11 s is
   the year 5138 and 1e11 ms is March 1973, so every plausible feed value is unambiguous; epoch ms before
   1973 are read as seconds (documented limitation). Sub-microsecond digits are floored; floats round to the
-  nearest microsecond. A digits-only *string* of length 4, 8, 12 or 14 is a calendar value
+  nearest microsecond. A string of 4, 8, 12 or 14 digits (no sign, no fraction) is a calendar value
   (``YYYY``, ``YYYYMMDD``, ``YYYYMMDDhhmm``, ``YYYYMMDDhhmmss``), never an epoch.
 * **Zones.** A value without an offset is local wall time in ``zone`` (an IANA name); without ``zone`` it
   is an error, never a guess. ``zone`` is ignored for values that carry their own offset.
@@ -50,22 +50,14 @@ from zoneinfo import ZoneInfo
 
 from core.errors import TimestampError
 
-__all__ = [
-    "Ambiguous",
-    "Instant",
-    "Nonexistent",
-    "Precision",
-    "TimestampError",
-    "normalise",
-    "normalise_series",
-    "zone",
-]
+__all__ = ["Ambiguous", "Instant", "Nonexistent", "Precision", "TimestampError", "normalise", "normalise_series",
+           "zone"]
 
 Precision = Literal["year", "month", "day", "minute", "second", "millisecond", "microsecond"]
 Ambiguous = Literal["raise", "earliest", "latest"]
 Nonexistent = Literal["raise", "shift_forward", "shift_backward"]
 
-_EXPECTED: Final = "ISO 8601 / RFC 3339 date-time, FHIR partial date, epoch number or /Date(ms)/"
+_EXPECTED: Final = "an ISO 8601 / RFC 3339 date-time, a FHIR partial date, an epoch number or /Date(ms)/"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_DAY: Final = timedelta(days=1)
 _MAX_OFFSET_MIN: Final = 18 * 60
@@ -87,10 +79,16 @@ _DOTNET: Final = re.compile(r"\\?/Date\(([+-]?[0-9]{1,20})(?:[+-]([0-9]{2})([0-9
 _NUMBER: Final = re.compile(r"([+-]?)([0-9]{1,20})(?:\.([0-9]{1,9}))?")
 _CALENDAR_DIGITS: Final = frozenset({4, 8, 12, 14})
 
-# Fast path: separators at string positions 4, 7, 10, 13 (,16 (,19)) of the extended form, sliced in one go.
+# Fast path: length without the zone designator -> (precision, end of the separator slice, the separators
+# allowed at positions 4, 7, 10, 13 (,16 (,19)) of the extended form, read in one slice).
 _SEPS_MINUTE: Final = frozenset({"--T:", "--t:", "-- :"})
 _SEPS_SECOND: Final = frozenset({s + ":" for s in _SEPS_MINUTE})
 _SEPS_FRACTION: Final = frozenset({s + ":." for s in _SEPS_MINUTE})
+_SHAPES: Final[dict[int, tuple[Precision, int, frozenset[str]]]] = {
+    16: ("minute", 14, _SEPS_MINUTE),
+    19: ("second", 17, _SEPS_SECOND),
+    **{n: ("millisecond" if n <= 23 else "microsecond", 20, _SEPS_FRACTION) for n in range(21, 30)},
+}
 # "+HH:MM" -> offset for every legal offset; a miss means "not this shape" or "beyond ±18:00".
 _OFFSETS: Final = {
     f"{sign}{m // 60:02d}:{m % 60:02d}": timedelta(minutes=m if sign == "+" else -m)
@@ -98,6 +96,7 @@ _OFFSETS: Final = {
     for m in range(_MAX_OFFSET_MIN + 1)
 }
 _ZONES: dict[str, ZoneInfo] = {}
+_TIMESPECS: Final = {"millisecond": "milliseconds", "microsecond": "microseconds"}
 
 
 class Instant(NamedTuple):
@@ -118,7 +117,7 @@ class Instant(NamedTuple):
         (epoch floats, a clamped leap second), so the text never loses information.
         """
         us = self.utc.microsecond
-        spec = {"millisecond": "milliseconds", "microsecond": "microseconds"}.get(self.precision or "", "")
+        spec = _TIMESPECS.get(self.precision or "", "")
         if us and (not spec or (spec == "milliseconds" and us % 1000)):
             spec = "milliseconds" if us % 1000 == 0 else "microseconds"
         return _combine(self.utc, self.utc.time()).isoformat(timespec=spec or "seconds") + "Z"
@@ -143,42 +142,30 @@ def _fail(value: object, zone_name: str | None, expected: str) -> TimestampError
     return TimestampError(f"timestamp {text} (zone {zone_name or 'not given'}): expected {expected}")
 
 
-def normalise(
-    value: object,
-    zone: str | None = None,
-    *,
-    ambiguous: Ambiguous = "raise",
-    nonexistent: Nonexistent = "raise",
-    now: datetime | None = None,
-    max_future_seconds: float | None = None,
-) -> Instant:
+def normalise(value: object, zone: str | None = None, *, ambiguous: Ambiguous = "raise",
+              nonexistent: Nonexistent = "raise", now: datetime | None = None,
+              max_future_seconds: float | None = None) -> Instant:
     """Normalise one timestamp to an :class:`Instant`; see the module docstring for the rules."""
-    if type(value) is str and len(value) > 16:
-        # Fast path for the common extended form with an offset: a few fixed-position checks give the shape
-        # and precision, C fromisoformat does the digits and calendar. Anything it would accept but we must
-        # not (odd separators, "30.Z", "+01:00:30", hour-only) fails a check and takes the strict path.
-        off = None
-        if value[-1] == "Z":
-            body = len(value) - 1
-        else:
-            off = _OFFSETS.get(value[-6:])
-            body = len(value) - 6 if off is not None else 0
-        prec: Precision | None = None
-        if body == 19:
-            prec = "second" if value[4:17:3] in _SEPS_SECOND else None
-        elif 21 <= body <= 29 and value[4:20:3] in _SEPS_FRACTION and value[20:body].isdigit():
-            prec = "millisecond" if body <= 23 else "microsecond"
-        elif body == 16 and value[4:14:3] in _SEPS_MINUTE:
-            prec = "minute"
-        if prec is not None:
+    if type(value) is str and len(value) > 15:
+        # Fast path for the common extended forms: the length and a few fixed positions give the shape and
+        # precision, C fromisoformat does digits and calendar. What it would accept but we must not (odd
+        # separators, "30.Z", "+01:00:30", hour-only) fails a check or raises, and takes the strict path.
+        last = value[-1]
+        off = None if last == "Z" else _OFFSETS.get(value[-6:])
+        body = len(value) - (1 if last == "Z" else 0 if off is None else 6)  # naive when no Z/offset
+        shape = _SHAPES.get(body)
+        if shape is not None and value[4 : shape[1] : 3] in shape[2] and (body < 21 or value[20:body].isdigit()):
             try:
-                utc = _fromiso(value) if off is None else _fromiso(value[:body] + "Z") - off
+                moment = _fromiso(value) if off is None else _fromiso(value[:body] + "Z") - off
             except (ValueError, OverflowError):
                 pass  # 24:00, leap second, bad digits, out of range: the strict path explains
             else:
+                if moment.tzinfo is None:
+                    moment = _localise(moment, shape[0], value, zone, ambiguous=ambiguous,
+                                       nonexistent=nonexistent, previous=None)
                 if max_future_seconds is not None:
-                    _check_future(utc, value, zone, now, max_future_seconds)
-                return _new(Instant, (utc, prec))
+                    _check_future(moment, value, zone, now, max_future_seconds)
+                return _new(Instant, (moment, shape[0]))
     moment, precision = _parse(value, zone)
     if moment.tzinfo is None:
         moment = _localise(moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent,
@@ -188,21 +175,17 @@ def normalise(
     return _new(Instant, (moment, precision))
 
 
-def normalise_series(
-    values: Iterable[object],
-    zone: str | None = None,
-    *,
-    ambiguous: Ambiguous = "raise",
-    nonexistent: Nonexistent = "raise",
-    now: datetime | None = None,
-    max_future_seconds: float | None = None,
-) -> list[Instant]:
+def normalise_series(values: Iterable[object], zone: str | None = None, *, ambiguous: Ambiguous = "raise",
+                     nonexistent: Nonexistent = "raise", now: datetime | None = None,
+                     max_future_seconds: float | None = None) -> list[Instant]:
     """Normalise a device's readings, in order, resolving DST fall-back by monotonicity.
 
-    A local wall time in the repeated hour takes the earliest occurrence not before the previous reading:
-    the first pass maps to the earlier offset and, once the wall clock has gone back, the repeat maps to
-    the later one, so no reading is lost or reordered. Only when order cannot decide (the first reading,
-    or both occurrences before the previous one) does the ``ambiguous`` policy apply.
+    A local wall time in the repeated hour takes the earliest occurrence *after* the previous reading: the
+    first pass maps to the earlier offset and, once the wall clock has gone back (or repeats, as hourly
+    meters do at 02:30), to the later one, so no reading is lost or reordered. Only when order cannot decide
+    (the first reading, or both occurrences not after the previous one) does the ``ambiguous`` policy
+    apply. Exact when consecutive readings are at most the DST shift apart (60 min; 30 at Lord Howe):
+    sparser readings in the repeated hour look the same on either side, and take the first one after.
     """
     out: list[Instant] = []
     previous: datetime | None = None
@@ -233,7 +216,7 @@ def _parse(value: object, zone_name: str | None) -> tuple[datetime, Precision | 
     if isinstance(value, str):
         text = value.strip()
         if not text:
-            raise _fail(value, zone_name, f"a non-blank {_EXPECTED}")
+            raise _fail(value, zone_name, f"a non-blank string: {_EXPECTED}")
         return _parse_text(text, value, zone_name)
     if isinstance(value, bool):  # before int: bool is an int subclass, and True is not 1970-01-01T00:00:01
         raise _fail(value, zone_name, f"{_EXPECTED}, not a boolean")
@@ -248,7 +231,9 @@ def _parse(value: object, zone_name: str | None) -> tuple[datetime, Precision | 
         return _from_epoch_us(us, value, zone_name), None
     if isinstance(value, datetime):
         if value.utcoffset() is None:
-            return _combine(value, value.time()), None  # naive (drops a tzinfo that does not know)
+            # naive: a fresh wall time drops a tzinfo that does not know and the fold (the policy decides)
+            return _wall(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                         value.microsecond), None
         try:
             return value.astimezone(UTC), None
         except OverflowError:
@@ -371,8 +356,8 @@ def _localise(wall: datetime, precision: Precision | None, value: object, zone_n
         after = None if previous is None else _combine(previous, previous.time())
         if start_of_day:
             chosen = first
-        elif after is not None and (first >= after or second >= after):
-            chosen = first if first >= after else second
+        elif after is not None and (first > after or second > after):
+            chosen = first if first > after else second
         elif ambiguous in ("earliest", "latest"):
             chosen = first if ambiguous == "earliest" else second
         else:
