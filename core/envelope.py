@@ -9,6 +9,7 @@ the hot path then costs one uuid5, one isoformat and one JSON serialisation per 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,9 +45,16 @@ def event_id(namespace: uuid.UUID, source_key: str, source_version: str, contrac
     """Deterministic event id: the same source record version always yields the same id.
 
     ``contract`` and ``ordinal`` tell apart several events mapped from one record (a panel's members,
-    a dual-published major version) without giving up determinism.
+    a dual-published major version) without giving up determinism. Equal to
+    ``str(uuid.uuid5(namespace, name))``, computed without building a ``UUID`` object (a third of the
+    cost on the hot path).
     """
-    return str(uuid.uuid5(namespace, f"{source_key}\x1f{source_version}\x1f{contract}\x1f{ordinal}"))
+    name = f"{source_key}\x1f{source_version}\x1f{contract}\x1f{ordinal}"
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])  # noqa: S324 - RFC 4122 v5
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _iso(ts: datetime) -> str:

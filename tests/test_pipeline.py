@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.checkpoint import CheckpointStore
 from core.connector import Batch
-from core.envelope import Enveloper
+from core.envelope import Enveloper, event_id, integration_namespace
 from core.errors import SinkUnavailable
 from core.metrics import Stats
 from core.pipeline import Pipeline, process_batch
@@ -127,3 +130,14 @@ async def test_stop_drains_what_was_handed_over_and_resume_starts_after_it(tmp_p
     rows = read_outbox(tmp_path / "outbox.sqlite", limit=100)
     assert [orjson.loads(r.value)["observation_id"] for r in rows] == [f"o{b}" for b in range(5)]
     store.close()
+
+
+@given(key=st.text(), version=st.text(), contract=st.text(min_size=1), ordinal=st.integers(0, 10_000))
+def test_event_id_is_exactly_uuid5_of_the_documented_name(key: str, version: str, contract: str, ordinal: int) -> None:
+    ns = integration_namespace("acme", "obs")
+    name = f"{key}\x1f{version}\x1f{contract}\x1f{ordinal}"
+    try:
+        expected = str(uuid.uuid5(ns, name))
+    except UnicodeEncodeError:  # lone surrogates cannot be names in either implementation
+        return
+    assert event_id(ns, key, version, contract, ordinal) == expected

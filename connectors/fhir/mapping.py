@@ -7,16 +7,17 @@ so the record goes to the DLQ instead of being half-mapped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from contracts.clinical_observation import Coding, Component, ObservationV1
+from contracts.clinical_observation import ObservationV1
 from core.errors import MappingError
 from core.time import Instant, normalise
 
 __all__ = ["VALUE_KEYS", "map_observation", "reference_id"]
 
-Resource = Mapping[str, Any]
+Resource = dict[str, Any]
+# Parsed JSON is always dicts and lists: exact-type checks (``type(x) is dict``) instead of ``Mapping``
+# ABC checks keep this module inside the hot-path budget; the contract validates the result in one pass.
 
 VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
               "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
@@ -24,7 +25,7 @@ VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBool
 
 def reference_id(ref: Any) -> str | None:
     """The id in a Reference: ``Patient/123`` → 123, ``urn:uuid:abc`` → abc, absolute URLs too."""
-    if not isinstance(ref, Mapping):
+    if type(ref) is not dict:
         return None
     text = ref.get("reference")
     if not isinstance(text, str) or not text:
@@ -37,16 +38,15 @@ def reference_id(ref: Any) -> str | None:
     return parts[-1]
 
 
-def _codings(concept: Any, where: str) -> list[Coding]:
-    if not isinstance(concept, Mapping):
+def _codings(concept: Any, where: str) -> list[dict[str, Any]]:
+    if type(concept) is not dict:
         raise MappingError(f"{where} must be a CodeableConcept object, got {type(concept).__name__}")
-    out = [Coding(system=c.get("system"), code=str(c["code"]), display=c.get("display"))
-           for c in concept.get("coding") or () if isinstance(c, Mapping) and c.get("code") is not None]
-    return out
+    return [{"system": c.get("system"), "code": str(c["code"]), "display": c.get("display")}
+            for c in concept.get("coding") or () if type(c) is dict and c.get("code") is not None]
 
 
 def _quantity(q: Any, where: str) -> dict[str, Any]:
-    if not isinstance(q, Mapping) or "value" not in q:
+    if type(q) is not dict or "value" not in q:
         raise MappingError(f"{where} must be a Quantity with a value")
     return {"type": "quantity", "value": q["value"], "unit": q.get("unit"), "system": q.get("system"),
             "code": q.get("code"), "comparator": q.get("comparator")}
@@ -99,9 +99,9 @@ def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None
 
 def _absent(res: Resource) -> str | None:
     dar = res.get("dataAbsentReason")
-    if not isinstance(dar, Mapping):
+    if type(dar) is not dict:
         return None
-    codes = [c.get("code") for c in dar.get("coding") or () if isinstance(c, Mapping)]
+    codes = [c.get("code") for c in dar.get("coding") or () if type(c) is dict]
     return next((str(c) for c in codes if c), dar.get("text"))
 
 
@@ -129,9 +129,8 @@ def map_observation(res: Resource, zone: str | None) -> ObservationV1:
     last_updated = _when(meta["lastUpdated"], zone, f"{where}.meta.lastUpdated").utc \
         if meta.get("lastUpdated") else None
     components = [
-        Component(code=_codings(c.get("code"), f"{where}.component[{i}].code"),
-                  value=_value(c, zone, f"{where}.component[{i}]"),  # type: ignore[arg-type]
-                  data_absent_reason=_absent(c))
+        {"code": _codings(c.get("code"), f"{where}.component[{i}].code"),
+         "value": _value(c, zone, f"{where}.component[{i}]"), "data_absent_reason": _absent(c)}
         for i, c in enumerate(res.get("component") or ())
     ]
     code = res.get("code")
@@ -140,9 +139,9 @@ def map_observation(res: Resource, zone: str | None) -> ObservationV1:
         "patient_id": reference_id(res.get("subject")),
         "encounter_id": reference_id(res.get("encounter")),
         "status": res.get("status"),
-        "category": [c.code for cat in res.get("category") or () for c in _codings(cat, f"{where}.category")],
+        "category": [c["code"] for cat in res.get("category") or () for c in _codings(cat, f"{where}.category")],
         "code": _codings(code, f"{where}.code") if code is not None else [],
-        "code_text": code.get("text") if isinstance(code, Mapping) else None,
+        "code_text": code.get("text") if type(code) is dict else None,
         **effective,
         "issued": _when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
         "value": _value(res, zone, where),
