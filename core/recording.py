@@ -88,7 +88,10 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         for line in path.read_bytes().splitlines():
             if line.strip():
                 doc = orjson.loads(line)
-                self._answers[doc["request"]].append(doc["response"])
+                resp = doc["response"]
+                # Serialise each body once, not on every replayed request.
+                resp["content"] = orjson.dumps(resp["json"]) if "json" in resp else resp.get("text", "").encode()
+                self._answers[doc["request"]].append(resp)
         self._served: dict[str, int] = defaultdict(int)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -101,7 +104,7 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         i = min(self._served[key], len(answers) - 1)
         self._served[key] += 1
         resp = answers[i]
-        content = orjson.dumps(resp["json"]) if "json" in resp else resp.get("text", "").encode()
+        content = resp["content"]
         headers = {"content-type": resp.get("content_type", "application/octet-stream")}
         if "retry_after" in resp:
             headers["retry-after"] = resp["retry_after"]

@@ -21,6 +21,7 @@ Resource = dict[str, Any]
 
 VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
               "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+_VALUE_KEY_SET = frozenset(VALUE_KEYS)
 
 
 def reference_id(ref: Any) -> str | None:
@@ -61,8 +62,8 @@ def _when(value: Any, zone: str | None, where: str) -> Instant:
 
 def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None:
     """The tagged value of ``value[x]``; None when there is none; MappingError for unknown kinds."""
-    unknown = [k for k in res if k.startswith("value") and k not in VALUE_KEYS]
-    if unknown:
+    if _VALUE_KEY_SET.isdisjoint(res) and (unknown := [k for k in res if k.startswith("value")]):
+        # Only scanned when no known value[x] is present: FHIR allows one value[x] per element.
         raise MappingError(f"{where}: unsupported value type {unknown[0]} (clinical.observation v1.0 supports "
                            f"{', '.join(VALUE_KEYS)})")
     if (q := res.get("valueQuantity")) is not None:

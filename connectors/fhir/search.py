@@ -25,7 +25,7 @@ from contracts.clinical_observation import ObservationV1
 from core.connector import Batch, Connector, PluginSettings
 from core.errors import DecodeError, MappingError, UpstreamError
 from core.http import HttpClient, HttpSettings
-from core.time import normalise
+from core.time import Instant, normalise
 from core.types import Position
 
 __all__ = ["FhirObservationSearchConnector", "FhirSearchSettings", "UndecodablePage"]
@@ -95,6 +95,7 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
                 yield Batch([UndecodablePage(str(url), body, str(exc))], position_now)
                 return
             records: list[dict[str, Any]] = []
+            advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
             for entry in bundle.get("entry") or ():
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
@@ -107,13 +108,16 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
                 if lu is None:
                     continue
                 try:
-                    inst = normalise(lu, "UTC").utc
+                    parsed = normalise(lu, "UTC")
                 except MappingError:
                     continue  # map() reports it for this record; the watermark just does not move
+                inst = parsed.utc
                 if wm_instant is None or inst > wm_instant:
-                    wm_instant, watermark, ids = inst, normalise(lu, "UTC").isoformat(), {str(res.get("id"))}
+                    wm_instant, advanced, ids = inst, parsed, {str(res.get("id"))}
                 elif inst == wm_instant:
                     ids.add(str(res.get("id")))
+            if advanced is not None:
+                watermark = advanced.isoformat()
             yield Batch(records, {"last_updated": watermark, "ids_at_watermark": sorted(ids)})
             url, params = _next_link(bundle), None
             if url is not None:
