@@ -1,15 +1,21 @@
-"""HTTP for connectors: one httpx client per integration, with bounds and retries a plugin cannot forget.
+"""HTTP for connectors: one httpx client per integration, with the politeness a plugin cannot forget.
 
-What a connector gets from :class:`HttpClient`:
-- timeouts per request and a cap on response size (read streaming, refused past the cap);
-- retries with jittered exponential backoff (tenacity) on connect errors, timeouts, bodies cut short,
-  429 and 5xx, honouring ``Retry-After``; a bounded number of attempts, then a retriable
-  :class:`~core.errors.UpstreamError` (the supervisor backs off and resumes from the checkpoint);
-- non-retriable statuses (4xx other than 408/429) fail fast with :class:`UpstreamRefused`;
-- replay from recorded fixtures (``replay:`` in settings) through httpx's transport layer.
+What :class:`HttpClient` does on every request, in this order:
 
-What to do per status is data (:data:`STATUS_ACTIONS`), not if/else. Shared per-upstream rate limits,
-auth flows and pagination strategies build on this (issue 5).
+1. waits for the upstream's **shared rate limit** (``core.ratelimit``: one token bucket and concurrency
+   cap per upstream = host + credentials, shared by every integration hitting it; a ``Retry-After``
+   pauses it for all of them; ``RateLimit-*`` style headers slow it down before a 429 happens);
+2. sends with the integration's **auth** (``core.auth``: bearer, API key, basic, OAuth2 client
+   credentials, SMART Backend Services, session login), a per-request timeout and a response-size cap;
+3. decides what a failure means from two tables, :data:`STATUS_ACTIONS` and :data:`EXCEPTION_ACTIONS`
+   (policy as data): retry with jittered exponential backoff (tenacity) within ``max_attempts`` and a
+   total ``deadline_seconds``, or fail fast;
+4. checks the declared content type, so an HTML maintenance page is not parsed as data.
+
+Errors carry ``retriable`` on the class: :class:`~core.errors.UpstreamError` (retriable: the supervisor
+backs off and resumes from the checkpoint) or :class:`UpstreamRefused` (not: 401/403/404/422...).
+Every retry, wait and refusal is a log line and a Prometheus counter. ``replay:`` in the settings
+answers from recorded fixtures through httpx's transport layer instead of the network.
 """
 
 from __future__ import annotations
@@ -22,15 +28,25 @@ from typing import Any, Literal
 
 import httpx
 import structlog
+from prometheus_client import Counter
 from pydantic import Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_base, wait_exponential_jitter
 
+from core.auth import AuthSettings, build_auth, credential_id
 from core.connector import IntegrationContext, PluginSettings
 from core.errors import InletError, UpstreamError
-from core.secrets import Secret
+from core.ratelimit import RateLimitSettings, limiter_for, upstream_key
+from core.secrets import mask
 
-__all__ = ["STATUS_ACTIONS", "HttpClient", "HttpSettings", "UpstreamRefused"]
+__all__ = [
+    "EXCEPTION_ACTIONS",
+    "STATUS_ACTIONS",
+    "HttpClient",
+    "HttpSettings",
+    "UnexpectedContent",
+    "UpstreamRefused",
+]
 
 log = structlog.get_logger("inlet.http")
 
@@ -38,16 +54,34 @@ Action = Literal["retry", "fail"]
 
 STATUS_ACTIONS: Mapping[int, Action] = {408: "retry", 425: "retry", 429: "retry",
                                         **{s: "retry" for s in range(500, 600)}}
-"""Status code → action; anything >= 400 not listed fails fast."""
+"""Status code → action; any other status >= 400 fails fast."""
+
+EXCEPTION_ACTIONS: Mapping[type[Exception], Action] = {
+    httpx.TimeoutException: "retry",       # connect, read, write and pool timeouts
+    httpx.NetworkError: "retry",           # connection refused / reset
+    httpx.RemoteProtocolError: "retry",    # a body cut short, a connection closed mid-response
+    httpx.DecodingError: "retry",          # a corrupted compressed body
+}
+"""Transport exception → action (checked with isinstance, first match); anything else propagates."""
+
+REQUESTS = Counter("inlet_http_requests", "HTTP responses received, by status", ("upstream", "status"))
+RETRIES = Counter("inlet_http_retries", "HTTP requests retried, by reason", ("upstream", "reason"))
 
 
 class UpstreamRefused(InletError):
     """The upstream answered with a status that retrying will not fix (401, 403, 404, 422, ...)."""
 
 
+class UnexpectedContent(UpstreamError):
+    """A 2xx response that is not what was declared (content type) — a proxy's HTML page, say. Retried."""
+
+
 class _Retryable(UpstreamError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    """One failed attempt worth retrying; ``reason`` labels the metric, ``retry_after`` bounds the wait."""
+
+    def __init__(self, message: str, reason: str, retry_after: float | None = None) -> None:
         super().__init__(message)
+        self.reason = reason
         self.retry_after = retry_after
 
 
@@ -55,20 +89,25 @@ class HttpSettings(PluginSettings):
     """How to reach an upstream over HTTP."""
 
     base_url: str
+    auth: AuthSettings | None = None
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    """Per request: connect, read and write each."""
+    deadline_seconds: float = Field(default=300.0, gt=0)
+    """Per logical request, all attempts and waits included."""
     max_attempts: int = Field(default=5, ge=1, le=20)
-    max_retry_seconds: float = Field(default=300.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     backoff_initial: float = Field(default=0.5, gt=0)
     backoff_max: float = Field(default=30.0, gt=0)
+    content_types: list[str] = Field(default_factory=lambda: ["application/json", "application/fhir+json"])
+    """Accepted response media types (parameters ignored); empty accepts anything."""
     headers: dict[str, str] = Field(default_factory=dict)
-    bearer_token: Secret | None = None
     replay: str | None = None
     """Directory of recorded exchanges to replay instead of the network (fixtures, the bundled example)."""
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or garbage."""
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or unreadable."""
     if not value:
         return None
     value = value.strip()
@@ -84,7 +123,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class _WaitRetryAfter(wait_base):
-    """Jittered exponential backoff, but never shorter than the server's ``Retry-After``."""
+    """Jittered exponential backoff, never shorter than the server's ``Retry-After``."""
 
     def __init__(self, initial: float, maximum: float) -> None:
         self._exp = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
@@ -97,8 +136,19 @@ class _WaitRetryAfter(wait_base):
         return wait
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _Retryable)
+def _exception_action(exc: BaseException) -> Action | None:
+    for kind, action in EXCEPTION_ACTIONS.items():
+        if isinstance(exc, kind):
+            return action
+    return None
+
+
+def _target(exc: httpx.HTTPError, url: str) -> str:
+    """The URL a transport error happened on: the token endpoint when the auth flow's own call failed."""
+    try:
+        return str(exc.request.url)
+    except RuntimeError:  # raised by httpx when the error carries no request
+        return url
 
 
 class HttpClient:
@@ -113,11 +163,15 @@ class HttpClient:
             from core.recording import ReplayTransport
 
             transport = ReplayTransport(ctx.path(settings.replay) / "http.jsonl")
-        headers = {"User-Agent": "inlet/0.1", **settings.headers}
-        if settings.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
-        self._client = httpx.AsyncClient(base_url=settings.base_url, headers=headers, transport=transport,
-                                         timeout=settings.timeout_seconds, follow_redirects=False)
+        # Same host and credentials share one bucket; another tenant's credentials get their own.
+        self.upstream = upstream_key(settings.base_url, credential_id(settings.auth) if settings.auth else None)
+        self.limiter = limiter_for(self.upstream, settings.rate_limit)
+        self._label = httpx.URL(settings.base_url).host or "local"
+        self._accept = {t.lower() for t in settings.content_types}
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url, headers={"User-Agent": "inlet/0.1", **settings.headers},
+            auth=build_auth(settings.auth, logger=self.log), transport=transport, timeout=settings.timeout_seconds,
+            follow_redirects=False)
         self.retries = 0
 
     async def __aenter__(self) -> HttpClient:
@@ -133,29 +187,49 @@ class HttpClient:
     async def _once(self, url: str, params: Mapping[str, Any] | None) -> tuple[bytes, httpx.Headers]:
         s = self.settings
         try:
-            async with self._client.stream("GET", url, params=params) as resp:
-                action = STATUS_ACTIONS.get(resp.status_code, "fail" if resp.status_code >= 400 else None)
-                if action is not None:
-                    body = (await resp.aread())[:2000].decode("utf-8", "replace")
-                    msg = f"GET {resp.request.url} answered {resp.status_code}: {body}"
-                    if action == "retry":
-                        raise _Retryable(msg, _retry_after(resp.headers.get("Retry-After")))
-                    raise UpstreamRefused(msg)
-                declared = resp.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > s.max_response_bytes:
-                    raise UpstreamRefused(f"GET {resp.request.url}: response of {declared} bytes exceeds "
-                                          f"max_response_bytes={s.max_response_bytes}")
-                chunks, size = [], 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > s.max_response_bytes:
-                        raise UpstreamRefused(f"GET {resp.request.url}: response exceeds "
-                                              f"max_response_bytes={s.max_response_bytes}")
-                    chunks.append(chunk)
-                return b"".join(chunks), resp.headers
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            # Connect errors, timeouts and bodies cut short (RemoteProtocolError) are worth another try.
-            raise _Retryable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+            async with self.limiter.slot(), self._client.stream("GET", url, params=params) as resp:
+                REQUESTS.labels(self._label, str(resp.status_code)).inc()
+                self.limiter.observe(resp.headers)
+                return await self._read(resp, s)
+        except _Retryable as exc:
+            if exc.retry_after is not None and exc.reason in ("429", "503"):
+                # The upstream asked everyone to wait: pause the shared bucket, not just this request.
+                self.limiter.pause_for(exc.retry_after, "retry_after")
+            raise
+        except UpstreamError as exc:  # the auth flow's token endpoint answered 5xx / 429
+            raise _Retryable(mask(str(exc)), "auth") from exc
+        except httpx.HTTPError as exc:
+            message = mask(f"GET {_target(exc, url)}: {type(exc).__name__}: {exc}")
+            if _exception_action(exc) == "retry":
+                raise _Retryable(message, type(exc).__name__) from exc
+            raise UpstreamRefused(message) from exc
+
+    async def _read(self, resp: httpx.Response, s: HttpSettings) -> tuple[bytes, httpx.Headers]:
+        status = resp.status_code
+        if status >= 400:
+            body = (await resp.aread())[:2000].decode("utf-8", "replace")
+            # mask(): an API key sent as a query parameter is part of the URL.
+            msg = mask(f"GET {resp.request.url} answered {status}: {body}")
+            if STATUS_ACTIONS.get(status) == "retry":
+                raise _Retryable(msg, str(status), retry_after_seconds(resp.headers.get("Retry-After")))
+            raise UpstreamRefused(msg)
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > s.max_response_bytes:
+            raise UpstreamRefused(f"GET {resp.request.url}: response of {declared} bytes exceeds "
+                                  f"max_response_bytes={s.max_response_bytes}")
+        ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if self._accept and ctype not in self._accept:
+            preview = (await resp.aread())[:200].decode("utf-8", "replace")
+            raise _Retryable(f"GET {resp.request.url}: expected {' or '.join(sorted(self._accept))}, received "
+                             f"{ctype or 'no content type'}: {preview!r}", "content-type")
+        chunks, size = [], 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > s.max_response_bytes:
+                raise UpstreamRefused(f"GET {resp.request.url}: response exceeds "
+                                      f"max_response_bytes={s.max_response_bytes}")
+            chunks.append(chunk)
+        return b"".join(chunks), resp.headers
 
     async def get(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, httpx.Headers]:
         """GET ``url`` (relative to ``base_url`` or absolute) with retries; the body and headers."""
@@ -165,14 +239,16 @@ class HttpClient:
         def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
             exc = state.outcome.exception() if state.outcome else None
+            reason = exc.reason if isinstance(exc, _Retryable) else "error"
+            RETRIES.labels(self._label, reason).inc()
             self.log.warning("upstream request failed; retrying", url=url, attempt=state.attempt_number,
                              wait=round(state.next_action.sleep, 2) if state.next_action else None,
-                             error=str(exc)[:300])
+                             reason=reason, error=str(exc)[:300])
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(s.max_attempts) | stop_after_delay(s.max_retry_seconds),
+            stop=stop_after_attempt(s.max_attempts) | stop_before_delay(s.deadline_seconds),  # never sleep past it
             wait=_WaitRetryAfter(s.backoff_initial, s.backoff_max),
-            retry=retry_if_exception(_is_retryable),
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -181,6 +257,7 @@ class HttpClient:
                 with attempt:
                     return await self._once(url, params)
         except _Retryable as exc:
-            raise UpstreamError(f"{exc} (gave up after {s.max_attempts} attempts, "
-                                f"{time.monotonic() - started:.1f} s)") from exc
+            kind = UnexpectedContent if exc.reason == "content-type" else UpstreamError
+            raise kind(f"{exc} (gave up after {attempt.retry_state.attempt_number} attempts, "
+                       f"{time.monotonic() - started:.1f} s)") from exc
         raise AssertionError("unreachable")  # pragma: no cover

@@ -62,28 +62,28 @@ def test_unknown_plugin_names_the_key_and_suggests_the_closest(tmp_path: Path) -
 def test_missing_secret_names_the_variable_and_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ACME_FHIR_TOKEN", raising=False)
     _write(tmp_path, "acme.yaml", _integration(settings={"http": {
-        "base_url": "https://ehr.acme.invalid/fhir", "bearer_token": {"env": "ACME_FHIR_TOKEN"}}}))
+        "base_url": "https://ehr.acme.invalid/fhir", "auth": {"kind": "bearer", "token": {"env": "ACME_FHIR_TOKEN"}}}}))
     code, output = _check(tmp_path)
     assert code == 2
-    assert "key settings.http.bearer_token" in output
+    assert "key settings.http.auth.bearer.token" in output
     assert "environment variable ACME_FHIR_TOKEN is not set" in output
 
 
 def test_a_literal_secret_is_refused(tmp_path: Path) -> None:
     _write(tmp_path, "acme.yaml", _integration(settings={"http": {
-        "base_url": "https://ehr.acme.invalid/fhir", "bearer_token": "s3cr3t-literal"}}))
+        "base_url": "https://ehr.acme.invalid/fhir", "auth": {"kind": "bearer", "token": "s3cr3t-literal"}}}))
     code, output = _check(tmp_path)
     assert code == 2
-    assert "settings.http.bearer_token" in output and "{env: VARIABLE} or {file: PATH}" in output
+    assert "settings.http.auth.bearer.token" in output and "{env: VARIABLE} or {file: PATH}" in output
 
 
 def test_secret_from_file_is_resolved_and_masked(tmp_path: Path) -> None:
     secret_file = tmp_path / "token"
     secret_file.write_text("tok-1234567890\n")
     _write(tmp_path, "acme.yaml", _integration(settings={"http": {
-        "base_url": "https://ehr.acme.invalid/fhir", "bearer_token": {"file": str(secret_file)}}}))
+        "base_url": "https://ehr.acme.invalid/fhir", "auth": {"kind": "bearer", "token": {"file": str(secret_file)}}}}))
     _, [item] = load_config(tmp_path)
-    assert item.settings.http.bearer_token.get_secret_value() == "tok-1234567890"  # type: ignore[attr-defined]
+    assert item.settings.http.auth.token.get_secret_value() == "tok-1234567890"  # type: ignore[attr-defined]
     assert "tok-1234567890" not in repr(item.settings)
     assert mask("Authorization: Bearer tok-1234567890") == "Authorization: Bearer ***"
 

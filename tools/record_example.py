@@ -17,6 +17,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
+import orjson
+
 from connectors.fhir.synth import generate_observations
 from core.checkpoint import CheckpointStore
 from core.config import load_config
@@ -61,12 +64,12 @@ async def record() -> None:
     _, [item] = load_config(CONFIG)
     with FhirTestServer(example_resources()) as server, tempfile.TemporaryDirectory() as tmp:
         origin = server.base_url.rsplit("/fhir", 1)[0]
+        configured = str(httpx.URL(item.settings.http.base_url).copy_with(path="/"))[:-1]  # type: ignore[attr-defined]
 
         def redact(doc: dict[str, object]) -> dict[str, object]:
-            # Recordings must not depend on the test server's random port.
-            import orjson
-
-            return orjson.loads(orjson.dumps(doc).replace(origin.encode(), b"http://fhir.test"))  # type: ignore[no-any-return]
+            # Links in the recording point at the configured upstream, not the test server's random port:
+            # replay then pages exactly as it would against the real EHR (same origin, same paths).
+            return orjson.loads(orjson.dumps(doc).replace(origin.encode(), configured.encode()))  # type: ignore[no-any-return]
 
         transport = RecordingTransport(OUT, redact=redact)
         http = item.settings.http.model_copy(update={"base_url": server.base_url, "replay": None})  # type: ignore[attr-defined]

@@ -4,10 +4,11 @@ Position: ``{"last_updated": <UTC instant>, "ids_at_watermark": [...]}``. The bo
 resource updated in the same instant as the watermark is never missed; the ids already delivered at
 that instant are filtered as duplicates (with that stated reason) instead of being emitted twice.
 Watermarks are compared as instants, never as strings: servers mix offsets (``+01:00`` vs ``Z``).
-Paging follows ``Bundle.link[relation=next]``; a next link seen before is an error, not a loop;
-``Bundle.total`` is not trusted. An OperationOutcome entry (``search.mode = outcome``) is logged as
-the server's warning. A page that is not a JSON Bundle becomes one DLQ record (stage decode) and ends
-the pass without moving the position, so the next poll reads it again.
+Paging follows ``Bundle.link[relation=next]`` through ``core.pagination`` (a next link seen before is
+an error, not a loop; a link to another origin is refused); ``Bundle.total`` is not trusted. An
+OperationOutcome entry (``search.mode = outcome``) is logged as the server's warning. A page that is
+not a JSON Bundle becomes one DLQ record (stage decode) and ends the pass without moving the position,
+so the next poll reads it again.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from connectors.fhir.mapping import map_observation
 from contracts.base import Contract
 from contracts.clinical_observation import ObservationV1
 from core.connector import Batch, Connector, PluginSettings
-from core.errors import DecodeError, MappingError, UpstreamError
+from core.errors import DecodeError, MappingError
 from core.http import HttpClient, HttpSettings
+from core.pagination import NextLinkPaginator, PageDecodeError, paginate
 from core.time import Instant, normalise
 from core.types import Position
 
@@ -82,21 +84,22 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
         params: dict[str, Any] | None = {**s.params, "_sort": "_lastUpdated", "_count": str(s.page_size)}
         if watermark is not None:
             params["_lastUpdated"] = f"ge{watermark}"  # type: ignore[index]
-        url: str | None = self.resource_type
-        visited: set[str] = set()
-        while url is not None:
-            body, _ = await self.http.get(url, params)
+        paginator = NextLinkPaginator("fhir")  # Bundle.link[next], loop detection, other origins refused
+        pages = paginate(self.http, paginator, self.resource_type, params)
+        while True:
             try:
-                bundle = orjson.loads(body)
-                if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-                    raise ValueError("not a FHIR Bundle")
-            except ValueError as exc:
+                page = await anext(pages)
+                if not isinstance(page.body, dict) or page.body.get("resourceType") != "Bundle":
+                    raise PageDecodeError(page.url, orjson.dumps(page.body), "not a FHIR Bundle")
+            except StopAsyncIteration:
+                return
+            except PageDecodeError as exc:
                 position_now = {"last_updated": watermark, "ids_at_watermark": sorted(ids)}
-                yield Batch([UndecodablePage(str(url), body, str(exc))], position_now)
+                yield Batch([UndecodablePage(exc.url, exc.body, exc.reason)], position_now)
                 return
             records: list[dict[str, Any]] = []
             advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
-            for entry in bundle.get("entry") or ():
+            for entry in page.records:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
                 if isinstance(res, dict) and (mode == "outcome" or res.get("resourceType") == "OperationOutcome"):
@@ -119,12 +122,6 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
             if advanced is not None:
                 watermark = advanced.isoformat()
             yield Batch(records, {"last_updated": watermark, "ids_at_watermark": sorted(ids)})
-            url, params = _next_link(bundle), None
-            if url is not None:
-                if url in visited:
-                    raise UpstreamError(f"{self.ctx.customer}/{self.ctx.integration}: the server's next link "
-                                        f"{url} was already visited in this pass (paging loop)")
-                visited.add(url)
 
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
@@ -151,9 +148,3 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
         return [map_observation(record, self.ctx.zone)]
 
-
-def _next_link(bundle: dict[str, Any]) -> str | None:
-    for link in bundle.get("link") or ():
-        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
-            return str(link["url"])
-    return None
