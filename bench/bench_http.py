@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,7 +64,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run_bare(base: str, n: int, concurrency: int) -> float:
+async def run_bare(base: str, n: int, concurrency: int) -> tuple[float, float]:
     # Exactly the client HttpClient builds (default pool limits), minus inlet's own work.
     async with httpx.AsyncClient(base_url=base, timeout=30.0, headers={"User-Agent": "inlet/0.1"},
                                  follow_redirects=False) as client:
@@ -73,12 +74,18 @@ async def run_bare(base: str, n: int, concurrency: int) -> float:
                     await resp.aread()
                     assert resp.status_code == 200
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
-        return (n // concurrency * concurrency) / (time.perf_counter() - began)
+        return await _timed(worker, n, concurrency)
 
 
-async def run_inlet(base: str, n: int, concurrency: int) -> float:
+async def _timed(worker: Any, n: int, concurrency: int) -> tuple[float, float]:
+    """(requests/s, client CPU µs per request): the CPU figure shows overhead even if the server saturates."""
+    began, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+    done = n // concurrency * concurrency
+    return done / (time.perf_counter() - began), (time.process_time() - cpu) / done * 1e6
+
+
+async def run_inlet(base: str, n: int, concurrency: int) -> tuple[float, float]:
     settings = HttpSettings(base_url=base, rate_limit=RateLimitSettings(max_concurrency=concurrency))
     async with HttpClient(settings, IntegrationContext("bench", "http")) as http:
         async def worker(count: int) -> None:
@@ -86,9 +93,7 @@ async def run_inlet(base: str, n: int, concurrency: int) -> float:
                 body, _ = await http.get("/Observation", {"_count": "14"})
                 assert body
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
-        return (n // concurrency * concurrency) / (time.perf_counter() - began)
+        return await _timed(worker, n, concurrency)
 
 
 def main() -> None:
@@ -113,20 +118,24 @@ def main() -> None:
     try:
         asyncio.run(run_bare(base, 2000, args.concurrency))  # warm-up
         asyncio.run(run_inlet(base, 2000, args.concurrency))
-        bare, inlet = [], []
+        bare_runs, inlet_runs = [], []
         for _ in range(args.rounds):
-            bare.append(asyncio.run(run_bare(base, args.requests, args.concurrency)))
-            inlet.append(asyncio.run(run_inlet(base, args.requests, args.concurrency)))
+            bare_runs.append(asyncio.run(run_bare(base, args.requests, args.concurrency)))
+            inlet_runs.append(asyncio.run(run_inlet(base, args.requests, args.concurrency)))
     finally:
         server.terminate()
         server.join(5)
+    bare, inlet = [r for r, _ in bare_runs], [r for r, _ in inlet_runs]
     b, i = max(bare), max(inlet)
+    b_cpu, i_cpu = min(c for _, c in bare_runs), min(c for _, c in inlet_runs)
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, httpx {httpx.__version__}")
     print(f"{args.requests} GETs per round, concurrency {args.concurrency}, best of {args.rounds} rounds")
     print(f"bare httpx      : {b:10,.0f} requests/s  (rounds: {', '.join(f'{x:,.0f}' for x in bare)})")
     print(f"core.http       : {i:10,.0f} requests/s  (rounds: {', '.join(f'{x:,.0f}' for x in inlet)})")
     print(f"overhead        : {1 - i / b:10.1%}  (target < 15 %)")
+    print(f"client CPU      : bare {b_cpu:.0f} µs/request, core.http {i_cpu:.0f} µs/request "
+          f"(+{i_cpu / b_cpu - 1:.1%})")
 
 
 if __name__ == "__main__":
