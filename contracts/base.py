@@ -7,12 +7,25 @@ so the pipeline never has to know a contract's fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Contract", "all_contracts", "get_contract", "register"]
+__all__ = [
+    "Compatibility",
+    "Contract",
+    "all_contracts",
+    "converter",
+    "converters_from",
+    "get_contract",
+    "register",
+    "unregister_converter",
+]
+
+Compatibility = Literal["BACKWARD", "FORWARD", "FULL"]
+"""How a new minor must relate to every earlier minor of its major (see contracts.compat)."""
 
 
 class Contract(BaseModel):
@@ -22,11 +35,23 @@ class Contract(BaseModel):
 
     contract_name: ClassVar[str]
     contract_version: ClassVar[str]
+    compatibility: ClassVar[Compatibility] = "FORWARD"
+    """FORWARD by default: consumers built against an older minor can read events of the new one."""
 
     @classmethod
     def major(cls) -> int:
         """The major version, which names the topic (``<name>.v<major>``)."""
         return int(cls.contract_version.split(".", 1)[0])
+
+    @classmethod
+    def identity(cls) -> str:
+        """What event ids are derived from: the name for major 1, ``<name>.v<major>`` after that.
+
+        So a v1 event keeps its id whether a connector mapped it natively or it was converted from v2
+        during a migration, while the v2 event of the same record gets an id of its own.
+        """
+        major = cls.major()
+        return cls.contract_name if major == 1 else f"{cls.contract_name}.v{major}"
 
     def entity_key(self) -> str:
         """The Kafka key: the entity whose events must stay ordered (patient, meter, invoice)."""
@@ -65,3 +90,36 @@ def get_contract(name: str, version: str) -> type[Contract]:
 def all_contracts() -> list[type[Contract]]:
     """Every registered contract, sorted by name and version."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+C = TypeVar("C", bound=Contract)
+D = TypeVar("D", bound=Contract)
+_CONVERTERS: dict[type[Contract], dict[type[Contract], Callable[[Contract], Contract]]] = {}
+
+
+def converter(source: type[C], target: type[D]) -> Callable[[Callable[[C], D]], Callable[[C], D]]:
+    """Decorator registering ``fn(source event) -> target event`` for dual publishing across majors.
+
+    While a breaking change rolls out, every event a connector maps to ``source`` is also published as
+    ``target`` (a downcaster v2 → v1 keeps old consumers fed; an upcaster v1 → v2 lets a plugin not yet
+    ported publish the new major). Deleting the converter retires the old major: nothing else changes.
+    """
+    if source.contract_name != target.contract_name or source.major() == target.major():
+        raise ValueError(f"a converter links two majors of one contract, not {source.contract_name} "
+                         f"{source.contract_version} and {target.contract_name} {target.contract_version}")
+
+    def add(fn: Callable[[C], D]) -> Callable[[C], D]:
+        _CONVERTERS.setdefault(source, {})[target] = fn  # type: ignore[assignment]
+        return fn
+
+    return add
+
+
+def converters_from(source: type[Contract]) -> dict[type[Contract], Callable[[Contract], Contract]]:
+    """The converters registered for events of ``source`` (empty for most contracts)."""
+    return _CONVERTERS.get(source, {})
+
+
+def unregister_converter(source: type[Contract], target: type[Contract]) -> None:
+    """Retire a dual-published major (tests and migrations)."""
+    _CONVERTERS.get(source, {}).pop(target, None)

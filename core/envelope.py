@@ -106,10 +106,10 @@ class Enveloper:
             ("ce_customer", customer.encode()),
             ("ce_integration", integration.encode()),
         ]
-        # Per contract class: (topic, type header, dataschema header, version header).
-        self._per_contract: dict[type[Contract], tuple[str, bytes, bytes, bytes]] = {}
+        # Per contract class: (topic, type header, dataschema header, version header, id name).
+        self._per_contract: dict[type[Contract], tuple[str, bytes, bytes, bytes, str]] = {}
 
-    def _contract_info(self, cls: type[Contract]) -> tuple[str, bytes, bytes, bytes]:
+    def _contract_info(self, cls: type[Contract]) -> tuple[str, bytes, bytes, bytes, str]:
         info = self._per_contract.get(cls)
         if info is None:
             topic = self._topic_template.format(name=cls.contract_name, major=cls.major(),
@@ -119,6 +119,7 @@ class Enveloper:
                 cls.contract_name.encode(),
                 f"urn:inlet:contract:{cls.contract_name}:{cls.contract_version}".encode(),
                 cls.contract_version.encode(),
+                cls.identity(),
             )
             self._per_contract[cls] = info
         return info
@@ -129,8 +130,8 @@ class Enveloper:
 
     def envelope(self, model: Contract, source_key: str, source_version: str, ordinal: int = 0) -> Event:
         """Wrap one contract instance as a CloudEvent."""
-        topic, ce_type, schema, version = self._contract_info(type(model))
-        eid = self._event_id(source_key, source_version, model.contract_name, ordinal)
+        topic, ce_type, schema, version, name = self._contract_info(type(model))
+        eid = self._event_id(source_key, source_version, name, ordinal)
         key = model.entity_key()
         headers = [
             *self._common,

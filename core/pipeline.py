@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contracts.base import Contract
+from contracts.base import Contract, converters_from
 from core.checkpoint import CheckpointStore
 from core.connector import Batch, Connector
 from core.envelope import DlqRecord, Enveloper, Event, payload_bytes
@@ -71,6 +71,9 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch) -> tu
                 if not isinstance(model, Contract):
                     raise MappingError(f"map() returned {type(model).__name__}, not a contract model")
                 out.append(env.envelope(model, key, version, i))
+                # Dual publishing during a major migration: the same fact in the other major too.
+                for convert in converters_from(type(model)).values():
+                    out.append(env.envelope(convert(model), key, version, i))
         except TransientError:
             raise
         except RecordError as exc:
