@@ -166,10 +166,16 @@ def normalise(value: object, zone: str | None = None, *, ambiguous: Ambiguous = 
                 if max_future_seconds is not None:
                     _check_future(moment, value, zone, now, max_future_seconds)
                 return _new(Instant, (moment, shape[0]))
+    return _strict(value, zone, ambiguous, nonexistent, now, max_future_seconds, None)
+
+
+def _strict(value: object, zone: str | None, ambiguous: Ambiguous, nonexistent: Nonexistent,
+            now: datetime | None, max_future_seconds: float | None, previous: datetime | None) -> Instant:
+    """The full path: parse, localise a naive value (``previous`` orders a series), check the future bound."""
     moment, precision = _parse(value, zone)
     if moment.tzinfo is None:
         moment = _localise(moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent,
-                           previous=None)
+                           previous=previous)
     if max_future_seconds is not None:
         _check_future(moment, value, zone, now, max_future_seconds)
     return _new(Instant, (moment, precision))
@@ -190,14 +196,9 @@ def normalise_series(values: Iterable[object], zone: str | None = None, *, ambig
     out: list[Instant] = []
     previous: datetime | None = None
     for value in values:
-        moment, precision = _parse(value, zone)
-        if moment.tzinfo is None:
-            moment = _localise(moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent,
-                               previous=previous)
-        if max_future_seconds is not None:
-            _check_future(moment, value, zone, now, max_future_seconds)
-        out.append(_new(Instant, (moment, precision)))
-        previous = moment
+        instant = _strict(value, zone, ambiguous, nonexistent, now, max_future_seconds, previous)
+        out.append(instant)
+        previous = instant.utc
     return out
 
 
