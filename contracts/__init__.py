@@ -3,6 +3,30 @@
 from __future__ import annotations
 
 from contracts.base import Contract, all_contracts, get_contract, register
+from contracts.clinical_condition import ConditionV1
+from contracts.clinical_encounter import EncounterV1
+from contracts.clinical_medication_request import MedicationRequestV1
 from contracts.clinical_observation import ObservationV1
+from contracts.clinical_patient import PatientV1
+from contracts.energy_device_status import DeviceStatusV1
+from contracts.energy_meter_reading import MeterReadingV1
+from contracts.erp_invoice import InvoiceV1
+from contracts.erp_party import PartyV1
+from contracts.erp_payment import PaymentV1
 
-__all__ = ["Contract", "ObservationV1", "all_contracts", "get_contract", "register"]
+__all__ = [
+    "ConditionV1",
+    "Contract",
+    "DeviceStatusV1",
+    "EncounterV1",
+    "InvoiceV1",
+    "MedicationRequestV1",
+    "MeterReadingV1",
+    "ObservationV1",
+    "PartyV1",
+    "PatientV1",
+    "PaymentV1",
+    "all_contracts",
+    "get_contract",
+    "register",
+]
