@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from contracts.base import Contract, all_contracts
 
-__all__ = ["SCHEMA_DIR", "render_schema", "schema_path", "write_schemas"]
+__all__ = ["SCHEMA_DIR", "check_contracts", "checked_in", "render_schema", "schema_path", "write_schemas"]
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -37,6 +38,47 @@ def write_schemas() -> list[Path]:
         path.write_text(render_schema(model))
         written.append(path)
     return written
+
+
+def checked_in(name: str) -> dict[str, dict[str, Any]]:
+    """Every checked-in schema of contract ``name`` by version (``"1.0"``: schema)."""
+    out = {}
+    for path in sorted(SCHEMA_DIR.glob(f"{name}.v*.json")):
+        version = path.name[len(name) + 2 : -len(".json")]
+        out[version] = json.loads(path.read_text())
+    return out
+
+
+def _minor_key(version: str) -> tuple[int, int]:
+    major, minor = version.split(".", 1)
+    return int(major), int(minor)
+
+
+def check_contracts(models: list[type[Contract]] | None = None) -> list[str]:
+    """What CI refuses: a model whose checked-in schema differs, or a minor incompatible with an earlier one.
+
+    Each message says which contract, what differs and what to do about it.
+    """
+    from contracts.compat import check
+
+    problems: list[str] = []
+    for model in models if models is not None else all_contracts():
+        name, version = model.contract_name, model.contract_version
+        path = schema_path(model)
+        current = json.loads(render_schema(model))
+        if not path.exists():
+            problems.append(f"{name} {version}: no checked-in schema {path.name}; run python -m contracts.schemas")
+        elif json.loads(path.read_text()) != current:
+            problems.append(f"{name} {version}: the model differs from {path.name}. A compatible change needs a new "
+                            f"minor version, a breaking one a new major; then run python -m contracts.schemas")
+        major = model.major()
+        for old_version, old in sorted(checked_in(name).items(), key=lambda kv: _minor_key(kv[0])):
+            if _minor_key(old_version)[0] != major or _minor_key(old_version) >= _minor_key(version):
+                continue
+            for issue in check(old, current, model.compatibility):
+                problems.append(f"{name} {version} is not {model.compatibility} compatible with {old_version}: "
+                                f"{issue}")
+    return problems
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ __all__ = ["app", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 events_app = typer.Typer(no_args_is_help=True, help="Look at events in the embedded outbox.")
 app.add_typer(events_app, name="events")
+contracts_app = typer.Typer(help="Versioned event contracts: list, check, diff.")
+app.add_typer(contracts_app, name="contracts")
 # Piped output (CI logs, `| less`) is not cut to 80 columns: tables stay readable.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -176,6 +178,73 @@ def events_tail(config: ConfigOpt = Path("config"),
             return
         time.sleep(1.0)
         rows = read_outbox(path, limit=1000, topic=topic, after=last)
+
+
+@contracts_app.callback(invoke_without_command=True)
+def contracts_list(ctx: typer.Context,
+                   config: Annotated[Path | None, typer.Option("--config", "-c", envvar="INLET_CONFIG",
+                                                               help="Also show which integrations produce each")] = None
+                   ) -> None:
+    """List contracts, versions, topics, dual-published majors and (with --config) the integrations producing them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import contracts
+    from contracts.base import converters_from
+
+    producers: dict[str, list[str]] = {}
+    if config is not None and config.is_dir():
+        for item in check_config(config)[1]:
+            for model in item.plugin.contracts:
+                producers.setdefault(f"{model.contract_name} {model.contract_version}", []).append(item.config.key)
+    table = Table(title="contracts")
+    for col in ("contract", "version", "topic", "compatibility", "also published as", "produced by"):
+        table.add_column(col)
+    for model in contracts.all_contracts():
+        key = f"{model.contract_name} {model.contract_version}"
+        also = ", ".join(f"v{t.contract_version}" for t in converters_from(model)) or "-"
+        table.add_row(model.contract_name, model.contract_version, f"{model.contract_name}.v{model.major()}",
+                      model.compatibility, also, ", ".join(producers.get(key, [])) or "-")
+    out.print(table)
+
+
+@contracts_app.command("check")
+def contracts_check() -> None:
+    """Fail when a model differs from its checked-in schema or a minor breaks an earlier one of its major."""
+    import contracts  # noqa: F401 - registers every contract
+    from contracts.schemas import check_contracts
+
+    problems = check_contracts()
+    for p in problems:
+        err.print(f"  • {p}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    out.print("[green]ok[/]: every contract matches its checked-in schema and its earlier minors")
+
+
+@contracts_app.command("diff")
+def contracts_diff(name: str, old: str, new: str,
+                   mode: Annotated[str | None, typer.Option(help="BACKWARD, FORWARD or FULL")] = None) -> None:
+    """Explain in words whether version NEW of contract NAME can replace OLD, field by field."""
+    from contracts.compat import check
+    from contracts.schemas import checked_in
+
+    schemas = checked_in(name)
+    missing = [v for v in (old, new) if v not in schemas]
+    if missing:
+        err.print(f"no checked-in schema for {name} {', '.join(missing)} (have: {', '.join(schemas) or 'none'})")
+        raise typer.Exit(2)
+    chosen = (mode or "FORWARD").upper()
+    if chosen not in ("BACKWARD", "FORWARD", "FULL"):
+        err.print(f"--mode must be BACKWARD, FORWARD or FULL, not {mode}")
+        raise typer.Exit(2)
+    issues = check(schemas[old], schemas[new], chosen)  # type: ignore[arg-type]
+    if not issues:
+        out.print(f"{name} {new} is {chosen} compatible with {old}")
+        return
+    out.print(f"{name} {new} is NOT {chosen} compatible with {old}:")
+    for issue in issues:
+        out.print(f"  • {issue}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

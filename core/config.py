@@ -30,6 +30,7 @@ from core.errors import ConfigError
 from core.registry import find_plugin
 
 __all__ = [
+    "DriftSettings",
     "IntegrationConfig",
     "KafkaSettings",
     "LoadedIntegration",
@@ -65,6 +66,7 @@ class SupervisorConfig(_Strict):
     state_dir: str = "var"
     topic_template: str = "{name}.v{major}"
     dlq_topic_template: str = "inlet.dlq.{customer}.{integration}"
+    drift_topic_template: str = "inlet.drift.{customer}.{integration}"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Port for /metrics, /healthz, /readyz; None: not served."""
     metrics_host: str = "127.0.0.1"
@@ -79,6 +81,17 @@ class SupervisorConfig(_Strict):
         return self.sink
 
 
+class DriftSettings(_Strict):
+    """Upstream drift checks: the recorded shape of the payloads this integration depends on."""
+
+    shape: str
+    """``shape.json`` (``core.drift``), relative to the config directory; usually next to the fixtures."""
+    policy: Literal["map", "dlq"] = "map"
+    """What happens to a drifted record after the alert: mapped anyway, or sent to the DLQ."""
+    strict: bool = False
+    """Also alert on fields never seen before."""
+
+
 class IntegrationConfig(_Strict):
     """One ``integrations/*.yaml``: which plugin serves which customer, with its settings."""
 
@@ -90,6 +103,7 @@ class IntegrationConfig(_Strict):
     poll_interval: float = Field(default=30.0, gt=0)
     max_in_flight: int = Field(default=4, ge=1, le=64)
     settings: dict[str, Any] = Field(default_factory=dict)
+    drift: DriftSettings | None = None
 
     @field_validator("zone")
     @classmethod

@@ -91,7 +91,8 @@ class Enveloper:
     """Builds events and DLQ records for one integration; holds its precomputed header templates."""
 
     def __init__(self, customer: str, integration: str, *, topic_template: str = "{name}.v{major}",
-                 dlq_topic_template: str = "inlet.dlq.{customer}.{integration}") -> None:
+                 dlq_topic_template: str = "inlet.dlq.{customer}.{integration}",
+                 drift_topic_template: str = "inlet.drift.{customer}.{integration}") -> None:
         self.customer = customer
         self.integration = integration
         self.namespace = integration_namespace(customer, integration)
@@ -99,6 +100,7 @@ class Enveloper:
         self.source = f"/customers/{customer}/integrations/{integration}"
         self._topic_template = topic_template
         self.dlq_topic = dlq_topic_template.format(customer=customer, integration=integration)
+        self.drift_topic = drift_topic_template.format(customer=customer, integration=integration)
         self._common: Headers = [
             ("ce_specversion", b"1.0"),
             ("ce_source", self.source.encode()),
@@ -148,6 +150,15 @@ class Enveloper:
         # warnings cost ~40 % of to_json (same bytes, checked on 50k mapped observations).
         value = model.__pydantic_serializer__.to_json(model, warnings=False)
         return Event(topic=topic, key=key.encode(), value=value, headers=headers, id=eid)
+
+    def drift(self, changes: list[dict[str, str]], source_key: str | None, position: Position | None) -> Event:
+        """An upstream drift alert as an event on the integration's drift topic: what changed, and where."""
+        value = orjson.dumps({"customer": self.customer, "integration": self.integration, "source_key": source_key,
+                              "position": position, "changes": changes})
+        eid = self._event_id(source_key or "", orjson.dumps(changes).decode(), "inlet.drift", 0)
+        headers = [*self._common, ("ce_id", eid.encode()), ("ce_type", b"inlet.drift")]
+        return Event(topic=self.drift_topic, key=f"{self.customer}/{self.integration}".encode(), value=value,
+                     headers=headers, id=eid)
 
     def dead_letter(self, record: DlqRecord) -> Event:
         """Wrap a DLQ record: the original payload is the value, the reason is in headers."""

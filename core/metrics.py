@@ -34,6 +34,7 @@ class BatchCounts:
     events_out: int = 0
     dlq: _Tally[str] = field(default_factory=_Tally)  # by stage
     filtered: _Tally[str] = field(default_factory=_Tally)  # by reason
+    drift: int = 0  # upstream drift changes alerted (not records: a drifted record is still counted once)
 
     def balanced(self) -> bool:
         """The accounting invariant: every record is an event source, a DLQ record or filtered."""
@@ -61,6 +62,7 @@ class Stats:
         t.events_out += counts.events_out
         t.dlq.update(counts.dlq)
         t.filtered.update(counts.filtered)
+        t.drift += counts.drift
         self.batches += 1
         self.healthy = True
         labels = (self.customer, self.integration)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,13 +26,14 @@ from pydantic import ValidationError
 from contracts.base import Contract, converters_from
 from core.checkpoint import CheckpointStore
 from core.connector import Batch, Connector
+from core.drift import AlertThrottle, DriftPolicy, Shape, alert, detect
 from core.envelope import DlqRecord, Enveloper, Event, payload_bytes
-from core.errors import MappingError, RecordError, TransientError
+from core.errors import DecodeError, MappingError, RecordError, TransientError
 from core.metrics import BatchCounts, Stats
 from core.sinks import Sink
 from core.types import Position
 
-__all__ = ["Pipeline", "process_batch"]
+__all__ = ["DriftCheck", "Pipeline", "UpstreamDrift", "process_batch"]
 
 
 def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseException,
@@ -46,7 +47,38 @@ def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseExce
                                      payload=payload_bytes(raw), position=position, source_key=source_key))
 
 
-def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch) -> tuple[list[Event], BatchCounts]:
+@dataclass
+class DriftCheck:
+    """An integration's recorded upstream shape and what to do with a record that departs from it."""
+
+    shape: Shape
+    policy: DriftPolicy = "map"
+    strict: bool = False
+    throttle: AlertThrottle = field(default_factory=AlertThrottle)
+
+
+class UpstreamDrift(DecodeError):
+    """The record departs from the recorded upstream shape and the integration's drift policy is ``dlq``."""
+
+
+def _check_drift(connector: Connector[Any], env: Enveloper, drift: DriftCheck, record: Any,
+                 position: Position, events: list[Event], counts: BatchCounts) -> None:
+    changes = detect(drift.shape, record, strict=drift.strict)
+    if not changes:
+        return
+    try:
+        key: str | None = connector.identity(record)[0]
+    except Exception:  # an identity that fails here fails again, with its reason, in the map stage
+        key = None
+    alert(env.customer, env.integration, changes, connector.log, throttle=drift.throttle)
+    events.append(env.drift([c.to_dict() for c in changes], key, position))
+    counts.drift += len(changes)
+    if drift.policy == "dlq":
+        raise UpstreamDrift("upstream drift: " + "; ".join(f"{c.path}: {c.kind} ({c.detail})" for c in changes))
+
+
+def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
+                  drift: DriftCheck | None = None) -> tuple[list[Event], BatchCounts]:
     """Turn one batch into events and DLQ records, counting each record exactly once. Pure CPU."""
     counts = BatchCounts(records_in=len(batch.records))
     events: list[Event] = []
@@ -56,6 +88,8 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch) -> tu
         key: str | None = None
         try:
             record = decode(raw)
+            if drift is not None:
+                _check_drift(connector, env, drift, record, batch.position, events, counts)
             stage = "map"
             reason = keep(record)
             if reason is not None:
@@ -105,13 +139,14 @@ class Pipeline:
     """Runs one read pass of a connector into a sink, committing positions as batches are acknowledged."""
 
     def __init__(self, connector: Connector[Any], env: Enveloper, sink: Sink, checkpoints: CheckpointStore,
-                 stats: Stats, *, max_in_flight: int = 4) -> None:
+                 stats: Stats, *, max_in_flight: int = 4, drift: DriftCheck | None = None) -> None:
         self.connector = connector
         self.env = env
         self.sink = sink
         self.checkpoints = checkpoints
         self.stats = stats
         self.max_in_flight = max_in_flight
+        self.drift = drift
         self.position: Position | None = None
 
     async def run(self, position: Position | None, stop: asyncio.Event) -> Position | None:
@@ -133,7 +168,7 @@ class Pipeline:
                     batch = nxt.result()
                 except StopAsyncIteration:
                     break
-                events, counts = process_batch(self.connector, self.env, batch)
+                events, counts = process_batch(self.connector, self.env, batch, self.drift)
                 ack = await self.sink.submit(events)
                 pending.append(_Pending(ack, batch.position, counts))
                 while pending and (len(pending) >= self.max_in_flight or _done(pending[0].ack)):

@@ -21,11 +21,12 @@ import structlog
 
 from core.checkpoint import CheckpointStore
 from core.config import LoadedIntegration, SupervisorConfig
+from core.drift import Shape
 from core.envelope import Enveloper
 from core.errors import TransientError
 from core.health import HealthServer
 from core.metrics import Stats
-from core.pipeline import Pipeline
+from core.pipeline import DriftCheck, Pipeline
 from core.sinks import Sink
 from core.sinks.outbox import OutboxSink
 
@@ -121,7 +122,12 @@ class Supervisor:
         stats = self.stats[cfg.key]
         bound = log.bind(customer=cfg.customer, integration=cfg.integration)
         env = Enveloper(cfg.customer, cfg.integration, topic_template=self.cfg.topic_template,
-                        dlq_topic_template=self.cfg.dlq_topic_template)
+                        dlq_topic_template=self.cfg.dlq_topic_template,
+                        drift_topic_template=self.cfg.drift_topic_template)
+        drift = None
+        if cfg.drift is not None:
+            shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())
+            drift = DriftCheck(shape, policy=cfg.drift.policy, strict=cfg.drift.strict)
         backoff = self.cfg.restart_backoff_initial
         failures = 0
         while not self.stop_event.is_set():
@@ -131,7 +137,7 @@ class Supervisor:
                     position = await self.checkpoints.load(cfg.customer, cfg.integration)
                     while not self.stop_event.is_set():
                         pipeline = Pipeline(connector, env, self.sink, self.checkpoints, stats,
-                                            max_in_flight=cfg.max_in_flight)
+                                            max_in_flight=cfg.max_in_flight, drift=drift)
                         position = await pipeline.run(position, self.stop_event)
                         failures, backoff = 0, self.cfg.restart_backoff_initial
                         if self.once:

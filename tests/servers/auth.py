@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import jwt
+
+from tests.servers.base import LocalHandler, LocalHTTPServer, LocalServer
 
 __all__ = ["AuthTestServer", "RequestRecord", "SmartClient"]
 
@@ -94,10 +93,13 @@ class _Refused(Exception):
         self.status = status
 
 
-class AuthTestServer:
+class AuthTestServer(LocalServer):
     """Token endpoints, a B1-style login and a protected resource. Use as a context manager."""
 
+    record_errors = False  # a handler error is printed (this server has no error log to assert on)
+
     def __init__(self, *, token_lifetime: float = 3600.0, host: str = "127.0.0.1") -> None:
+        super().__init__(_Handler, host=host, port=0, thread_name="auth-test-server", poll_interval=0.05)
         self.token_lifetime = token_lifetime
         self.token_delay = 0.0
         self.token_faults: deque[int] = deque()
@@ -113,35 +115,8 @@ class AuthTestServer:
         self._sessions: dict[str, str] = {}
         self._jtis: set[str] = set()
         self._requests: list[RequestRecord] = []
-        self._lock = threading.Lock()
-        self._host = host
-        self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle ----------------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        httpd = _HttpServer((self._host, 0), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="auth-test-server",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    @property
-    def origin(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("server not started")
-        return f"http://{self._host}:{self._httpd.server_address[1]}"
+    # -- URLs ---------------------------------------------------------------------------------------------
 
     @property
     def oauth_token_url(self) -> str:
@@ -348,19 +323,8 @@ def _fields(content_type: str, body: bytes) -> dict[str, Any]:
     return {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # concurrency tests open many connections at once
-    app: AuthTestServer
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _Handler(LocalHandler):
+    server: LocalHTTPServer[AuthTestServer]
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -385,6 +349,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: tests look at ``AuthTestServer.requests``."""

@@ -54,7 +54,6 @@ import json
 import random
 import re
 import signal
-import socket
 import sys
 import threading
 import uuid
@@ -62,12 +61,13 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+from tests.servers.base import LocalHandler, LocalHTTPServer, LocalServer
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -228,20 +228,7 @@ class _BadRequest(Exception):
     """A client error: answered 400 with an OperationOutcome."""
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    app: FhirTestServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-response (timeouts, truncated-page tests) is normal here; anything
-        # else is a server bug, recorded so tests can assert there were none.
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, ConnectionError | TimeoutError):
-            self.app._record_error(repr(exc))
-
-
-class FhirTestServer:
+class FhirTestServer(LocalServer):
     """The FHIR R4 test server. ``start()`` binds ``host:port`` (port 0: the OS picks) and serves in a thread.
 
     ``resources`` may mix resource types; each type is searchable at ``{base}/{Type}``. Use as a context manager
@@ -258,69 +245,25 @@ class FhirTestServer:
         port: int = 0,
         base_path: str = "/fhir",
     ) -> None:
-        self._lock = threading.Lock()
+        super().__init__(_Handler, host=host, port=port, thread_name="fhir-test-server", poll_interval=0.05)
         self._store: dict[str, dict[str, _Stored]] = {}
         self._sorted: dict[str, list[_Stored]] = {}
         self._seq = 0
         self._last_instant = _EPOCH
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._log: list[RequestRecord] = []
-        self._errors: list[str] = []
         self._faults = faults if faults is not None else Faults()
         if page_delay:
             self._faults = replace(self._faults, page_delay=page_delay)
-        self._host = host
-        self._port = port
         self.base_path = "/" + base_path.strip("/")
-        self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self.add(resources)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> str:
         """Bind and serve in a background thread; returns the base URL."""
-        if self._httpd is not None:
-            return self.base_url
-        httpd = _HttpServer((self._host, self._port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, args=(0.05,), name="fhir-test-server", daemon=True
-        )  # a short poll interval: stop() waits for it
-        self._thread.start()
+        self._serve()
         return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving and close the listening socket (idempotent)."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()  # cuts short any page delay in progress
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("server not started")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self._host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -390,12 +333,6 @@ class FhirTestServer:
                 counter[f"fault:{record.fault}"] += 1
         return counter
 
-    @property
-    def errors(self) -> list[str]:
-        """Unexpected exceptions inside the server (should stay empty: bad records must not crash it)."""
-        with self._lock:
-            return list(self._errors)
-
     def reset_log(self) -> None:
         with self._lock:
             self._log.clear()
@@ -403,10 +340,6 @@ class FhirTestServer:
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self._log.append(record)
-
-    def _record_error(self, message: str) -> None:
-        with self._lock:
-            self._errors.append(message)
 
     # -- request handling (called from handler threads) ---------------------------------------------------
 
@@ -601,16 +534,9 @@ class FhirTestServer:
         )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+class _Handler(LocalHandler):
+    server: LocalHTTPServer[FhirTestServer]
     timeout = 60  # idle keep-alive connections are dropped after this
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in separate writes; with Nagle's algorithm and delayed ACKs every response
-        # would then wait ~40 ms for the peer, making paging tests needlessly slow.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -654,9 +580,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: the request log on the server object is what tests look at."""
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

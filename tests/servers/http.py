@@ -53,17 +53,17 @@ import email.utils
 import math
 import random
 import socket
-import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import orjson
+
+from tests.servers.base import LocalHandler, LocalHTTPServer, LocalServer
 
 __all__ = [
     "HEADER_STYLES",
@@ -357,19 +357,7 @@ class RequestRecord:
 # --- the server ----------------------------------------------------------------------------------------------
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    app: HttpTestServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client hanging up mid-response (timeouts, truncation) is normal here; anything else is a bug.
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, ConnectionError | TimeoutError):
-            self.app._record_error(repr(exc))
-
-
-class HttpTestServer:
+class HttpTestServer(LocalServer):
     """The JSON test upstream. ``start()`` binds ``host:port`` (port 0: the OS picks) and serves in a thread.
 
     Use as a context manager or call ``stop()``. ``url`` is ``http://127.0.0.1:PORT`` plus ``base_path``.
@@ -390,6 +378,7 @@ class HttpTestServer:
         port: int = 0,
         base_path: str = "",
     ) -> None:
+        super().__init__(_RequestHandler, host=host, port=port, thread_name="http-test-server", poll_interval=0.01)
         if isinstance(records, int):
             self.records: list[Mapping[str, Any]] = [{"id": i, "name": f"item-{i:05d}"} for i in range(1, records + 1)]
         else:
@@ -407,55 +396,24 @@ class HttpTestServer:
         }
         self._get_only = frozenset(self._routes) - {"/echo"} - set(routes or {})
         self._routes.update(routes or {})
-        self._host = host
-        self._port = port
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
-        self._lock = threading.Lock()
         self._log: list[RequestRecord] = []
-        self._errors: list[str] = []
         self._arrivals = 0
-        self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> str:
         """Bind and serve in a background thread; returns the base URL."""
-        if self._httpd is None:
-            httpd = _HttpServer((self._host, self._port), _RequestHandler)
-            httpd.app = self
-            self._httpd = httpd
-            self._port = int(httpd.server_address[1])
-            self._stopping.clear()
-            self._thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), name="http-test-server",
-                                            daemon=True)
-            self._thread.start()
+        self._serve()
+        self._port = super().port
         return self.url
 
-    def stop(self) -> None:
-        """Stop serving and close the listening socket (idempotent); cuts short responses being held."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
+    def _closed(self) -> None:
         # Idle keep-alive connections would keep their handler threads for `timeout` seconds: end them now.
         for connection in list(self._connections):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
@@ -463,10 +421,6 @@ class HttpTestServer:
         if not self._port:
             raise RuntimeError("server not started")
         return self._port
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self._host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -502,12 +456,6 @@ class HttpTestServer:
                 counter[f"fault:{r.fault}"] += 1
         return counter
 
-    @property
-    def errors(self) -> list[str]:
-        """Unexpected exceptions inside the server (should stay empty)."""
-        with self._lock:
-            return list(self._errors)
-
     def reset_log(self) -> None:
         with self._lock:
             self._log.clear()
@@ -525,10 +473,6 @@ class HttpTestServer:
                 lo += 1
             best = max(best, hi - lo + 1)
         return best
-
-    def _record_error(self, message: str) -> None:
-        with self._lock:
-            self._errors.append(message)
 
     # -- one request ----------------------------------------------------------------------------------------
 
@@ -706,15 +650,12 @@ class HttpTestServer:
                               "meta": {"next_cursor": _encode_cursor(n + 1)}})
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
+class _RequestHandler(LocalHandler):
+    server: LocalHTTPServer[HttpTestServer]
     timeout = 60  # idle keep-alive connections are dropped after this
 
     def setup(self) -> None:
         super().setup()
-        # Headers and body leave in separate writes; with Nagle and delayed ACKs each response would wait ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.app._connections.add(self.connection)
 
     def finish(self) -> None:
@@ -767,9 +708,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return
         self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: the request log on the server object is what tests look at."""
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
