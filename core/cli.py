@@ -48,14 +48,14 @@ def _fail_config(errors: list[ConfigError]) -> None:
 def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) -> None:
     """Print the per-integration table, then where the DLQ records and filtered records came from."""
     table = Table(title=f"inlet run summary ({seconds:.1f} s)")
-    for col in ("integration", "read", "events", "DLQ", "filtered", "restarts", "balanced"):
+    for col in ("integration", "read", "events", "DLQ", "filtered", "drift", "restarts", "balanced"):
         table.add_column(col, justify="left" if col == "integration" else "right", no_wrap=True)
     details = []
     for key, s in stats.items():
         t = s.totals
         status = "FAILED" if key in failed else ("yes" if t.balanced() else "NO")
         table.add_row(key, str(t.records_in), str(t.events_out), str(t.dlq.total()), str(t.filtered.total()),
-                      str(s.restarts), status)
+                      str(t.drift), str(s.restarts), status)
         details += [f"{key}: DLQ {n} at stage {stage}" for stage, n in sorted(t.dlq.items())]
         details += [f"{key}: filtered {n}: {reason}" for reason, n in sorted(t.filtered.items())]
         if key in failed:

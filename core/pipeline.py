@@ -88,13 +88,13 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
         key: str | None = None
         try:
             record = decode(raw)
-            if drift is not None:
-                _check_drift(connector, env, drift, record, batch.position, events, counts)
             stage = "map"
             reason = keep(record)
             if reason is not None:
                 counts.filtered[reason] += 1
                 continue
+            if drift is not None:  # after the filter: records left out on purpose (or re-read) raise no alert
+                _check_drift(connector, env, drift, record, batch.position, events, counts)
             key, version = identity(record)
             models = map_(record)
             if not models:

@@ -23,6 +23,7 @@ import orjson
 from connectors.fhir.synth import generate_observations
 from core.checkpoint import CheckpointStore
 from core.config import load_config
+from core.drift import learn
 from core.envelope import Enveloper
 from core.metrics import Stats
 from core.pipeline import Pipeline
@@ -33,6 +34,7 @@ from tests.servers.fhir import FhirTestServer
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "config"
 OUT = ROOT / "fixtures" / "example-clinic" / "observations" / "http.jsonl"
+SHAPE = OUT.with_name("shape.json")
 
 
 def example_resources() -> list[dict[str, object]]:
@@ -86,6 +88,10 @@ async def record() -> None:
         await sink.stop()
         store.close()
         print(f"recorded {sum(1 for _ in OUT.open())} exchanges to {OUT.relative_to(ROOT)}; {stats.totals}")
+    # The upstream shape the integration depends on, learnt from the well-formed generated resources only:
+    # the deliberately bad records then show up as drift alerts when the example runs.
+    SHAPE.write_text(learn(generate_observations(240, seed=11)).to_json())
+    print(f"wrote the upstream shape to {SHAPE.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

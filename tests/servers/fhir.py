@@ -56,7 +56,6 @@ import re
 import signal
 import sys
 import threading
-import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -249,6 +248,7 @@ class FhirTestServer(LocalServer):
         self._store: dict[str, dict[str, _Stored]] = {}
         self._sorted: dict[str, list[_Stored]] = {}
         self._seq = 0
+        self._snapshot_seq = 0
         self._last_instant = _EPOCH
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self._log: list[RequestRecord] = []
@@ -415,7 +415,9 @@ class FhirTestServer(LocalServer):
                     matches.sort(key=lambda s: s.id, reverse=key.startswith("-"))
                 else:
                     matches.sort(key=lambda s: s.instant, reverse=key.startswith("-"))
-            snapshot = _Snapshot(uuid.uuid4().hex, resource_type, matches)
+            # Deterministic ids and timestamps: recordings made from this server diff only where data changed.
+            self._snapshot_seq += 1
+            snapshot = _Snapshot(f"snapshot{self._snapshot_seq:06d}", resource_type, matches)
             self._snapshots[snapshot.id] = snapshot
             while len(self._snapshots) > MAX_SNAPSHOTS:
                 self._snapshots.popitem(last=False)
@@ -459,8 +461,8 @@ class FhirTestServer(LocalServer):
             links.append({"relation": "previous", "url": self._page_url(snapshot.id, max(0, offset - count), count)})
         head: dict[str, Any] = {
             "resourceType": "Bundle",
-            "id": uuid.uuid4().hex,
-            "meta": {"lastUpdated": datetime.now(UTC).isoformat(timespec="milliseconds")},
+            "id": f"{snapshot.id}-{offset}",
+            "meta": {"lastUpdated": self._last_instant.isoformat(timespec="milliseconds")},
             "type": "searchset",
         }
         mode = self._faults.total
