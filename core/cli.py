@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import check_config, load_config
+from core.config import LoadedIntegration, check_config, load_config
 from core.errors import ConfigError
 from core.logging import configure_logging
 from core.metrics import Stats
@@ -245,6 +245,56 @@ def contracts_diff(name: str, old: str, new: str,
     for issue in issues:
         out.print(f"  • {issue}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _integration(config: Path, key: str) -> LoadedIntegration:
+    try:
+        _, loaded = load_config(config)
+    except ConfigError:
+        _fail_config(check_config(config)[2])
+        raise
+    for item in loaded:
+        if item.config.key == key:
+            return item
+    err.print(f"no integration {key} in {config} (have: {', '.join(i.config.key for i in loaded)})")
+    raise typer.Exit(2)
+
+
+FixturesOpt = Annotated[Path | None, typer.Option(help="Fixture directory (default fixtures/CUSTOMER/INTEGRATION)")]
+
+
+@app.command("record")
+def record_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: FixturesOpt = None) -> None:
+    """Run CUSTOMER/INTEGRATION against its upstream and write its fixtures (exchanges, shape, golden events)."""
+    from core.fixtures import record
+
+    configure_logging()
+    item = _integration(config, integration)
+    target = fixtures or Path("fixtures") / integration
+    count = record(item, target)
+    out.print(f"recorded {integration} into {target}: {count} golden events")
+
+
+@app.command("replay")
+def replay_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: FixturesOpt = None,
+               update: Annotated[bool, typer.Option(help="Rewrite the golden events after a reviewed change")] = False
+               ) -> None:
+    """Run CUSTOMER/INTEGRATION offline from its fixtures and show the diff against its golden events."""
+    from core.fixtures import event_lines, golden_diff, replay
+
+    configure_logging()
+    item = _integration(config, integration)
+    target = fixtures or Path("fixtures") / integration
+    actual = replay(item, target)
+    if update:
+        (target / "events.jsonl").write_text("".join(event_lines(actual)))
+        out.print(f"updated {target / 'events.jsonl'}: {len(actual)} events")
+        return
+    diff = golden_diff(target, actual)
+    if diff:
+        sys.stdout.write(diff)
+        raise typer.Exit(1)
+    out.print(f"[green]ok[/]: {len(actual)} events equal the goldens in {target}")
 
 
 def main() -> None:

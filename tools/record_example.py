@@ -3,38 +3,31 @@
 The example (``examples/config``) replays ``fixtures/example-clinic/observations/http.jsonl`` so the
 README's first command needs no network. This script makes that recording: it serves *generated*
 data (``connectors.fhir.synth``, seeded — never third-party files) plus a few deliberately bad records
-from the real test server, runs the integration twice through a recording transport (a full read,
-then the incremental poll from the resulting checkpoint) and writes the exchanges.
+from the real test server and records the integration with ``core.fixtures.record`` (exchanges, shape
+and golden events; what ``inlet record`` does against a configured upstream).
 
     .venv/bin/python -m tools.record_example
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
 from connectors.fhir.synth import generate_observations
-from core.checkpoint import CheckpointStore
 from core.config import load_config
 from core.drift import learn
-from core.envelope import Enveloper
-from core.metrics import Stats
-from core.pipeline import Pipeline
-from core.recording import RecordingTransport
-from core.sinks.outbox import OutboxSink
+from core.fixtures import record
 from tests.servers.fhir import FhirTestServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "config"
-OUT = ROOT / "fixtures" / "example-clinic" / "observations" / "http.jsonl"
-SHAPE = OUT.with_name("shape.json")
+FIXTURES = ROOT / "fixtures" / "example-clinic" / "observations"
 
 
 def example_resources() -> list[dict[str, object]]:
@@ -62,37 +55,26 @@ def example_resources() -> list[dict[str, object]]:
     return [*obs, *extra]
 
 
-async def record() -> None:
+def record_example() -> None:
+    """Serve generated data from the local FHIR test server and record the example integration from it."""
     _, [item] = load_config(CONFIG)
-    with FhirTestServer(example_resources()) as server, tempfile.TemporaryDirectory() as tmp:
+    with FhirTestServer(example_resources()) as server:
         origin = server.base_url.rsplit("/fhir", 1)[0]
         configured = str(httpx.URL(item.settings.http.base_url).copy_with(path="/"))[:-1]  # type: ignore[attr-defined]
 
-        def redact(doc: dict[str, object]) -> dict[str, object]:
+        def redact(doc: dict[str, Any]) -> dict[str, Any]:
             # Links in the recording point at the configured upstream, not the test server's random port:
             # replay then pages exactly as it would against the real EHR (same origin, same paths).
             return orjson.loads(orjson.dumps(doc).replace(origin.encode(), configured.encode()))  # type: ignore[no-any-return]
 
-        transport = RecordingTransport(OUT, redact=redact)
         http = item.settings.http.model_copy(update={"base_url": server.base_url, "replay": None})  # type: ignore[attr-defined]
-        settings = item.settings.model_copy(update={"http": http})
-        ctx = replace(item.context, http_transport=transport)
-        store = CheckpointStore(Path(tmp) / "cp.sqlite")
-        sink = OutboxSink(Path(tmp) / "outbox.sqlite")
-        env = Enveloper(ctx.customer, ctx.integration)
-        stats = Stats(ctx.customer, ctx.integration)
-        position = None
-        for _ in range(2):  # a full read, then the incremental poll from its checkpoint
-            async with item.plugin(ctx, settings) as connector:
-                position = await Pipeline(connector, env, sink, store, stats).run(position, asyncio.Event())
-        await sink.stop()
-        store.close()
-        print(f"recorded {sum(1 for _ in OUT.open())} exchanges to {OUT.relative_to(ROOT)}; {stats.totals}")
-    # The upstream shape the integration depends on, learnt from the well-formed generated resources only:
-    # the deliberately bad records then show up as drift alerts when the example runs.
-    SHAPE.write_text(learn(generate_observations(240, seed=11)).to_json())
-    print(f"wrote the upstream shape to {SHAPE.relative_to(ROOT)}")
+        live = replace(item, settings=item.settings.model_copy(update={"http": http}))
+        count = record(live, FIXTURES, redact=redact)
+    print(f"recorded {FIXTURES.relative_to(ROOT)}: {count} golden events")
+    # The upstream shape the example checks drift against is learnt from the well-formed generated resources
+    # only, so the deliberately odd records show up as drift alerts when the example runs.
+    (FIXTURES / "shape.json").write_text(learn(generate_observations(240, seed=11)).to_json())
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    record_example()

@@ -1,0 +1,110 @@
+"""Per-integration fixtures: record an integration's upstream once, replay it offline, compare with goldens.
+
+A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewable text:
+
+- ``http.jsonl``   the upstream exchanges (``core.recording``), redacted while recording;
+- ``shape.json``   the upstream shape the integration depends on (``core.drift``), learnt while recording;
+- ``events.jsonl`` the golden events the exchanges must produce: topic, key, headers and value, in order
+  (DLQ records and drift alerts included, so the expected failures are part of the contract too).
+
+Recording and replay run the integration's real connector through the real pipeline twice — a full read,
+then the incremental poll from the resulting checkpoint — so the recording covers what a running daemon
+asks. Replay is offline (``ReplayTransport``) and deterministic: events carry no wall-clock values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from core.checkpoint import CheckpointStore
+from core.config import LoadedIntegration
+from core.drift import learn
+from core.envelope import Enveloper, Event
+from core.metrics import Stats
+from core.pipeline import Pipeline
+from core.recording import RecordingTransport, ReplayTransport
+from core.sinks.memory import MemorySink
+
+__all__ = ["event_doc", "event_lines", "golden_diff", "record", "replay"]
+
+PASSES = 2  # a full read, then the incremental poll from its checkpoint
+
+
+def event_doc(event: Event) -> dict[str, Any]:
+    """An event as one golden line: JSON values parsed, so the diff shows fields, not escaped strings."""
+    try:
+        value: Any = orjson.loads(event.value)
+    except orjson.JSONDecodeError:
+        value = event.value.decode("utf-8", "replace")
+    return {"topic": event.topic, "key": event.key.decode("utf-8", "replace") if event.key else None,
+            "headers": {k: v.decode("utf-8", "replace") for k, v in event.headers}, "value": value}
+
+
+def event_lines(docs: list[dict[str, Any]]) -> list[str]:
+    """Golden lines: one sorted-key JSON document per event."""
+    return [orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode() + "\n" for d in docs]
+
+
+async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport) -> tuple[list[Event], list[Any]]:
+    """Run ``PASSES`` passes of the integration through ``transport``; its events and its decoded records."""
+    ctx = replace(item.context, http_transport=transport)
+    connector_cls = item.plugin
+    seen: list[Any] = []
+    sink = MemorySink()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CheckpointStore(Path(tmp) / "checkpoints.sqlite")
+        env = Enveloper(ctx.customer, ctx.integration)
+        stats = Stats(ctx.customer, ctx.integration)
+        position = None
+        try:
+            for _ in range(PASSES):
+                async with connector_cls(ctx, item.settings) as connector:
+                    original = connector.decode
+
+                    def decode(raw: Any, _original: Callable[[Any], Any] = original) -> Any:
+                        record = _original(raw)
+                        seen.append(record)
+                        return record
+
+                    connector.decode = decode  # type: ignore[method-assign]
+                    # No drift check: a recording is, by definition, the shape it is checked against.
+                    pipeline = Pipeline(connector, env, sink, store, stats)
+                    position = await pipeline.run(position, asyncio.Event())
+        finally:
+            store.close()
+    return sink.events, seen
+
+
+def record(item: LoadedIntegration, fixtures: Path, *,
+           redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+           inner: httpx.AsyncBaseTransport | None = None) -> int:
+    """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events."""
+    fixtures.mkdir(parents=True, exist_ok=True)
+    transport = RecordingTransport(fixtures / "http.jsonl", inner=inner, redact=redact)
+    events, records = asyncio.run(_run(item, transport))
+    (fixtures / "shape.json").write_text(learn(r for r in records if isinstance(r, dict)).to_json())
+    (fixtures / "events.jsonl").write_text("".join(event_lines([event_doc(e) for e in events])))
+    return len(events)
+
+
+def replay(item: LoadedIntegration, fixtures: Path) -> list[dict[str, Any]]:
+    """Run ``item`` offline from ``fixtures``; the events it produces, as golden docs."""
+    events, _ = asyncio.run(_run(item, ReplayTransport(fixtures / "http.jsonl")))
+    return [event_doc(e) for e in events]
+
+
+def golden_diff(fixtures: Path, actual: list[dict[str, Any]]) -> str:
+    """A unified diff of the golden events against ``actual`` ('' when equal)."""
+    path = fixtures / "events.jsonl"
+    golden = path.read_text().splitlines(keepends=True) if path.exists() else []
+    return "".join(difflib.unified_diff(golden, event_lines(actual), fromfile=str(path), tofile="replayed"))
+

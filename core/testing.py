@@ -1,0 +1,75 @@
+"""Generated contract tests: one test per fixture directory, with no code per customer.
+
+``fixture_cases(config_dirs, fixtures_root)`` finds every configured integration that has a fixture
+directory ``<fixtures_root>/<customer>/<integration>/http.jsonl``; ``check_fixture(case)`` replays it
+offline and asserts what CI must hold for every integration:
+
+- the replayed events equal the golden events (the failure shows the unified diff, so a plugin author
+  sees which record changed and how; ``inlet replay --update`` rewrites them after review);
+- every event validates against the contract its ``ce_dataschema`` names (DLQ records and drift alerts
+  excepted: they carry the original payload);
+- the expected DLQ records are part of the goldens, so a new failure or a vanished one is a diff too.
+
+Use it from a test module (``tests/test_fixtures.py``)::
+
+    @pytest.mark.parametrize("case", fixture_cases([...]), ids=str)
+    def test_fixture(case): check_fixture(case)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import contracts
+from core.config import LoadedIntegration, check_config
+from core.fixtures import golden_diff, replay
+
+__all__ = ["FixtureCase", "check_fixture", "fixture_cases"]
+
+
+@dataclass(frozen=True)
+class FixtureCase:
+    """One integration and its fixture directory."""
+
+    integration: LoadedIntegration
+    fixtures: Path
+
+    def __str__(self) -> str:
+        return self.integration.config.key
+
+
+def fixture_cases(config_dirs: Iterable[Path], fixtures_root: Path) -> list[FixtureCase]:
+    """Every configured integration with recorded fixtures (config errors fail loudly, not silently skip)."""
+    cases = []
+    for config in config_dirs:
+        _, loaded, errors = check_config(config)
+        if errors:
+            raise AssertionError("\n".join(map(str, errors)))
+        for item in loaded:
+            fixtures = fixtures_root / item.config.customer / item.config.integration
+            if (fixtures / "http.jsonl").exists():
+                cases.append(FixtureCase(item, fixtures))
+    return cases
+
+
+def check_fixture(case: FixtureCase) -> None:
+    """Replay the fixture and assert goldens and contracts; the message says what to do."""
+    actual = replay(case.integration, case.fixtures)
+    diff = golden_diff(case.fixtures, actual)
+    if diff:
+        raise AssertionError(
+            f"{case}: replaying {case.fixtures / 'http.jsonl'} no longer gives the golden events. If the change "
+            f"is intended, review it and run `inlet replay {case} --update`.\n{diff}")
+    for i, doc in enumerate(actual):
+        headers = doc["headers"]
+        if headers.get("ce_type") in ("inlet.dlq", "inlet.drift"):
+            continue
+        _, _, name, version = headers["ce_dataschema"].rsplit(":", 3)
+        model = contracts.get_contract(name, version)
+        try:
+            model.model_validate(doc["value"])
+        except ValueError as exc:
+            raise AssertionError(f"{case}: event {i} ({headers.get('ce_subject')}) breaks {name} {version}: "
+                                 f"{exc}") from exc

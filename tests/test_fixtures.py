@@ -1,0 +1,56 @@
+"""One generated contract test per recorded integration fixture (core.testing), plus what makes it fail."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from core.testing import FixtureCase, check_fixture, fixture_cases
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = fixture_cases([ROOT / "examples" / "config"], ROOT / "fixtures")
+
+
+def test_every_configured_integration_with_fixtures_gets_a_test() -> None:
+    assert [str(c) for c in CASES] == ["example-clinic/observations"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_fixture(case: FixtureCase) -> None:
+    check_fixture(case)
+
+
+def _edited(tmp_path: Path, edit) -> FixtureCase:  # type: ignore[no-untyped-def]
+    """The example's fixture copied to tmp_path with ``edit(resource)`` applied to one recorded resource."""
+    case = CASES[0]
+    copy = tmp_path / "fixture"
+    shutil.copytree(case.fixtures, copy)
+    lines = (copy / "http.jsonl").read_bytes().splitlines()
+    first = orjson.loads(lines[0])
+    resource = next(e["resource"] for e in first["response"]["json"]["entry"]
+                    if "valueQuantity" in e["resource"] and e["resource"]["status"] == "final"
+                    and e["resource"]["category"][0]["coding"][0]["code"] == "vital-signs")
+    edit(resource)
+    lines[0] = orjson.dumps(first)
+    (copy / "http.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return FixtureCase(case.integration, copy)
+
+
+def test_a_missing_required_field_upstream_fails_with_an_actionable_message(tmp_path: Path) -> None:
+    case = _edited(tmp_path, lambda r: r.pop("code"))
+    with pytest.raises(AssertionError) as info:
+        check_fixture(case)
+    message = str(info.value)
+    assert "no longer gives the golden events" in message
+    assert "inlet replay example-clinic/observations --update" in message
+    assert '"dlq_stage":"validate"' in message  # the record now lands in the DLQ: visible in the diff
+    assert "code" in message
+
+
+def test_a_changed_type_upstream_fails_the_generated_test(tmp_path: Path) -> None:
+    case = _edited(tmp_path, lambda r: r["valueQuantity"].update(value="not a number"))
+    with pytest.raises(AssertionError, match="no longer gives the golden events"):
+        check_fixture(case)
