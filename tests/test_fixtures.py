@@ -54,3 +54,37 @@ def test_a_changed_type_upstream_fails_the_generated_test(tmp_path: Path) -> Non
     case = _edited(tmp_path, lambda r: r["valueQuantity"].update(value="not a number"))
     with pytest.raises(AssertionError, match="no longer gives the golden events"):
         check_fixture(case)
+
+
+def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from connectors.fhir.synth import generate_observations
+    from tests.helpers import write_config
+    from tests.servers.fhir import FhirTestServer
+
+    env = {k: v for k, v in os.environ.items() if k != "INLET_KAFKA_BOOTSTRAP"}
+
+    def inlet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    fixtures = tmp_path / "fx"
+    with FhirTestServer(generate_observations(120, seed=21)) as server:
+        root = write_config(tmp_path / "cfg", base_url=server.base_url, page_size=25)
+        recorded = inlet("record", "acme/observations", "--config", str(root), "--fixtures", str(fixtures))
+        assert recorded.returncode == 0, recorded.stderr
+    # The server is gone: replay is offline.
+    replayed = inlet("replay", "acme/observations", "--config", str(root), "--fixtures", str(fixtures))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "events equal the goldens" in replayed.stdout
+    golden = (fixtures / "events.jsonl").read_text().splitlines()
+    assert len(golden) == 120 - sum(1 for r in generate_observations(120, seed=21) if r["status"] == "entered-in-error")
+    assert (fixtures / "shape.json").exists()
+    (fixtures / "events.jsonl").write_text("\n".join(golden[:-1]) + "\n")  # a golden event goes missing
+    changed = inlet("replay", "acme/observations", "--config", str(root), "--fixtures", str(fixtures))
+    assert changed.returncode == 1 and changed.stdout.startswith("---")
+    updated = inlet("replay", "acme/observations", "--config", str(root), "--fixtures", str(fixtures), "--update")
+    assert updated.returncode == 0 and len((fixtures / "events.jsonl").read_text().splitlines()) == len(golden)
