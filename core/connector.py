@@ -88,6 +88,8 @@ class Connector(abc.ABC, Generic[SettingsT]):
     settings_model: ClassVar[type[PluginSettings]] = NoSettings
     contracts: ClassVar[tuple[type[Contract], ...]] = ()
     description: ClassVar[str] = ""
+    phi: ClassVar[bool] = False
+    """True for healthcare feeds: recorded fixtures pseudonymise PHI (core.redact)."""
 
     def __init__(self, ctx: IntegrationContext, settings: SettingsT) -> None:
         self.ctx = ctx

@@ -2,7 +2,8 @@
 
 A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewable text:
 
-- ``http.jsonl``   the upstream exchanges (``core.recording``), redacted while recording;
+- ``http.jsonl``   the upstream exchanges (``core.recording``), redacted while recording (``core.redact``:
+  secrets always, PHI pseudonymised with ``INLET_PSEUDONYM_KEY`` for plugins that declare ``phi``);
 - ``shape.json``   the upstream shape the integration depends on (``core.drift``), learnt while recording;
 - ``events.jsonl`` the golden events the exchanges must produce: topic, key, headers and value, in order
   (DLQ records and drift alerts included, so the expected failures are part of the contract too).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,12 +31,14 @@ from core.checkpoint import CheckpointStore
 from core.config import LoadedIntegration
 from core.drift import learn
 from core.envelope import Enveloper, Event
+from core.errors import ConfigError
 from core.metrics import Stats
 from core.pipeline import Pipeline
 from core.recording import RecordingTransport, ReplayTransport
+from core.redact import Redactor
 from core.sinks.memory import MemorySink
 
-__all__ = ["event_doc", "event_lines", "golden_diff", "record", "replay"]
+__all__ = ["event_doc", "event_lines", "golden_diff", "pseudonym_key", "record", "replay"]
 
 PASSES = 2  # a full read, then the incremental poll from its checkpoint
 
@@ -84,13 +88,36 @@ async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport) -> 
     return sink.events, seen
 
 
+def pseudonym_key() -> bytes:
+    """The key PHI is pseudonymised with: ``INLET_PSEUDONYM_KEY`` (env only, never in the repository)."""
+    key = os.environ.get("INLET_PSEUDONYM_KEY", "")
+    if len(key) < 16:
+        raise ConfigError("recording a healthcare feed pseudonymises PHI with a key: set INLET_PSEUDONYM_KEY "
+                          "(16+ characters, kept out of the repository; the same key keeps pseudonyms stable)")
+    return key.encode()
+
+
 def record(item: LoadedIntegration, fixtures: Path, *,
            redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-           inner: httpx.AsyncBaseTransport | None = None) -> int:
-    """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events."""
+           inner: httpx.AsyncBaseTransport | None = None, replay_as: LoadedIntegration | None = None) -> int:
+    """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events.
+
+    ``replay_as``: the integration as it will be replayed, when it was recorded with other settings
+    (against a local test server standing in for the configured upstream).
+
+    Every exchange is redacted before it is written: secrets always, and PHI (deterministic pseudonyms)
+    when the plugin declares ``phi = True``. The golden events are then made by *replaying* the written
+    fixture, so they hold no PHI either and are exactly what CI will compare against.
+    """
     fixtures.mkdir(parents=True, exist_ok=True)
-    transport = RecordingTransport(fixtures / "http.jsonl", inner=inner, redact=redact)
-    events, records = asyncio.run(_run(item, transport))
+    redactor = Redactor(pseudonym_key() if item.plugin.phi else b"secrets-only", phi=item.plugin.phi)
+
+    def scrub(doc: dict[str, Any]) -> dict[str, Any]:
+        return redactor(redact(doc) if redact is not None else doc)
+
+    transport = RecordingTransport(fixtures / "http.jsonl", inner=inner, redact=scrub)
+    asyncio.run(_run(item, transport))
+    events, records = asyncio.run(_run(replay_as or item, ReplayTransport(fixtures / "http.jsonl")))
     (fixtures / "shape.json").write_text(learn(r for r in records if isinstance(r, dict)).to_json())
     (fixtures / "events.jsonl").write_text("".join(event_lines([event_doc(e) for e in events])))
     return len(events)

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core.redact import scan_for_leaks
 from core.testing import FixtureCase, check_fixture, fixture_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +67,17 @@ def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path) -> None:
     from tests.servers.fhir import FhirTestServer
 
     env = {k: v for k, v in os.environ.items() if k != "INLET_KAFKA_BOOTSTRAP"}
+    env.update(INLET_PSEUDONYM_KEY="test-key-0123456789abcdef", ACME_TOKEN="planted-secret-token-42")
 
     def inlet(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120, check=False)
 
     fixtures = tmp_path / "fx"
-    with FhirTestServer(generate_observations(120, seed=21)) as server:
-        root = write_config(tmp_path / "cfg", base_url=server.base_url, page_size=25)
+    resources = generate_observations(120, seed=21)
+    with FhirTestServer(resources) as server:
+        root = write_config(tmp_path / "cfg", base_url=server.base_url, page_size=25,
+                            http={"auth": {"kind": "bearer", "token": {"env": "ACME_TOKEN"}}})
         recorded = inlet("record", "acme/observations", "--config", str(root), "--fixtures", str(fixtures))
         assert recorded.returncode == 0, recorded.stderr
     # The server is gone: replay is offline.
@@ -83,6 +87,11 @@ def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path) -> None:
     golden = (fixtures / "events.jsonl").read_text().splitlines()
     assert len(golden) == 120 - sum(1 for r in generate_observations(120, seed=21) if r["status"] == "entered-in-error")
     assert (fixtures / "shape.json").exists()
+    # Neither the planted secret nor a real patient id reaches any fixture file (PHI is pseudonymised).
+    patient_ids = {r["subject"]["reference"].split("/")[-1] for r in resources}
+    for name in ("http.jsonl", "events.jsonl", "shape.json"):
+        text = (fixtures / name).read_text()
+        assert scan_for_leaks(text, secrets=["planted-secret-token-42"], phi_values=patient_ids) == [], name
     (fixtures / "events.jsonl").write_text("\n".join(golden[:-1]) + "\n")  # a golden event goes missing
     changed = inlet("replay", "acme/observations", "--config", str(root), "--fixtures", str(fixtures))
     assert changed.returncode == 1 and changed.stdout.startswith("---")

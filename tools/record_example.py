@@ -12,6 +12,7 @@ and golden events; what ``inlet record`` does against a configured upstream).
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,12 @@ def example_resources() -> list[dict[str, object]]:
 
 
 def record_example() -> None:
-    """Serve generated data from the local FHIR test server and record the example integration from it."""
+    """Serve generated data from the local FHIR test server and record the example integration from it.
+
+    The data is synthetic, so a fixed pseudonymisation key is fine *here*; a real customer's key comes
+    from the environment and never from the repository.
+    """
+    os.environ.setdefault("INLET_PSEUDONYM_KEY", "example-clinic-synthetic-data-only")
     _, [item] = load_config(CONFIG)
     with FhirTestServer(example_resources()) as server:
         origin = server.base_url.rsplit("/fhir", 1)[0]
@@ -69,7 +75,7 @@ def record_example() -> None:
 
         http = item.settings.http.model_copy(update={"base_url": server.base_url, "replay": None})  # type: ignore[attr-defined]
         live = replace(item, settings=item.settings.model_copy(update={"http": http}))
-        count = record(live, FIXTURES, redact=redact)
+        count = record(live, FIXTURES, redact=redact, replay_as=item)
     print(f"recorded {FIXTURES.relative_to(ROOT)}: {count} golden events")
     # The upstream shape the example checks drift against is learnt from the well-formed generated resources
     # only, so the deliberately odd records show up as drift alerts when the example runs.

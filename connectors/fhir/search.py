@@ -61,6 +61,7 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
     contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1,)
     description: ClassVar[str] = "FHIR R4 Observation search with a _lastUpdated watermark"
     resource_type: ClassVar[str] = "Observation"
+    phi: ClassVar[bool] = True
 
     http: HttpClient
     _seen: frozenset[str] = frozenset()
