@@ -4,15 +4,19 @@ A recording is ``http.jsonl``: one exchange per line, in request order, holding 
 path and sorted query, and the response's status, content type and body (JSON bodies stored as JSON
 so a fixture diff is reviewable). Request headers are never written — that is where credentials live.
 
-Replay matches a request on method, path and query (the host is ignored: recordings are made against
-local test servers on random ports). Identical requests are answered in recorded order, the last one
-repeating (a daemon polling a caught-up upstream). A request with no recording fails with
+Replay matches a request explicitly on method, path and query (the host is ignored: recordings are made
+against local test servers on random ports), on the headers in :data:`MATCH_HEADERS` (content negotiation:
+an ``Accept`` or ``Prefer: respond-async`` change is a different request) and on a SHA-256 of the body
+(JSON and text bodies; form-encoded bodies are where credentials travel and are not digested).
+Identical requests are answered in recorded order, the last one repeating (a daemon polling a caught-up
+upstream). A request with no recording fails with
 :class:`ReplayMiss`, showing the nearest recorded request, so a plugin author sees what changed.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,27 @@ import orjson
 
 from core.errors import InletError
 
-__all__ = ["RecordingTransport", "ReplayMiss", "ReplayTransport", "request_key"]
+__all__ = ["MATCH_HEADERS", "RecordingTransport", "ReplayMiss", "ReplayTransport", "request_key", "request_match"]
 
 
 class ReplayMiss(InletError):
     """A replayed integration made a request that was never recorded (not retriable: replay is offline)."""
+
+
+MATCH_HEADERS = ("accept", "prefer", "content-type")
+"""Request headers that take part in matching (never credentials)."""
+
+
+def request_match(request: httpx.Request) -> dict[str, Any]:
+    """What besides :func:`request_key` a replayed request must match: selected headers, body digest."""
+    match: dict[str, Any] = {}
+    headers = {h: request.headers[h] for h in MATCH_HEADERS if h in request.headers}
+    if headers:
+        match["headers"] = headers
+    content = request.content
+    if content and "form-urlencoded" not in request.headers.get("content-type", ""):
+        match["body_sha256"] = hashlib.sha256(content).hexdigest()
+    return match
 
 
 def request_key(request: httpx.Request) -> str:
@@ -43,6 +63,11 @@ def _body_doc(content: bytes, content_type: str) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             pass
     return {"text": content.decode("utf-8", "replace")}
+
+
+def _full_key(line: str, match: dict[str, Any]) -> str:
+    """The request line plus its match fields, as one comparable (and human-readable) string."""
+    return line + (" " + orjson.dumps(match, option=orjson.OPT_SORT_KEYS).decode() if match else "")
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
@@ -62,6 +87,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         ctype = response.headers.get("content-type", "")
         doc: dict[str, Any] = {
             "request": request_key(request),
+            "match": request_match(request),
             "response": {"status": response.status_code, "content_type": ctype, **_body_doc(content, ctype)},
         }
         if retry_after := response.headers.get("retry-after"):
@@ -91,11 +117,11 @@ class ReplayTransport(httpx.AsyncBaseTransport):
                 resp = doc["response"]
                 # Serialise each body once, not on every replayed request.
                 resp["content"] = orjson.dumps(resp["json"]) if "json" in resp else resp.get("text", "").encode()
-                self._answers[doc["request"]].append(resp)
+                self._answers[_full_key(doc["request"], doc.get("match", {}))].append(resp)
         self._served: dict[str, int] = defaultdict(int)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        key = request_key(request)
+        key = _full_key(request_key(request), request_match(request))
         answers = self._answers.get(key)
         if not answers:
             near = difflib.get_close_matches(key, list(self._answers), n=1, cutoff=0.0)
