@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +129,7 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
 
 @dataclass
 class _Pending:
-    ack: Awaitable[None]
+    ack: asyncio.Future[None]
     position: Position
     counts: BatchCounts
 
@@ -155,31 +154,46 @@ class Pipeline:
         pending: deque[_Pending] = deque()
         batches = self.connector.read(position).__aiter__()
         stopper = asyncio.ensure_future(stop.wait())
+        nxt: asyncio.Future[Batch] | None = None
         try:
             while not stop.is_set():
-                nxt = asyncio.ensure_future(batches.__anext__())
-                await asyncio.wait((nxt, stopper), return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():  # stopping: abandon the read, keep what is in flight
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await nxt
-                    break
+                if nxt is None:
+                    nxt = asyncio.ensure_future(batches.__anext__())
+                # Commit as soon as the oldest batch is acknowledged, even while no new batch arrives: a push
+                # source (MQTT) only sends more once its PUBACKs — sent at commit — have gone out.
+                waits: set[asyncio.Future[Any]] = {nxt, stopper}
+                if pending:
+                    waits.add(pending[0].ack)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                while pending and pending[0].ack.done():
+                    await self._commit(pending.popleft())
+                if not nxt.done():
+                    if stop.is_set():  # stopping: abandon the read, keep what is in flight
+                        nxt.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                            await nxt
+                        break
+                    continue
                 try:
                     batch = nxt.result()
                 except StopAsyncIteration:
                     break
+                nxt = None
                 events, counts = process_batch(self.connector, self.env, batch, self.drift)
-                ack = await self.sink.submit(events)
+                ack = asyncio.ensure_future(await self.sink.submit(events))
                 pending.append(_Pending(ack, batch.position, counts))
-                while pending and (len(pending) >= self.max_in_flight or _done(pending[0].ack)):
+                while pending and (len(pending) >= self.max_in_flight or pending[0].ack.done()):
                     await self._commit(pending.popleft())
             while pending:  # drain: everything handed to the sink gets its commit
                 await self._commit(pending.popleft())
         finally:
             stopper.cancel()
             for p in pending:  # after a failure: nothing more is committed; collect the outcomes quietly
-                fut = asyncio.ensure_future(p.ack)
-                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+                p.ack.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await nxt
             with contextlib.suppress(Exception):
                 await batches.aclose()  # type: ignore[attr-defined]
         return self.position
@@ -192,6 +206,3 @@ class Pipeline:
         self.stats.last_position = item.position
         await self.connector.acknowledge(item.position)
 
-
-def _done(ack: Awaitable[None]) -> bool:
-    return isinstance(ack, asyncio.Future) and ack.done()
