@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 __all__ = [
     "Compatibility",
     "Contract",
+    "Part",
+    "Precision",
     "all_contracts",
     "converter",
     "converters_from",
@@ -24,8 +26,17 @@ __all__ = [
     "unregister_converter",
 ]
 
+Precision = Literal["year", "month", "day", "minute", "second", "millisecond", "microsecond"]
+"""How precise a source timestamp was (the values of core.time's ``Instant.precision``)."""
+
 Compatibility = Literal["BACKWARD", "FORWARD", "FULL"]
 """How a new minor must relate to every earlier minor of its major (see contracts.compat)."""
+
+
+class Part(BaseModel):
+    """Base of the nested parts of a contract (codings, lines, values): closed and immutable like the event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Contract(BaseModel):

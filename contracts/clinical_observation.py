@@ -18,21 +18,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from contracts.base import Contract, register
+from contracts.base import Contract, Part, Precision, register
 
-__all__ = ["Coding", "Component", "ObservationV1", "ObservationValue", "Precision"]
-
-Precision = Literal["year", "month", "day", "minute", "second", "millisecond", "microsecond"]
-"""How precise the source timestamp was (core.time)."""
+__all__ = ["Coding", "Component", "ObservationV1", "ObservationValue"]
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class Coding(_Part):
+class Coding(Part):
     """A code from a code system (LOINC, SNOMED CT, UCUM, local)."""
 
     system: str | None = None
@@ -40,7 +34,7 @@ class Coding(_Part):
     display: str | None = None
 
 
-class QuantityValue(_Part):
+class QuantityValue(Part):
     """``valueQuantity``: a number with its unit; ``code`` is the UCUM code when ``system`` is UCUM."""
 
     type: Literal["quantity"] = "quantity"
@@ -51,7 +45,7 @@ class QuantityValue(_Part):
     comparator: Literal["<", "<=", ">=", ">"] | None = None
 
 
-class CodedValue(_Part):
+class CodedValue(Part):
     """``valueCodeableConcept``."""
 
     type: Literal["coded"] = "coded"
@@ -59,28 +53,28 @@ class CodedValue(_Part):
     text: str | None = None
 
 
-class StringValue(_Part):
+class StringValue(Part):
     """``valueString``."""
 
     type: Literal["string"] = "string"
     value: str
 
 
-class BooleanValue(_Part):
+class BooleanValue(Part):
     """``valueBoolean``."""
 
     type: Literal["boolean"] = "boolean"
     value: bool
 
 
-class IntegerValue(_Part):
+class IntegerValue(Part):
     """``valueInteger``."""
 
     type: Literal["integer"] = "integer"
     value: int
 
 
-class RangeValue(_Part):
+class RangeValue(Part):
     """``valueRange``: either bound may be open."""
 
     type: Literal["range"] = "range"
@@ -88,7 +82,7 @@ class RangeValue(_Part):
     high: QuantityValue | None = None
 
 
-class RatioValue(_Part):
+class RatioValue(Part):
     """``valueRatio``."""
 
     type: Literal["ratio"] = "ratio"
@@ -96,7 +90,7 @@ class RatioValue(_Part):
     denominator: QuantityValue | None = None
 
 
-class SampledDataValue(_Part):
+class SampledDataValue(Part):
     """``valueSampledData``: the samples stay a string as FHIR sends them (space-separated, E/U/L codes)."""
 
     type: Literal["sampled_data"] = "sampled_data"
@@ -107,14 +101,14 @@ class SampledDataValue(_Part):
     data: str | None = None
 
 
-class TimeValue(_Part):
+class TimeValue(Part):
     """``valueTime``: a time of day with no date or zone (``HH:MM:SS``)."""
 
     type: Literal["time"] = "time"
     value: str
 
 
-class DateTimeValue(_Part):
+class DateTimeValue(Part):
     """``valueDateTime``, UTC with the source precision."""
 
     type: Literal["datetime"] = "datetime"
@@ -122,7 +116,7 @@ class DateTimeValue(_Part):
     precision: Precision | None = None
 
 
-class PeriodValue(_Part):
+class PeriodValue(Part):
     """``valuePeriod``, UTC."""
 
     type: Literal["period"] = "period"
@@ -146,7 +140,7 @@ ObservationValue = Annotated[
 ]
 
 
-class Component(_Part):
+class Component(Part):
     """One ``Observation.component`` (a blood-pressure panel has systolic and diastolic)."""
 
     code: list[Coding] = Field(min_length=1)

@@ -28,10 +28,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from contracts.base import Contract, register
-from contracts.clinical_observation import Precision
+from contracts.base import Contract, Part, Precision, register
 
 __all__ = ["DatePrecision", "Identifier", "PatientV1"]
 
@@ -39,11 +38,7 @@ DatePrecision = Literal["year", "month", "day"]
 """How precise a FHIR ``date`` was (``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``)."""
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Identifier(_Part):
+class Identifier(Part):
     """One ``Patient.identifier``: the namespace (``system`` URI) and the value in it."""
 
     system: str | None = None

@@ -23,8 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, register
-from contracts.clinical_observation import Precision
+from contracts.base import Contract, Precision, register
 
 __all__ = ["DeviceStatusV1"]
 

@@ -37,8 +37,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from contracts.base import Contract, register
-from contracts.clinical_observation import Precision
+from contracts.base import Contract, Precision, register
 
 __all__ = ["EnergyUnit", "MeterReadingV1", "QualityFlag"]
 

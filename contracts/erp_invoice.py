@@ -43,10 +43,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
-from contracts.base import Contract, register
-from contracts.clinical_observation import Precision
+from contracts.base import Contract, Part, Precision, register
 
 __all__ = ["CurrencyCode", "DecimalString", "InvoiceLine", "InvoiceV1"]
 
@@ -72,11 +71,7 @@ CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 """An ISO 4217 alphabetic currency code (``EUR``, ``USD``, ``NZD``)."""
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InvoiceLine(_Part):
+class InvoiceLine(Part):
     """One invoice line: what was sold or bought, how much of it, at what price and tax."""
 
     line_number: int = Field(ge=1)

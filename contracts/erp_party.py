@@ -26,8 +26,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, register
-from contracts.clinical_observation import Precision
+from contracts.base import Contract, Precision, register
 from contracts.erp_invoice import CurrencyCode
 
 __all__ = ["PartyV1"]

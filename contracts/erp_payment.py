@@ -26,20 +26,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from contracts.base import Contract, register
-from contracts.clinical_observation import Precision
+from contracts.base import Contract, Part, Precision, register
 from contracts.erp_invoice import CurrencyCode, DecimalString
 
 __all__ = ["InvoiceAllocation", "PaymentV1"]
 
 
-class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InvoiceAllocation(_Part):
+class InvoiceAllocation(Part):
     """The invoice (by number) a payment settles, and how much of the payment goes to it if stated."""
 
     invoice_number: str = Field(min_length=1)
