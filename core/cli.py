@@ -11,14 +11,14 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import LoadedIntegration, check_config, load_config
+from core.config import LoadedIntegration, SupervisorConfig, check_config
 from core.errors import ConfigError
 from core.logging import configure_logging
 from core.metrics import Stats
@@ -38,11 +38,19 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="INLET_CONFIG"
                                          help="Config directory (inlet.yaml + integrations/*.yaml)")]
 
 
-def _fail_config(errors: list[ConfigError]) -> None:
+def _fail_config(errors: list[ConfigError]) -> NoReturn:
     err.print(f"[bold red]{len(errors)} problem(s) in the configuration:[/]")
     for e in errors:
         err.print(f"  • {e}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _load(config: Path) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
+    """The validated config directory, or exit 2 listing every problem (validated once)."""
+    sup_cfg, loaded, errors = check_config(config)
+    if errors:
+        _fail_config(errors)
+    return sup_cfg, loaded
 
 
 def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) -> None:
@@ -72,11 +80,7 @@ def run(config: ConfigOpt = Path("config"),
     from core.supervisor import Supervisor, state_dir
 
     configure_logging()
-    try:
-        sup_cfg, integrations = load_config(config)
-    except ConfigError:
-        _fail_config(check_config(config)[2])
-        return
+    sup_cfg, integrations = _load(config)
     # Everything loaded so far lives as long as the process: move it out of the collector's way, so
     # full collections walk only the short-lived objects of the stream (a few µs per event otherwise).
     gc.freeze()
@@ -118,11 +122,7 @@ def integrations(config: ConfigOpt = Path("config")) -> None:
     from core.envelope import Enveloper
     from core.supervisor import state_dir
 
-    try:
-        sup_cfg, loaded = load_config(config)
-    except ConfigError:
-        _fail_config(check_config(config)[2])
-        return
+    sup_cfg, loaded = _load(config)
     table = Table(title=f"integrations in {config}")
     for col in ("integration", "plugin", "enabled", "zone", "contracts → topics", "checkpoint"):
         table.add_column(col)
@@ -150,11 +150,7 @@ def events_tail(config: ConfigOpt = Path("config"),
     from core.sinks.outbox import read_outbox
     from core.supervisor import state_dir
 
-    try:
-        sup_cfg, _ = load_config(config)
-    except ConfigError:
-        _fail_config(check_config(config)[2])
-        return
+    sup_cfg, _ = _load(config)
     path = state_dir(sup_cfg) / "outbox.sqlite"
     if not path.exists():
         err.print(f"no outbox at {path} yet: run `inlet run --config {config}` first")
@@ -248,11 +244,7 @@ def contracts_diff(name: str, old: str, new: str,
 
 
 def _integration(config: Path, key: str) -> LoadedIntegration:
-    try:
-        _, loaded = load_config(config)
-    except ConfigError:
-        _fail_config(check_config(config)[2])
-        raise
+    _, loaded = _load(config)
     for item in loaded:
         if item.config.key == key:
             return item

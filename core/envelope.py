@@ -101,13 +101,15 @@ class Enveloper:
         self._topic_template = topic_template
         self.dlq_topic = dlq_topic_template.format(customer=customer, integration=integration)
         self.drift_topic = drift_topic_template.format(customer=customer, integration=integration)
-        self._common: Headers = [
+        identity: Headers = [
             ("ce_specversion", b"1.0"),
             ("ce_source", self.source.encode()),
-            ("content-type", b"application/json"),
             ("ce_customer", customer.encode()),
             ("ce_integration", integration.encode()),
         ]
+        # DLQ values are the original payload, which need not be JSON: they carry no content-type.
+        self._dlq_common: Headers = identity
+        self._common: Headers = [*identity, ("content-type", b"application/json")]
         # Per contract class: (topic, type header, dataschema header, version header, id name).
         self._per_contract: dict[type[Contract], tuple[str, bytes, bytes, bytes, str]] = {}
 
@@ -166,9 +168,7 @@ class Enveloper:
         # The id is deterministic too, so a redelivered bad record is recognisable as the same one.
         eid = self._event_id(record.source_key or position, record.stage, "dlq", 0)
         headers = [
-            *self._common[:2],
-            ("ce_customer", self.customer.encode()),
-            ("ce_integration", self.integration.encode()),
+            *self._dlq_common,
             ("ce_id", eid.encode()),
             ("ce_type", b"inlet.dlq"),
             ("dlq_stage", record.stage.encode()),

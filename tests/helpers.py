@@ -139,3 +139,21 @@ async def consume(bootstrap: str, topics: list[str], *, expect: int | None = Non
 def header_map(record: Any) -> dict[str, bytes]:
     """A Kafka record's headers as a dict (CloudEvents headers are unique)."""
     return dict(record.headers)
+
+
+def start_supervisor(root: Path, *, once: bool = False, log_level: str = "warning") -> Any:
+    """``inlet run`` on config ``root`` as its own process (for kill -9 tests); log in ``root/supervisor.log``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": log_level}
+    args = [sys.executable, "-m", "core", "run", "--config", str(root), *(["--once"] if once else [])]
+    with (root / "supervisor.log").open("ab") as log:
+        return subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def supervisor_log(root: Path) -> str:
+    """The tail of ``root/supervisor.log``, for assertion messages."""
+    return (root / "supervisor.log").read_text()[-3000:]

@@ -6,8 +6,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,11 +16,10 @@ import pytest
 
 from connectors.fhir.synth import generate_observations
 from core.time import normalise
-from tests.helpers import consume, write_config
+from tests.helpers import consume, start_supervisor, supervisor_log, write_config
 from tests.servers.fhir import FhirTestServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _checkpoint(root: Path) -> dict[str, Any] | None:
@@ -51,18 +48,6 @@ def _covered(resources: list[dict[str, Any]], position: dict[str, Any]) -> set[s
     return out
 
 
-def _supervisor(root: Path, *, once: bool) -> subprocess.Popen[bytes]:
-    """The supervisor as its own process; its log goes to ``root/supervisor.log``."""
-    env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": "warning"}
-    args = [sys.executable, "-m", "core", "run", "--config", str(root), *(["--once"] if once else [])]
-    with (root / "supervisor.log").open("ab") as log:
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
-
-
-def _log(root: Path) -> str:
-    return (root / "supervisor.log").read_text()[-3000:]
-
-
 async def test_kill_minus_9_mid_stream_loses_nothing(tmp_path: Path, kafka_bootstrap: str) -> None:
     resources = generate_observations(4000, seed=9)
     wanted = {r["id"] for r in resources if r["status"] != "entered-in-error"}
@@ -74,13 +59,13 @@ async def test_kill_minus_9_mid_stream_loses_nothing(tmp_path: Path, kafka_boots
         root = write_config(tmp_path, base_url=server.base_url, kafka=kafka_bootstrap, topic_prefix=prefix,
                             page_size=50)
         for _ in range(3):
-            proc = _supervisor(root, once=False)
+            proc = start_supervisor(root)
             # Kill once it has committed something and is mid-stream, at a random moment.
             deadline = time.monotonic() + 60
             while _checkpoint(root) is None and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.05, 0.8))
-            assert proc.poll() is None, _log(root)
+            assert proc.poll() is None, supervisor_log(root)
             position = _checkpoint(root)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
@@ -92,8 +77,8 @@ async def test_kill_minus_9_mid_stream_loses_nothing(tmp_path: Path, kafka_boots
             claimed = _covered(resources, position) & wanted
             assert claimed <= in_kafka, f"checkpoint ahead of Kafka by {len(claimed - in_kafka)} records"
             assert len(claimed) < len(wanted), "killed after the end: not mid-stream"
-        final = _supervisor(root, once=True)
-        assert final.wait(timeout=120) == 0, _log(root)
+        final = start_supervisor(root, once=True)
+        assert final.wait(timeout=120) == 0, supervisor_log(root)
 
     records = await consume(kafka_bootstrap, [topic], idle=3.0)
     ids_per_obs: dict[str, set[str]] = {}

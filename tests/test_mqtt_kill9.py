@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,10 +17,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.helpers import consume
+from tests.helpers import consume, start_supervisor
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(root: Path, mqtt_url: str, kafka: str, prefix: str) -> Path:
@@ -36,13 +33,6 @@ def _config(root: Path, mqtt_url: str, kafka: str, prefix: str) -> Path:
                               "batch_max": 200, "batch_linger_ms": 5},
                      "routes": [{"topic": "meters/+/power", "decoder": "json", "device_level": 1}]}}))
     return root
-
-
-def _supervisor(root: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": "info"}
-    with (root / "supervisor.log").open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "core", "run", "--config", str(root)], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _publisher(url: str) -> Any:
@@ -67,7 +57,7 @@ async def test_kill_minus_9_while_readings_stream_in_loses_none(tmp_path: Path, 
     root = _config(tmp_path, broker.url, kafka_bootstrap, prefix)
     client, in_flight = _publisher(broker.url)
     n = 3000
-    proc = _supervisor(root)
+    proc = start_supervisor(root, log_level="info")
     # Messages published before the supervisor's first subscription have no session to wait in.
     deadline = time.monotonic() + 60
     while "mqtt connected" not in (root / "supervisor.log").read_text():
@@ -97,7 +87,7 @@ async def test_kill_minus_9_while_readings_stream_in_loses_none(tmp_path: Path, 
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1
-            proc = _supervisor(root)
+            proc = start_supervisor(root, log_level="info")
         publisher.join(timeout=60)
         assert done.is_set(), "the publisher did not finish"
 
