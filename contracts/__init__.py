@@ -8,6 +8,7 @@ from contracts.clinical_encounter import EncounterV1
 from contracts.clinical_medication_request import MedicationRequestV1
 from contracts.clinical_observation import ObservationV1
 from contracts.clinical_patient import PatientV1
+from contracts.energy_data_quality import DataQualityV1
 from contracts.energy_device_status import DeviceStatusV1
 from contracts.energy_meter_reading import MeterReadingV1
 from contracts.erp_invoice import InvoiceV1
@@ -17,6 +18,7 @@ from contracts.erp_payment import PaymentV1
 __all__ = [
     "ConditionV1",
     "Contract",
+    "DataQualityV1",
     "DeviceStatusV1",
     "EncounterV1",
     "InvoiceV1",

@@ -256,14 +256,19 @@ FixturesOpt = Annotated[Path | None, typer.Option(help="Fixture directory (defau
 
 
 @app.command("record")
-def record_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: FixturesOpt = None) -> None:
-    """Run CUSTOMER/INTEGRATION against its upstream and write its fixtures (exchanges, shape, golden events)."""
+def record_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: FixturesOpt = None,
+               idle: Annotated[float, typer.Option(help="MQTT: stop after this many seconds without a message")
+                               ] = 3.0) -> None:
+    """Run CUSTOMER/INTEGRATION against its upstream and write its fixtures (exchanges or messages, shape, goldens).
+
+    An MQTT integration records what its persistent session receives until ``--idle`` quiet seconds.
+    """
     from core.fixtures import record
 
     configure_logging()
     item = _integration(config, integration)
     target = fixtures or Path("fixtures") / integration
-    count = record(item, target)
+    count = record(item, target, idle_s=idle)
     out.print(f"recorded {integration} into {target}: {count} golden events")
 
 

@@ -66,6 +66,9 @@ class IntegrationContext:
     log: Any = field(default=None)
     http_transport: Any = field(default=None)
     """An httpx transport to use instead of the network (recording, tests); None in production."""
+    message_source: Any = field(default=None)
+    """A factory ``(MqttSettings, client_id) -> MessageSource`` used instead of the broker (recording,
+    replay); None in production."""
 
     def logger(self) -> Any:
         """A structlog logger bound to customer and integration."""

@@ -4,13 +4,16 @@ A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewa
 
 - ``http.jsonl``   the upstream exchanges (``core.recording``), redacted while recording (``core.redact``:
   secrets always, PHI pseudonymised with ``INLET_PSEUDONYM_KEY`` for plugins that declare ``phi``);
+- ``mqtt.jsonl``   for a push integration, the messages it received (topic, payload, QoS, retain,
+  properties, receive time), redacted the same way — a directory holds either file or both;
 - ``shape.json``   the upstream shape the integration depends on (``core.drift``), learnt while recording;
 - ``events.jsonl`` the golden events the exchanges must produce: topic, key, headers and value, in order
   (DLQ records and drift alerts included, so the expected failures are part of the contract too).
 
 Recording and replay run the integration's real connector through the real pipeline twice — a full read,
 then the incremental poll from the resulting checkpoint — so the recording covers what a running daemon
-asks. Replay is offline (``ReplayTransport``) and deterministic: events carry no wall-clock values.
+asks (an MQTT recording ends after ``idle_s`` quiet seconds). Replay is offline (``ReplayTransport``,
+``ReplaySource``) and deterministic: events carry no wall-clock values, and receive times are the recorded ones.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from core.drift import learn
 from core.envelope import Enveloper, Event
 from core.errors import ConfigError
 from core.metrics import Stats
+from core.mqtt import MqttMessage, MqttSettings, MqttSource
 from core.pipeline import Pipeline
-from core.recording import RecordingTransport, ReplayTransport
+from core.recording import RecordingSource, RecordingTransport, ReplaySource, ReplayTransport
 from core.redact import Redactor
 from core.sinks.memory import MemorySink
 
@@ -58,9 +62,13 @@ def event_lines(docs: list[dict[str, Any]]) -> list[str]:
     return [orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode() + "\n" for d in docs]
 
 
-async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport) -> tuple[list[Event], list[Any]]:
-    """Run ``PASSES`` passes of the integration through ``transport``; its events and its decoded records."""
-    ctx = replace(item.context, http_transport=transport)
+async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport,
+               sources: Callable[[MqttSettings, str], Any]) -> tuple[list[Event], list[Any]]:
+    """Run ``PASSES`` passes of the integration through ``transport`` / ``sources``.
+
+    Returns its events and the raw records that decoded (the upstream's own shape, before any plugin logic).
+    """
+    ctx = replace(item.context, http_transport=transport, message_source=sources)
     connector_cls = item.plugin
     seen: list[Any] = []
     sink = MemorySink()
@@ -76,7 +84,7 @@ async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport) -> 
 
                     def decode(raw: Any, _original: Callable[[Any], Any] = original) -> Any:
                         record = _original(raw)
-                        seen.append(record)
+                        seen.append(raw)
                         return record
 
                     connector.decode = decode  # type: ignore[method-assign]
@@ -86,6 +94,33 @@ async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport) -> 
         finally:
             store.close()
     return sink.events, seen
+
+
+def _replay_io(fixtures: Path) -> tuple[ReplayTransport, Callable[[MqttSettings, str], Any]]:
+    """Offline upstreams from a fixture directory: a request or subscription with no recording fails."""
+    http, mqtt = fixtures / "http.jsonl", fixtures / "mqtt.jsonl"
+    if mqtt.exists():
+        return ReplayTransport(http, missing_ok=True), ReplaySource(mqtt)
+
+    def no_mqtt(settings: MqttSettings, client_id: str) -> ReplaySource:
+        return ReplaySource(mqtt)  # raises ReplayMiss naming the missing recording
+
+    return ReplayTransport(http), no_mqtt
+
+
+def _shape_docs(records: list[Any]) -> list[dict[str, Any]]:
+    """What the upstream shape is learnt from: JSON resources, and JSON-object MQTT payloads."""
+    docs = []
+    for record in records:
+        doc = record
+        if isinstance(record, MqttMessage):
+            try:
+                doc = orjson.loads(record.payload)
+            except orjson.JSONDecodeError:
+                continue
+        if isinstance(doc, dict):
+            docs.append(doc)
+    return docs
 
 
 def pseudonym_key() -> bytes:
@@ -99,11 +134,13 @@ def pseudonym_key() -> bytes:
 
 def record(item: LoadedIntegration, fixtures: Path, *,
            redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-           inner: httpx.AsyncBaseTransport | None = None, replay_as: LoadedIntegration | None = None) -> int:
+           inner: httpx.AsyncBaseTransport | None = None, replay_as: LoadedIntegration | None = None,
+           idle_s: float = 3.0) -> int:
     """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events.
 
     ``replay_as``: the integration as it will be replayed, when it was recorded with other settings
-    (against a local test server standing in for the configured upstream).
+    (against a local test server standing in for the configured upstream). ``idle_s``: an MQTT recording
+    ends after this many seconds without a message.
 
     Every exchange is redacted before it is written: secrets always, and PHI (deterministic pseudonyms)
     when the plugin declares ``phi = True``. The golden events are then made by *replaying* the written
@@ -115,17 +152,26 @@ def record(item: LoadedIntegration, fixtures: Path, *,
     def scrub(doc: dict[str, Any]) -> dict[str, Any]:
         return redactor(redact(doc) if redact is not None else doc)
 
-    transport = RecordingTransport(fixtures / "http.jsonl", inner=inner, redact=scrub)
-    asyncio.run(_run(item, transport))
-    events, records = asyncio.run(_run(replay_as or item, ReplayTransport(fixtures / "http.jsonl")))
-    (fixtures / "shape.json").write_text(learn(r for r in records if isinstance(r, dict)).to_json())
+    http, mqtt = fixtures / "http.jsonl", fixtures / "mqtt.jsonl"
+    transport = RecordingTransport(http, inner=inner, redact=scrub)
+    mqtt.write_bytes(b"")
+
+    def sources(settings: MqttSettings, client_id: str) -> RecordingSource:
+        return RecordingSource(MqttSource(settings, client_id), mqtt, idle_s=idle_s, redact=scrub)
+
+    asyncio.run(_run(item, transport, sources))
+    for path in (http, mqtt):
+        if path.stat().st_size == 0:
+            path.unlink()  # the integration spoke only the other protocol
+    events, records = asyncio.run(_run(replay_as or item, *_replay_io(fixtures)))
+    (fixtures / "shape.json").write_text(learn(_shape_docs(records)).to_json())
     (fixtures / "events.jsonl").write_text("".join(event_lines([event_doc(e) for e in events])))
     return len(events)
 
 
 def replay(item: LoadedIntegration, fixtures: Path) -> list[dict[str, Any]]:
     """Run ``item`` offline from ``fixtures``; the events it produces, as golden docs."""
-    events, _ = asyncio.run(_run(item, ReplayTransport(fixtures / "http.jsonl")))
+    events, _ = asyncio.run(_run(item, *_replay_io(fixtures)))
     return [event_doc(e) for e in events]
 
 

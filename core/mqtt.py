@@ -22,9 +22,9 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -32,11 +32,11 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import Field
 
-from core.connector import PluginSettings
+from core.connector import IntegrationContext, PluginSettings
 from core.errors import ConfigError
 from core.secrets import Secret
 
-__all__ = ["MqttMessage", "MqttSettings", "MqttSource"]
+__all__ = ["MessageSource", "MqttMessage", "MqttSettings", "MqttSource", "create_session", "open_source"]
 
 log = structlog.get_logger("inlet.mqtt")
 
@@ -70,6 +70,23 @@ class MqttMessage:
     mid: int
     received_at: datetime
     dup: bool = False
+    properties: dict[str, Any] = field(default_factory=dict)
+    """MQTT 5 properties (content type, user properties, ...); empty on 3.1.1."""
+
+
+class MessageSource(Protocol):
+    """What a push connector reads from: a live :class:`MqttSource`, or a recording / replay of one."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def batches(self) -> AsyncIterator[list[MqttMessage]]: ...
+    def ack(self, mids: list[int]) -> None: ...
+
+
+def open_source(ctx: IntegrationContext, settings: MqttSettings, client_id: str) -> MessageSource:
+    """The broker connection for ``ctx``: live, or what ``ctx.message_source`` makes (recording, replay)."""
+    factory = ctx.message_source
+    return MqttSource(settings, client_id) if factory is None else cast(MessageSource, factory(settings, client_id))
 
 
 class MqttSource:
@@ -116,8 +133,10 @@ class MqttSource:
             log.warning("mqtt disconnected; paho reconnects with backoff", reason=str(reason))
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        props = getattr(msg, "properties", None)
         message = MqttMessage(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
-                              mid=msg.mid, received_at=datetime.now(UTC), dup=bool(msg.dup))
+                              mid=msg.mid, received_at=datetime.now(UTC), dup=bool(msg.dup),
+                              properties=props.json() if props is not None and not props.isEmpty() else {})
         with self._room:
             while len(self._buffer) >= self.settings.max_buffered and not self._closing:
                 self._room.wait(timeout=1.0)  # backpressure: paho stops reading the socket meanwhile
@@ -168,3 +187,23 @@ class MqttSource:
         """Send the PUBACKs of these messages (after the sink has their events)."""
         for mid in mids:
             self._client.ack(mid, 1)
+
+
+def create_session(settings: MqttSettings, client_id: str, timeout: float = 10.0) -> None:
+    """Create (or keep) the persistent session of ``client_id`` with its subscriptions, then disconnect.
+
+    From then on the broker queues QoS 1 messages for it while nobody is connected — what a recording of
+    pre-published traffic, a backlog benchmark or a first deployment before the daemon starts relies on.
+    """
+    source = MqttSource(settings, client_id)
+    subscribed = threading.Event()
+    source._client.on_subscribe = lambda *args: subscribed.set()
+    source._client.connect(source._host, source._port, keepalive=settings.keepalive)
+    source._client.loop_start()
+    try:
+        if not subscribed.wait(timeout):
+            raise ConfigError(f"MQTT broker {settings.url}: no SUBACK within {timeout:.0f} s", key="settings.mqtt.url")
+    finally:
+        source._closing = True
+        source._client.disconnect()
+        source._client.loop_stop()

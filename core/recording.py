@@ -1,4 +1,5 @@
-"""Record and replay HTTP exchanges through httpx's transport layer (no monkeypatching).
+"""Record and replay upstream traffic: HTTP exchanges through httpx's transport layer (no monkeypatching),
+MQTT messages through the connector's message source.
 
 A recording is ``http.jsonl``: one exchange per line, in request order, holding the request's method,
 path and sorted query, and the response's status, content type and body (JSON bodies stored as JSON
@@ -11,13 +12,23 @@ an ``Accept`` or ``Prefer: respond-async`` change is a different request) and on
 Identical requests are answered in recorded order, the last one repeating (a daemon polling a caught-up
 upstream). A request with no recording fails with
 :class:`ReplayMiss`, showing the nearest recorded request, so a plugin author sees what changed.
+
+An MQTT recording is ``mqtt.jsonl``: one received message per line, in arrival order — topic, payload
+(JSON when the bytes are compact JSON, else text, else base64, so replay gives back the exact bytes), QoS,
+retain, MQTT 5 properties and the receive time (replay's frozen clock: a decoder that falls back to the
+receive time gets the recorded one). A push source never ends, so a recording ends after ``idle_s``
+seconds without a message; replay yields the recorded messages once and then ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import difflib
 import hashlib
 from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +36,10 @@ import httpx
 import orjson
 
 from core.errors import InletError
+from core.mqtt import MessageSource, MqttMessage, MqttSettings
 
-__all__ = ["MATCH_HEADERS", "RecordingTransport", "ReplayMiss", "ReplayTransport", "request_key", "request_match"]
+__all__ = ["MATCH_HEADERS", "RecordingSource", "RecordingTransport", "ReplayMiss", "ReplaySource", "ReplayTransport",
+           "message_doc", "request_key", "request_match"]
 
 
 class ReplayMiss(InletError):
@@ -106,12 +119,13 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 class ReplayTransport(httpx.AsyncBaseTransport):
     """Answers requests from a recording made by :class:`RecordingTransport`."""
 
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
+    def __init__(self, path: Path, *, missing_ok: bool = False) -> None:
+        """``missing_ok``: no file means no recorded exchange (an MQTT fixture), every request a miss."""
+        if not path.is_file() and not missing_ok:
             raise FileNotFoundError(f"no recording at {path}")
         self.path = path
         self._answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for line in path.read_bytes().splitlines():
+        for line in path.read_bytes().splitlines() if path.is_file() else ():
             if line.strip():
                 doc = orjson.loads(line)
                 resp = doc["response"]
@@ -135,3 +149,117 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         if "retry_after" in resp:
             headers["retry-after"] = resp["retry_after"]
         return httpx.Response(resp["status"], headers=headers, content=content, request=request)
+
+
+# -- MQTT ------------------------------------------------------------------------------------------------
+
+
+def _payload_doc(payload: bytes) -> dict[str, Any]:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(payload).decode()}
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {"text": text}
+    # Only compact JSON is stored parsed: anything else would not replay byte for byte.
+    return {"json": parsed} if orjson.dumps(parsed) == payload else {"text": text}
+
+
+def _payload_bytes(doc: dict[str, Any]) -> bytes:
+    if "json" in doc:
+        return orjson.dumps(doc["json"])
+    if "base64" in doc:
+        return base64.b64decode(doc["base64"])
+    return str(doc.get("text", "")).encode()
+
+
+def message_doc(message: MqttMessage) -> dict[str, Any]:
+    """One recorded message (what ``mqtt.jsonl`` holds per line); the packet id is the broker's, not data."""
+    doc: dict[str, Any] = {"topic": message.topic, "payload": _payload_doc(message.payload), "qos": message.qos,
+                           "retain": message.retain, "received_at": message.received_at.isoformat()}
+    if message.properties:
+        doc["properties"] = message.properties
+    return doc
+
+
+class RecordingSource:
+    """Passes a live source's batches through and appends each message to ``path`` (redacted) as it goes.
+
+    The recording ends after ``idle_s`` seconds without a message (the first wait also covers connecting).
+    """
+
+    def __init__(self, inner: MessageSource, path: Path, *, idle_s: float = 3.0,
+                 redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, connect_s: float = 10.0) -> None:
+        self.inner, self.path, self.idle_s, self.redact, self.connect_s = inner, path, idle_s, redact, connect_s
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
+        it = aiter(self.inner.batches())
+        timeout = self.idle_s + self.connect_s
+        try:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(anext(it), timeout)
+                except (TimeoutError, StopAsyncIteration):
+                    return
+                timeout = self.idle_s
+                with self.path.open("ab") as fh:
+                    for m in batch:
+                        doc = message_doc(m)
+                        if self.redact is not None:
+                            doc = self.redact(doc)
+                        # Not key-sorted: a JSON payload must replay byte for byte (its key order is data).
+                        fh.write(orjson.dumps(doc) + b"\n")
+                yield batch
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def ack(self, mids: list[int]) -> None:
+        self.inner.ack(mids)
+
+
+class ReplaySource:
+    """Yields the messages of an ``mqtt.jsonl`` recording once, in batches of ``batch_max``; acks are no-ops.
+
+    One instance serves every pass of a replay: a second pass (the daemon's next poll) finds nothing new.
+    """
+
+    def __init__(self, path: Path, batch_max: int = 500) -> None:
+        if not path.is_file():
+            raise ReplayMiss(f"no MQTT recording at {path}: record it with `inlet record`")
+        self.path, self.batch_max = path, batch_max
+        self.messages = [
+            MqttMessage(topic=d["topic"], payload=_payload_bytes(d["payload"]), qos=int(d.get("qos", 1)),
+                        retain=bool(d.get("retain", False)), mid=i + 1,
+                        received_at=datetime.fromisoformat(d["received_at"]), properties=d.get("properties") or {})
+            for i, d in enumerate(orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
+        ]
+        self._next = 0
+
+    def __call__(self, settings: MqttSettings, client_id: str) -> ReplaySource:
+        """As ``IntegrationContext.message_source``: every connector instance shares this replay."""
+        return self
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def stop(self) -> None:
+        """Nothing to disconnect."""
+
+    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
+        while self._next < len(self.messages):
+            batch = self.messages[self._next:self._next + self.batch_max]
+            self._next += len(batch)
+            yield batch
+
+    def ack(self, mids: list[int]) -> None:
+        """Replay is offline: nobody to acknowledge to."""

@@ -1,8 +1,8 @@
 """Generated contract tests: one test per fixture directory, with no code per customer.
 
 ``fixture_cases(config_dirs, fixtures_root)`` finds every configured integration that has a fixture
-directory ``<fixtures_root>/<customer>/<integration>/http.jsonl``; ``check_fixture(case)`` replays it
-offline and asserts what CI must hold for every integration:
+directory ``<fixtures_root>/<customer>/<integration>/`` holding ``http.jsonl`` or ``mqtt.jsonl``;
+``check_fixture(case)`` replays it offline and asserts what CI must hold for every integration:
 
 - the replayed events equal the golden events (the failure shows the unified diff, so a plugin author
   sees which record changed and how; ``inlet replay --update`` rewrites them after review);
@@ -49,7 +49,7 @@ def fixture_cases(config_dirs: Iterable[Path], fixtures_root: Path) -> list[Fixt
             raise AssertionError("\n".join(map(str, errors)))
         for item in loaded:
             fixtures = fixtures_root / item.config.customer / item.config.integration
-            if (fixtures / "http.jsonl").exists():
+            if (fixtures / "http.jsonl").exists() or (fixtures / "mqtt.jsonl").exists():
                 cases.append(FixtureCase(item, fixtures))
     return cases
 
@@ -60,7 +60,7 @@ def check_fixture(case: FixtureCase) -> None:
     diff = golden_diff(case.fixtures, actual)
     if diff:
         raise AssertionError(
-            f"{case}: replaying {case.fixtures / 'http.jsonl'} no longer gives the golden events. If the change "
+            f"{case}: replaying the recording in {case.fixtures} no longer gives the golden events. If the change "
             f"is intended, review it and run `inlet replay {case} --update`.\n{diff}")
     for i, doc in enumerate(actual):
         headers = doc["headers"]

@@ -12,11 +12,11 @@ from core.redact import scan_for_leaks
 from core.testing import FixtureCase, check_fixture, fixture_cases
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = fixture_cases([ROOT / "examples" / "config"], ROOT / "fixtures")
+CASES = fixture_cases([ROOT / "examples" / "config", ROOT / "examples" / "customers"], ROOT / "fixtures")
 
 
 def test_every_configured_integration_with_fixtures_gets_a_test() -> None:
-    assert [str(c) for c in CASES] == ["example-clinic/observations"]
+    assert [str(c) for c in CASES] == ["example-clinic/observations", "stadtwerke-nord/meters"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

@@ -23,9 +23,11 @@ from contracts.base import Contract
 from contracts.energy_meter_reading import MeterReadingV1
 from core.connector import Batch, Connector, PluginSettings
 from core.errors import DecodeError, MappingError
-from core.mqtt import MqttMessage, MqttSettings, MqttSource
+from core.mqtt import MessageSource, MqttMessage, MqttSettings, open_source
 from core.time import normalise
 from core.types import Position
+
+from .hygiene import Hygiene
 
 __all__ = ["DeviceContext", "MqttMeterConnector", "MqttMeterSettings", "Route", "decode_json"]
 
@@ -42,6 +44,15 @@ class DeviceContext:
 Decoder = Callable[[str, bytes, DeviceContext], list[MeterReadingV1]]
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A received message with what it decoded to, or the stated reason it yields nothing."""
+
+    message: MqttMessage
+    events: list[MeterReadingV1]
+    skip: str | None
+
+
 class Route(PluginSettings):
     """Messages on ``topic`` (an MQTT filter, ``+``/``#`` allowed) are decoded by ``decoder``."""
 
@@ -50,7 +61,7 @@ class Route(PluginSettings):
     device_level: int = Field(default=1, ge=0)
     """Which topic level (0-based) is the device id: ``tele/<device>/SENSOR`` → 1."""
     zone: str | None = None
-    """The device's IANA zone, for naive local timestamps (Tasmota ``Time``)."""
+    """The device's IANA zone, for naive local timestamps (Tasmota ``Time``); default: the integration's."""
 
 
 class MqttMeterSettings(PluginSettings):
@@ -106,12 +117,14 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1,)
     description: ClassVar[str] = "MQTT meter hub (QoS 1, persistent session, PUBACK after the sink)"
 
-    source: MqttSource
+    source: MessageSource
 
     async def open(self) -> None:
         s = self.settings
-        self.source = MqttSource(s.mqtt, s.mqtt.client_id or f"inlet-{self.ctx.customer}-{self.ctx.integration}")
+        self.source = open_source(self.ctx, s.mqtt,
+                                  s.mqtt.client_id or f"inlet-{self.ctx.customer}-{self.ctx.integration}")
         self._decoders = {r.decoder: _decoder(r.decoder) for r in s.routes}
+        self.hygiene = Hygiene()
         await self.source.start()
 
     async def close(self) -> None:
@@ -128,24 +141,34 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     def _route(self, topic: str) -> Route | None:
         return next((r for r in self.settings.routes if topic_matches_sub(r.topic, topic)), None)
 
-    def decode(self, raw: MqttMessage) -> MqttMessage:
+    def decode(self, raw: MqttMessage) -> Decoded:
+        """Route and decode the message, then apply the cross-message hygiene rules (in arrival order)."""
         if len(raw.payload) > self.settings.mqtt.max_payload_bytes:
             raise DecodeError(f"topic {raw.topic}: payload of {len(raw.payload)} bytes exceeds "
                               f"max_payload_bytes={self.settings.mqtt.max_payload_bytes}")
-        return raw
-
-    def filter(self, record: MqttMessage) -> str | None:
-        return None if self._route(record.topic) else "no route for this topic"
-
-    def identity(self, record: MqttMessage) -> tuple[str, str]:
-        # A redelivered message has the same topic and payload, hence the same event ids.
-        return record.topic, hashlib.sha256(record.payload).hexdigest()[:32]
-
-    def map(self, record: MqttMessage) -> Sequence[Contract]:
-        route = self._route(record.topic)
-        assert route is not None  # filter() left unrouted topics out
-        levels = record.topic.split("/")
+        route = self._route(raw.topic)
+        if route is None:
+            return Decoded(raw, [], "no route for this topic")
+        levels = raw.topic.split("/")
         if route.device_level >= len(levels):
-            raise MappingError(f"topic {record.topic} has no level {route.device_level} for the device id")
-        ctx = DeviceContext(levels[route.device_level], route.zone, record.received_at)
-        return self._decoders[route.decoder](record.topic, record.payload, ctx)
+            raise MappingError(f"topic {raw.topic} has no level {route.device_level} for the device id")
+        ctx = DeviceContext(levels[route.device_level], route.zone or self.ctx.zone, raw.received_at)
+        readings = self._decoders[route.decoder](raw.topic, raw.payload, ctx)
+        if not readings:
+            return Decoded(raw, [], "no meter value in this message (status, announce or non-energy sensor)")
+        kept, duplicates = self.hygiene.apply(readings)
+        if not kept:
+            return Decoded(raw, [], "duplicate readings (same device, metric and time as readings already sent)")
+        if duplicates:
+            self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=duplicates, kept=len(kept))
+        return Decoded(raw, kept, None)
+
+    def filter(self, record: Decoded) -> str | None:
+        return record.skip
+
+    def identity(self, record: Decoded) -> tuple[str, str]:
+        # A redelivered message has the same topic and payload, hence the same event ids.
+        return record.message.topic, hashlib.sha256(record.message.payload).hexdigest()[:32]
+
+    def map(self, record: Decoded) -> Sequence[Contract]:
+        return record.events

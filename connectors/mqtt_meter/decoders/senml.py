@@ -130,7 +130,7 @@ def decode_senml(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRe
         if value_key is None:
             continue  # vs / vb / vd: not a meter quantity
         unit = record.get("u")
-        if unit not in _UNITS:
+        if not isinstance(unit, str) or unit not in _UNITS:
             raise MappingError(f"topic {topic!r}: SenML record {record['n']!r} has unit {unit!r}, "
                                f"expected one of {', '.join(_UNITS)}")
         metric, energy_unit = _UNITS[unit]

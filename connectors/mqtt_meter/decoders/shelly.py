@@ -105,7 +105,8 @@ def _plain(topic: str, payload: bytes) -> float:
 
 def _gen2_rpc(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterReadingV1]:
     frame = _object(topic, load_json(topic, payload), "RPC frame")
-    if frame.get("method") not in _NOTIFY:
+    method = frame.get("method")
+    if not isinstance(method, str) or method not in _NOTIFY:
         return []  # NotifyEvent, RPC responses: no meter values
     params = _object(topic, frame.get("params"), "params")
     if "ts" in params:

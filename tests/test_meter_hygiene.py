@@ -1,0 +1,93 @@
+"""Cross-message reading hygiene: duplicates filtered with a reason, counter resets and late readings flagged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from connectors.mqtt_meter.hygiene import Hygiene
+from contracts.energy_meter_reading import MeterReadingV1
+
+T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+
+
+def reading(minutes: int, quantity: float, **kw: Any) -> MeterReadingV1:
+    fields: dict[str, Any] = {"device_id": "m1", "metric": "energy", "quantity": quantity, "unit": "kWh",
+                              "direction": "import", "kind": "cumulative", "time_source": "device",
+                              "measured_at": T0 + timedelta(minutes=minutes)}
+    return MeterReadingV1.model_validate({**fields, **kw})
+
+
+def test_same_series_and_time_is_a_duplicate_other_series_are_not() -> None:
+    h = Hygiene()
+    first, dups = h.apply([reading(0, 10.0), reading(0, 230.0, metric="voltage", unit="V", kind="instantaneous",
+                                                     direction=None)])
+    assert (len(first), dups) == (2, 0)
+    again, dups = h.apply([reading(0, 10.0), reading(5, 10.2)])
+    assert [r.measured_at for r in again] == [T0 + timedelta(minutes=5)] and dups == 1
+    assert h.dropped_duplicates == 1  # dropped from a message that still had something new
+    nothing, dups = h.apply([reading(0, 10.0)])
+    assert (nothing, dups) == ([], 1)
+    assert h.dropped_duplicates == 1  # a wholly duplicate message is the connector's filter, not a drop
+
+
+def test_counter_going_down_is_flagged_not_negative_and_units_compare() -> None:
+    h = Hygiene()
+    h.apply([reading(0, 1500.0)])
+    [after] = h.apply([reading(5, 1.2)])[0]
+    assert after.quality == ["counter_reset"] and after.quantity == 1.2
+    [wh] = h.apply([reading(10, 1300.0, unit="Wh")])[0]  # 1.3 kWh: counting up from the new meter
+    assert wh.quality == []
+
+
+def test_late_reading_is_flagged_and_does_not_look_like_a_reset() -> None:
+    h = Hygiene()
+    h.apply([reading(10, 20.0)])
+    [late] = h.apply([reading(5, 19.0)])[0]
+    assert late.quality == ["out_of_order"]
+    [nxt] = h.apply([reading(15, 20.5)])[0]
+    assert nxt.quality == []
+
+
+def test_memory_is_bounded() -> None:
+    h = Hygiene(max_series=10, max_stamps=20)
+    for i in range(100):
+        h.apply([reading(i, float(i), device_id=f"m{i}")])
+    assert len(h._newest) <= 10 and len(h._stamps) <= 20
+
+
+async def test_the_connector_states_why_a_message_yields_nothing(tmp_path: Any) -> None:
+    import orjson
+
+    from connectors.customers.stadtwerke_nord import StadtwerkeNordMeters, StadtwerkeNordSettings
+    from connectors.mqtt_meter.synth import municipal_traffic
+    from core.connector import Batch, IntegrationContext
+    from core.envelope import Enveloper
+    from core.mqtt import MqttMessage
+    from core.pipeline import process_batch
+    from core.recording import ReplaySource, message_doc
+
+    traffic = municipal_traffic()
+    messages = [MqttMessage(t, p, 1, False, i + 1, T0) for i, (t, p) in enumerate(traffic)]
+    messages.append(MqttMessage("tele/hh-0101/LWT", b"Online", 1, True, 999, T0))
+    path = tmp_path / "mqtt.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(message_doc(m)) + b"\n" for m in messages))
+    ctx = IntegrationContext("stadtwerke-nord", "meters", message_source=ReplaySource(path))
+    settings = StadtwerkeNordSettings.model_validate({"mqtt": {"topics": ["#"]}})
+    async with StadtwerkeNordMeters(ctx, settings) as connector:
+        events, counts = process_batch(connector, Enveloper("stadtwerke-nord", "meters"), Batch(messages, {}))
+    assert counts.records_in == len(messages) == counts.records_mapped + counts.dlq.total() + counts.filtered.total()
+    assert counts.filtered == {
+        "duplicate readings (same device, metric and time as readings already sent)": 1,  # the resent frame
+        "no meter value in this message (status, announce or non-energy sensor)": 3,      # STATE frames
+        "no route for this topic": 1,                                                      # the LWT
+    }
+    assert counts.dlq == {"decode": 1}  # the truncated frame
+    resets = [e for e in events if b"counter_reset" in e.value]
+    assert len(resets) == 1 and orjson.loads(resets[0].value)["device_id"] == "hh-0102"
+
+
+def test_receive_time_readings_are_never_duplicates_by_time() -> None:
+    h = Hygiene()
+    kept, dups = h.apply([reading(0, 5.0, time_source="receive"), reading(0, 5.1, time_source="receive")])
+    assert (len(kept), dups) == (2, 0)
