@@ -16,7 +16,7 @@ CASES = fixture_cases([ROOT / "examples" / "config", ROOT / "examples" / "custom
 
 
 def test_every_configured_integration_with_fixtures_gets_a_test() -> None:
-    assert [str(c) for c in CASES] == ["example-clinic/observations", "stadtwerke-nord/meters"]
+    assert [str(c) for c in CASES] == ["example-clinic/observations", "netz-ost/substations", "stadtwerke-nord/meters"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

@@ -1,7 +1,8 @@
-"""Record Stadtwerke Nord's meter-hub fixtures from a local Mosquitto carrying generated traffic.
+"""Record the meter plugins' fixtures from a local Mosquitto carrying generated traffic.
 
-Starts a private Mosquitto, creates the plugin's persistent session, publishes
-``connectors.mqtt_meter.synth.municipal_traffic`` at QoS 1 (the broker queues it for the session), then
+For Stadtwerke Nord (``municipal_traffic``: Tasmota + Shelly) and Netz Ost (``grid_traffic``: Sparkplug B):
+starts a private Mosquitto, creates the plugin's persistent session, publishes the generated traffic
+(``connectors.mqtt_meter.synth``) at QoS 1 (the broker queues it for the session), then
 records the integration with ``core.fixtures.record`` — what ``inlet record`` does against the real hub —
 which drains the queue and stops after a quiet second.
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors.mqtt_meter.synth import Message, municipal_traffic
+from connectors.mqtt_meter.synth import Message, grid_traffic, municipal_traffic
 from core.config import load_config
 from core.fixtures import record
 from core.mqtt import create_session
@@ -56,5 +57,6 @@ def record_integration(key: str, messages: list[Message]) -> int:
 
 
 if __name__ == "__main__":
-    count = record_integration("stadtwerke-nord/meters", municipal_traffic())
-    print(f"recorded fixtures/stadtwerke-nord/meters: {count} golden events")
+    for key, traffic in (("stadtwerke-nord/meters", municipal_traffic()), ("netz-ost/substations", grid_traffic())):
+        count = record_integration(key, traffic)
+        print(f"recorded fixtures/{key}: {count} golden events")

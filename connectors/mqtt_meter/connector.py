@@ -1,9 +1,12 @@
 """The MQTT meter-hub family: topic routes → decoder → ``energy.meter_reading`` events.
 
 A plugin (or just YAML) lists routes: an MQTT topic filter, the decoder for what arrives there, which
-topic level names the device, and the device's zone (for devices that report naive local time). The
-transport is :class:`core.mqtt.MqttSource`: QoS 1 on a persistent session, PUBACKs sent in
-``acknowledge`` — only after the sink has every event of the batch (the pipeline guarantees the order).
+topic level names the device, and the device's zone (for devices that report naive local time). Sparkplug
+B routes also produce ``energy.device_status`` (BIRTH / DEATH) and ``energy.data_quality`` (sequence gaps).
+Every message either becomes events, goes to the DLQ, or is filtered with a stated reason (no route, no
+meter value, duplicate, Sparkplug command). The transport is :class:`core.mqtt.MqttSource`: QoS 1 on a
+persistent session, PUBACKs sent in ``acknowledge`` — only after the sink has every event of the batch
+(the pipeline guarantees the order).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import hashlib
 import importlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import ClassVar, Literal
 
 import orjson
@@ -20,6 +22,8 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import Field
 
 from contracts.base import Contract
+from contracts.energy_data_quality import DataQualityV1
+from contracts.energy_device_status import DeviceStatusV1
 from contracts.energy_meter_reading import MeterReadingV1
 from core.connector import Batch, Connector, PluginSettings
 from core.errors import DecodeError, MappingError
@@ -27,21 +31,13 @@ from core.mqtt import MessageSource, MqttMessage, MqttSettings, open_source
 from core.time import normalise
 from core.types import Position
 
+from .decoders._common import DeviceContext, Skip
+from .decoders.sparkplug_b import MetricMap, SparkplugDecoder
 from .hygiene import Hygiene
 
 __all__ = ["DeviceContext", "MqttMeterConnector", "MqttMeterSettings", "Route", "decode_json"]
 
-
-@dataclass(frozen=True)
-class DeviceContext:
-    """What a decoder knows besides the payload: which device, its zone, when the message arrived."""
-
-    device_id: str
-    zone: str | None
-    received_at: datetime
-
-
-Decoder = Callable[[str, bytes, DeviceContext], list[MeterReadingV1]]
+Decoder = Callable[[str, bytes, DeviceContext], Sequence[Contract]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +45,7 @@ class Decoded:
     """A received message with what it decoded to, or the stated reason it yields nothing."""
 
     message: MqttMessage
-    events: list[MeterReadingV1]
+    events: list[Contract]
     skip: str | None
 
 
@@ -57,11 +53,13 @@ class Route(PluginSettings):
     """Messages on ``topic`` (an MQTT filter, ``+``/``#`` allowed) are decoded by ``decoder``."""
 
     topic: str
-    decoder: Literal["json", "tasmota", "shelly", "senml"]
+    decoder: Literal["json", "tasmota", "shelly", "senml", "sparkplug"]
     device_level: int = Field(default=1, ge=0)
-    """Which topic level (0-based) is the device id: ``tele/<device>/SENSOR`` → 1."""
+    """Which topic level (0-based) is the device id: ``tele/<device>/SENSOR`` → 1 (Sparkplug: from the topic)."""
     zone: str | None = None
     """The device's IANA zone, for naive local timestamps (Tasmota ``Time``); default: the integration's."""
+    metrics: dict[str, MetricMap] = Field(default_factory=dict)
+    """Sparkplug only: metric name → reading (others fall back to their ``engUnit`` property)."""
 
 
 class MqttMeterSettings(PluginSettings):
@@ -101,11 +99,14 @@ def decode_json(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRea
     })]
 
 
-def _decoder(name: str) -> Decoder:
-    if name == "json":
+def _decoder(route: Route) -> Decoder:
+    """The route's decoder; a stateful one (Sparkplug's sessions) is made per route and connector."""
+    if route.decoder == "json":
         return decode_json
-    module = importlib.import_module(f"connectors.mqtt_meter.decoders.{name}")
-    fn: Decoder = getattr(module, f"decode_{name}")
+    if route.decoder == "sparkplug":
+        return SparkplugDecoder(route.metrics)
+    module = importlib.import_module(f"connectors.mqtt_meter.decoders.{route.decoder}")
+    fn: Decoder = getattr(module, f"decode_{route.decoder}")
     return fn
 
 
@@ -114,7 +115,7 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
 
     name: ClassVar[str] = "mqtt_meter"
     settings_model: ClassVar[type[PluginSettings]] = MqttMeterSettings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1,)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1, DeviceStatusV1, DataQualityV1)
     description: ClassVar[str] = "MQTT meter hub (QoS 1, persistent session, PUBACK after the sink)"
 
     source: MessageSource
@@ -123,7 +124,7 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
         s = self.settings
         self.source = open_source(self.ctx, s.mqtt,
                                   s.mqtt.client_id or f"inlet-{self.ctx.customer}-{self.ctx.integration}")
-        self._decoders = {r.decoder: _decoder(r.decoder) for r in s.routes}
+        self._routes = [(r, _decoder(r)) for r in s.routes]
         self.hygiene = Hygiene()
         await self.source.start()
 
@@ -138,30 +139,36 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     async def acknowledge(self, position: Position) -> None:
         self.source.ack(list(position.get("mids", ())))
 
-    def _route(self, topic: str) -> Route | None:
-        return next((r for r in self.settings.routes if topic_matches_sub(r.topic, topic)), None)
+    def _route(self, topic: str) -> tuple[Route, Decoder] | None:
+        return next((rd for rd in self._routes if topic_matches_sub(rd[0].topic, topic)), None)
 
     def decode(self, raw: MqttMessage) -> Decoded:
         """Route and decode the message, then apply the cross-message hygiene rules (in arrival order)."""
         if len(raw.payload) > self.settings.mqtt.max_payload_bytes:
             raise DecodeError(f"topic {raw.topic}: payload of {len(raw.payload)} bytes exceeds "
                               f"max_payload_bytes={self.settings.mqtt.max_payload_bytes}")
-        route = self._route(raw.topic)
-        if route is None:
+        routed = self._route(raw.topic)
+        if routed is None:
             return Decoded(raw, [], "no route for this topic")
+        route, decoder = routed
         levels = raw.topic.split("/")
         if route.device_level >= len(levels):
             raise MappingError(f"topic {raw.topic} has no level {route.device_level} for the device id")
         ctx = DeviceContext(levels[route.device_level], route.zone or self.ctx.zone, raw.received_at)
-        readings = self._decoders[route.decoder](raw.topic, raw.payload, ctx)
-        if not readings:
+        try:
+            decoded = decoder(raw.topic, raw.payload, ctx)
+        except Skip as skip:
+            return Decoded(raw, [], skip.reason)
+        if not decoded:
             return Decoded(raw, [], "no meter value in this message (status, announce or non-energy sensor)")
+        readings = [r for r in decoded if isinstance(r, MeterReadingV1)]
+        others = [e for e in decoded if not isinstance(e, MeterReadingV1)]
         kept, duplicates = self.hygiene.apply(readings)
-        if not kept:
+        if not kept and not others:
             return Decoded(raw, [], "duplicate readings (same device, metric and time as readings already sent)")
         if duplicates:
             self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=duplicates, kept=len(kept))
-        return Decoded(raw, kept, None)
+        return Decoded(raw, [*others, *kept], None)
 
     def filter(self, record: Decoded) -> str | None:
         return record.skip

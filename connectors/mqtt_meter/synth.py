@@ -8,6 +8,12 @@ generated here, so the project's recorded fixtures hold no third-party data.
 three-phase arrays, one with an SML smart-meter reader and a PV export), a Shelly 3EM (Gen1) and a Shelly
 Pro 3EM (Gen2), plus what real hubs also carry: STATE frames, a resent frame, a meter replaced mid-way
 (its counter starts again) and a truncated payload.
+
+``grid_traffic`` is a grid operator's Sparkplug B edge nodes (substation RTUs) publishing feeder meters:
+NBIRTH with aliases, NDATA by alias, a device behind a node (DBIRTH / DDATA), a ``seq`` run through the
+255 -> 0 wrap, a lost message (gap), a resent message (duplicate), a node restart (NDEATH, NBIRTH with a
+new ``bdSeq``) and a node whose NDATA arrives before any NBIRTH was seen — the cases the Sparkplug test
+vectors cover, in generated traffic.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-__all__ = ["Message", "municipal_traffic", "tasmota_sensor"]
+from connectors.mqtt_meter.sparkplug import DataType, Metric, Payload, encode_payload
+
+__all__ = ["Message", "grid_traffic", "municipal_traffic", "tasmota_sensor"]
 
 Message = tuple[str, bytes]
 """(topic, payload) as published."""
@@ -102,4 +110,92 @@ def municipal_traffic(steps: int = 12, *, seed: int = 7) -> list[Message]:
             out.append(out[household])
         if step == 9:  # a frame cut off mid-way by a flaky uplink
             out.append(("tele/hh-0101/SENSOR", b'{"Time":"' + local.encode() + b'","ENERGY":{"Total":42'))
+    return out
+
+
+# Feeder metrics of the grid operator's RTUs: (name, alias, datatype, engUnit). German names are the
+# operator's; the plugin maps them.
+_FEEDER: tuple[tuple[str, int, DataType, str | None], ...] = (
+    ("Zaehler/Bezug", 10, DataType.Double, "kWh"),
+    ("Zaehler/Lieferung", 11, DataType.Double, "kWh"),
+    ("Messung/Wirkleistung", 12, DataType.Double, "kW"),
+    ("Messung/Spannung L1", 13, DataType.Float, "V"),
+    ("Messung/Temperatur Trafo", 14, DataType.Float, None),
+)
+
+
+def _birth_metrics(bd_seq: int, values: list[float], at_ms: int) -> list[Metric]:
+    metrics = [Metric("bdSeq", None, at_ms, DataType.UInt64, False, bd_seq),
+               Metric("Node Control/Rebirth", 1, at_ms, DataType.Boolean, False, False)]
+    metrics += [Metric(name, alias, at_ms, dtype, False, v, {"engUnit": unit} if unit else {})
+                for (name, alias, dtype, unit), v in zip(_FEEDER, values, strict=True)]
+    return metrics
+
+
+def _data_metrics(values: list[float], at_ms: int, only: int | None = None) -> list[Metric]:
+    """DATA metrics by alias only, datatype left out (the birth certificate has it).
+
+    ``only``: report by exception — just the first ``only`` metrics changed beyond their deadband.
+    """
+    return [Metric(None, alias, at_ms, DataType.Unknown, False, v)
+            for (_, alias, _, _), v in list(zip(_FEEDER, values, strict=True))[:only]]
+
+
+def grid_traffic(*, steps: int = 262, seed: int = 5) -> list[Message]:
+    """A grid operator's substations on Sparkplug B, NDATA every minute (see the module doc).
+
+    uw-winterthur reports by exception (the import counter each minute, everything every 30 minutes) long
+    enough for its ``seq`` to wrap; uw-baden reports import and power for the first hour, restarting once.
+    """
+    rng = random.Random(seed)
+    group = "netz-ost"
+    t0 = int(datetime(2026, 10, 25, 0, 0, tzinfo=UTC).timestamp() * 1000)  # the Zurich fall-back night
+    out: list[Message] = []
+    state = {"uw-winterthur": [81_250.5, 4_100.25], "uw-baden": [55_010.0, 12_800.0]}
+
+    def values(node: str) -> list[float]:
+        imp, exp = state[node]
+        state[node] = [imp + rng.uniform(0.5, 3.0), exp + rng.uniform(0.0, 0.4)]
+        return [round(state[node][0], 3), round(state[node][1], 3), round(rng.uniform(-800, 2400), 1),
+                round(rng.uniform(229, 233), 1), round(rng.uniform(35, 60), 1)]
+
+    def publish(kind: str, node: str, seq: int | None, metrics: list[Metric], at_ms: int,
+                device: str | None = None) -> None:
+        topic = f"spBv1.0/{group}/{kind}/{node}" + (f"/{device}" if device else "")
+        out.append((topic, encode_payload(Payload(at_ms, seq, None, metrics))))
+
+    # uw-baden's NDATA arrives before we saw its NBIRTH (inlet started after the node was born).
+    publish("NDATA", "uw-baden", 17, _data_metrics(values("uw-baden"), t0), t0)
+    nodes = ("uw-winterthur", "uw-baden")
+    seq = dict.fromkeys(nodes, 0)
+    bd = {"uw-winterthur": 3, "uw-baden": 8}
+    for node in nodes:
+        publish("NBIRTH", node, 0, _birth_metrics(bd[node], values(node), t0), t0)
+    for step in range(1, steps):
+        at = t0 + step * 60_000
+        for node in nodes:
+            if node == "uw-baden" and step > 60:
+                continue
+            seq[node] = (seq[node] + 1) % 256
+            if node == "uw-baden" and step == 40:
+                seq[node] = (seq[node] + 2) % 256  # two messages lost upstream of the broker: a gap
+            only = 2 if node == "uw-baden" else None if step % 30 == 0 else 1
+            publish("NDATA", node, seq[node], _data_metrics(values(node), at, only), at)
+            if node == "uw-winterthur" and step == 25:
+                out.append(out[-1])  # the edge node's outbox resent a message: a duplicate
+        if step == 5:  # a meter behind uw-winterthur announces itself and reports
+            seq["uw-winterthur"] = (seq["uw-winterthur"] + 1) % 256
+            publish("DBIRTH", "uw-winterthur", seq["uw-winterthur"],
+                    [Metric("Zaehler/Bezug", 20, at, DataType.Double, False, 1200.5, {"engUnit": "kWh"})],
+                    at, device="zaehler-3")
+        if step in (6, 7):
+            seq["uw-winterthur"] = (seq["uw-winterthur"] + 1) % 256
+            publish("DDATA", "uw-winterthur", seq["uw-winterthur"],
+                    [Metric(None, 20, at, DataType.Unknown, False, 1200.5 + step)], at, device="zaehler-3")
+        if step == 45:  # uw-baden restarts: its will (NDEATH) and a new birth with the next bdSeq
+            publish("NDEATH", "uw-baden", None, [Metric("bdSeq", None, None, DataType.UInt64, False, bd["uw-baden"])],
+                    at)
+            bd["uw-baden"] += 1
+            seq["uw-baden"] = 0
+            publish("NBIRTH", "uw-baden", 0, _birth_metrics(bd["uw-baden"], values("uw-baden"), at + 1), at + 1)
     return out

@@ -19,7 +19,15 @@ from contracts.energy_meter_reading import EnergyUnit, MeterReadingV1, QualityFl
 from core.errors import DecodeError, MappingError, TimestampError
 from core.time import Instant, normalise
 
-__all__ = ["DeviceContext", "Reading", "decode_error", "load_json", "number", "timestamp"]
+__all__ = ["DeviceContext", "Reading", "Skip", "decode_error", "load_json", "number", "timestamp"]
+
+
+class Skip(Exception):
+    """Raised by a decoder for a message it leaves out on purpose; the connector filters it with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 Kind = Literal["cumulative", "interval", "instantaneous"]
 Phase = Literal["L1", "L2", "L3", "total"] | None

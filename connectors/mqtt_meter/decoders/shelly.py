@@ -148,10 +148,11 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
             out.append(build.make("power", number(topic, comp["total_act_power"], f"{key}.total_act_power"), "W",
                                   "instantaneous", phase="total", signed=True))
     if kind in ("em1data", "emdata"):
+        phases: tuple[tuple[str, Phase], ...] = (("", "total" if kind == "emdata" else None), ("a_", "L1"),
+                                                 ("b_", "L2"), ("c_", "L3"))
         for field, direction in _EM_COUNTERS.items():
-            for prefix, phase in (("", "total" if kind == "emdata" else None), ("a_", "L1"), ("b_", "L2"),
-                                  ("c_", "L3")):
+            for prefix, counter_phase in phases:
                 if prefix + field in comp:
                     out.append(build.make("energy", number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
-                                          "Wh", "cumulative", phase=phase, direction=direction))  # type: ignore[arg-type]
+                                          "Wh", "cumulative", phase=counter_phase, direction=direction))
     return out
