@@ -1,35 +1,65 @@
-"""FHIR R4 Observation → ``clinical.observation`` v1.0 (the mapping rules are in the contract's docstring).
+"""FHIR R4 Observation → ``clinical.observation`` v1.0, and the building blocks every FHIR mapper shares.
 
 Pure functions of a resource and the integration's zone: no I/O, every timestamp through core.time.
-An element the contract cannot represent (an unknown ``value[x]``) is a :class:`MappingError` naming it,
-so the record goes to the DLQ instead of being half-mapped.
+An element the contract cannot represent (an unknown ``value[x]``) or a malformed element (an object where
+FHIR has an array) is a :class:`MappingError` naming the resource and the element path
+(``Observation/123.effectivePeriod.start: ...``), so the record goes to the DLQ instead of being half-mapped.
+The other resource types live in :mod:`connectors.fhir.resources`, which also holds the dispatch.
+
+References within a Bundle (Synthea's transaction bundles refer by ``urn:uuid:`` fullUrls):
+:func:`bundle_index` builds a dict once per bundle and every mapper takes it as the optional keyword
+``index``. Without it (the search and Bulk NDJSON hot path) a reference is only parsed
+(:func:`reference_id`), which costs nothing extra. With it, a reference whose text is an entry's
+``fullUrl`` — or, for a relative ``Type/id``, an entry's type and id — yields that resource's own id, its
+type, and (for ``medicationReference``) the resource itself. Relative references are matched on
+``Type/id`` whatever the entry's base URL: a bundle mixing two servers' ``Patient/1`` resolves to the first.
+A resource without an ``id`` (a transaction entry the server has not stored yet) is a MappingError: events
+are keyed on the server's id. A reference to such an entry keeps the ``urn:uuid`` it names.
+
+``effective[x]`` beyond the contract's words: ``effectiveTiming`` spans its ``event`` times (start = the
+earliest, end = the latest when there are several) or, without events, its ``repeat.boundsPeriod``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import datetime
+from typing import Any, Final
 
 from contracts.clinical_observation import ObservationV1
 from core.errors import MappingError
 from core.time import Instant, normalise
 
-__all__ = ["VALUE_KEYS", "map_observation", "reference_id"]
+__all__ = ["VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "items", "map_observation", "obj",
+           "period", "quantity", "reference_id", "reference_type", "require_id", "resolve", "resolve_resource",
+           "source_meta", "when"]
 
 Resource = dict[str, Any]
+"""One FHIR resource as parsed JSON."""
+BundleIndex = dict[str, Resource]
+"""``fullUrl`` and ``Type/id`` of every entry of one Bundle → its resource (see :func:`bundle_index`)."""
 # Parsed JSON is always dicts and lists: exact-type checks (``type(x) is dict``) instead of ``Mapping``
 # ABC checks keep this module inside the hot-path budget; the contract validates the result in one pass.
 
 VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
               "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
 _VALUE_KEY_SET = frozenset(VALUE_KEYS)
+_TIME: Final = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?")  # FHIR ``time``
+_JSON_KINDS: Final = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                      float: "a number", type(None): "null"}
 
 
+# -- references ------------------------------------------------------------------------------------------
 def reference_id(ref: Any) -> str | None:
-    """The id in a Reference: ``Patient/123`` → 123, ``urn:uuid:abc`` → abc, absolute URLs too."""
+    """The id in a Reference: ``Patient/123`` → 123, ``urn:uuid:abc`` → abc, absolute URLs too.
+
+    None when there is no literal id: no ``reference``, a conditional reference (``Patient?identifier=…``,
+    allowed in transactions, whose target the server finds later) or a contained one (``#p1``).
+    """
     if type(ref) is not dict:
         return None
     text = ref.get("reference")
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str) or not text or text[0] == "#" or "?" in text:
         return None
     if text.startswith("urn:uuid:"):
         return text[9:]
@@ -39,116 +69,263 @@ def reference_id(ref: Any) -> str | None:
     return parts[-1]
 
 
-def _codings(concept: Any, where: str) -> list[dict[str, Any]]:
+def reference_type(ref: Any) -> str | None:
+    """The target type a Reference states: from its text (``Practitioner/f007``, ``Practitioner?npi=…``,
+    absolute URLs) or else its ``type`` element; None for ``urn:`` and contained references without one."""
+    if type(ref) is not dict:
+        return None
+    text = ref.get("reference")
+    if isinstance(text, str) and text and text[0] != "#" and not text.startswith("urn:"):
+        if "?" in text:
+            return text.split("?", 1)[0].rsplit("/", 1)[-1] or None
+        parts = text.rstrip("/").split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            return parts[-4]
+        if len(parts) >= 2:
+            return parts[-2]
+    stated = ref.get("type")
+    return stated if isinstance(stated, str) else None
+
+
+def bundle_index(bundle: Any) -> BundleIndex:
+    """Index one Bundle's entries by ``fullUrl`` and by ``Type/id`` (the first entry wins on a clash).
+
+    Entries without a resource (a transaction's DELETE) are skipped: the index only serves lookups, and
+    each resource is mapped (or sent to the DLQ) on its own.
+    """
+    if type(bundle) is not dict or bundle.get("resourceType") != "Bundle":
+        raise MappingError(f"expected a Bundle, got {_kind(bundle)} with resourceType "
+                           f"{bundle.get('resourceType') if type(bundle) is dict else None!r}")
+    index: BundleIndex = {}
+    for entry in items(bundle.get("entry"), f"Bundle/{bundle.get('id')}.entry"):
+        res = entry.get("resource") if type(entry) is dict else None
+        if type(res) is not dict:
+            continue
+        full = entry.get("fullUrl")
+        if isinstance(full, str) and full:
+            index.setdefault(full, res)
+        rtype, rid = res.get("resourceType"), res.get("id")
+        if isinstance(rtype, str) and isinstance(rid, str) and rid:
+            index.setdefault(f"{rtype}/{rid}", res)
+    return index
+
+
+def resolve_resource(ref: Any, index: BundleIndex) -> Resource | None:
+    """The bundle entry a Reference points at, or None when it is not in the bundle."""
+    if type(ref) is not dict:
+        return None
+    text = ref.get("reference")
+    if not isinstance(text, str) or not text:
+        return None
+    hit = index.get(text)
+    if hit is None and "/_history/" in text:  # a versioned reference finds the entry of that resource
+        hit = index.get(text.split("/_history/", 1)[0])
+    return hit
+
+
+def resolve(ref: Any, index: BundleIndex | None) -> str | None:
+    """The id a Reference points at: the target entry's own ``id`` when the bundle has it (``urn:uuid:X``
+    → the id of the entry whose fullUrl is ``urn:uuid:X``), else what the reference itself says."""
+    if index is not None and (hit := resolve_resource(ref, index)) is not None:
+        rid = hit.get("id")
+        if isinstance(rid, str) and rid:
+            return rid
+    return reference_id(ref)
+
+
+# -- elements --------------------------------------------------------------------------------------------
+def _kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def obj(value: Any, where: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else a MappingError naming ``where``."""
+    if type(value) is not dict:
+        raise MappingError(f"{where}: expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def items(value: Any, where: str) -> list[Any]:
+    """A repeating element: absent → empty; anything but an array is a MappingError naming ``where``."""
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise MappingError(f"{where}: expected a JSON array, got {_kind(value)}")
+    return value
+
+
+def codings(concept: Any, where: str) -> list[dict[str, Any]]:
+    """Every coding of a CodeableConcept that has a code, in source order (text-only codings are skipped)."""
     if type(concept) is not dict:
-        raise MappingError(f"{where} must be a CodeableConcept object, got {type(concept).__name__}")
-    return [{"system": c.get("system"), "code": str(c["code"]), "display": c.get("display")}
-            for c in concept.get("coding") or () if type(c) is dict and c.get("code") is not None]
+        raise MappingError(f"{where} must be a CodeableConcept object, got {_kind(concept)}")
+    out = []
+    for i, c in enumerate(items(concept.get("coding"), f"{where}.coding")):
+        if type(c) is not dict:
+            raise MappingError(f"{where}.coding[{i}]: expected a Coding object, got {_kind(c)}")
+        if c.get("code") is not None:
+            out.append({"system": c.get("system"), "code": str(c["code"]), "display": c.get("display")})
+    return out
 
 
-def _quantity(q: Any, where: str) -> dict[str, Any]:
+def quantity(q: Any, where: str) -> dict[str, Any]:
+    """A Quantity as the contract's tagged ``quantity`` value."""
     if type(q) is not dict or "value" not in q:
         raise MappingError(f"{where} must be a Quantity with a value")
     return {"type": "quantity", "value": q["value"], "unit": q.get("unit"), "system": q.get("system"),
             "code": q.get("code"), "comparator": q.get("comparator")}
 
 
-def _when(value: Any, zone: str | None, where: str) -> Instant:
+def when(value: Any, zone: str | None, where: str) -> Instant:
+    """core.time's normalise, with the element path in front of its message."""
     try:
         return normalise(value, zone)
     except MappingError as exc:
         raise type(exc)(f"{where}: {exc}") from None
 
 
+def period(p: Any, zone: str | None, where: str) -> tuple[Instant | None, Instant | None]:
+    """A Period's start and end (each None when open)."""
+    p = obj(p, where)
+    start, end = p.get("start"), p.get("end")
+    return (when(start, zone, f"{where}.start") if start is not None else None,
+            when(end, zone, f"{where}.end") if end is not None else None)
+
+
+def require_id(res: Resource, rtype: str) -> str:
+    """The resource's id; an event is keyed on it, so a resource without one is a MappingError."""
+    rid = res.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise MappingError(f"{rtype}/{rid}: no id (a transaction entry the server has not stored yet has none; "
+                           "map what the server returns)")
+    return rid
+
+
+def source_meta(res: Resource, zone: str | None, where: str) -> tuple[datetime | None, Any]:
+    """``source_last_updated`` (UTC) and ``source_version`` (``versionId``, else ``lastUpdated``)."""
+    meta = res.get("meta")
+    if meta is None:
+        return None, None
+    meta = obj(meta, f"{where}.meta")
+    lu = meta.get("lastUpdated")
+    return (when(lu, zone, f"{where}.meta.lastUpdated").utc if lu else None), meta.get("versionId") or lu
+
+
+# -- Observation -----------------------------------------------------------------------------------------
 def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None:
     """The tagged value of ``value[x]``; None when there is none; MappingError for unknown kinds."""
-    if _VALUE_KEY_SET.isdisjoint(res) and (unknown := [k for k in res if k.startswith("value")]):
+    if _VALUE_KEY_SET.isdisjoint(res):
         # Only scanned when no known value[x] is present: FHIR allows one value[x] per element.
-        raise MappingError(f"{where}: unsupported value type {unknown[0]} (clinical.observation v1.0 supports "
-                           f"{', '.join(VALUE_KEYS)})")
+        if unknown := [k for k in res if k.startswith("value")]:
+            raise MappingError(f"{where}: unsupported value type {unknown[0]} (clinical.observation v1.0 "
+                               f"supports {', '.join(VALUE_KEYS)})")
+        return None
     if (q := res.get("valueQuantity")) is not None:
-        return _quantity(q, f"{where}.valueQuantity")
+        return quantity(q, f"{where}.valueQuantity")
     if (cc := res.get("valueCodeableConcept")) is not None:
-        return {"type": "coded", "coding": _codings(cc, f"{where}.valueCodeableConcept"), "text": cc.get("text")}
-    for key, kind in (("valueString", "string"), ("valueBoolean", "boolean"), ("valueInteger", "integer"),
-                      ("valueTime", "time")):
+        return {"type": "coded", "coding": codings(cc, f"{where}.valueCodeableConcept"), "text": cc.get("text")}
+    for key, kind in (("valueString", "string"), ("valueBoolean", "boolean"), ("valueInteger", "integer")):
         if key in res:
             return {"type": kind, "value": res[key]}
+    if "valueTime" in res:
+        t = res["valueTime"]
+        if not isinstance(t, str) or not _TIME.fullmatch(t):
+            raise MappingError(f"{where}.valueTime: {t!r} is not a FHIR time (HH:MM:SS, no date, no zone)")
+        return {"type": "time", "value": t}
     if (r := res.get("valueRange")) is not None:
+        r = obj(r, f"{where}.valueRange")
         return {"type": "range",
-                "low": _quantity(r["low"], f"{where}.valueRange.low") if r.get("low") else None,
-                "high": _quantity(r["high"], f"{where}.valueRange.high") if r.get("high") else None}
+                "low": quantity(r["low"], f"{where}.valueRange.low") if r.get("low") else None,
+                "high": quantity(r["high"], f"{where}.valueRange.high") if r.get("high") else None}
     if (r := res.get("valueRatio")) is not None:
+        r = obj(r, f"{where}.valueRatio")
         return {"type": "ratio",
-                "numerator": _quantity(r["numerator"], f"{where}.valueRatio.numerator")
+                "numerator": quantity(r["numerator"], f"{where}.valueRatio.numerator")
                 if r.get("numerator") else None,
-                "denominator": _quantity(r["denominator"], f"{where}.valueRatio.denominator")
+                "denominator": quantity(r["denominator"], f"{where}.valueRatio.denominator")
                 if r.get("denominator") else None}
     if (sd := res.get("valueSampledData")) is not None:
-        return {"type": "sampled_data", "origin": _quantity(sd.get("origin"), f"{where}.valueSampledData.origin"),
+        sd = obj(sd, f"{where}.valueSampledData")
+        return {"type": "sampled_data", "origin": quantity(sd.get("origin"), f"{where}.valueSampledData.origin"),
                 "period_ms": sd.get("period"), "factor": sd.get("factor"), "dimensions": sd.get("dimensions"),
                 "data": sd.get("data")}
     if "valueDateTime" in res:
-        inst = _when(res["valueDateTime"], zone, f"{where}.valueDateTime")
+        inst = when(res["valueDateTime"], zone, f"{where}.valueDateTime")
         return {"type": "datetime", "value": inst.utc, "precision": inst.precision}
     if (p := res.get("valuePeriod")) is not None:
-        return {"type": "period",
-                "start": _when(p["start"], zone, f"{where}.valuePeriod.start").utc if p.get("start") else None,
-                "end": _when(p["end"], zone, f"{where}.valuePeriod.end").utc if p.get("end") else None}
-    return None
+        start, end = period(p, zone, f"{where}.valuePeriod")
+        return {"type": "period", "start": start.utc if start else None, "end": end.utc if end else None}
+    return None  # a known value[x] that is JSON null: no value
 
 
-def _absent(res: Resource) -> str | None:
+def _absent(res: Resource, where: str) -> str | None:
     dar = res.get("dataAbsentReason")
-    if type(dar) is not dict:
+    if dar is None:
         return None
-    codes = [c.get("code") for c in dar.get("coding") or () if type(c) is dict]
-    return next((str(c) for c in codes if c), dar.get("text"))
+    found = codings(dar, f"{where}.dataAbsentReason")
+    text = dar.get("text")
+    return next((c["code"] for c in found if c["code"]), text if isinstance(text, str) else None)
 
 
-def map_observation(res: Resource, zone: str | None) -> ObservationV1:
-    """Map one Observation resource; raises MappingError / pydantic ValidationError on bad input."""
-    if res.get("resourceType") != "Observation":
-        raise MappingError(f"expected an Observation, got resourceType {res.get('resourceType')!r}")
-    oid = res.get("id")
-    where = f"Observation/{oid}"
-    effective: dict[str, Any] = {}
+def _effective(res: Resource, zone: str | None, where: str) -> dict[str, Any]:
     if (dt := res.get("effectiveDateTime") or res.get("effectiveInstant")) is not None:
-        inst = _when(dt, zone, f"{where}.effective")
-        effective = {"effective_start": inst.utc, "effective_precision": inst.precision}
-    elif (period := res.get("effectivePeriod")) is not None:
-        start = _when(period["start"], zone, f"{where}.effectivePeriod.start") if period.get("start") else None
-        end = _when(period["end"], zone, f"{where}.effectivePeriod.end") if period.get("end") else None
-        effective = {"effective_start": start.utc if start else None, "effective_end": end.utc if end else None,
-                     "effective_precision": (start or end).precision if (start or end) else None}
+        # The path says ``.effective`` for both: DLQ messages in recorded goldens depend on it.
+        inst = when(dt, zone, f"{where}.effective")
+        return {"effective_start": inst.utc, "effective_precision": inst.precision}
+    start: Instant | None = None
+    end: Instant | None = None
+    if (p := res.get("effectivePeriod")) is not None:
+        start, end = period(p, zone, f"{where}.effectivePeriod")
     elif (timing := res.get("effectiveTiming")) is not None:
-        events = timing.get("event") or []
-        if events:
-            inst = _when(events[0], zone, f"{where}.effectiveTiming.event[0]")
-            effective = {"effective_start": inst.utc, "effective_precision": inst.precision}
-    meta = res.get("meta") or {}
-    last_updated = _when(meta["lastUpdated"], zone, f"{where}.meta.lastUpdated").utc \
-        if meta.get("lastUpdated") else None
-    components = [
-        {"code": _codings(c.get("code"), f"{where}.component[{i}].code"),
-         "value": _value(c, zone, f"{where}.component[{i}]"), "data_absent_reason": _absent(c)}
-        for i, c in enumerate(res.get("component") or ())
-    ]
+        timing = obj(timing, f"{where}.effectiveTiming")
+        if events := items(timing.get("event"), f"{where}.effectiveTiming.event"):
+            times = sorted((when(e, zone, f"{where}.effectiveTiming.event[{i}]") for i, e in enumerate(events)),
+                           key=lambda inst: inst.utc)
+            start, end = times[0], times[-1] if len(times) > 1 else None
+        elif (repeat := timing.get("repeat")) is not None and \
+                (bounds := obj(repeat, f"{where}.effectiveTiming.repeat").get("boundsPeriod")) is not None:
+            start, end = period(bounds, zone, f"{where}.effectiveTiming.repeat.boundsPeriod")
+    else:
+        return {}
+    first = start or end
+    return {"effective_start": start.utc if start else None, "effective_end": end.utc if end else None,
+            "effective_precision": first.precision if first else None}
+
+
+def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> ObservationV1:
+    """Map one Observation resource; raises MappingError / pydantic ValidationError on bad input.
+
+    ``index`` (from :func:`bundle_index`) resolves ``subject``, ``encounter`` and ``hasMember`` within a bundle.
+    """
+    if type(res) is not dict or res.get("resourceType") != "Observation":
+        got = res.get("resourceType") if type(res) is dict else _kind(res)
+        raise MappingError(f"expected an Observation, got resourceType {got!r}")
+    oid = require_id(res, "Observation")
+    where = f"Observation/{oid}"
+    last_updated, version = source_meta(res, zone, where)
+    components = []
+    for i, raw in enumerate(items(res.get("component"), f"{where}.component")):
+        at = f"{where}.component[{i}]"
+        c = obj(raw, at)
+        code = c.get("code")
+        components.append({"code": codings(code, f"{at}.code") if code is not None else [],
+                           "value": _value(c, zone, at), "data_absent_reason": _absent(c, at)})
     code = res.get("code")
+    ref = reference_id if index is None else lambda r: resolve(r, index)
     return ObservationV1.model_validate({
         "observation_id": oid,
-        "patient_id": reference_id(res.get("subject")),
-        "encounter_id": reference_id(res.get("encounter")),
+        "patient_id": ref(res.get("subject")),
+        "encounter_id": ref(res.get("encounter")),
         "status": res.get("status"),
-        "category": [c["code"] for cat in res.get("category") or () for c in _codings(cat, f"{where}.category")],
-        "code": _codings(code, f"{where}.code") if code is not None else [],
+        "category": [c["code"] for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
+                     for c in codings(cat, f"{where}.category[{i}]")],
+        "code": codings(code, f"{where}.code") if code is not None else [],
         "code_text": code.get("text") if type(code) is dict else None,
-        **effective,
-        "issued": _when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
+        **_effective(res, zone, where),
+        "issued": when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
         "value": _value(res, zone, where),
-        "data_absent_reason": _absent(res),
+        "data_absent_reason": _absent(res, where),
         "components": components,
-        "has_member": [i for m in res.get("hasMember") or () if (i := reference_id(m))],
+        "has_member": [mid for m in items(res.get("hasMember"), f"{where}.hasMember") if (mid := ref(m))],
         "source_last_updated": last_updated,
-        "source_version": meta.get("versionId") or meta.get("lastUpdated"),
+        "source_version": version,
     })

@@ -21,6 +21,7 @@ import orjson
 from pydantic import Field
 
 from connectors.fhir.mapping import map_observation
+from connectors.fhir.resources import filter_reason
 from contracts.base import Contract
 from contracts.clinical_observation import ObservationV1
 from core.connector import Batch, Connector, PluginSettings
@@ -137,9 +138,7 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
             lu = (record.get("meta") or {}).get("lastUpdated")
             if lu is not None and normalise(lu, "UTC").isoformat() == self._watermark:
                 return "already delivered at the watermark"
-        if record.get("status") == "entered-in-error":
-            return "status entered-in-error"
-        return None
+        return filter_reason(record)
 
     def identity(self, record: dict[str, Any]) -> tuple[str, str]:
         meta = record.get("meta") or {}
