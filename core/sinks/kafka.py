@@ -159,9 +159,14 @@ class KafkaSink(Sink):
             futures.append(await producer.send_batch(builder, topic, partition=p))
 
     async def _acked(self, producer: Any, futures: list[asyncio.Future[Any]], count: int) -> None:
+        # aiokafka never expires a batch whose partition leader is known but unreachable (Kafka stopped):
+        # unbounded, an outage would stall the pipeline without an error (/readyz green) and make a SIGTERM
+        # drain wait forever. Past the bound the batch counts as failed; it is redelivered (at-least-once).
+        delivered = asyncio.gather(*futures)
         try:
-            await asyncio.gather(*futures)
-        except (KafkaError, OSError) as exc:
+            await asyncio.wait_for(asyncio.shield(delivered), timeout=2 * self.settings.request_timeout_ms / 1000)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            delivered.add_done_callback(_swallow)
             for f in futures:
                 f.add_done_callback(_swallow)
             await self._discard(producer)
