@@ -109,13 +109,14 @@ def _replay_io(fixtures: Path) -> tuple[ReplayTransport, Callable[[MqttSettings,
 
 
 def _shape_docs(records: list[Any]) -> list[dict[str, Any]]:
-    """What the upstream shape is learnt from: JSON resources, and JSON-object MQTT payloads."""
+    """What the upstream shape is learnt from: JSON objects — as records, raw JSON bytes (NDJSON lines) or
+    MQTT payloads. Binary payloads (Sparkplug protobuf) have no JSON shape to learn."""
     docs = []
     for record in records:
-        doc = record
-        if isinstance(record, MqttMessage):
+        doc = record.payload if isinstance(record, MqttMessage) else record
+        if isinstance(doc, bytes):
             try:
-                doc = orjson.loads(record.payload)
+                doc = orjson.loads(memoryview(doc))  # exact bytes only: NDJSON lines subclass bytes
             except orjson.JSONDecodeError:
                 continue
         if isinstance(doc, dict):

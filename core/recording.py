@@ -2,7 +2,8 @@
 MQTT messages through the connector's message source.
 
 A recording is ``http.jsonl``: one exchange per line, in request order, holding the request's method,
-path and sorted query, and the response's status, content type and body (JSON bodies stored as JSON
+path and sorted query, and the response's status, content type, the headers in :data:`RESPONSE_HEADERS`
+and body (JSON bodies stored as JSON
 so a fixture diff is reviewable). Request headers are never written — that is where credentials live.
 
 Replay matches a request explicitly on method, path and query (the host is ignored: recordings are made
@@ -48,6 +49,9 @@ class ReplayMiss(InletError):
 
 MATCH_HEADERS = ("accept", "prefer", "content-type")
 """Request headers that take part in matching (never credentials)."""
+
+RESPONSE_HEADERS = ("retry-after", "content-location", "location", "x-progress", "expires")
+"""Response headers a connector acts on (backoff, async status URLs, progress), recorded and replayed."""
 
 
 def request_match(request: httpx.Request) -> dict[str, Any]:
@@ -103,8 +107,9 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             "match": request_match(request),
             "response": {"status": response.status_code, "content_type": ctype, **_body_doc(content, ctype)},
         }
-        if retry_after := response.headers.get("retry-after"):
-            doc["response"]["retry_after"] = retry_after
+        kept = {h: response.headers[h] for h in RESPONSE_HEADERS if h in response.headers}
+        if kept:
+            doc["response"]["headers"] = kept
         if self.redact is not None:
             doc = self.redact(doc)
         with self.path.open("ab") as fh:
@@ -146,8 +151,7 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         resp = answers[i]
         content = resp["content"]
         headers = {"content-type": resp.get("content_type", "application/octet-stream")}
-        if "retry_after" in resp:
-            headers["retry-after"] = resp["retry_after"]
+        headers.update(resp.get("headers") or {})
         return httpx.Response(resp["status"], headers=headers, content=content, request=request)
 
 
