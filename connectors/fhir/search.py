@@ -1,48 +1,85 @@
-"""FHIR R4 incremental search: ``GET [base]/Observation?_lastUpdated=ge<watermark>&_sort=_lastUpdated``.
+"""FHIR R4 incremental search: ``GET [base]/<Type>?_lastUpdated=ge<watermark>&_sort=_lastUpdated``.
+
+One connector for every resource type the family maps (``settings.resource_type``: Observation, Patient,
+Encounter, Condition, MedicationRequest); each resource goes through :func:`connectors.fhir.resources.map_resource`
+and the family's stated filter rule. ``fhir.search`` is the general plugin; ``fhir.observation_search`` is the
+same connector bound to Observations (its settings accept no other type), kept because configurations and
+plugins (the example clinic) name it. A plugin for one type pins it the same way: ``pinned_settings(type)``.
 
 Position: ``{"last_updated": <UTC instant>, "ids_at_watermark": [...]}``. The bound is inclusive, so a
 resource updated in the same instant as the watermark is never missed; the ids already delivered at
 that instant are filtered as duplicates (with that stated reason) instead of being emitted twice.
+An entry is the resource id, or ``<id>/_history/<versionId>`` when the version is not ``"1"``: a server whose
+``lastUpdated`` is coarse (whole seconds) can write version 2 in the same instant as version 1, and a
+dedup by id alone would then drop the update. Version-1 entries stay plain ids, so positions written before
+keep their meaning (a version-2 resource delivered under a plain id is delivered once more: same event id).
 Watermarks are compared as instants, never as strings: servers mix offsets (``+01:00`` vs ``Z``).
 Paging follows ``Bundle.link[relation=next]`` through ``core.pagination`` (a next link seen before is
 an error, not a loop; a link to another origin is refused); ``Bundle.total`` is not trusted. An
 OperationOutcome entry (``search.mode = outcome``) is logged as the server's warning. A page that is
 not a JSON Bundle becomes one DLQ record (stage decode) and ends the pass without moving the position,
-so the next poll reads it again.
+so the next poll reads it again. A resource of another type than the one searched is a MappingError.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import cache
+from typing import Any, ClassVar, Literal, get_args
 
 import orjson
-from pydantic import Field
+from pydantic import Field, create_model
 
-from connectors.fhir.mapping import map_observation
-from connectors.fhir.resources import filter_reason
+from connectors.fhir.resources import filter_reason, map_resource
 from contracts.base import Contract
+from contracts.clinical_condition import ConditionV1
+from contracts.clinical_encounter import EncounterV1
+from contracts.clinical_medication_request import MedicationRequestV1
 from contracts.clinical_observation import ObservationV1
-from core.connector import Batch, Connector, PluginSettings
-from core.errors import DecodeError, MappingError
+from contracts.clinical_patient import PatientV1
+from core.connector import Batch, Connector, IntegrationContext, PluginSettings
+from core.errors import ConfigError, DecodeError, MappingError
 from core.http import HttpClient, HttpSettings
 from core.pagination import NextLinkPaginator, PageDecodeError, paginate
 from core.time import Instant, normalise
 from core.types import Position
 
-__all__ = ["FhirObservationSearchConnector", "FhirSearchSettings", "UndecodablePage"]
+__all__ = ["FhirObservationSearchConnector", "FhirSearchConnector", "FhirSearchSettings", "ResourceType",
+           "UndecodablePage", "pinned_settings", "watermark_key"]
+
+ResourceType = Literal["Observation", "Patient", "Encounter", "Condition", "MedicationRequest"]
+"""The resource types the family maps to a contract (``connectors.fhir.resources.MAPPERS``)."""
 
 
 class FhirSearchSettings(PluginSettings):
     """Settings of a FHIR search integration."""
 
     http: HttpSettings
+    resource_type: ResourceType = "Observation"
+    """The type searched (``GET [base]/<resource_type>``); one integration per type."""
     page_size: int = Field(default=100, ge=1, le=1000)
     since: str | None = None
     """Initial watermark (any core.time format); None reads everything."""
     params: dict[str, str] = Field(default_factory=dict)
     """Extra search parameters every request carries (e.g. ``category: laboratory``)."""
+
+
+@cache
+def pinned_settings(resource_type: ResourceType) -> type[FhirSearchSettings]:
+    """Settings that accept only ``resource_type`` (the default): for a plugin bound to one type, so a YAML
+    asking it for another type fails ``inlet check`` instead of mapping the wrong resources."""
+    only: Any = Literal[resource_type]  # a Literal built at run time: the one type this model accepts
+    return create_model(f"{resource_type}SearchSettings", __base__=FhirSearchSettings, __module__=__name__,
+                        resource_type=(only, resource_type))
+
+
+def watermark_key(res: Any) -> str:
+    """What ``ids_at_watermark`` holds for a resource: its id, qualified by ``versionId`` unless that is 1."""
+    rid = str(res.get("id"))
+    meta = res.get("meta")
+    version = meta.get("versionId") if type(meta) is dict else None
+    return rid if version is None or version == "1" else f"{rid}/_history/{version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +91,27 @@ class UndecodablePage:
     reason: str
 
 
-class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
-    """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v1."""
+class FhirSearchConnector(Connector[FhirSearchSettings]):
+    """Resources of ``settings.resource_type`` by incremental ``_lastUpdated`` search, mapped to their contract."""
 
-    name: ClassVar[str] = "fhir.observation_search"
+    name: ClassVar[str] = "fhir.search"
     settings_model: ClassVar[type[PluginSettings]] = FhirSearchSettings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1,)
-    description: ClassVar[str] = "FHIR R4 Observation search with a _lastUpdated watermark"
-    resource_type: ClassVar[str] = "Observation"
+    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1, PatientV1, EncounterV1, ConditionV1,
+                                                       MedicationRequestV1)
+    description: ClassVar[str] = "FHIR R4 search (any mapped resource type) with a _lastUpdated watermark"
     phi: ClassVar[bool] = True
 
     http: HttpClient
     _seen: frozenset[str] = frozenset()
     _watermark: str | None = None
+
+    def __init__(self, ctx: IntegrationContext, settings: FhirSearchSettings) -> None:
+        super().__init__(ctx, settings)
+        allowed = get_args(self.settings_model.model_fields["resource_type"].annotation)
+        if settings.resource_type not in allowed:  # settings built in code rather than validated from YAML
+            raise ConfigError(f"{self.name} searches {' or '.join(allowed)}, not {settings.resource_type!r}",
+                              key="settings.resource_type")
+        self.resource_type: str = settings.resource_type
 
     async def open(self) -> None:
         self.http = HttpClient(self.settings.http, self.ctx)
@@ -118,9 +163,9 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
                     continue  # map() reports it for this record; the watermark just does not move
                 inst = parsed.utc
                 if wm_instant is None or inst > wm_instant:
-                    wm_instant, advanced, ids = inst, parsed, {str(res.get("id"))}
+                    wm_instant, advanced, ids = inst, parsed, {watermark_key(res)}
                 elif inst == wm_instant:
-                    ids.add(str(res.get("id")))
+                    ids.add(watermark_key(res))
             if advanced is not None:
                 watermark = advanced.isoformat()
             yield Batch(records, {"last_updated": watermark, "ids_at_watermark": sorted(ids)})
@@ -134,7 +179,7 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
         return raw
 
     def filter(self, record: dict[str, Any]) -> str | None:
-        if record.get("id") in self._seen and self._watermark is not None:
+        if self._seen and self._watermark is not None and watermark_key(record) in self._seen:
             lu = (record.get("meta") or {}).get("lastUpdated")
             if lu is not None and normalise(lu, "UTC").isoformat() == self._watermark:
                 return "already delivered at the watermark"
@@ -146,5 +191,18 @@ class FhirObservationSearchConnector(Connector[FhirSearchSettings]):
                 str(meta.get("versionId") or meta.get("lastUpdated") or ""))
 
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
-        return [map_observation(record, self.ctx.zone)]
+        rtype = record.get("resourceType")
+        if rtype != self.resource_type and isinstance(rtype, str):
+            raise MappingError(f"{rtype}/{record.get('id')}: the search for {self.resource_type} returned a "
+                               f"{rtype} (an _include or a server bug); this integration maps {self.resource_type}")
+        return [map_resource(record, self.ctx.zone)]
+
+
+class FhirObservationSearchConnector(FhirSearchConnector):
+    """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v1."""
+
+    name: ClassVar[str] = "fhir.observation_search"
+    settings_model: ClassVar[type[PluginSettings]] = pinned_settings("Observation")
+    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1,)
+    description: ClassVar[str] = "FHIR R4 Observation search with a _lastUpdated watermark"
 

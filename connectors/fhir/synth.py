@@ -1,4 +1,5 @@
-"""Seeded, deterministic synthetic FHIR R4 Observations (with the Patients and Encounters they reference).
+"""Seeded, deterministic synthetic FHIR R4 Observations (with the Patients and Encounters they reference), and
+Synthea-shaped Patients and Encounters of their own (:func:`generate_patients`, :func:`generate_encounters`).
 
 Why this exists: the project may not commit third-party sample data or recordings of it, yet its fixtures,
 golden events and benchmarks need realistic EHR payloads. This module generates them from a seed, shaped after
@@ -37,11 +38,15 @@ from typing import Any, Final
 __all__ = [
     "DEFAULT_START",
     "IDENTIFIER_SYSTEM",
+    "NATIONAL_ID_SYSTEM",
+    "PERSON_SYSTEM",
     "SYNTHETIC_TAG",
     "FhirResource",
     "SyntheticDataset",
     "generate_dataset",
+    "generate_encounters",
     "generate_observations",
+    "generate_patients",
 ]
 
 FhirResource = dict[str, Any]
@@ -437,3 +442,175 @@ def _coded_body(
 def _string_body(rng: random.Random, spec: tuple[str, str, str, tuple[str, ...]]) -> dict[str, Any]:
     code, display, _category, answers = spec
     return {"code": _concept(_LOINC, code, display), "valueString": rng.choice(answers)}
+
+
+# -- Synthea-shaped Patients and Encounters on their own ---------------------------------------------------
+# ``generate_dataset`` keeps its Patients and Encounters minimal (what its Observations reference) and its
+# random stream fixed, so recorded fixtures stay reproducible. The generators below make the full resources a
+# Patient or Encounter search returns, shaped after Synthea's: narrative, extensions, several identifiers, a
+# home address with geolocation, a participant with a display name. They draw from their own seeded stream.
+
+_STREETS: Final = ("Ambrel", "Quorn", "Zelvig", "Torrin", "Oskel", "Marv", "Lindqu", "Pell")
+_STREET_KINDS: Final = ("Row", "Way", "Gasse", "Allee", "Ring", "Lane")
+_PLACES: Final = (("Brelstadt", "Norland"), ("Kvorhaven", "Ostmark"), ("Zandow", "Norland"), ("Vexberg", "Suedgau"))
+_MARITAL: Final = (("M", "Married"), ("S", "Never Married"), ("D", "Divorced"), ("W", "Widowed"))
+_V2_0203: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
+_REASONS: Final = (("10509002", "Acute bronchitis (disorder)"), ("444814009", "Viral sinusitis (disorder)"),
+                   ("195662009", "Acute viral pharyngitis (disorder)"), ("72892002", "Normal pregnancy"))
+_INPATIENT: Final = ("inpatient", "IMP", "32485007", "Hospital admission (procedure)", 10)
+_STAY_KINDS: Final = (*_ENCOUNTER_KINDS, _INPATIENT)
+_STAY_WEIGHTS: Final = [kind[4] for kind in _STAY_KINDS]
+
+PERSON_SYSTEM: Final = "https://synthetic.inlet.invalid/person"
+"""System of the generated persons' Synthea-style ``identifier`` (the person's own UUID)."""
+NATIONAL_ID_SYSTEM: Final = "https://synthetic.inlet.invalid/national-id"
+"""System of the fake national identifiers (Synthea's ``SS``: ``999-`` numbers are never issued)."""
+
+
+def _fake_name(rng: random.Random) -> tuple[str, str]:
+    given = f"{rng.choice(_GIVEN_HEADS)}{rng.choice(_GIVEN_TAILS)}{rng.randint(100, 999)}"
+    return given, f"{rng.choice(_FAMILY_HEADS)}{rng.choice(_FAMILY_TAILS)}{rng.randint(100, 999)}"
+
+
+def _write_batches(gen: _Generator, count: int) -> list[tuple[str, str]]:
+    """``(lastUpdated, versionId)`` of ``count`` writes: often several in one instant, ~3 % second versions."""
+    out: list[tuple[str, str]] = []
+    while len(out) < count:
+        r = gen.rng.random()
+        batch = 1 if r < 0.55 else 2 if r < 0.8 else gen.rng.randint(3, 5)
+        stamp = gen.stamp()
+        out += [(stamp, "2" if gen.rng.random() < 0.03 else "1") for _ in range(min(batch, count - len(out)))]
+        gen.advance_clock()
+    return out
+
+
+def generate_patients(count: int, seed: int = 0, start: datetime = DEFAULT_START, *, country: str = "US",
+                      language: str = "en-US") -> list[FhirResource]:
+    """``count`` Synthea-shaped Patients ordered by ``meta.lastUpdated``, deterministic for the arguments.
+
+    Every direct identifier a real record would have is present and fake — names, mother's maiden name,
+    phone, street address, medical record, national and person identifiers — so a recording shows what
+    redaction does to each. About 4 % are deceased (``deceasedDateTime`` with an offset).
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    gen = _Generator(seed, start)
+    rng = gen.rng
+    patients: list[FhirResource] = []
+    for last_updated, version in _write_batches(gen, count):
+        pid = gen.uuid()
+        given, family = _fake_name(rng)
+        gender = rng.choice(("female", "male"))
+        birth = datetime(1935, 1, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 365 * 85))
+        city, state = rng.choice(_PLACES)
+        marital = rng.choice(_MARITAL)
+        patient: FhirResource = {
+            "resourceType": "Patient",
+            "id": pid,
+            "meta": gen.meta(last_updated, version),
+            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Generated by '
+                     f"connectors.fhir.synth. {given} {family}, seed {seed}</div>"},
+            "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+                 "valueString": " ".join(_fake_name(rng))},
+                {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex",
+                 "valueCode": "F" if gender == "female" else "M"},
+                {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+                 "valueAddress": {"city": rng.choice(_PLACES)[0], "state": state, "country": country}},
+            ],
+            "identifier": [
+                {"system": PERSON_SYSTEM, "value": gen.uuid()},
+                {"type": {"coding": [{"system": _V2_0203, "code": "MR", "display": "Medical Record Number"}],
+                          "text": "Medical Record Number"},
+                 "system": IDENTIFIER_SYSTEM, "value": f"SYN-{rng.getrandbits(32):08x}"},
+                {"type": {"coding": [{"system": _V2_0203, "code": "SS", "display": "Social Security Number"}],
+                          "text": "Social Security Number"},
+                 "system": NATIONAL_ID_SYSTEM, "value": f"999-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"},
+            ],
+            "name": [{"use": "official", "family": family, "given": [given],
+                      "prefix": ["Ms." if gender == "female" else "Mr."]}],
+            "telecom": [{"system": "phone", "value": f"555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
+                         "use": "home"}],
+            "gender": gender,
+            "birthDate": birth.date().isoformat(),
+        }
+        if rng.random() < 0.04:
+            died = birth + timedelta(days=rng.randint(365 * 40, 365 * 89))
+            patient["deceasedDateTime"] = min(died, start - timedelta(days=1)).isoformat(timespec="seconds")
+        patient["address"] = [{
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/geolocation", "extension": [
+                {"url": "latitude", "valueDecimal": round(rng.uniform(47.3, 55.0), 6)},
+                {"url": "longitude", "valueDecimal": round(rng.uniform(5.9, 15.0), 6)}]}],
+            "line": [f"{rng.randint(1, 999)} {rng.choice(_STREETS)} {rng.choice(_STREET_KINDS)}"],
+            "city": city, "state": state, "postalCode": f"{rng.randint(1000, 99999):05d}", "country": country,
+        }]
+        patient["maritalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+                                                "code": marital[0], "display": marital[1]}], "text": marital[1]}
+        patient["multipleBirthBoolean"] = rng.random() < 0.02
+        patient["communication"] = [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": language}],
+                                                  "text": language}}]
+        patients.append(patient)
+    return patients
+
+
+def generate_encounters(patients: Sequence[FhirResource], count: int, seed: int = 0,
+                        start: datetime = DEFAULT_START) -> list[FhirResource]:
+    """``count`` Synthea-shaped Encounters of ``patients``, ordered by ``meta.lastUpdated``, deterministic.
+
+    Ambulatory, emergency and inpatient stays (inpatient ones last days; about a third of those are still
+    ``in-progress``, with an open period); ``period`` in the patient's UTC offset; a primary performer with
+    a display name, a location and the service provider; a ``reasonCode`` on some. Each Encounter is written
+    after it began, so ``meta.lastUpdated`` never precedes ``period.start``.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if count and not patients:
+        raise ValueError("encounters need at least one patient to refer to")
+    gen = _Generator(seed, start)
+    rng = gen.rng
+    offsets = {str(p.get("id")): rng.choice(_UTC_OFFSETS) for p in patients}
+    provider = {"reference": f"Organization/{gen.uuid()}", "display": "SYNTHETIC GENERAL HOSPITAL"}
+    encounters: list[FhirResource] = []
+    for last_updated, version in _write_batches(gen, count):
+        patient = rng.choice(patients)
+        pid = str(patient.get("id"))
+        name = (patient.get("name") or [{}])[0]
+        kind = rng.choices(_STAY_KINDS, weights=_STAY_WEIGHTS)[0]
+        written = datetime.fromisoformat(last_updated)
+        if kind is _INPATIENT:
+            begin = written - timedelta(hours=rng.randint(2, 24 * 10))
+            end: datetime | None = None if rng.random() < 0.35 else begin + timedelta(hours=rng.randint(24, 24 * 9))
+            end = end if end is None or end <= written else None  # not discharged yet when written
+        else:
+            begin = written - timedelta(minutes=rng.randint(30, 3 * 24 * 60))
+            end = begin + timedelta(minutes=rng.randint(15, 90))
+        begin = begin.astimezone(offsets[pid]).replace(microsecond=0)
+        period = {"start": begin.isoformat(timespec="seconds")}
+        if end is not None:
+            period["end"] = end.astimezone(offsets[pid]).replace(microsecond=0).isoformat(timespec="seconds")
+        _name, act_class, type_code, type_display, _weight = kind
+        doctor = " ".join(_fake_name(rng))
+        encounter: FhirResource = {
+            "resourceType": "Encounter",
+            "id": gen.uuid(),
+            "meta": gen.meta(last_updated, version),
+            "status": "finished" if end is not None else "in-progress",
+            "class": {"system": _ACT_CODE, "code": act_class},
+            "type": [_concept(_SNOMED, type_code, type_display)],
+            "subject": {"reference": f"Patient/{pid}",
+                        "display": " ".join([*name.get("prefix", ()), *name.get("given", ()), name.get("family", "")])},
+            "participant": [{
+                "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                      "code": "PPRF", "display": "primary performer"}], "text": "primary performer"}],
+                "period": dict(period),
+                "individual": {"reference": f"Practitioner/{gen.uuid()}", "display": f"Dr. {doctor}"},
+            }],
+            "period": period,
+        }
+        if rng.random() < 0.3:
+            encounter["reasonCode"] = [_concept(_SNOMED, *rng.choice(_REASONS))]
+        encounter["location"] = [{"location": {"reference": f"Location/{gen.uuid()}",
+                                               "display": "SYNTHETIC GENERAL HOSPITAL"}}]
+        encounter["serviceProvider"] = dict(provider)
+        encounters.append(encounter)
+    return encounters

@@ -9,9 +9,10 @@ what each :class:`~connectors.mqtt_meter.sparkplug.Observation` becomes:
 - **metrics -> readings**: a route's ``metrics`` table maps a Sparkplug metric name to metric, unit, kind,
   direction and phase of ``energy.meter_reading``. Without an entry, a metric whose ``engUnit`` property is
   in the contract's unit set becomes a reading named after the last path segment (``Meter/Power`` ->
-  ``power``; energy units are cumulative import counters, power a signed gauge, other units gauges). Anything else (``bdSeq``,
-  ``Node Control/*``, temperatures, strings, nulls) is not a meter value and is not emitted. DATA messages
-  carry no properties, so the units are learnt from the BIRTH certificates (bounded).
+  ``power``; energy units are cumulative import counters, power a signed gauge, other units gauges).
+  Anything else (``bdSeq``, ``Node Control/*``, temperatures, strings, nulls) is not a meter value and is
+  not emitted. DATA messages carry no properties, so the units are learnt from the BIRTH certificates
+  (bounded).
 - **time**: the metric's ``timestamp``, else the payload's (ms since the epoch, UTC, ``device``), else the
   receive time (``receive``).
 - **NBIRTH / DBIRTH**: ``energy.device_status`` online (``announce``) plus the readings the certificate
