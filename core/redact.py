@@ -27,8 +27,11 @@ PHI (``phi=True``), in every FHIR resource (a JSON object with a string ``resour
     * ``telecom[].value`` → ``+00-<10 hex>`` (phone, fax, sms, pager, other), ``<10 hex>@example.invalid``
       (email or anything with ``@``), ``https://<10 hex>.example.invalid/`` (url);
     * ``address`` (and ``valueAddress``): only ``use``, ``type`` and ``country`` are kept; ``line[]``, ``city``,
-      ``district``, ``state``, ``postalCode``, ``text`` → ``Line-``/``City-``/``District-``/``State-``/``PC-``/
-      ``Address-<8 hex>``; anything else (``period``, geolocation ``extension``) is dropped;
+      ``district``, ``state``, ``text`` → ``Line-``/``City-``/``District-``/``State-``/``Address-<8 hex>``;
+      ``postalCode`` keeps its first three characters (spaces removed, upper-cased — what
+      ``clinical.patient`` keeps as ``postal_prefix``, the HIPAA Safe Harbor three-digit rule) followed by
+      ``-PC-<6 hex>``, so golden events still show the region; anything else (``period``, geolocation
+      ``extension``) is dropped;
     * ``birthDate`` keeps only its year, as ``YYYY-01-01`` (still a full FHIR date for downstream schemas);
       ``deceasedDateTime`` likewise. Other dates (effective, issued, periods, ``meta.lastUpdated``) are kept:
       incremental sync and golden events depend on them;
@@ -103,7 +106,7 @@ _UUID_PAT: Final = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}
 _RE_URN_UUID: Final = re.compile(rf"urn:uuid:({_UUID_PAT})")
 _RE_UUID: Final = re.compile(rf"^{_UUID_PAT}$")
 _RE_PSEUDO_TEXT: Final = re.compile(
-    r"^(?:(?:Name|Line|City|District|State|Address|Text)-[0-9a-f]{8}|PC-[0-9a-f]{6}|ID-[0-9a-f]{10}"
+    r"^(?:(?:Name|Line|City|District|State|Address|Text)-[0-9a-f]{8}|(?:[0-9A-Z]{3}-)?PC-[0-9a-f]{6}|ID-[0-9a-f]{10}"
     r"|\+00-[0-9a-f]{10}|[0-9a-f]{10}@example\.invalid|https://[0-9a-f]{10}\.example\.invalid/)$"
 )
 _RE_YEAR: Final = re.compile(r"^(\d{4})")
@@ -314,8 +317,15 @@ class Redactor:
                 out[k] = self._pseudo({"city": "City", "district": "District", "state": "State",
                                        "text": "Address"}[k], str(v), 8)
             elif k == "postalCode":
-                out[k] = self._pseudo("PC", str(v), 6)
+                out[k] = self._postal(str(v))
         return out
+
+    def _postal(self, code: str) -> str:
+        if _RE_PSEUDO_TEXT.match(code):
+            return code
+        prefix = code.replace(" ", "").upper()[:3]
+        pseudo = self._pseudo("PC", code, 6)
+        return f"{prefix}-{pseudo}" if len(prefix) == 3 and prefix.isalnum() else pseudo
 
     def _telecom(self, node: Any, secrets: list[str]) -> Any:
         if isinstance(node, list):

@@ -268,3 +268,15 @@ def test_scan_for_leaks_reports_planted_values() -> None:
     text = '{"a": "has s3cret-1 inside", "b": "Anne \\"Q\\" Smith"}'
     assert scan_for_leaks(text, secrets=["s3cret-1", "absent-xyz"], phi_values=['Anne "Q" Smith', "", "smith"]) == [
         "s3cret-1", 'Anne "Q" Smith', "smith"]
+
+
+def test_postal_code_keeps_the_region_prefix_the_contract_keeps() -> None:
+    from core.redact import Redactor
+
+    redactor = Redactor(b"k" * 16, phi=True)
+    doc = {"response": {"json": {"resourceType": "Patient", "id": "p1",
+                                 "address": [{"postalCode": "1024 RJ", "country": "NLD"}]}}}
+    once = redactor(doc)
+    code = once["response"]["json"]["address"][0]["postalCode"]
+    assert code.startswith("102-PC-") and "RJ" not in code
+    assert redactor(once) == once  # a pseudonym maps to itself
