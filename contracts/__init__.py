@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contracts.base import Contract, all_contracts, get_contract, register
 from contracts.clinical_condition import ConditionV1
+from contracts.clinical_deletion import DeletionV1
 from contracts.clinical_encounter import EncounterV1
 from contracts.clinical_medication_request import MedicationRequestV1
 from contracts.clinical_observation import ObservationV1
@@ -19,6 +20,7 @@ __all__ = [
     "ConditionV1",
     "Contract",
     "DataQualityV1",
+    "DeletionV1",
     "DeviceStatusV1",
     "EncounterV1",
     "InvoiceV1",

@@ -92,7 +92,10 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
             if reason is not None:
                 counts.filtered[reason] += 1
                 continue
-            if drift is not None:  # after the filter: records left out on purpose (or re-read) raise no alert
+            # After the filter (records left out on purpose, or re-read, raise no alert). Shapes are learnt from
+            # upstream JSON objects, so a connector's own record types (a decoded MQTT message, a FHIR history
+            # deletion) are not compared with them.
+            if drift is not None and type(record) is dict:
                 _check_drift(connector, env, drift, record, batch.position, events, counts)
             key, version = identity(record)
             models = map_(record)

@@ -21,6 +21,13 @@ What it implements (the subset of the FHIR REST API the connector uses, with HAP
   updated while a client pages do not shift pages. Unknown or expired snapshots answer 410 Gone, as HAPI does.
 * ``GET {base}/{Type}/{id}`` (read), ``GET {base}/metadata`` (a minimal CapabilityStatement); anything else is
   404 (unknown path or type) or 405 (other methods), always with an OperationOutcome body.
+* History and deletion: every ``add`` of a resource with an id records a version (``POST`` the first time,
+  ``PUT`` after), and ``DELETE {base}/{Type}/{id}`` or :meth:`FhirTestServer.delete` removes the resource from
+  search and read and records a ``DELETE`` version (no resource; ``response.lastModified`` and ``etag``).
+  ``GET {base}/{Type}/_history`` lists the versions of that type, newest first as FHIR orders them, in a
+  ``history`` Bundle; ``_since`` (an instant, inclusive) and ``_count`` apply, paging works like search's
+  (``_bundletype=history``). ``history=False`` builds a server without the interaction: ``_history`` is 404,
+  as on servers that do not keep versions.
 * Responses are ``application/fhir+json`` searchset Bundles with ``link`` (self, next, previous), ``entry``
   (``fullUrl``, ``resource``, ``search.mode=match``) and ``total`` (configurable to be omitted or wrong:
   clients must not trust it).
@@ -201,6 +208,28 @@ class _Snapshot:
     entries: list[_Stored]
 
 
+class _Version(NamedTuple):
+    """One entry of a type's history: a create, update or delete of one resource."""
+
+    instant: datetime
+    seq: int
+    resource_type: str
+    id: str
+    method: Literal["POST", "PUT", "DELETE"]
+    version: str
+    last_modified: str
+    """``response.lastModified`` as written (precision kept: a deletion at whole seconds says so)."""
+    body: bytes | None
+    """The resource as stored; None for a deletion."""
+
+
+@dataclass(frozen=True)
+class _HistorySnapshot:
+    id: str
+    resource_type: str
+    entries: list[_Version]
+
+
 class _Response(NamedTuple):
     status: int
     body: bytes
@@ -243,14 +272,19 @@ class FhirTestServer(LocalServer):
         host: str = "127.0.0.1",
         port: int = 0,
         base_path: str = "/fhir",
+        history: bool = True,
     ) -> None:
         super().__init__(_Handler, host=host, port=port, thread_name="fhir-test-server", poll_interval=0.05)
+        self.history = history
+        """Whether ``{Type}/_history`` is served (False: 404, a server that keeps no versions)."""
         self._store: dict[str, dict[str, _Stored]] = {}
+        self._versions: dict[str, list[_Version]] = {}
+        self._last_version: dict[tuple[str, str], str] = {}
         self._sorted: dict[str, list[_Stored]] = {}
         self._seq = 0
         self._snapshot_seq = 0
         self._last_instant = _EPOCH
-        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
+        self._snapshots: OrderedDict[str, _Snapshot | _HistorySnapshot] = OrderedDict()
         self._log: list[RequestRecord] = []
         self._faults = faults if faults is not None else Faults()
         if page_delay:
@@ -288,10 +322,49 @@ class FhirTestServer(LocalServer):
                 self._last_instant = instant
                 self._seq += 1
                 key = resource_id or f"\0{self._seq}"
-                self._store.setdefault(resource_type, {})[key] = _Stored(
-                    instant, resource_id, self._seq, resource_type, body
-                )
+                store = self._store.setdefault(resource_type, {})
+                if resource_id:  # a resource without id has no URL, so no history either
+                    version = meta.get("versionId") if isinstance(meta, dict) else None
+                    text = meta.get("lastUpdated") if isinstance(meta, dict) else None
+                    self._record_version(resource_type, resource_id, "PUT" if key in store else "POST", instant,
+                                         text if isinstance(text, str) else None, version, body)
+                store[key] = _Stored(instant, resource_id, self._seq, resource_type, body)
                 self._sorted.pop(resource_type, None)
+
+    def delete(self, resource_type: str, resource_id: str, at: datetime | str | None = None) -> str:
+        """Delete a resource as ``DELETE {base}/{Type}/{id}`` would: gone from search and read, and a ``DELETE``
+        version in the history. ``at`` is its ``lastModified`` (an aware datetime or ISO text, kept as written);
+        default 1 ms after the newest instant the server holds. Returns the ``lastModified`` written;
+        KeyError for a resource not stored."""
+        with self._lock:
+            return self._delete(resource_type, resource_id, at)
+
+    def _delete(self, resource_type: str, resource_id: str, at: datetime | str | None) -> str:
+        if resource_id not in self._store.get(resource_type, {}):
+            raise KeyError(f"{resource_type}/{resource_id} is not stored")
+        if at is None:
+            at = self._last_instant + timedelta(milliseconds=1)
+        text = at if isinstance(at, str) else at.isoformat(timespec="milliseconds")
+        instant = _parse_instant(text)
+        if instant is None:
+            raise ValueError(f"deletion time {at!r} is not an ISO instant")
+        del self._store[resource_type][resource_id]
+        self._sorted.pop(resource_type, None)
+        self._last_instant = max(self._last_instant, instant)
+        self._seq += 1
+        self._record_version(resource_type, resource_id, "DELETE", instant, text, None, None)
+        return text
+
+    def _record_version(self, resource_type: str, resource_id: str, method: Literal["POST", "PUT", "DELETE"],
+                        instant: datetime, text: str | None, version: Any, body: bytes | None) -> None:
+        """Append a history entry (lock held). Without a ``versionId`` the next number after the last one."""
+        if not isinstance(version, str):
+            last = self._last_version.get((resource_type, resource_id), "0")
+            version = str(int(last) + 1) if last.isdigit() else f"{last}.1"
+        self._last_version[(resource_type, resource_id)] = version
+        last_modified = text or instant.isoformat(timespec="milliseconds")
+        entry = _Version(instant, self._seq, resource_type, resource_id, method, version, last_modified, body)
+        self._versions.setdefault(resource_type, []).append(entry)
 
     def resource_count(self, resource_type: str = "Observation") -> int:
         with self._lock:
@@ -344,7 +417,7 @@ class FhirTestServer(LocalServer):
     # -- request handling (called from handler threads) ---------------------------------------------------
 
     def _respond(self, method: str, target: str) -> _Response:
-        if method != "GET":
+        if method not in ("GET", "DELETE"):
             return _outcome(405, "not-supported", f"{method} is not supported by this test server", "bad_method")
         split = urlsplit(target)
         path = split.path.rstrip("/")
@@ -353,6 +426,8 @@ class FhirTestServer(LocalServer):
         if path != base and not path.startswith(base + "/"):
             return _outcome(404, "not-found", f"unknown path {split.path}", "not_found")
         parts = [part for part in path[len(base) :].split("/") if part]
+        if method == "DELETE":
+            return self._delete_request(parts)
         try:
             if not parts:
                 if "_getpages" in query:
@@ -362,6 +437,8 @@ class FhirTestServer(LocalServer):
                 return _Response(200, self._capability_statement(), "metadata")
             if len(parts) > 2 or not self._serves(parts[0]):
                 return _outcome(404, "not-found", f"unknown resource type or path {split.path}", "not_found")
+            if len(parts) == 2 and parts[1] == "_history" and self.history:
+                return self._history(parts[0], query, target)
             if len(parts) == 2:
                 return self._read(parts[0], parts[1])
             return self._search(parts[0], query, target)
@@ -440,6 +517,8 @@ class FhirTestServer(LocalServer):
             snapshot = self._snapshots.get(snapshot_id)
         if snapshot is None:
             return _outcome(410, "not-found", f"search {snapshot_id} has expired or never existed", "gone")
+        if isinstance(snapshot, _HistorySnapshot):
+            return self._history_page(snapshot, offset, count, target, "history_page", fault, delay)
         return self._bundle_page(snapshot, offset, count, target, omit_total, "page", fault, delay)
 
     def _bundle_page(
@@ -487,11 +566,79 @@ class FhirTestServer(LocalServer):
             body = body[: len(body) // 2] + b"\n<html><body>502 Bad Gateway</body></html>"
         return _Response(200, body, kind, fault=fault, delay=delay)
 
-    def _page_url(self, snapshot_id: str, offset: int, count: int) -> str:
+    def _page_url(self, snapshot_id: str, offset: int, count: int, bundle_type: str = "searchset") -> str:
         return (
             f"{self.base_url}?_getpages={snapshot_id}&_getpagesoffset={offset}&_count={count}"
-            "&_bundletype=searchset"
+            f"&_bundletype={bundle_type}"
         )
+
+    # -- history and deletion -----------------------------------------------------------------------------
+
+    def _delete_request(self, parts: list[str]) -> _Response:
+        if len(parts) != 2 or parts[1] == "_history":
+            return _outcome(405, "not-supported", "DELETE is supported on {Type}/{id} only", "bad_method")
+        try:
+            self.delete(parts[0], parts[1])
+        except KeyError:
+            return _outcome(404, "not-found", f"{parts[0]}/{parts[1]} is not known", "not_found")
+        body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "information", "code": "informational", "diagnostics": f"deleted {parts[0]}/{parts[1]}"}]})
+        return _Response(200, body, "delete")
+
+    def _history(self, resource_type: str, query: dict[str, list[str]], target: str) -> _Response:
+        since: datetime | None = None
+        for name, values in query.items():
+            if name == "_since":
+                try:
+                    prefix, since, _ = _parse_date_param(values[-1])
+                except _BadRequest as exc:
+                    raise _BadRequest(f"_since: {exc}") from None
+                if values[-1][:2] == prefix:
+                    raise _BadRequest(f"_since takes an instant without a prefix, got {values[-1]!r}")
+            elif name != "_count" and name not in _IGNORED_PARAMS:
+                raise _BadRequest(f"unknown or unsupported history parameter {name!r} for {resource_type}")
+        count = _parse_count(query)
+        fault, delay = self._faults.decide(1)
+        if fault == "status":
+            return self._fault_status()
+        with self._lock:
+            versions = [v for v in self._versions.get(resource_type, ()) if since is None or v.instant >= since]
+            versions.sort(key=lambda v: (v.instant, v.seq), reverse=True)  # FHIR: oldest versions last
+            self._snapshot_seq += 1
+            snapshot = _HistorySnapshot(f"snapshot{self._snapshot_seq:06d}", resource_type, versions)
+            self._snapshots[snapshot.id] = snapshot
+            while len(self._snapshots) > MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        return self._history_page(snapshot, 0, count, target, "history", fault, delay)
+
+    def _history_page(self, snapshot: _HistorySnapshot, offset: int, count: int, target: str, kind: str,
+                      fault: FaultKind | None, delay: float) -> _Response:
+        links = [{"relation": "self", "url": self.origin + target}]
+        if count and offset + count < len(snapshot.entries):
+            links.append({"relation": "next", "url": self._page_url(snapshot.id, offset + count, count, "history")})
+        entries = []
+        for v in snapshot.entries[offset : offset + count]:
+            entry: dict[str, Any] = {"fullUrl": f"{self.base_url}/{v.resource_type}/{v.id}"}
+            if v.body is not None:
+                entry["resource"] = orjson.Fragment(v.body)
+            status = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}[v.method]
+            entry["request"] = {"method": v.method, "url": f"{v.resource_type}/{v.id}"}
+            entry["response"] = {"status": status, "etag": f'W/"{v.version}"', "lastModified": v.last_modified}
+            entries.append(entry)
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "id": f"{snapshot.id}-{offset}",
+            "meta": {"lastUpdated": self._last_instant.isoformat(timespec="milliseconds")},
+            "type": "history",
+            "total": len(snapshot.entries),
+            "link": links,
+        }
+        if entries:
+            bundle["entry"] = entries
+        body = orjson.dumps(bundle)
+        if fault == "malformed":
+            body = body[: len(body) // 2] + b"\n<html><body>502 Bad Gateway</body></html>"
+        return _Response(200, body, kind, fault=fault, delay=delay)
 
     def _fault_status(self) -> _Response:
         faults = self._faults
@@ -519,7 +666,8 @@ class FhirTestServer(LocalServer):
                         "resource": [
                             {
                                 "type": resource_type,
-                                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                                "interaction": [{"code": "read"}, {"code": "search-type"}]
+                                + ([{"code": "history-type"}, {"code": "delete"}] if self.history else []),
                                 "searchParam": [
                                     {
                                         "name": "_lastUpdated",
