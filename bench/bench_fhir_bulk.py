@@ -71,6 +71,7 @@ from core.registry import find_plugin
 from core.sinks import Sink
 from core.sinks.kafka import KafkaSink
 from core.sinks.memory import MemorySink
+from core.supervisor import tune_gc
 from tools.services import KafkaBroker
 
 PLUGIN = "fhir.bulk_export"
@@ -534,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker = stack.enter_context(KafkaBroker(startup_timeout=90))
             bootstrap, pid = broker.bootstrap, broker.pid
             log(f"broker at {bootstrap} ready in {broker.startup_seconds:.1f} s")
+        tune_gc()  # the collector settings of `inlet run`
         results = asyncio.run(bench(args, bootstrap, pid, Path(tmp), host))
     if args.json:
         print(json.dumps(results, indent=2))

@@ -87,6 +87,7 @@ from core.metrics import Stats
 from core.mqtt import MqttMessage, MqttSettings, create_session
 from core.pipeline import Pipeline, process_batch
 from core.sinks.kafka import KafkaSink
+from core.supervisor import tune_gc
 from core.types import Position
 from tools.services import KafkaBroker, Mosquitto
 
@@ -814,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bootstrap, kafka_pid = broker.bootstrap, broker.pid
             log(f"broker at {bootstrap} ready in {broker.startup_seconds:.1f} s")
         env = Env("127.0.0.1", mosquitto.port, mosquitto.url, bootstrap, mosquitto.pid, kafka_pid, Path(tmp))
+        tune_gc()  # the collector settings of `inlet run`
         results = asyncio.run(bench(args, env, host))
     print_table(results)
     print(json.dumps({k: v for k, v in results.items() if k != "profile"}, separators=(",", ":")))

@@ -76,6 +76,7 @@ from core.metrics import BatchCounts, Stats
 from core.pipeline import Pipeline, process_batch
 from core.recording import RecordingTransport, ReplayTransport
 from core.sinks.kafka import KafkaSink
+from core.supervisor import tune_gc
 from tests.servers.fhir import FhirTestServer
 from tools.services import KafkaBroker, ensure_kafka_jars, kafka_lib_dir
 
@@ -702,6 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bootstrap, pid = broker.bootstrap, broker.pid
             log(f"broker at {bootstrap} ready in {broker.startup_seconds:.1f} s")
         ensure_kafka_jars()
+        tune_gc()  # the collector settings of `inlet run`
         results = asyncio.run(bench(args, bootstrap, pid, Path(tmp), host))
     if args.json:
         print(json.dumps(results, indent=2))

@@ -7,7 +7,6 @@ Every command takes ``--config DIR`` (env ``INLET_CONFIG``), the directory with 
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 from pathlib import Path
@@ -77,13 +76,11 @@ def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) ->
 def run(config: ConfigOpt = Path("config"),
         once: Annotated[bool, typer.Option(help="Stop each integration once it has caught up")] = False) -> None:
     """Run the supervisor: every enabled integration, until SIGTERM (or caught up, with --once)."""
-    from core.supervisor import Supervisor, state_dir
+    from core.supervisor import Supervisor, state_dir, tune_gc
 
     configure_logging()
     sup_cfg, integrations = _load(config)
-    # Everything loaded so far lives as long as the process: move it out of the collector's way, so
-    # full collections walk only the short-lived objects of the stream (a few µs per event otherwise).
-    gc.freeze()
+    tune_gc()
     supervisor = Supervisor(sup_cfg, integrations, once=once)
     target = (f"Kafka at {sup_cfg.kafka.bootstrap}" if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
               else f"the outbox {state_dir(sup_cfg) / 'outbox.sqlite'}")
