@@ -12,6 +12,11 @@ What :class:`HttpClient` does on every request, in this order:
    total ``deadline_seconds``, or fail fast;
 4. checks the declared content type, so an HTML maintenance page is not parsed as data.
 
+Three ways in, one policy: :meth:`HttpClient.get` (body and headers; any status >= 400 raises, the content
+type is checked), :meth:`HttpClient.request` (any method and headers; a status the policy does not retry is
+*returned*, for protocols that speak in 202s and 4xx bodies) and :meth:`HttpClient.stream` (the body left
+unread for line-by-line downloads; credentials kept to the upstream's own origin unless told otherwise).
+
 Errors carry ``retriable`` on the class: :class:`~core.errors.UpstreamError` (retriable: the supervisor
 backs off and resumes from the checkpoint) or :class:`UpstreamRefused` (not: 401/403/404/422...).
 Every retry, wait and refusal is a log line and a Prometheus counter. ``replay:`` in the settings
@@ -22,9 +27,11 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import structlog
@@ -42,7 +49,9 @@ from core.secrets import mask
 __all__ = [
     "EXCEPTION_ACTIONS",
     "STATUS_ACTIONS",
+    "FinalStatus",
     "HttpClient",
+    "HttpResponse",
     "HttpSettings",
     "UnexpectedContent",
     "UpstreamRefused",
@@ -66,6 +75,22 @@ EXCEPTION_ACTIONS: Mapping[type[Exception], Action] = {
 
 REQUESTS = Counter("inlet_http_requests", "HTTP responses received, by status", ("upstream", "status"))
 RETRIES = Counter("inlet_http_retries", "HTTP requests retried, by reason", ("upstream", "reason"))
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """What :meth:`HttpClient.request` returns: the final answer, whatever its status, body read in full."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+FinalStatus = Callable[[HttpResponse], bool]
+"""A caller's say on a status the policy would retry: True keeps that answer (returned, not retried)."""
 
 
 class UpstreamRefused(InletError):
@@ -151,6 +176,14 @@ def _target(exc: httpx.HTTPError, url: str) -> str:
         return url
 
 
+def _transport_error(method: str, url: str, exc: httpx.HTTPError) -> InletError:
+    """A transport exception as ``_Retryable`` or :class:`UpstreamRefused`, per :data:`EXCEPTION_ACTIONS`."""
+    message = mask(f"{method} {_target(exc, url)}: {type(exc).__name__}: {exc}")
+    if _exception_action(exc) == "retry":
+        return _Retryable(message, type(exc).__name__)
+    return UpstreamRefused(message)
+
+
 class HttpClient:
     """An integration's HTTP client. Use as ``async with HttpClient(settings, ctx) as http``."""
 
@@ -166,7 +199,8 @@ class HttpClient:
         # Same host and credentials share one bucket; another tenant's credentials get their own.
         self.upstream = upstream_key(settings.base_url, credential_id(settings.auth) if settings.auth else None)
         self.limiter = limiter_for(self.upstream, settings.rate_limit)
-        self._label = httpx.URL(settings.base_url).host or "local"
+        self._origin = httpx.URL(settings.base_url)
+        self._label = self._origin.host or "local"
         self._accept = {t.lower() for t in settings.content_types}
         self._client = httpx.AsyncClient(
             base_url=settings.base_url, headers={"User-Agent": "inlet/0.1", **settings.headers},
@@ -184,27 +218,55 @@ class HttpClient:
         """Close the connection pool; idempotent."""
         await self._client.aclose()
 
-    async def _once(self, url: str, params: Mapping[str, Any] | None) -> tuple[bytes, httpx.Headers]:
-        s = self.settings
+    async def _once(self, method: str, url: str, headers: Mapping[str, str] | None,
+                    params: Mapping[str, Any] | None, final: FinalStatus | None, strict: bool) -> HttpResponse:
+        """One attempt; raises ``_Retryable`` for what the policy retries. ``strict`` is ``get()``'s contract:
+        any status >= 400 raises and a 2xx must have a declared content type."""
         try:
-            async with self.limiter.slot(), self._client.stream("GET", url, params=params) as resp:
+            async with self.limiter.slot(), self._client.stream(method, url, headers=headers, params=params) as resp:
                 REQUESTS.labels(self._label, str(resp.status_code)).inc()
                 self.limiter.observe(resp.headers)
-                return await self._read(resp, s)
+                if strict:
+                    return await self._read_strict(resp)
+                answer = HttpResponse(resp.status_code, resp.headers, await self._read_body(method, resp))
+                self._judge(method, resp, answer.body, final)
+                return answer
         except _Retryable as exc:
-            if exc.retry_after is not None and exc.reason in ("429", "503"):
-                # The upstream asked everyone to wait: pause the shared bucket, not just this request.
-                self.limiter.pause_for(exc.retry_after, "retry_after")
+            self._pause(exc)
             raise
         except UpstreamError as exc:  # the auth flow's token endpoint answered 5xx / 429
             raise _Retryable(mask(str(exc)), "auth") from exc
         except httpx.HTTPError as exc:
-            message = mask(f"GET {_target(exc, url)}: {type(exc).__name__}: {exc}")
-            if _exception_action(exc) == "retry":
-                raise _Retryable(message, type(exc).__name__) from exc
-            raise UpstreamRefused(message) from exc
+            raise _transport_error(method, url, exc) from exc
 
-    async def _read(self, resp: httpx.Response, s: HttpSettings) -> tuple[bytes, httpx.Headers]:
+    def _pause(self, exc: _Retryable) -> None:
+        if exc.retry_after is not None and exc.reason in ("429", "503"):
+            # The upstream asked everyone to wait: pause the shared bucket, not just this request.
+            self.limiter.pause_for(exc.retry_after, "retry_after")
+
+    @staticmethod
+    def _judge(method: str, resp: httpx.Response, body: bytes, final: FinalStatus | None) -> None:
+        """Raise ``_Retryable`` for a status the policy retries, unless ``final`` says this answer is final."""
+        status = resp.status_code
+        if STATUS_ACTIONS.get(status) != "retry":
+            return
+        if final is not None and final(HttpResponse(status, resp.headers, body)):
+            return
+        raise _Retryable(mask(f"{method} {resp.request.url} answered {status}: {body[:300]!r}"), str(status),
+                         retry_after_seconds(resp.headers.get("Retry-After")))
+
+    async def _read_body(self, method: str, resp: httpx.Response) -> bytes:
+        cap = self.settings.max_response_bytes
+        chunks, size = [], 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise UpstreamRefused(f"{method} {resp.request.url}: response exceeds max_response_bytes={cap}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _read_strict(self, resp: httpx.Response) -> HttpResponse:
+        s = self.settings
         status = resp.status_code
         if status >= 400:
             body = (await resp.aread())[:2000].decode("utf-8", "replace")
@@ -222,17 +284,10 @@ class HttpClient:
             preview = (await resp.aread())[:200].decode("utf-8", "replace")
             raise _Retryable(f"GET {resp.request.url}: expected {' or '.join(sorted(self._accept))}, received "
                              f"{ctype or 'no content type'}: {preview!r}", "content-type")
-        chunks, size = [], 0
-        async for chunk in resp.aiter_bytes():
-            size += len(chunk)
-            if size > s.max_response_bytes:
-                raise UpstreamRefused(f"GET {resp.request.url}: response exceeds "
-                                      f"max_response_bytes={s.max_response_bytes}")
-            chunks.append(chunk)
-        return b"".join(chunks), resp.headers
+        return HttpResponse(status, resp.headers, await self._read_body("GET", resp))
 
-    async def get(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, httpx.Headers]:
-        """GET ``url`` (relative to ``base_url`` or absolute) with retries; the body and headers."""
+    async def _attempts(self, method: str, url: str, once: Callable[[], Awaitable[_T]]) -> _T:
+        """``once()`` until it succeeds, within ``max_attempts`` and ``deadline_seconds``; every retry logged."""
         s = self.settings
         started = time.monotonic()
 
@@ -241,9 +296,9 @@ class HttpClient:
             exc = state.outcome.exception() if state.outcome else None
             reason = exc.reason if isinstance(exc, _Retryable) else "error"
             RETRIES.labels(self._label, reason).inc()
-            self.log.warning("upstream request failed; retrying", url=url, attempt=state.attempt_number,
-                             wait=round(state.next_action.sleep, 2) if state.next_action else None,
-                             reason=reason, error=str(exc)[:300])
+            self.log.warning("upstream request failed; retrying", method=method, url=mask(url),
+                             attempt=state.attempt_number, reason=reason, error=str(exc)[:300],
+                             wait=round(state.next_action.sleep, 2) if state.next_action else None)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.max_attempts) | stop_before_delay(s.deadline_seconds),  # never sleep past it
@@ -255,9 +310,83 @@ class HttpClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._once(url, params)
+                    return await once()
         except _Retryable as exc:
             kind = UnexpectedContent if exc.reason == "content-type" else UpstreamError
             raise kind(f"{exc} (gave up after {attempt.retry_state.attempt_number} attempts, "
                        f"{time.monotonic() - started:.1f} s)") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, httpx.Headers]:
+        """GET ``url`` (relative to ``base_url`` or absolute) with retries; the body and headers.
+
+        Stricter than :meth:`request`: any status >= 400 raises, and the content type must be a declared one.
+        """
+        answer = await self._attempts("GET", url, lambda: self._once("GET", url, None, params, None, strict=True))
+        return answer.body, answer.headers
+
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                      params: Mapping[str, Any] | None = None, final: FinalStatus | None = None) -> HttpResponse:
+        """One request (relative to ``base_url`` or absolute) with the client's limiter, auth, retries and size cap.
+
+        Unlike :meth:`get`, every status the policy does not retry is *returned*, 4xx included, so protocols
+        that speak in status codes (``202 Accepted``, a FHIR OperationOutcome with a 4xx) can read the answer.
+        A retried status (:data:`STATUS_ACTIONS`) that is still failing after the last attempt raises
+        :class:`~core.errors.UpstreamError`. ``final`` lets a caller declare such an answer final after all
+        (e.g. a 500 whose body says the job failed for good): it is then returned, not retried.
+        """
+        return await self._attempts(
+            method, url, lambda: self._once(method, url, headers, params, final, strict=False))
+
+    @asynccontextmanager
+    async def stream(self, url: str, *, headers: Mapping[str, str] | None = None,
+                     send_auth: bool | Literal["cross-origin"] = True,
+                     final: FinalStatus | None = None) -> AsyncIterator[httpx.Response]:
+        """GET ``url`` with the body left unread: ``async with http.stream(url) as resp``; closed on exit.
+
+        Opening is retried like :meth:`request` (a status the policy does not retry is yielded, its body
+        already read into ``resp.content`` when >= 400); reading the body is the caller's, and a failure
+        while reading is not retried here (the caller resumes from its checkpoint). The limiter slot is
+        held for the response head only: a paused pipeline holding a half-read file must not block other
+        integrations sharing the upstream's concurrency cap.
+
+        ``send_auth``: True sends the client's credentials, but only to its own origin (``base_url``'s
+        scheme, host and port) — another origin raises :class:`UpstreamRefused`, nothing is sent; False
+        sends none (a pre-signed URL); ``"cross-origin"`` sends them to any origin, an explicit decision.
+        """
+        target = self._client.build_request("GET", url, headers=headers).url
+        if send_auth is True and (target.scheme, target.netloc) != (self._origin.scheme, self._origin.netloc):
+            raise UpstreamRefused(mask(f"GET {url}: credentials are only sent to {self._origin.scheme}://"
+                                       f"{self._origin.netloc.decode()}; pass send_auth=False (or "
+                                       f"'cross-origin' to send them anyway)"))
+        auth: Any = httpx.USE_CLIENT_DEFAULT if send_auth else None
+
+        async def once() -> httpx.Response:
+            request = self._client.build_request("GET", url, headers=headers)
+            try:
+                async with self.limiter.slot():
+                    resp = await self._client.send(request, stream=True, auth=auth)
+            except UpstreamError as exc:  # the auth flow's token endpoint answered 5xx / 429
+                raise _Retryable(mask(str(exc)), "auth") from exc
+            except httpx.HTTPError as exc:
+                raise _transport_error("GET", url, exc) from exc
+            REQUESTS.labels(self._label, str(resp.status_code)).inc()
+            self.limiter.observe(resp.headers)
+            if resp.status_code >= 400:
+                try:
+                    body = await resp.aread()
+                    self._judge("GET", resp, body, final)
+                except _Retryable as exc:
+                    self._pause(exc)
+                    raise
+                except httpx.HTTPError as exc:
+                    raise _transport_error("GET", url, exc) from exc
+                finally:
+                    await resp.aclose()
+            return resp
+
+        resp = await self._attempts("GET", url, once)
+        try:
+            yield resp
+        finally:
+            await resp.aclose()

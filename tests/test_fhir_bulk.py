@@ -24,7 +24,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings, OperationOutcomeError, _File, _lines
+from connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
+from connectors.fhir.ndjson import NdjsonFile, ndjson_lines
+from connectors.fhir.outcome import OperationOutcomeError
 from connectors.fhir.synth import generate_dataset
 from core.checkpoint import CheckpointStore
 from core.connector import IntegrationContext
@@ -379,8 +381,8 @@ def test_lines_are_the_same_however_the_body_is_chunked(lines: list[bytes], cuts
 
     async def collect() -> list[tuple[int, bytes, str | None]]:
         resp = httpx.Response(200, content=stream())
-        file = _File(0, "http://x/0.ndjson", "Observation", "output")
-        return [(ln.line, bytes(ln), ln.problem) async for batch in _lines(resp, file, 30) for ln in batch]
+        file = NdjsonFile(0, "http://x/0.ndjson", "Observation", "output")
+        return [(ln.line, bytes(ln), ln.problem) async for batch in ndjson_lines(resp, file, 30) for ln in batch]
 
     got = asyncio.run(collect())
     expected = []

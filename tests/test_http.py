@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -14,7 +15,7 @@ from core.checkpoint import CheckpointStore
 from core.connector import IntegrationContext
 from core.envelope import Enveloper
 from core.errors import UpstreamError
-from core.http import HttpClient, HttpSettings, UnexpectedContent, UpstreamRefused
+from core.http import HttpClient, HttpResponse, HttpSettings, UnexpectedContent, UpstreamRefused
 from core.metrics import Stats
 from core.pagination import NextLinkPaginator, paginate
 from core.pipeline import Pipeline
@@ -22,7 +23,7 @@ from core.ratelimit import RateLimitSettings, reset_limiters
 from core.sinks.outbox import OutboxSink
 from tests.servers.fhir import Faults as FhirFaults
 from tests.servers.fhir import FhirTestServer
-from tests.servers.http import Faults, HttpTestServer, RateLimit
+from tests.servers.http import Faults, HttpTestServer, RateLimit, Request, Response
 
 
 async def test_past_the_retry_budget_the_batch_fails_without_committing_its_position(tmp_path: Path) -> None:
@@ -144,6 +145,130 @@ async def test_a_refused_status_fails_fast_and_masks_an_api_key_in_the_url(monke
         await http.aclose()
     assert "answered 404" in str(info.value) and "k-secret-98765" not in str(info.value)
     assert len(server.requests) == 1, "404 is not retried"
+
+
+# --- request(): the answer whatever its status, retries per the policy ------------------------------------
+
+OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid",
+                                                          "diagnostics": "_since is not a date"}]}
+
+
+async def test_request_returns_a_202_and_a_4xx_with_its_body_without_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-123456")
+    reset_limiters()
+    with HttpTestServer(10) as server:
+        server.route("/kick", lambda r: Response(202, b"", {"Content-Location": "/status/7"}))
+        server.route("/bad", lambda r: Response(400, OUTCOME, content_type="application/fhir+json"))
+        async with _client(server.url, "req", max_attempts=5, backoff_initial=0.01) as http:
+            accepted = await http.request("GET", "/kick", headers={"Prefer": "respond-async"}, params={"_type": "X"})
+            refused = await http.request("POST", "/bad")
+    assert accepted.status == 202 and accepted.headers["Content-Location"] == "/status/7" and accepted.body == b""
+    assert refused.status == 400 and b"_since is not a date" in refused.body
+    kick, bad = server.requests
+    assert (kick.method, kick.path, kick.query, kick.headers["prefer"]) == ("GET", "/kick", {"_type": ["X"]},
+                                                                             "respond-async")
+    assert kick.headers["x-api-key"] == "k-123456", "auth is applied"
+    assert bad.method == "POST" and len(server.requests) == 2, "a 4xx is returned, not retried"
+
+
+async def test_request_retries_a_5xx_then_returns_the_answer_or_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-123456")
+    reset_limiters()
+    with HttpTestServer(10, faults=Faults(status=503, retry_after=None, fail_first=2)) as server:
+        async with _client(server.url, "flaky", max_attempts=3, backoff_initial=0.01, backoff_max=0.02) as http:
+            answer = await http.request("GET", "/next")
+            assert answer.status == 200 and b'"items"' in answer.body
+            assert http.retries == 2 and server.counts["fault:status"] == 2
+            server.faults = Faults(status=502, retry_after=None, fail_first=100)
+            with pytest.raises(UpstreamError, match=r"GET .*/next answered 502.*gave up after 3 attempts"):
+                await http.request("GET", "/next")
+    assert [r.status for r in server.requests] == [503, 503, 200, 502, 502, 502], "max_attempts=3 per request"
+
+
+async def test_request_returns_a_retryable_status_the_caller_declares_final(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-123456")
+    reset_limiters()
+    seen: list[HttpResponse] = []
+
+    def final(answer: HttpResponse) -> bool:
+        seen.append(answer)
+        return b"job failed" in answer.body
+
+    with HttpTestServer(10) as server:
+        server.route("/failed", lambda r: Response(500, {"error": "job failed"}))
+        server.route("/busy", lambda r: Response(500, {"error": "busy"}))
+        async with _client(server.url, "final", max_attempts=2, backoff_initial=0.01) as http:
+            answer = await http.request("GET", "/failed", final=final)
+            with pytest.raises(UpstreamError, match="answered 500"):
+                await http.request("GET", "/busy", final=final)
+    assert answer.status == 500 and server.counts["/failed"] == 1
+    assert server.counts["/busy"] == 2 and len(seen) == 3
+
+
+async def test_request_honours_retry_after_and_pauses_the_shared_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-123456")
+    reset_limiters()
+    with HttpTestServer(10, faults=Faults(status=429, retry_after=1, fail_first=1)) as server:
+        async with _client(server.url, "polite", max_attempts=3, backoff_initial=0.01) as http:
+            answer = await http.request("GET", "/next")
+    first, second = server.requests
+    assert (first.status, second.status, answer.status) == (429, 200, 200)
+    assert second.at - first.at >= 0.95, "Retry-After: 1 was not honoured"
+
+
+# --- stream(): the body unread, the open retried, the slot for the head only, credentials kept home ------
+
+
+async def test_stream_retries_the_open_and_yields_the_unread_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-123456")
+    reset_limiters()
+    with HttpTestServer(10, faults=Faults(status=503, retry_after=None, fail_first=2)) as server:
+        async with _client(server.url, "stream", max_attempts=3, backoff_initial=0.01) as http:
+            async with http.stream("/next?size=10", headers={"Accept": "application/json"}) as resp:
+                assert resp.status_code == 200 and not resp.is_stream_consumed
+                body = b"".join([chunk async for chunk in resp.aiter_bytes()])
+            assert resp.is_closed
+            assert http.retries == 2
+            async with http.stream("/status/404") as missing:
+                assert missing.status_code == 404 and b"404" in missing.content  # not retried, body readable
+    assert b'"item-00010"' in body
+    assert server.counts["fault:status"] == 2 and server.counts["/status/404"] == 1
+
+
+async def test_stream_holds_the_limiter_slot_for_the_head_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-123456")
+    reset_limiters()
+    with HttpTestServer(50) as server:
+        settings = HttpSettings(base_url=server.url, rate_limit=RateLimitSettings(max_concurrency=1))
+        async with HttpClient(settings, IntegrationContext("acme", "slot")) as http, \
+                http.stream("/next?size=50") as resp:
+            # One concurrent request allowed: this only completes if the open stream gave its slot back.
+            body, _ = await asyncio.wait_for(http.get("/next?size=1"), timeout=5)
+            rest = await resp.aread()
+    assert b'"item-00001"' in body and b'"item-00050"' in rest
+
+
+async def test_stream_sends_credentials_to_another_origin_only_when_told_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "k-secret-4711")
+    reset_limiters()
+
+    def echo(request: Request) -> Response:
+        return Response(200, {"key": request.headers.get("x-api-key")})
+
+    with HttpTestServer(10) as home, HttpTestServer(10) as other:
+        home.route("/echo", echo)
+        other.route("/echo", echo)
+        async with _client(home.url, "origin") as http:
+            with pytest.raises(UpstreamRefused, match=r"credentials are only sent to http://127\.0\.0\.1"):
+                async with http.stream(f"{other.url}/echo"):
+                    pass  # pragma: no cover
+            assert other.requests == [], "nothing was sent to the other origin"
+            keys = []
+            for url, send_auth in ((f"{home.url}/echo", True), ("/echo", True), (f"{other.url}/echo", False),
+                                   (f"{other.url}/echo", "cross-origin")):
+                async with http.stream(url, send_auth=send_auth) as resp:  # type: ignore[arg-type]
+                    keys.append(orjson.loads(await resp.aread())["key"])
+    assert keys == ["k-secret-4711", "k-secret-4711", None, "k-secret-4711"]
 
 
 def _retries(reason: str) -> float:
