@@ -60,3 +60,28 @@ async def test_strict_search_sends_structurally_broken_resources_to_the_dlq() ->
         _, counts = process_batch(connector, Enveloper("acme", "obs"), Batch(records, {}))
         assert counts.dlq.total() == dlq
         assert counts.dlq.get("decode", 0) == dlq  # strict refuses it before mapping, naming the element path
+
+
+def test_strict_bulk_refuses_a_structurally_broken_line() -> None:
+    import orjson
+
+    from connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
+    from connectors.fhir.ndjson import NdjsonFile, NdjsonLine
+    from core.connector import IntegrationContext
+
+    def line(doc: dict[str, object]) -> NdjsonLine:
+        out = NdjsonLine(orjson.dumps(doc))
+        out.file, out.line, out.problem, out.unterminated = NdjsonFile(0, "http://x/f.ndjson", "Observation",
+                                                                       "output"), 1, None, False
+        return out
+
+    broken = {**BASE, "bogusElement": 1}
+    for strict in (False, True):
+        settings = FhirBulkSettings.model_validate({"http": {"base_url": "http://127.0.0.1:9/fhir"}, "strict": strict})
+        connector = FhirBulkExportConnector(IntegrationContext("acme", "bulk"), settings)
+        assert connector.decode(line(BASE))["id"] == "o1"
+        if strict:
+            with pytest.raises(DecodeError, match="bogusElement"):
+                connector.decode(line(broken))
+        else:
+            assert connector.decode(line(broken))["bogusElement"] == 1
