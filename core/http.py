@@ -94,7 +94,15 @@ FinalStatus = Callable[[HttpResponse], bool]
 
 
 class UpstreamRefused(InletError):
-    """The upstream answered with a status that retrying will not fix (401, 403, 404, 422, ...)."""
+    """The upstream answered with a status that retrying will not fix (401, 403, 404, 422, ...).
+
+    ``status`` and ``body`` (the first 2,000 bytes) are kept when there was an answer, so a family can read
+    its protocol's error document (a FHIR OperationOutcome) into a more specific error.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status, self.body = status, body
 
 
 class UnexpectedContent(UpstreamError):
@@ -269,12 +277,12 @@ class HttpClient:
         s = self.settings
         status = resp.status_code
         if status >= 400:
-            body = (await resp.aread())[:2000].decode("utf-8", "replace")
+            raw = (await resp.aread())[:2000]
             # mask(): an API key sent as a query parameter is part of the URL.
-            msg = mask(f"GET {resp.request.url} answered {status}: {body}")
+            msg = mask(f"GET {resp.request.url} answered {status}: {raw.decode('utf-8', 'replace')}")
             if STATUS_ACTIONS.get(status) == "retry":
                 raise _Retryable(msg, str(status), retry_after_seconds(resp.headers.get("Retry-After")))
-            raise UpstreamRefused(msg)
+            raise UpstreamRefused(msg, status, raw)
         declared = resp.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > s.max_response_bytes:
             raise UpstreamRefused(f"GET {resp.request.url}: response of {declared} bytes exceeds "

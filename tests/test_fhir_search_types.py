@@ -255,3 +255,20 @@ def test_no_fixture_file_holds_a_generated_name_or_identifier() -> None:
         text = path.read_text()
         assert len(text) < 300_000, path
         assert scan_for_leaks(text, secrets=[], phi_values=phi) == [], path
+
+
+async def test_a_refused_search_is_a_typed_error_with_the_servers_issue_codes() -> None:
+    from connectors.fhir.outcome import OperationOutcomeError
+    from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
+    from core.connector import IntegrationContext
+    from tests.servers.fhir import FhirTestServer
+
+    with FhirTestServer([]) as server:
+        settings = FhirSearchSettings.model_validate({"http": {"base_url": server.base_url, "max_attempts": 1},
+                                                      "resource_type": "Patient", "params": {"shoe-size": "42"}})
+        async with FhirSearchConnector(IntegrationContext("acme", "patients"), settings) as connector:
+            with pytest.raises(OperationOutcomeError) as info:
+                async for _ in connector.read(None):
+                    pass
+    assert info.value.status == 400 and info.value.codes == ("invalid",)
+    assert "shoe-size" in str(info.value) and "search Patient answered 400" in str(info.value)

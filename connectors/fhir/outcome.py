@@ -55,10 +55,18 @@ class OperationOutcomeError(UpstreamRefused):
     """
 
     def __init__(self, what: str, status: int, issues: Sequence[Issue], body: bytes = b"") -> None:
-        self.status, self.issues = status, tuple(issues)
+        said = describe_issues(issues) or body[:300].decode("utf-8", "replace") or "no body"
+        super().__init__(mask(f"{what} answered {status}: {said}"), status, body)
+        self.issues = tuple(issues)
         self.codes = tuple(code for _, code, _ in self.issues)
-        said = describe_issues(self.issues) or body[:300].decode("utf-8", "replace") or "no body"
-        super().__init__(mask(f"{what} answered {status}: {said}"))
+
+    @classmethod
+    def from_refusal(cls, what: str, exc: UpstreamRefused) -> UpstreamRefused:
+        """``exc`` as an OperationOutcomeError when its body is an OperationOutcome, else ``exc`` itself."""
+        issues = outcome_issues(exc.body)
+        if not issues or exc.status is None:
+            return exc
+        return cls(what, exc.status, issues, exc.body)
 
 
 def final_outcome(answer: HttpResponse) -> bool:

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal, get_args
 import orjson
 from pydantic import Field, create_model
 
+from connectors.fhir.outcome import OperationOutcomeError
 from connectors.fhir.resources import filter_reason, map_resource
 from connectors.fhir.strict import validate_strict
 from contracts.base import Contract
@@ -236,6 +237,11 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                     raise PageDecodeError(page.url, orjson.dumps(page.body), "not a FHIR Bundle")
             except StopAsyncIteration:
                 break
+            except UpstreamRefused as exc:  # a 4xx: typed with the server's issue codes when it says why
+                typed = OperationOutcomeError.from_refusal(f"search {self.resource_type}", exc)
+                if typed is exc:
+                    raise
+                raise typed from exc
             except PageDecodeError as exc:
                 yield Batch([UndecodablePage(exc.url, exc.body, exc.reason)], self._position(watermark, ids, *deleted))
                 return
