@@ -250,8 +250,9 @@ async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_super
     by ``sys_interval``. MQTT requires the broker to keep a QoS 1 message until its PUBACK, so "handed to the
     supervisor, no PUBACK, later on Kafka" is the broker's queue acting as the buffer.
 
-    Neither a restart nor /readyz 503 is asserted during the outage: today aiokafka keeps a batch for a known
-    but unreachable leader without expiring it, so the pipeline waits (backpressure) instead of failing.
+    aiokafka keeps a batch for a known but unreachable leader without expiring it; ``KafkaSink`` bounds that wait
+    (2x the request timeout), so the outage shows: the integration fails its batch, /readyz answers 503, the
+    supervisor restarts it with backoff (unacknowledged readings are redelivered), all without a PUBACK.
     """
     kafka = kafka_broker_factory()
     broker = packet_logging_mosquitto
@@ -288,6 +289,7 @@ async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_super
         time.sleep(4.0)  # four producer request timeouts: time enough for a wrong PUBACK to go out
         assert proc.poll() is None, "the supervisor must keep running while Kafka is down"
         assert _http_status(port, "/healthz") == 200
+        _wait_for(lambda: _http_status(port, "/readyz") == 503, 10, "/readyz reporting the outage", root)
         assert _events_out(port) == first, "the sink accepted events while Kafka was down"
         assert pubacks() == first, "a PUBACK went out for a reading that is not on Kafka"
 
