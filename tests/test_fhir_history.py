@@ -14,7 +14,8 @@ import orjson
 import pytest
 import structlog
 
-from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings, HistoryDeletion
+from connectors.fhir.history import HistoryDeletion
+from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
 from connectors.fhir.synth import generate_observations
 from contracts.clinical_deletion import DeletionV1
 from core.checkpoint import CheckpointStore

@@ -20,27 +20,14 @@ OperationOutcome entry (``search.mode = outcome``) is logged as the server's war
 not a JSON Bundle becomes one DLQ record (stage decode) and ends the pass without moving the position,
 so the next poll reads it again. A resource of another type than the one searched is a MappingError.
 
-Deletions (``history_deletes: true``, for servers that keep versions): a search never returns a deleted
-resource, so after the search pages of a pass the connector reads ``GET [base]/<Type>/_history?_since=<s>``
-(paged by ``Bundle.link[next]`` like the search) and maps each entry with ``request.method = DELETE`` to
-``clinical.deletion`` (identity ``(<Type>/<id>, "deleted@" + version or time)``). The other entries are versions
-the search delivers anyway: they are not made records at all (so they are not in the books: records in =
-events + DLQ + filtered holds over the deletions alone) and are only counted in the pass's log line. ``s`` is
-the position's own ``deleted_since`` watermark, with ``deleted_at_watermark`` deduplicating deletions in
-that instant (``_since`` is inclusive) the way ``ids_at_watermark`` does for the search. A history Bundle lists
-newest first, so the watermark moves only with the last history page; every batch before carries the old
-one (a crash re-reads the history from it: same event ids). A position without ``deleted_since`` (written
-before, or with the flag off) starts the history at the pass's starting ``last_updated``; ``deleted_since:
-null`` means from the beginning. With the flag off the position keeps its two keys, unchanged. A server that
-refuses ``_history`` (a 4xx such as 404/400/405, or a 200 OperationOutcome) gets one warning per pass and the
-pass ends as if the flag were off; a page that is not a Bundle is one DLQ record, as for the search.
+Deletions (``history_deletes: true``): after the search pages of a pass, :mod:`connectors.fhir.history` reads
+``<Type>/_history`` for DELETE entries (``clinical.deletion``); its module docstring has the rules.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar, Literal, get_args
@@ -48,6 +35,7 @@ from typing import Any, ClassVar, Literal, get_args
 import orjson
 from pydantic import Field, create_model
 
+from connectors.fhir.history import HistoryDeletion, UndecodablePage, map_deletion, read_deletions
 from connectors.fhir.outcome import OperationOutcomeError
 from connectors.fhir.resources import filter_reason, map_resource
 from connectors.fhir.strict import validate_strict
@@ -61,12 +49,12 @@ from contracts.clinical_patient import PatientV1
 from core.connector import Batch, Connector, IntegrationContext, PluginSettings
 from core.errors import ConfigError, DecodeError, MappingError
 from core.http import HttpClient, HttpSettings, UpstreamRefused
-from core.pagination import NextLinkPaginator, PageDecodeError, paginate
+from core.pagination import NextLinkPaginator, Page, PageDecodeError, paginate
 from core.time import Instant, normalise
 from core.types import Position
 
-__all__ = ["FhirObservationSearchConnector", "FhirSearchConnector", "FhirSearchSettings", "HistoryDeletion",
-           "ResourceType", "UndecodablePage", "pinned_settings", "watermark_key"]
+__all__ = ["FhirObservationSearchConnector", "FhirSearchConnector", "FhirSearchSettings", "ResourceType",
+           "pinned_settings", "watermark_key"]
 
 ResourceType = Literal["Observation", "Patient", "Encounter", "Condition", "MedicationRequest"]
 """The resource types the family maps to a contract (``connectors.fhir.resources.MAPPERS``)."""
@@ -105,84 +93,6 @@ def watermark_key(res: Any) -> str:
     meta = res.get("meta")
     version = meta.get("versionId") if type(meta) is dict else None
     return rid if version is None or version == "1" else f"{rid}/_history/{version}"
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryDeletion:
-    """A ``request.method = DELETE`` entry of a history Bundle, with the Bundle's ``meta.lastUpdated`` (the
-    fallback time of an entry without ``response.lastModified``)."""
-
-    entry: dict[str, Any]
-    listed_at: str | None
-
-    def target(self) -> tuple[str, str, str | None]:
-        """``(type, id, version)`` from ``request.url`` (else ``fullUrl``); ("", "", None) when neither says.
-
-        The version is the etag's (``W/"3"``), else the ``_history/3`` of the URL."""
-        url = (self.entry.get("request") or {}).get("url") or self.entry.get("fullUrl") or ""
-        parts = [p for p in str(url).split("?", 1)[0].split("/") if p]
-        version = None
-        if len(parts) >= 4 and parts[-2] == "_history":
-            version, parts = parts[-1], parts[:-2]
-        etag = (self.entry.get("response") or {}).get("etag")
-        tagged = etag.removeprefix("W/").strip('"') if isinstance(etag, str) else ""
-        version = tagged or version
-        return (parts[-2], parts[-1], version) if len(parts) >= 2 else ("", "", version)
-
-    def time(self) -> Any:
-        """``response.lastModified``, else the listing's time."""
-        return (self.entry.get("response") or {}).get("lastModified") or self.listed_at
-
-    def key(self) -> str:
-        """What ``deleted_at_watermark`` holds: ``<Type>/<id>``, qualified by the version when there is one."""
-        rtype, rid, version = self.target()
-        return f"{rtype}/{rid}" if version is None else f"{rtype}/{rid}/_history/{version}"
-
-
-@dataclass(slots=True)
-class _HistoryScan:
-    """The records of history pages, and the newest instant they list (the next ``deleted_since``)."""
-
-    newest: Instant | None
-    keys: set[str]
-    """Keys of the deletions at ``newest`` (``deleted_at_watermark``)."""
-    deletions: int = 0
-    versions: int = 0
-
-    def take(self, entries: list[Any], listed_at: str | None) -> list[Any]:
-        """The records of one page: its DELETE entries, and entries that are not objects (the DLQ says why).
-        Creates and updates are only counted: the search delivers them."""
-        records: list[Any] = []
-        for entry in entries:
-            method = (entry.get("request") or {}).get("method") if isinstance(entry, dict) else None
-            record = HistoryDeletion(entry, listed_at) if method == "DELETE" else None
-            if record is None and isinstance(entry, dict):
-                self.versions += 1
-                when = (entry.get("response") or {}).get("lastModified")
-            else:
-                records.append(record if record is not None else entry)
-                self.deletions += record is not None
-                when = record.time() if record is not None else None
-            try:
-                inst = normalise(when, "UTC") if when is not None else None
-            except MappingError:
-                continue  # map() reports a deletion's bad time; the watermark just does not move
-            if inst is None:
-                continue
-            if self.newest is None or inst.utc > self.newest.utc:
-                self.newest, self.keys = inst, set()
-            if inst.utc == self.newest.utc and record is not None:
-                self.keys.add(record.key())
-        return records
-
-
-@dataclass(frozen=True, slots=True)
-class UndecodablePage:
-    """A page body that is not a JSON Bundle: the raw bytes, kept for the DLQ."""
-
-    url: str
-    body: bytes
-    reason: str
 
 
 class FhirSearchConnector(Connector[FhirSearchSettings]):
@@ -232,16 +142,9 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         pages = paginate(self.http, paginator, self.resource_type, params)
         while True:
             try:
-                page = await anext(pages)
-                if not isinstance(page.body, dict) or page.body.get("resourceType") != "Bundle":
-                    raise PageDecodeError(page.url, orjson.dumps(page.body), "not a FHIR Bundle")
+                page = await self._next_page(pages)
             except StopAsyncIteration:
                 break
-            except UpstreamRefused as exc:  # a 4xx: typed with the server's issue codes when it says why
-                typed = OperationOutcomeError.from_refusal(f"search {self.resource_type}", exc)
-                if typed is exc:
-                    raise
-                raise typed from exc
             except PageDecodeError as exc:
                 yield Batch([UndecodablePage(exc.url, exc.body, exc.reason)], self._position(watermark, ids, *deleted))
                 return
@@ -271,9 +174,24 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 watermark = advanced.isoformat()
             yield Batch(records, self._position(watermark, ids, *deleted))
         if s.history_deletes:
-            async for batch in self._read_deletions({"last_updated": watermark, "ids_at_watermark": sorted(ids)},
-                                                    *deleted):
+            async for batch in read_deletions(self.http, self.log, self.resource_type, s.page_size,
+                                              {"last_updated": watermark, "ids_at_watermark": sorted(ids)},
+                                              *deleted):
                 yield batch
+
+    async def _next_page(self, pages: AsyncIterator[Page]) -> Page:
+        """The next search Bundle (StopAsyncIteration at the end); PageDecodeError for anything else; a refusal
+        (4xx) typed as OperationOutcomeError with the server's issue codes when its body says why."""
+        try:
+            page = await anext(pages)
+        except UpstreamRefused as exc:
+            typed = OperationOutcomeError.from_refusal(f"search {self.resource_type}", exc)
+            if typed is exc:
+                raise
+            raise typed from exc
+        if not isinstance(page.body, dict) or page.body.get("resourceType") != "Bundle":
+            raise PageDecodeError(page.url, orjson.dumps(page.body), "not a FHIR Bundle")
+        return page
 
     def _position(self, watermark: str | None, ids: set[str], deleted_since: str | None,
                   deleted_seen: set[str]) -> Position:
@@ -289,52 +207,6 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         self._deleted_since = normalise(deleted_since, "UTC").utc if deleted_since else None
         self._deleted_seen = frozenset(deleted_seen)
         return deleted_since, deleted_seen
-
-    async def _read_deletions(self, search_position: Position, since: str | None,
-                              seen: set[str]) -> AsyncIterator[Batch]:
-        """The DELETE entries of ``<Type>/_history?_since=<since>``; the last batch moves the deletion watermark.
-
-        A page's batch is held until the next page has arrived: history lists newest first, so only after
-        the last page is the newest instant known, and that batch alone carries it.
-        """
-        def position(deleted_since: str | None, keys: set[str]) -> Position:
-            return {**search_position, "deleted_since": deleted_since, "deleted_at_watermark": sorted(keys)}
-
-        params: dict[str, Any] = {"_count": str(self.settings.page_size)}
-        if since is not None:
-            params["_since"] = since
-        scan = _HistoryScan(normalise(since, "UTC") if since else None, set(seen))
-        held: list[Any] | None = None
-        pages = paginate(self.http, NextLinkPaginator("fhir"), f"{self.resource_type}/_history", params)
-        while True:
-            try:
-                page = await anext(pages)
-                body = page.body
-                if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-                    raise UpstreamRefused("answered an OperationOutcome: " + "; ".join(
-                        str(i.get("diagnostics") or i.get("code")) for i in body.get("issue") or ()
-                        if isinstance(i, dict)))
-                if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
-                    raise PageDecodeError(page.url, orjson.dumps(body), "not a FHIR Bundle")
-            except StopAsyncIteration:
-                break
-            except UpstreamRefused as exc:
-                self.log.warning("the server refuses the history of deletions; none read this pass",
-                                 resource_type=self.resource_type, error=str(exc)[:300])
-                if held is not None:
-                    yield Batch(held, position(since, seen))
-                return
-            except PageDecodeError as exc:
-                if held is not None:
-                    yield Batch(held, position(since, seen))
-                yield Batch([UndecodablePage(exc.url, exc.body, exc.reason)], position(since, seen))
-                return
-            if held is not None:
-                yield Batch(held, position(since, seen))
-            held = scan.take(page.records, (body.get("meta") or {}).get("lastUpdated"))
-        self.log.info("history read", resource_type=self.resource_type, since=since, deletions=scan.deletions,
-                      versions_skipped=scan.versions)
-        yield Batch(held or [], position(scan.newest.isoformat() if scan.newest else since, scan.keys))
 
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
@@ -371,27 +243,12 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
 
     def map(self, record: Any) -> Sequence[Contract]:
         if isinstance(record, HistoryDeletion):
-            return [self._map_deletion(record)]
+            return [map_deletion(record, self.resource_type)]
         rtype = record.get("resourceType")
         if rtype != self.resource_type and isinstance(rtype, str):
             raise MappingError(f"{rtype}/{record.get('id')}: the search for {self.resource_type} returned a "
                                f"{rtype} (an _include or a server bug); this integration maps {self.resource_type}")
         return [map_resource(record, self.ctx.zone)]
-
-    def _map_deletion(self, record: HistoryDeletion) -> DeletionV1:
-        rtype, rid, version = record.target()
-        where = f"history DELETE entry {str(record.entry)[:200]}"
-        if not rid:
-            raise MappingError(f"{where}: neither request.url nor fullUrl names <Type>/<id>")
-        if rtype != self.resource_type:
-            raise MappingError(f"{where}: the history of {self.resource_type} listed {rtype}/{rid}")
-        when = record.time()
-        if when is None:
-            raise MappingError(f"{where}: no response.lastModified and no Bundle meta.lastUpdated")
-        deleted = normalise(when, "UTC")
-        return DeletionV1(resource_type=rtype, resource_id=rid, deleted_at=deleted.utc,
-                          deleted_at_precision=deleted.precision, source_version=version)
-
 
 class FhirObservationSearchConnector(FhirSearchConnector):
     """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v1."""
