@@ -1,18 +1,18 @@
 """FHIR deletions through ``_history``, for the search connector (``history_deletes: true``).
 
-For servers that keep versions: a search never returns a deleted resource, so after the search pages of a pass the connector reads ``GET [base]/<Type>/_history?_since=<s>``
-(paged by ``Bundle.link[next]`` like the search) and maps each entry with ``request.method = DELETE`` to
-``clinical.deletion`` (identity ``(<Type>/<id>, "deleted@" + version or time)``). The other entries are versions
-the search delivers anyway: they are not made records at all (so they are not in the books: records in =
-events + DLQ + filtered holds over the deletions alone) and are only counted in the pass's log line. ``s`` is
-the position's own ``deleted_since`` watermark, with ``deleted_at_watermark`` deduplicating deletions in
-that instant (``_since`` is inclusive) the way ``ids_at_watermark`` does for the search. A history Bundle lists
-newest first, so the watermark moves only with the last history page; every batch before carries the old
-one (a crash re-reads the history from it: same event ids). A position without ``deleted_since`` (written
-before, or with the flag off) starts the history at the pass's starting ``last_updated``; ``deleted_since:
-null`` means from the beginning. With the flag off the position keeps its two keys, unchanged. A server that
-refuses ``_history`` (a 4xx such as 404/400/405, or a 200 OperationOutcome) gets one warning per pass and the
-pass ends as if the flag were off; a page that is not a Bundle is one DLQ record, as for the search.
+For servers that keep versions: a search never returns a deleted resource, so after the search pages of a pass the
+connector reads ``GET [base]/<Type>/_history?_since=<s>`` (paged by ``Bundle.link[next]`` like the search) and maps
+each entry with ``request.method = DELETE`` to ``clinical.deletion`` (identity ``(<Type>/<id>, "deleted@" + version
+or time)``). The other entries are versions the search delivers anyway: they are not made records at all (so they
+are not in the books: records in = events + DLQ + filtered holds over the deletions alone) and are only counted in
+the pass's log line. ``s`` is the position's own ``deleted_since`` watermark, with ``deleted_at_watermark``
+deduplicating deletions in that instant (``_since`` is inclusive) the way ``ids_at_watermark`` does for the search.
+A history Bundle lists newest first, so the watermark moves only with the last history page; every batch before
+carries the old one (a crash re-reads the history from it: same event ids). A position without ``deleted_since``
+(written before, or with the flag off) starts the history at the pass's starting ``last_updated``; ``deleted_since:
+null`` means from the beginning. With the flag off the position keeps its two keys, unchanged. A server that refuses
+``_history`` (a 4xx such as 404/400/405, or a 200 OperationOutcome) gets one warning per pass and the pass ends as
+if the flag were off; a page that is not a Bundle is one DLQ record, as for the search.
 """
 
 from __future__ import annotations
