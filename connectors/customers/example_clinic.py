@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 from typing_extensions import override
 
+from connectors.fhir.mapping import with_standard_codes
 from connectors.fhir.search import FhirObservationSearchConnector
 from contracts.base import Contract
-from contracts.clinical_observation import Coding, ObservationV1
+from contracts.clinical_observation import ObservationV1
 
 __all__ = ["ExampleClinicObservations"]
 
@@ -45,10 +46,5 @@ class ExampleClinicObservations(FhirObservationSearchConnector):
     @override
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
         events = super().map(record)
-        return [self._with_loinc(e) if isinstance(e, ObservationV1) else e for e in events]
-
-    @staticmethod
-    def _with_loinc(obs: ObservationV1) -> ObservationV1:
-        extra = [Coding(system="http://loinc.org", code=LOCAL_TO_LOINC[c.code][0], display=LOCAL_TO_LOINC[c.code][1])
-                 for c in obs.code if c.system == LOCAL_SYSTEM and c.code in LOCAL_TO_LOINC]
-        return obs.model_copy(update={"code": [*extra, *obs.code]}) if extra else obs
+        return [with_standard_codes(e, LOCAL_SYSTEM, LOCAL_TO_LOINC) if isinstance(e, ObservationV1) else e
+                for e in events]

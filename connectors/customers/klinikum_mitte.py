@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Final
 
 from typing_extensions import override
 
-from connectors.fhir.mapping import items, obj
+from connectors.fhir.mapping import items, obj, with_standard_codes
 from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings, pinned_settings
 from contracts.base import Contract
 from contracts.clinical_encounter import EncounterV1
@@ -46,7 +46,6 @@ ZONE: Final = "Europe/Berlin"
 WARD_URL: Final = "https://fhir.klinikum-mitte.example/StructureDefinition/ward"
 WARD_SYSTEM: Final = "urn:klinikum-mitte:ward"
 LAB_SYSTEM: Final = "urn:klinikum-mitte:lab"
-LOINC: Final = "http://loinc.org"
 LAB_TO_LOINC: Final[dict[str, tuple[str, str]]] = {
     "GLU": ("2339-0", "Glucose [Mass/volume] in Blood"),
     "KREA": ("38483-4", "Creatinine [Mass/volume] in Blood"),
@@ -73,7 +72,8 @@ class _KlinikumMitteSearch(FhirSearchConnector):
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
         if self.resource_type == "Encounter" and record.get("resourceType") == "Encounter":
             return [self._encounter(record)]
-        return [_with_loinc(e) if isinstance(e, ObservationV1) else e for e in super().map(record)]
+        return [with_standard_codes(e, LAB_SYSTEM, LAB_TO_LOINC) if isinstance(e, ObservationV1) else e
+                for e in super().map(record)]
 
     def _encounter(self, record: dict[str, Any]) -> EncounterV1:
         where = f"Encounter/{record.get('id')}"
@@ -118,14 +118,6 @@ def _local_period(p: dict[str, Any], where: str) -> tuple[Instant | None, Instan
     except MappingError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     return (inst, None) if start is not None else (None, inst)
-
-
-def _with_loinc(obs: ObservationV1) -> ObservationV1:
-    have = {c.code for c in obs.code if c.system == LOINC}
-    extra = [Coding(system=LOINC, code=loinc, display=display)
-             for c in obs.code if c.system == LAB_SYSTEM and c.code in LAB_TO_LOINC
-             for loinc, display in (LAB_TO_LOINC[c.code],) if loinc not in have]
-    return obs.model_copy(update={"code": [*extra, *obs.code]}) if extra else obs
 
 
 class KlinikumMittePatients(_KlinikumMitteSearch):

@@ -26,13 +26,15 @@ import re
 from datetime import datetime
 from typing import Any, Final
 
-from contracts.clinical_observation import ObservationV1
+from contracts.clinical_observation import Coding, ObservationV1
 from core.errors import MappingError
 from core.time import Instant, normalise
 
-__all__ = ["VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "items", "map_observation", "obj",
-           "period", "quantity", "reference_id", "reference_type", "require_id", "resolve", "resolve_resource",
-           "source_meta", "when"]
+__all__ = ["LOINC", "VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "items", "map_observation",
+           "obj", "period", "quantity", "reference_id", "reference_type", "require_id", "resolve", "resolve_resource",
+           "source_meta", "when", "with_standard_codes"]
+
+LOINC = "http://loinc.org"
 
 Resource = dict[str, Any]
 """One FHIR resource as parsed JSON."""
@@ -329,3 +331,15 @@ def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | Non
         "source_last_updated": last_updated,
         "source_version": version,
     })
+
+
+def with_standard_codes(obs: ObservationV1, local_system: str, table: dict[str, tuple[str, str]],
+                        system: str = LOINC) -> ObservationV1:
+    """``obs`` with a ``system`` coding put first for each of its ``local_system`` codes in ``table``
+    (local code → (standard code, display)); the local coding stays, a standard code already there is not
+    repeated. The customer plugins' local-code quirk: consumers query by LOINC."""
+    have = {c.code for c in obs.code if c.system == system}
+    extra = [Coding(system=system, code=code, display=display)
+             for c in obs.code if c.system == local_system and c.code in table
+             for code, display in (table[c.code],) if code not in have]
+    return obs.model_copy(update={"code": [*extra, *obs.code]}) if extra else obs
