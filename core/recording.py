@@ -3,8 +3,8 @@ MQTT messages through the connector's message source.
 
 A recording is ``http.jsonl``: one exchange per line, in request order, holding the request's method,
 path and sorted query, and the response's status, content type, the headers in :data:`RESPONSE_HEADERS`
-and body (JSON bodies stored as JSON
-so a fixture diff is reviewable). Request headers are never written — that is where credentials live.
+and body (JSON bodies stored as JSON so a fixture diff is reviewable). Request headers are never
+written — that is where credentials live.
 
 Replay matches a request explicitly on method, path and query (the host is ignored: recordings are made
 against local test servers on random ports), on the headers in :data:`MATCH_HEADERS` (content negotiation:
