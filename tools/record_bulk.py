@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -29,6 +28,7 @@ from core.config import load_config
 from core.fixtures import record
 from tests.servers.auth import AuthTestServer, SmartClient
 from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
+from tools.recording import origin, rewrite_origins
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "customers"
@@ -42,10 +42,6 @@ def throwaway_key() -> ec.EllipticCurvePrivateKey:
                             serialization.NoEncryption()).decode()
     os.environ.setdefault(KEY_ENV, pem)
     return key
-
-
-def _origin(url: str) -> str:
-    return str(httpx.URL(url).copy_with(path="/"))[:-1]
 
 
 def record_bulk(target: Path = ROOT / "fixtures") -> dict[str, int]:
@@ -69,16 +65,8 @@ def record_bulk(target: Path = ROOT / "fixtures") -> dict[str, int]:
             auth.smart_clients[s.http.auth.client_id] = SmartClient(s.http.auth.client_id, key.public_key(), "ES384",
                                                                     s.http.auth.kid)
             assert httpx.URL(s.http.base_url).path == httpx.URL(bulk.base_url).path, "same path as the test server"
-            swaps = [(_origin(bulk.base_url), _origin(s.http.base_url)),
-                     (_origin(auth.smart_token_url), _origin(str(s.http.auth.token_url)))]
-
-            def redact(doc: dict[str, Any], swaps: list[tuple[str, str]] = swaps) -> dict[str, Any]:
-                # Links point at the configured upstream, not the test servers' random ports and paths.
-                raw = orjson.dumps(doc)
-                for old, new in swaps:
-                    raw = raw.replace(old.encode(), new.encode())
-                return orjson.loads(raw)  # type: ignore[no-any-return]
-
+            redact = rewrite_origins([(origin(bulk.base_url), origin(s.http.base_url)),
+                                      (origin(auth.smart_token_url), origin(str(s.http.auth.token_url)))])
             auth_live = s.http.auth.model_copy(update={"token_url": auth.smart_token_url})
             http = s.http.model_copy(update={"base_url": bulk.base_url, "replay": None, "auth": auth_live})
             live = replace(item, settings=s.model_copy(update={"http": http}))

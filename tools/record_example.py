@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import httpx
-import orjson
 
 from connectors.fhir.synth import generate_observations
 from core.config import load_config
 from core.drift import learn
-from core.fixtures import record
-from tests.servers.fhir import FhirTestServer
+from tools.recording import record_from_fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "config"
@@ -64,18 +58,8 @@ def record_example() -> None:
     """
     os.environ.setdefault("INLET_PSEUDONYM_KEY", "example-clinic-synthetic-data-only")
     _, [item] = load_config(CONFIG)
-    with FhirTestServer(example_resources()) as server:
-        origin = server.base_url.rsplit("/fhir", 1)[0]
-        configured = str(httpx.URL(item.settings.http.base_url).copy_with(path="/"))[:-1]  # type: ignore[attr-defined]
-
-        def redact(doc: dict[str, Any]) -> dict[str, Any]:
-            # Links in the recording point at the configured upstream, not the test server's random port:
-            # replay then pages exactly as it would against the real EHR (same origin, same paths).
-            return orjson.loads(orjson.dumps(doc).replace(origin.encode(), configured.encode()))  # type: ignore[no-any-return]
-
-        http = item.settings.http.model_copy(update={"base_url": server.base_url, "replay": None})  # type: ignore[attr-defined]
-        live = replace(item, settings=item.settings.model_copy(update={"http": http}))
-        count = record(live, FIXTURES, redact=redact, replay_as=item)
+    # Links in the recording point at the configured upstream, not the test server's random port.
+    count = record_from_fhir_server(item, example_resources(), FIXTURES)
     print(f"recorded {FIXTURES.relative_to(ROOT)}: {count} golden events")
     # The upstream shape the example checks drift against is learnt from the well-formed generated resources
     # only, so the deliberately odd records show up as drift alerts when the example runs.

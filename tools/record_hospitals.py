@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
-
-import httpx
-import orjson
 
 from connectors.customers.klinikum_mitte import LAB_SYSTEM, LAB_TO_LOINC, WARD_URL, ZONE
 from connectors.fhir.synth import FhirResource, generate_dataset, generate_encounters, generate_patients
 from core.config import LoadedIntegration, check_config
 from core.errors import ConfigError
-from core.fixtures import record
-from tests.servers.fhir import FhirTestServer
+from tools.recording import record_from_fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "customers"
@@ -137,21 +131,6 @@ def configured(integration: str) -> LoadedIntegration:
     return found
 
 
-def record_integration(item: LoadedIntegration, resources: list[FhirResource], fixtures: Path) -> int:
-    """Serve ``resources`` from a fresh test server and record ``item`` from it; the number of golden events."""
-    with FhirTestServer(resources) as server:
-        origin = server.base_url.rsplit("/fhir", 1)[0]
-        configured = str(httpx.URL(item.settings.http.base_url).copy_with(path="/"))[:-1]  # type: ignore[attr-defined]
-
-        def redact(doc: dict[str, Any]) -> dict[str, Any]:
-            # Links point at the configured upstream, not the test server's random port (as record_example).
-            return orjson.loads(orjson.dumps(doc).replace(origin.encode(), configured.encode()))  # type: ignore[no-any-return]
-
-        http = item.settings.http.model_copy(update={"base_url": server.base_url, "replay": None})  # type: ignore[attr-defined]
-        live = replace(item, settings=item.settings.model_copy(update={"http": http}))
-        return record(live, fixtures, redact=redact, replay_as=item)
-
-
 def record_hospitals() -> None:
     """Record every Klinikum Mitte integration of ``examples/customers``."""
     os.environ.setdefault("INLET_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -159,7 +138,7 @@ def record_hospitals() -> None:
     for integration in INTEGRATIONS:
         item = configured(integration)
         fixtures = ROOT / "fixtures" / CUSTOMER / integration
-        count = record_integration(item, resources[integration], fixtures)
+        count = record_from_fhir_server(item, resources[integration], fixtures)
         print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(resources[integration])} "
               "resources")
 
