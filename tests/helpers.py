@@ -157,3 +157,23 @@ def start_supervisor(root: Path, *, once: bool = False, log_level: str = "warnin
 def supervisor_log(root: Path) -> str:
     """The tail of ``root/supervisor.log``, for assertion messages."""
     return (root / "supervisor.log").read_text()[-3000:]
+
+
+def read_checkpoint(root: Path) -> dict[str, Any] | None:
+    """The one committed position in ``root/state/checkpoints.sqlite``, read as an outside observer would:
+    a plain read-only query while the supervisor may be writing (None before the first commit)."""
+    import sqlite3
+
+    import orjson
+
+    path = root / "state" / "checkpoints.sqlite"
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT position FROM checkpoints").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+    return None if row is None else dict(orjson.loads(row[0]))

@@ -8,7 +8,6 @@ import asyncio
 import copy
 import itertools
 import signal
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -36,7 +35,7 @@ from core.pipeline import Pipeline
 from core.sinks.memory import MemorySink
 from core.sinks.outbox import read_outbox
 from core.types import Position
-from tests.helpers import start_supervisor, supervisor_log
+from tests.helpers import read_checkpoint, start_supervisor, supervisor_log
 from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
 
 OBS_TOPIC = "clinical.observation.v1"
@@ -398,20 +397,6 @@ def test_lines_are_the_same_however_the_body_is_chunked(lines: list[bytes], cuts
 # --- kill -9 -------------------------------------------------------------------------------------------------
 
 
-def _checkpoint(root: Path) -> dict[str, Any] | None:
-    path = root / "state" / "checkpoints.sqlite"
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(path)
-    try:
-        row = conn.execute("SELECT position FROM checkpoints").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        conn.close()
-    return None if row is None else orjson.loads(row[0])
-
-
 def _write_config(root: Path, base_url: str, batch_size: int) -> None:
     (root / "integrations").mkdir(parents=True, exist_ok=True)
     (root / "inlet.yaml").write_text(yaml.safe_dump({"state_dir": str(root / "state"), "restart_backoff_initial": 0.2,
@@ -433,12 +418,12 @@ def test_kill_minus_9_during_download_resumes_without_loss(tmp_path: Path) -> No
         proc = start_supervisor(tmp_path)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            cp = _checkpoint(tmp_path)
+            cp = read_checkpoint(tmp_path)
             if cp is not None and (cp.get("export") or {}).get("line", 0) >= 4 * batch:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, supervisor_log(tmp_path)
-        killed_at = _checkpoint(tmp_path)
+        killed_at = read_checkpoint(tmp_path)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert killed_at is not None and "export" in killed_at, "killed mid-download"
@@ -447,7 +432,7 @@ def test_kill_minus_9_during_download_resumes_without_loss(tmp_path: Path) -> No
         assert final.wait(timeout=120) == 0, supervisor_log(tmp_path)
         assert len(server.of("kickoff")) == 1, "the restart resumed the export instead of starting another"
         assert len(server.of("delete", "DELETE")) == 1
-    assert _checkpoint(tmp_path) is not None and "export" not in (_checkpoint(tmp_path) or {})
+    assert read_checkpoint(tmp_path) is not None and "export" not in (read_checkpoint(tmp_path) or {})
     rows = read_outbox(tmp_path / "state" / "outbox.sqlite", limit=1_000_000, topic=OBS_TOPIC)
     ids: dict[str, set[str]] = {}
     for r in rows:

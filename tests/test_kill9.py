@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -16,24 +15,10 @@ import pytest
 
 from connectors.fhir.synth import generate_observations
 from core.time import normalise
-from tests.helpers import consume, start_supervisor, supervisor_log, write_config
+from tests.helpers import consume, read_checkpoint, start_supervisor, supervisor_log, write_config
 from tests.servers.fhir import FhirTestServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def _checkpoint(root: Path) -> dict[str, Any] | None:
-    path = root / "state" / "checkpoints.sqlite"
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(path)
-    try:
-        row = conn.execute("SELECT position FROM checkpoints").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        conn.close()
-    return None if row is None else orjson.loads(row[0])
 
 
 def _covered(resources: list[dict[str, Any]], position: dict[str, Any]) -> set[str]:
@@ -62,11 +47,11 @@ async def test_kill_minus_9_mid_stream_loses_nothing(tmp_path: Path, kafka_boots
             proc = start_supervisor(root)
             # Kill once it has committed something and is mid-stream, at a random moment.
             deadline = time.monotonic() + 60
-            while _checkpoint(root) is None and time.monotonic() < deadline and proc.poll() is None:
+            while read_checkpoint(root) is None and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.05, 0.8))
             assert proc.poll() is None, supervisor_log(root)
-            position = _checkpoint(root)
+            position = read_checkpoint(root)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1
