@@ -58,7 +58,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
-from bench_pipeline import Round, create_topics, log, machine, measure, quiet_logs, send_raw, sink_producer
+from bench_pipeline import (
+    Round,
+    create_topics,
+    kafka_broker,
+    log,
+    machine,
+    measure,
+    quiet_logs,
+    send_raw,
+    sink_producer,
+)
 
 from connectors.fhir.synth import generate_observations
 from core.checkpoint import CheckpointStore
@@ -72,7 +82,6 @@ from core.sinks import Sink
 from core.sinks.kafka import KafkaSink
 from core.sinks.memory import MemorySink
 from core.supervisor import tune_gc
-from tools.services import KafkaBroker
 
 PLUGIN = "fhir.bulk_export"
 CUSTOMER, INTEGRATION, ZONE = "bench", "bulk", "Europe/Vienna"
@@ -529,12 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_logs()
     host = {**machine(), "fhir.resources": _version("fhir.resources")}
     with tempfile.TemporaryDirectory(prefix="inlet-bench-bulk-") as tmp, contextlib.ExitStack() as stack:
-        bootstrap, pid = args.bootstrap, None
-        if not bootstrap:
-            log("starting a Kafka broker (default JIT)")
-            broker = stack.enter_context(KafkaBroker(startup_timeout=90))
-            bootstrap, pid = broker.bootstrap, broker.pid
-            log(f"broker at {bootstrap} ready in {broker.startup_seconds:.1f} s")
+        bootstrap, pid = kafka_broker(stack, args.bootstrap)
         tune_gc()  # the collector settings of `inlet run`
         results = asyncio.run(bench(args, bootstrap, pid, Path(tmp), host))
     if args.json:

@@ -73,7 +73,16 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.bench_pipeline import _machine_cpu_s, _proc_cpu_s, create_topics, harness_frozen, log, machine, quiet_logs
+from bench.bench_pipeline import (
+    _machine_cpu_s,
+    _proc_cpu_s,
+    create_topics,
+    harness_frozen,
+    kafka_broker,
+    log,
+    machine,
+    quiet_logs,
+)
 from connectors.mqtt_meter.connector import DeviceContext, MqttMeterConnector, MqttMeterSettings, Route
 from connectors.mqtt_meter.decoders.tasmota import decode_tasmota
 from connectors.mqtt_meter.hygiene import Hygiene
@@ -89,7 +98,7 @@ from core.pipeline import Pipeline, process_batch
 from core.sinks.kafka import KafkaSink
 from core.supervisor import tune_gc
 from core.types import Position
-from tools.services import KafkaBroker, Mosquitto
+from tools.services import Mosquitto
 
 DEFAULT_MESSAGES = 100_000
 DEFAULT_RUNS = 3
@@ -808,12 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = machine()
     with tempfile.TemporaryDirectory(prefix="inlet-bench-mqtt-") as tmp, contextlib.ExitStack() as stack:
         mosquitto = stack.enter_context(BenchMosquitto(args.mqtt_inflight))
-        bootstrap, kafka_pid = args.kafka, None
-        if not bootstrap:
-            log("starting a Kafka broker (default JIT)")
-            broker = stack.enter_context(KafkaBroker(startup_timeout=90))
-            bootstrap, kafka_pid = broker.bootstrap, broker.pid
-            log(f"broker at {bootstrap} ready in {broker.startup_seconds:.1f} s")
+        bootstrap, kafka_pid = kafka_broker(stack, args.kafka)
         env = Env("127.0.0.1", mosquitto.port, mosquitto.url, bootstrap, mosquitto.pid, kafka_pid, Path(tmp))
         tune_gc()  # the collector settings of `inlet run`
         results = asyncio.run(bench(args, env, host))

@@ -97,6 +97,16 @@ PP_LINE = re.compile(
 )
 
 
+def kafka_broker(stack: contextlib.ExitStack, bootstrap: str | None) -> tuple[str, int | None]:
+    """``bootstrap`` if given, else a single-node broker started here (closed with ``stack``): bootstrap, pid."""
+    if bootstrap:
+        return bootstrap, None
+    log("starting a Kafka broker (default JIT)")
+    broker = stack.enter_context(KafkaBroker(startup_timeout=90))
+    log(f"broker at {broker.bootstrap} ready in {broker.startup_seconds:.1f} s")
+    return broker.bootstrap, broker.pid
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -696,12 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_logs()
     host = machine()
     with tempfile.TemporaryDirectory(prefix="inlet-bench-") as tmp, contextlib.ExitStack() as stack:
-        bootstrap, pid = args.bootstrap, None
-        if not bootstrap:
-            log("starting a Kafka broker (default JIT)")
-            broker = stack.enter_context(KafkaBroker(startup_timeout=90))
-            bootstrap, pid = broker.bootstrap, broker.pid
-            log(f"broker at {bootstrap} ready in {broker.startup_seconds:.1f} s")
+        bootstrap, pid = kafka_broker(stack, args.bootstrap)
         ensure_kafka_jars()
         tune_gc()  # the collector settings of `inlet run`
         results = asyncio.run(bench(args, bootstrap, pid, Path(tmp), host))
