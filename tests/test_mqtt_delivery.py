@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,39 +28,12 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import consume, start_supervisor, supervisor_log
-from tools.services import KafkaBroker, Mosquitto, ServiceError
+from tools.services import KafkaBroker, Mosquitto
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-
-
-class _PacketLoggingMosquitto(Mosquitto):
-    """Mosquitto with ``log_type all``: its console log then names every PUBACK it receives, per client id.
-
-    That is the broker's own record of what was acknowledged, independent of the supervisor under test.
-    """
-
-    def _prepare(self) -> None:
-        super()._prepare()
-        with self.config.open("a") as conf:
-            conf.write("log_type all\n")
-
-
-@pytest.fixture
-def packet_logging_mosquitto() -> Iterator[_PacketLoggingMosquitto]:
-    """A dedicated packet-logging Mosquitto, closed (data deleted) when the test ends."""
-    broker = _PacketLoggingMosquitto()
-    try:
-        broker.start()
-    except ServiceError as exc:
-        broker.close()
-        raise pytest.fail.Exception(f"could not start mosquitto: {exc}", pytrace=False) from None
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 def _config(root: Path, mqtt_url: str, kafka: str, prefix: str, *, request_timeout_ms: int = 5000,
@@ -239,7 +212,7 @@ async def test_readings_published_while_the_supervisor_is_down_arrive_after_it_r
 
 async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_supervisor_resumes(
         tmp_path: Path, kafka_broker_factory: Callable[..., KafkaBroker],
-        packet_logging_mosquitto: _PacketLoggingMosquitto) -> None:
+        mosquitto_factory: Callable[..., Mosquitto]) -> None:
     """No PUBACK goes out for a reading that is not on Kafka; the broker keeps it; the same process resumes.
 
     The proof of "no PUBACK" is the broker's own packet log (``log_type all``): it names every PUBLISH it sends
@@ -255,7 +228,7 @@ async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_super
     supervisor restarts it with backoff (unacknowledged readings are redelivered), all without a PUBACK.
     """
     kafka = kafka_broker_factory()
-    broker = packet_logging_mosquitto
+    broker = mosquitto_factory(log_packets=True, persistence=False)
     prefix = f"mqttkafka-{uuid.uuid4().hex[:8]}."
     topic = f"{prefix}energy.meter_reading.v1"
     root, client_id = _config(tmp_path, broker.url, kafka.bootstrap, prefix, request_timeout_ms=1000, metrics=True)

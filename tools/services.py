@@ -404,6 +404,8 @@ class Mosquitto(_Service):
 
     `persistence` keeps sessions and queued QoS 1 messages across restart() (saved on SIGTERM);
     ``max_queued_messages 0`` because the default 1000 silently drops an offline session's backlog.
+    `log_packets` (``log_type all``) makes the console log name every PUBLISH sent and PUBACK received per
+    client id: the broker's own record of what was acknowledged, for tests that must prove it.
     """
 
     name = "mosquitto"
@@ -414,11 +416,13 @@ class Mosquitto(_Service):
         *,
         port: int = 0,
         persistence: bool = False,
+        log_packets: bool = False,
         startup_timeout: float = 10.0,
     ) -> None:
         super().__init__(data_dir, startup_timeout)
         self.port = port or _free_ports(1)[0]
         self.persistence = persistence
+        self.log_packets = log_packets
         self.config = self.data_dir / "mosquitto.conf"
         self._binary = ""
 
@@ -444,6 +448,8 @@ class Mosquitto(_Service):
             lines += ["persistence true", f"persistence_location {self.data_dir}/"]
         else:
             lines.append("persistence false")
+        if self.log_packets:
+            lines.append("log_type all")
         self.config.write_text("\n".join(lines) + "\n")
 
     def _command(self) -> list[str]:
