@@ -98,6 +98,19 @@ def _fields(buf: bytes, pos: int, end: int, where: str,
             raise fail(f"unsupported wire type {wire}", at, _label(where, names, number))
 
 
+def _known_fields(buf: bytes, start: int, end: int, where: str, names: dict[int, str],
+                  wires: dict[int, int]) -> Iterator[tuple[int, int, int, int]]:
+    """:func:`_fields` of a message whose every field has one wire type: ``(field, a, b, offset)`` of the
+    fields in ``wires``; unknown fields skipped (as protobuf requires), a wrong wire type an error."""
+    for number, wire, a, b, at in _fields(buf, start, end, where, names):
+        expected = wires.get(number)
+        if expected is None:
+            continue
+        if wire != expected:
+            raise _wire_error(wire, expected, at, _label(where, names, number))
+        yield number, a, b, at
+
+
 def _wire_error(wire: int, expected: int, at: int, label: str) -> DecodeError:
     return fail(f"expected a {_WIRE_NAMES[expected]} field, got {_WIRE_NAMES.get(wire, wire)}", at, label)
 
@@ -175,12 +188,7 @@ def _metric(buf: bytes, start: int, end: int, index: int) -> Metric:
     is_null = historical = transient = False
     raw: Any = None
     properties: dict[str, Any] = {}
-    for number, wire, a, b, at in _fields(buf, start, end, where, _METRIC_FIELDS):
-        expected = _METRIC_WIRES.get(number)
-        if expected is None:
-            continue
-        if wire != expected:
-            raise _wire_error(wire, expected, at, _label(where, _METRIC_FIELDS, number))
+    for number, a, b, at in _known_fields(buf, start, end, where, _METRIC_FIELDS, _METRIC_WIRES):
         if number >= 10:
             if number <= 15:
                 raw, value_at = _scalar(buf, number - 10, a, b, where, _METRIC_FIELDS, number), at
@@ -235,12 +243,7 @@ def _property_value(buf: bytes, start: int, end: int, where: str, depth: int) ->
     datatype, value_at = DataType.Unknown, start
     is_null = False
     raw: Any = None
-    for number, wire, a, b, at in _fields(buf, start, end, where, _VALUE_FIELDS):
-        expected = _VALUE_WIRES.get(number)
-        if expected is None:
-            continue
-        if wire != expected:
-            raise _wire_error(wire, expected, at, _label(where, _VALUE_FIELDS, number))
+    for number, a, b, at in _known_fields(buf, start, end, where, _VALUE_FIELDS, _VALUE_WIRES):
         if number == 1:
             datatype = _datatype(a, at, where, _VALUE_FIELDS, 1)
         elif number == 2:
