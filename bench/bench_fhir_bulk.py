@@ -70,18 +70,18 @@ from bench_pipeline import (
     sink_producer,
 )
 
-from connectors.fhir.synth import generate_observations
-from core.checkpoint import CheckpointStore
-from core.config import KafkaSettings
-from core.connector import IntegrationContext
-from core.envelope import Enveloper, Event
-from core.metrics import BatchCounts, Stats
-from core.pipeline import Pipeline
-from core.registry import find_plugin
-from core.sinks import Sink
-from core.sinks.kafka import KafkaSink
-from core.sinks.memory import MemorySink
-from core.supervisor import tune_gc
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import KafkaSettings
+from inlet.core.connector import IntegrationContext
+from inlet.core.envelope import Enveloper, Event
+from inlet.core.metrics import BatchCounts, Stats
+from inlet.core.pipeline import Pipeline
+from inlet.core.registry import find_plugin
+from inlet.core.sinks import Sink
+from inlet.core.sinks.kafka import KafkaSink
+from inlet.core.sinks.memory import MemorySink
+from inlet.core.supervisor import tune_gc
 
 PLUGIN = "fhir.bulk_export"
 CUSTOMER, INTEGRATION, ZONE = "bench", "bulk", "Europe/Vienna"

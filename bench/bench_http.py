@@ -25,9 +25,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.connector import IntegrationContext
-from core.http import HttpClient, HttpSettings
-from core.ratelimit import RateLimitSettings
+from inlet.core.connector import IntegrationContext
+from inlet.core.http import HttpClient, HttpSettings
+from inlet.core.ratelimit import RateLimitSettings
 
 BODY = b'{"resourceType":"Bundle","type":"searchset","entry":[' + b",".join(
     b'{"resource":{"resourceType":"Observation","id":"%d","status":"final"}}' % i for i in range(14)) + b"]}"

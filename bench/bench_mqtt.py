@@ -83,21 +83,21 @@ from bench.bench_pipeline import (
     machine,
     quiet_logs,
 )
-from connectors.mqtt_meter.connector import DeviceContext, MqttMeterConnector, MqttMeterSettings, Route
-from connectors.mqtt_meter.decoders.tasmota import decode_tasmota
-from connectors.mqtt_meter.hygiene import Hygiene
-from connectors.mqtt_meter.synth import tasmota_sensor
-from contracts.energy_meter_reading import MeterReadingV1
-from core.checkpoint import CheckpointStore
-from core.config import KafkaSettings
-from core.connector import Batch, IntegrationContext
-from core.envelope import Enveloper
-from core.metrics import Stats
-from core.mqtt import MqttMessage, MqttSettings, create_session
-from core.pipeline import Pipeline, process_batch
-from core.sinks.kafka import KafkaSink
-from core.supervisor import tune_gc
-from core.types import Position
+from inlet.connectors.mqtt_meter.connector import DeviceContext, MqttMeterConnector, MqttMeterSettings, Route
+from inlet.connectors.mqtt_meter.decoders.tasmota import decode_tasmota
+from inlet.connectors.mqtt_meter.hygiene import Hygiene
+from inlet.connectors.mqtt_meter.synth import tasmota_sensor
+from inlet.contracts.energy_meter_reading import MeterReadingV1
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import KafkaSettings
+from inlet.core.connector import Batch, IntegrationContext
+from inlet.core.envelope import Enveloper
+from inlet.core.metrics import Stats
+from inlet.core.mqtt import MqttMessage, MqttSettings, create_session
+from inlet.core.pipeline import Pipeline, process_batch
+from inlet.core.sinks.kafka import KafkaSink
+from inlet.core.supervisor import tune_gc
+from inlet.core.types import Position
 from tools.services import Mosquitto
 
 DEFAULT_MESSAGES = 100_000

@@ -65,18 +65,18 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
-from connectors.fhir.search import FhirObservationSearchConnector, FhirSearchSettings
-from connectors.fhir.synth import generate_observations
-from core.checkpoint import CheckpointStore
-from core.config import KafkaSettings
-from core.connector import Batch, IntegrationContext
-from core.envelope import Enveloper, Event
-from core.http import HttpSettings
-from core.metrics import BatchCounts, Stats
-from core.pipeline import Pipeline, process_batch
-from core.recording import RecordingTransport, ReplayTransport
-from core.sinks.kafka import KafkaSink
-from core.supervisor import tune_gc
+from inlet.connectors.fhir.search import FhirObservationSearchConnector, FhirSearchSettings
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import KafkaSettings
+from inlet.core.connector import Batch, IntegrationContext
+from inlet.core.envelope import Enveloper, Event
+from inlet.core.http import HttpSettings
+from inlet.core.metrics import BatchCounts, Stats
+from inlet.core.pipeline import Pipeline, process_batch
+from inlet.core.recording import RecordingTransport, ReplayTransport
+from inlet.core.sinks.kafka import KafkaSink
+from inlet.core.supervisor import tune_gc
 from tests.servers.fhir import FhirTestServer
 from tools.services import KafkaBroker, ensure_kafka_jars, kafka_lib_dir
 

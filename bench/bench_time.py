@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.time import normalise
+from inlet.core.time import normalise
 
 SEED = 20240229
 N = 5_000

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from contracts.base import Contract, all_contracts, get_contract, register
-from contracts.clinical_condition import ConditionV1
-from contracts.clinical_deletion import DeletionV1
-from contracts.clinical_encounter import EncounterV1
-from contracts.clinical_medication_request import MedicationRequestV1
-from contracts.clinical_observation import ObservationV1
-from contracts.clinical_patient import PatientV1
-from contracts.energy_data_quality import DataQualityV1
-from contracts.energy_device_status import DeviceStatusV1
-from contracts.energy_meter_reading import MeterReadingV1
-from contracts.erp_invoice import InvoiceV1
-from contracts.erp_party import PartyV1
-from contracts.erp_payment import PaymentV1
+from inlet.contracts.base import Contract, all_contracts, get_contract, register
+from inlet.contracts.clinical_condition import ConditionV1
+from inlet.contracts.clinical_deletion import DeletionV1
+from inlet.contracts.clinical_encounter import EncounterV1
+from inlet.contracts.clinical_medication_request import MedicationRequestV1
+from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_patient import PatientV1
+from inlet.contracts.energy_data_quality import DataQualityV1
+from inlet.contracts.energy_device_status import DeviceStatusV1
+from inlet.contracts.energy_meter_reading import MeterReadingV1
+from inlet.contracts.erp_invoice import InvoiceV1
+from inlet.contracts.erp_party import PartyV1
+from inlet.contracts.erp_payment import PaymentV1
 
 __all__ = [
     "ConditionV1",

@@ -25,8 +25,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, Precision, register
-from contracts.clinical_observation import Coding
+from inlet.contracts.base import Contract, Precision, register
+from inlet.contracts.clinical_observation import Coding
 
 __all__ = ["ConditionV1"]
 

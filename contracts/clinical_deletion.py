@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, Precision, register
+from inlet.contracts.base import Contract, Precision, register
 
 __all__ = ["DeletedType", "DeletionV1"]
 

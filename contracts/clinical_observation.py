@@ -20,7 +20,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, Part, Precision, register
+from inlet.contracts.base import Contract, Part, Precision, register
 
 __all__ = ["Coding", "Component", "ObservationV1", "ObservationValue"]
 

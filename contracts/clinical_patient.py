@@ -30,7 +30,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from contracts.base import Contract, Part, Precision, register
+from inlet.contracts.base import Contract, Part, Precision, register
 
 __all__ = ["DatePrecision", "Identifier", "PatientV1"]
 

@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, register
+from inlet.contracts.base import Contract, register
 
 __all__ = ["DataQualityV1"]
 

@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, Precision, register
+from inlet.contracts.base import Contract, Precision, register
 
 __all__ = ["DeviceStatusV1"]
 

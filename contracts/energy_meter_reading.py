@@ -37,7 +37,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from contracts.base import Contract, Precision, register
+from inlet.contracts.base import Contract, Precision, register
 
 __all__ = ["EnergyUnit", "MeterReadingV1", "QualityFlag"]
 

@@ -45,7 +45,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
-from contracts.base import Contract, Part, Precision, register
+from inlet.contracts.base import Contract, Part, Precision, register
 
 __all__ = ["CurrencyCode", "DecimalString", "InvoiceLine", "InvoiceV1"]
 

@@ -26,8 +26,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from contracts.base import Contract, Precision, register
-from contracts.erp_invoice import CurrencyCode
+from inlet.contracts.base import Contract, Precision, register
+from inlet.contracts.erp_invoice import CurrencyCode
 
 __all__ = ["PartyV1"]
 

@@ -1,6 +1,6 @@
 """Checked-in JSON Schemas of the contracts: generated from the models, compared in CI.
 
-``python -m contracts.schemas`` rewrites ``contracts/schemas/<name>.v<version>.json``; the test suite
+``python -m inlet.contracts.schemas`` rewrites ``contracts/schemas/<name>.v<version>.json``; the test suite
 fails when a model and its checked-in schema differ, so a contract cannot change by accident.
 """
 
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contracts.base import Contract, all_contracts
+from inlet.contracts.base import Contract, all_contracts
 
 __all__ = ["SCHEMA_DIR", "check_contracts", "checked_in", "render_schema", "schema_path", "write_schemas"]
 
@@ -59,7 +59,7 @@ def check_contracts(models: list[type[Contract]] | None = None) -> list[str]:
 
     Each message says which contract, what differs and what to do about it.
     """
-    from contracts.compat import check
+    from inlet.contracts.compat import check
 
     problems: list[str] = []
     for model in models if models is not None else all_contracts():
@@ -67,10 +67,11 @@ def check_contracts(models: list[type[Contract]] | None = None) -> list[str]:
         path = schema_path(model)
         current = json.loads(render_schema(model))
         if not path.exists():
-            problems.append(f"{name} {version}: no checked-in schema {path.name}; run python -m contracts.schemas")
+            problems.append(f"{name} {version}: no checked-in schema {path.name}; "
+                            "run python -m inlet.contracts.schemas")
         elif json.loads(path.read_text()) != current:
             problems.append(f"{name} {version}: the model differs from {path.name}. A compatible change needs a new "
-                            f"minor version, a breaking one a new major; then run python -m contracts.schemas")
+                            f"minor version, a breaking one a new major; then run python -m inlet.contracts.schemas")
         major = model.major()
         for old_version, old in sorted(checked_in(name).items(), key=lambda kv: _minor_key(kv[0])):
             if _minor_key(old_version)[0] != major or _minor_key(old_version) >= _minor_key(version):
@@ -82,7 +83,7 @@ def check_contracts(models: list[type[Contract]] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    import contracts  # noqa: F401 - registers every contract
+    from inlet import contracts  # noqa: F401 - registers every contract
 
     for p in write_schemas():
         print(p)

@@ -57,9 +57,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
-from core.connector import PluginSettings
-from core.errors import ConfigError, InletError, UpstreamError
-from core.secrets import Secret, mask
+from inlet.core.connector import PluginSettings
+from inlet.core.errors import ConfigError, InletError, UpstreamError
+from inlet.core.secrets import OfflineSecret, Secret, mask
 
 __all__ = [
     "ApiKeyAuth",
@@ -524,7 +524,15 @@ class OAuth2ClientCredentialsAuth(_TokenAuth):
 def _load_signing_key(
     pem: SecretStr, algorithm: str
 ) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
-    """The private key for ``algorithm``; ConfigError (never quoting the key) if it is not one."""
+    """The private key for ``algorithm``; ConfigError (never quoting the key) if it is not one.
+
+    Offline replay has no key (an :class:`OfflineSecret`): a throwaway one of the right kind signs the
+    assertions, which the recorded token endpoint answers whatever they carry.
+    """
+    if isinstance(pem, OfflineSecret):
+        if algorithm == "RS384":
+            return rsa.generate_private_key(65537, 2048)
+        return ec.generate_private_key(ec.SECP384R1())
     text = pem.get_secret_value()
     if "\\n" in text and "\n" not in text:  # a PEM squeezed into one env line with escaped newlines
         text = text.replace("\\n", "\n")

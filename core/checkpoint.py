@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from core.sqlite import SqliteStore
-from core.types import Position
+from inlet.core.sqlite import SqliteStore
+from inlet.core.types import Position
 
 __all__ = ["CheckpointStore"]
 

@@ -1,7 +1,10 @@
 """The ``inlet`` command line: run the supervisor, check configs, list integrations, tail events.
 
 Every command takes ``--config DIR`` (env ``INLET_CONFIG``), the directory with ``inlet.yaml`` and
-``integrations/*.yaml``. Output is a rich table on a terminal; errors name the file and key.
+``integrations/*.yaml``; without either, the nearest folder from the working directory up that holds an
+``inlet.yaml``. ``run``, ``check``, ``record`` and ``replay`` work on one integration when asked
+(``--only CUSTOMER/INTEGRATION``, or the positional of record/replay) and then load only that one.
+Output is a rich table on a terminal; errors name the file and key.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import LoadedIntegration, SupervisorConfig, check_config
-from core.errors import ConfigError
-from core.logging import configure_logging
-from core.metrics import Stats
+from inlet import __version__
+from inlet.core.cli_plugins import new_app, plugins_app
+from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config, find_config_dir, load_supervisor
+from inlet.core.errors import ConfigError
+from inlet.core.logging import configure_logging
+from inlet.core.metrics import Stats
 
 __all__ = ["app", "main"]
 
@@ -29,12 +34,30 @@ events_app = typer.Typer(no_args_is_help=True, help="Look at events in the embed
 app.add_typer(events_app, name="events")
 contracts_app = typer.Typer(help="Versioned event contracts: list, check, diff.")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(plugins_app, name="plugins")
+app.add_typer(new_app, name="new")
 # Piped output (CI logs, `| less`) is not cut to 80 columns: tables stay readable.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="INLET_CONFIG",
-                                         help="Config directory (inlet.yaml + integrations/*.yaml)")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", envvar="INLET_CONFIG",
+    help="Config directory (inlet.yaml + integrations/*.yaml); default: the nearest folder up with an inlet.yaml")]
+OnlyOpt = Annotated[list[str] | None, typer.Option(
+    "--only", metavar="CUSTOMER/INTEGRATION",
+    help="Only this integration (repeatable); the others' settings and secrets are not loaded")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"inlet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                       help="Print inlet's version and exit")] = None) -> None:
+    """inlet: customer feeds to versioned events on Kafka."""
 
 
 def _fail_config(errors: list[ConfigError]) -> NoReturn:
@@ -44,9 +67,29 @@ def _fail_config(errors: list[ConfigError]) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _load(config: Path) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
+def _config_dir(config: Path | None) -> Path:
+    """``--config`` / ``INLET_CONFIG``, or the nearest ``inlet.yaml`` upwards; exit 2 saying where it looked."""
+    try:
+        return find_config_dir(config)
+    except ConfigError as exc:
+        _fail_config([exc])
+
+
+def _load_supervisor_only(config: Path) -> SupervisorConfig:
+    """``inlet.yaml`` alone: commands that read state need no plugin, setting or secret."""
+    errors: list[ConfigError] = []
+    sup_cfg = load_supervisor(config.resolve(), errors) if config.is_dir() else None
+    if sup_cfg is None:
+        _fail_config([ConfigError("config directory does not exist", file=str(config))])
+    if errors:
+        _fail_config(errors)
+    return sup_cfg
+
+
+def _load(config: Path, only: list[str] | None = None, *, offline: bool = False
+          ) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
     """The validated config directory, or exit 2 listing every problem (validated once)."""
-    sup_cfg, loaded, errors = check_config(config)
+    sup_cfg, loaded, errors = check_config(config, only=only, offline=offline)
     if errors:
         _fail_config(errors)
     return sup_cfg, loaded
@@ -73,13 +116,13 @@ def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) ->
 
 
 @app.command()
-def run(config: ConfigOpt = Path("config"),
+def run(config: ConfigOpt = None, only: OnlyOpt = None,
         once: Annotated[bool, typer.Option(help="Stop each integration once it has caught up")] = False) -> None:
     """Run the supervisor: every enabled integration, until SIGTERM (or caught up, with --once)."""
-    from core.supervisor import Supervisor, state_dir, tune_gc
+    from inlet.core.supervisor import Supervisor, state_dir, tune_gc
 
     configure_logging()
-    sup_cfg, integrations = _load(config)
+    sup_cfg, integrations = _load(_config_dir(config), only)
     tune_gc()
     supervisor = Supervisor(sup_cfg, integrations, once=once)
     target = (f"Kafka at {sup_cfg.kafka.bootstrap}" if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
@@ -93,9 +136,10 @@ def run(config: ConfigOpt = Path("config"),
 
 
 @app.command()
-def check(config: ConfigOpt = Path("config")) -> None:
+def check(config: ConfigOpt = None, only: OnlyOpt = None) -> None:
     """Validate a config directory; list every problem with its file and key."""
-    _, loaded, errors = check_config(config)
+    config = _config_dir(config)
+    _, loaded, errors = check_config(config, only=only)
     if errors:
         _fail_config(errors)
     out.print(f"[green]ok[/]: {len(loaded)} integration(s) in {config}")
@@ -113,12 +157,13 @@ def _describe(position: dict[str, object] | None) -> str:
 
 
 @app.command()
-def integrations(config: ConfigOpt = Path("config")) -> None:
+def integrations(config: ConfigOpt = None) -> None:
     """List the configured integrations, their plugins, contracts, topics and checkpoints."""
-    from core.checkpoint import CheckpointStore
-    from core.envelope import Enveloper
-    from core.supervisor import state_dir
+    from inlet.core.checkpoint import CheckpointStore
+    from inlet.core.envelope import Enveloper
+    from inlet.core.supervisor import state_dir
 
+    config = _config_dir(config)
     sup_cfg, loaded = _load(config)
     table = Table(title=f"integrations in {config}")
     for col in ("integration", "plugin", "enabled", "zone", "contracts → topics", "checkpoint"):
@@ -138,16 +183,17 @@ def integrations(config: ConfigOpt = Path("config")) -> None:
 
 
 @events_app.command("tail")
-def events_tail(config: ConfigOpt = Path("config"),
+def events_tail(config: ConfigOpt = None,
                 n: Annotated[int, typer.Option("-n", help="How many events")] = 10,
                 topic: Annotated[str | None, typer.Option(help="Only this topic")] = None,
                 follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
                 headers: Annotated[bool, typer.Option(help="Print the CloudEvents headers too")] = True) -> None:
     """Print the newest events of the embedded outbox as JSON lines (DLQ records included)."""
-    from core.sinks.outbox import read_outbox
-    from core.supervisor import state_dir
+    from inlet.core.sinks.outbox import read_outbox
+    from inlet.core.supervisor import state_dir
 
-    sup_cfg, _ = _load(config)
+    config = _config_dir(config)
+    sup_cfg = _load_supervisor_only(config)
     path = state_dir(sup_cfg) / "outbox.sqlite"
     if not path.exists():
         err.print(f"no outbox at {path} yet: run `inlet run --config {config}` first")
@@ -181,8 +227,8 @@ def contracts_list(ctx: typer.Context,
     """List contracts, versions, topics, dual-published majors and (with --config) the integrations producing them."""
     if ctx.invoked_subcommand is not None:
         return
-    import contracts
-    from contracts.base import converters_from
+    from inlet import contracts
+    from inlet.contracts.base import converters_from
 
     producers: dict[str, list[str]] = {}
     if config is not None and config.is_dir():
@@ -203,8 +249,8 @@ def contracts_list(ctx: typer.Context,
 @contracts_app.command("check")
 def contracts_check() -> None:
     """Fail when a model differs from its checked-in schema or a minor breaks an earlier one of its major."""
-    import contracts  # noqa: F401 - registers every contract
-    from contracts.schemas import check_contracts
+    from inlet import contracts  # noqa: F401 - registers every contract
+    from inlet.contracts.schemas import check_contracts
 
     problems = check_contracts()
     for p in problems:
@@ -218,8 +264,8 @@ def contracts_check() -> None:
 def contracts_diff(name: str, old: str, new: str,
                    mode: Annotated[str | None, typer.Option(help="BACKWARD, FORWARD or FULL")] = None) -> None:
     """Explain in words whether version NEW of contract NAME can replace OLD, field by field."""
-    from contracts.compat import check
-    from contracts.schemas import checked_in
+    from inlet.contracts.compat import check
+    from inlet.contracts.schemas import checked_in
 
     schemas = checked_in(name)
     missing = [v for v in (old, new) if v not in schemas]
@@ -240,27 +286,24 @@ def contracts_diff(name: str, old: str, new: str,
     raise typer.Exit(1)
 
 
-def _integration(config: Path, key: str) -> LoadedIntegration:
-    _, loaded = _load(config)
-    for item in loaded:
-        if item.config.key == key:
-            return item
-    err.print(f"no integration {key} in {config} (have: {', '.join(i.config.key for i in loaded)})")
-    raise typer.Exit(2)
+def _integration(config: Path | None, key: str, *, offline: bool = False) -> LoadedIntegration:
+    """Only the integration ``key`` loaded (offline: absent secrets are stand-ins); exit 2 when it is not there."""
+    _, loaded = _load(_config_dir(config), [key], offline=offline)
+    return loaded[0]
 
 
 FixturesOpt = Annotated[Path | None, typer.Option(help="Fixture directory (default fixtures/CUSTOMER/INTEGRATION)")]
 
 
 @app.command("record")
-def record_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: FixturesOpt = None,
+def record_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt = None,
                idle: Annotated[float, typer.Option(help="MQTT: stop after this many seconds without a message")
                                ] = 3.0) -> None:
     """Run CUSTOMER/INTEGRATION against its upstream and write its fixtures (exchanges or messages, shape, goldens).
 
     An MQTT integration records what its persistent session receives until ``--idle`` quiet seconds.
     """
-    from core.fixtures import record
+    from inlet.core.fixtures import record
 
     configure_logging()
     item = _integration(config, integration)
@@ -270,14 +313,17 @@ def record_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: F
 
 
 @app.command("replay")
-def replay_cmd(integration: str, config: ConfigOpt = Path("config"), fixtures: FixturesOpt = None,
+def replay_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt = None,
                update: Annotated[bool, typer.Option(help="Rewrite the golden events after a reviewed change")] = False
                ) -> None:
-    """Run CUSTOMER/INTEGRATION offline from its fixtures and show the diff against its golden events."""
-    from core.fixtures import event_lines, golden_diff, replay
+    """Run CUSTOMER/INTEGRATION offline from its fixtures and show the diff against its golden events.
+
+    Needs no secret: the recording was redacted, so absent credentials are replayed with stand-ins.
+    """
+    from inlet.core.fixtures import event_lines, golden_diff, replay
 
     configure_logging()
-    item = _integration(config, integration)
+    item = _integration(config, integration, offline=True)
     target = fixtures or Path("fixtures") / integration
     actual = replay(item, target)
     if update:

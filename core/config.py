@@ -15,8 +15,10 @@ to Kafka, ``INLET_STATE_DIR`` moves state.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,9 +27,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.connector import Connector, IntegrationContext, PluginSettings
-from core.errors import ConfigError
-from core.registry import find_plugin
+from inlet.core.connector import Connector, IntegrationContext, PluginSettings
+from inlet.core.errors import ConfigError
+from inlet.core.registry import find_plugin
 
 __all__ = [
     "DriftSettings",
@@ -36,7 +38,9 @@ __all__ = [
     "LoadedIntegration",
     "SupervisorConfig",
     "check_config",
+    "find_config_dir",
     "load_config",
+    "load_supervisor",
 ]
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -172,7 +176,8 @@ def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
+def load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
+    """``inlet.yaml`` of ``root`` (defaults when absent) with env overrides; problems are appended to ``errors``."""
     path = root / "inlet.yaml"
     data: Any = {}
     if path.exists():
@@ -191,20 +196,24 @@ def _load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
         return SupervisorConfig()
 
 
-def _load_integration(path: Path, root: Path) -> LoadedIntegration:
+def _read_integration(path: Path) -> IntegrationConfig:
+    """The integration's own keys (customer, integration, plugin, ...): no plugin import, no secret."""
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path))
     try:
-        cfg = IntegrationConfig.model_validate(data)
+        return IntegrationConfig.model_validate(data)
     except ValidationError as exc:
         raise _Many(_validation_errors(exc, path)) from None
+
+
+def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline: bool) -> LoadedIntegration:
     try:
         plugin = find_plugin(cfg.plugin)
     except ConfigError as exc:
         raise ConfigError(str(exc).removeprefix("key plugin: "), file=str(path), key="plugin") from None
     try:
-        settings = plugin.settings_model.model_validate(cfg.settings)
+        settings = plugin.settings_model.model_validate(cfg.settings, context={"offline": offline})
     except ValidationError as exc:
         raise _Many(_validation_errors(exc, path, prefix="settings.")) from None
     ctx = IntegrationContext(customer=cfg.customer, integration=cfg.integration, zone=cfg.zone,
@@ -220,42 +229,80 @@ class _Many(Exception):
         self.errors = errors
 
 
-def check_config(root: Path) -> tuple[SupervisorConfig, list[LoadedIntegration], list[ConfigError]]:
-    """Validate a whole config directory, collecting every error instead of stopping at the first."""
+def _errors_of(exc: ConfigError | _Many) -> list[ConfigError]:
+    return exc.errors if isinstance(exc, _Many) else [exc]
+
+
+def check_config(root: Path, *, only: Collection[str] | None = None, offline: bool = False
+                 ) -> tuple[SupervisorConfig, list[LoadedIntegration], list[ConfigError]]:
+    """Validate a whole config directory, collecting every error instead of stopping at the first.
+
+    ``only`` (``customer/integration`` keys) loads just those integrations: the other files are read for
+    their keys alone, so their plugins' settings and secrets are neither validated nor needed, and an error
+    in them does not stop work on the chosen one. ``offline`` lets absent secrets be stand-ins
+    (:class:`~inlet.core.secrets.OfflineSecret`) for replaying recorded fixtures.
+    """
     errors: list[ConfigError] = []
     if not root.is_dir():
         return SupervisorConfig(), [], [ConfigError("config directory does not exist", file=str(root))]
     root = root.resolve()
-    sup = _load_supervisor(root, errors)
+    sup = load_supervisor(root, errors)
     loaded: list[LoadedIntegration] = []
     files = sorted((root / "integrations").glob("*.y*ml"))
     if not files:
         errors.append(ConfigError("no integration files (integrations/*.yaml)", file=str(root)))
     seen: dict[str, Path] = {}
+    wanted = set(only) if only is not None else None
     for path in files:
         try:
-            item = _load_integration(path, root)
-        except ConfigError as exc:
-            errors.append(exc)
+            cfg = _read_integration(path)
+        except (ConfigError, _Many) as exc:
+            if wanted is None:  # with --only, a broken file of another integration is not this run's problem
+                errors.extend(_errors_of(exc))
             continue
-        except _Many as many:
-            errors.extend(many.errors)
-            continue
-        if item.config.key in seen:
-            errors.append(ConfigError(f"{item.config.key} is already defined in {seen[item.config.key]}",
+        if cfg.key in seen:
+            errors.append(ConfigError(f"{cfg.key} is already defined in {seen[cfg.key]}",
                                       file=str(path), key="integration"))
             continue
-        seen[item.config.key] = path
-        loaded.append(item)
+        seen[cfg.key] = path
+        if wanted is not None and cfg.key not in wanted:
+            continue
+        try:
+            loaded.append(_load_integration(path, root, cfg, offline=offline))
+        except (ConfigError, _Many) as exc:
+            errors.extend(_errors_of(exc))
+    for key in sorted((wanted or set()) - set(seen)):
+        close = difflib.get_close_matches(key, seen, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        errors.append(ConfigError(f"no integration {key} here{hint} (have: {', '.join(sorted(seen)) or 'none'})",
+                                  file=str(root)))
     if not re.fullmatch(r"[A-Za-z0-9._{}-]+", sup.topic_template):
         errors.append(ConfigError("topic template may only hold letters, digits, . _ - and {fields}",
                                   file=str(root / "inlet.yaml"), key="topic_template"))
     return sup, loaded, errors
 
 
-def load_config(root: Path) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
+def find_config_dir(given: Path | None, *, cwd: Path | None = None) -> Path:
+    """The config directory a command works on: ``--config`` / ``INLET_CONFIG`` when given, else the nearest
+    directory holding an ``inlet.yaml``, from the working directory up (as git and ruff find theirs).
+
+    Raises a ConfigError that says everywhere it looked.
+    """
+    if given is not None:
+        return given
+    start = (cwd or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "inlet.yaml").is_file():
+            return folder
+    raise ConfigError(f"no config directory: none given with --config or INLET_CONFIG, and no inlet.yaml in {start} "
+                      "or any folder above it. Point --config at a directory holding inlet.yaml and "
+                      "integrations/*.yaml (e.g. --config examples/config)")
+
+
+def load_config(root: Path, *, only: Collection[str] | None = None, offline: bool = False
+                ) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
     """Like :func:`check_config` but raises the first error (all of them in the message)."""
-    sup, loaded, errors = check_config(root)
+    sup, loaded, errors = check_config(root, only=only, offline=offline)
     if errors:
         first = errors[0]
         if len(errors) > 1:

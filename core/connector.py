@@ -28,16 +28,20 @@ from typing import Any, ClassVar, Generic, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from contracts.base import Contract
-from core.types import Position, RawRecord
+from inlet.contracts.base import Contract
+from inlet.core.types import Position, RawRecord
 
 __all__ = ["Batch", "Connector", "IntegrationContext", "NoSettings", "PluginSettings"]
 
 
 class PluginSettings(BaseModel):
-    """Base of every plugin's settings model: unknown keys are errors, values are immutable."""
+    """Base of every plugin's settings model: unknown keys are errors, values are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A field's docstring (the string literal under it) is its description, so ``inlet plugins show`` and the
+    YAML that ``inlet new`` writes document every option from the model itself.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class NoSettings(PluginSettings):

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from contracts.base import Contract
-from core.types import Headers, Position
+from inlet.contracts.base import Contract
+from inlet.core.types import Headers, Position
 
 __all__ = ["DlqRecord", "Enveloper", "Event", "EventIds", "event_id", "integration_namespace"]
 

@@ -30,17 +30,17 @@ from typing import Any
 import httpx
 import orjson
 
-from core.checkpoint import CheckpointStore
-from core.config import LoadedIntegration
-from core.drift import learn
-from core.envelope import Enveloper, Event
-from core.errors import ConfigError
-from core.metrics import Stats
-from core.mqtt import MqttMessage, MqttSettings, MqttSource
-from core.pipeline import Pipeline
-from core.recording import RecordingSource, RecordingTransport, ReplaySource, ReplayTransport
-from core.redact import Redactor
-from core.sinks.memory import MemorySink
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import LoadedIntegration
+from inlet.core.drift import learn
+from inlet.core.envelope import Enveloper, Event
+from inlet.core.errors import ConfigError
+from inlet.core.metrics import Stats
+from inlet.core.mqtt import MqttMessage, MqttSettings, MqttSource
+from inlet.core.pipeline import Pipeline
+from inlet.core.recording import RecordingSource, RecordingTransport, ReplaySource, ReplayTransport
+from inlet.core.redact import Redactor
+from inlet.core.sinks.memory import MemorySink
 
 __all__ = ["event_doc", "event_lines", "golden_diff", "pseudonym_key", "record", "replay"]
 

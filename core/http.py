@@ -40,11 +40,11 @@ from pydantic import Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from core.auth import AuthSettings, build_auth, credential_id
-from core.connector import IntegrationContext, PluginSettings
-from core.errors import InletError, UpstreamError
-from core.ratelimit import RateLimitSettings, limiter_for, upstream_key
-from core.secrets import mask
+from inlet.core.auth import AuthSettings, build_auth, credential_id
+from inlet.core.connector import IntegrationContext, PluginSettings
+from inlet.core.errors import InletError, UpstreamError
+from inlet.core.ratelimit import RateLimitSettings, limiter_for, upstream_key
+from inlet.core.secrets import mask
 
 __all__ = [
     "EXCEPTION_ACTIONS",
@@ -201,7 +201,7 @@ class HttpClient:
         self.log = ctx.logger()
         transport = transport or ctx.http_transport
         if transport is None and settings.replay:
-            from core.recording import ReplayTransport
+            from inlet.core.recording import ReplayTransport
 
             transport = ReplayTransport(ctx.path(settings.replay) / "http.jsonl")
         # Same host and credentials share one bucket; another tenant's credentials get their own.

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from core.secrets import known_secrets, mask
+from inlet.core.secrets import known_secrets, mask
 
 __all__ = ["configure_logging", "mask_secrets"]
 

@@ -32,9 +32,9 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import Field
 
-from core.connector import IntegrationContext, PluginSettings
-from core.errors import ConfigError
-from core.secrets import Secret
+from inlet.core.connector import IntegrationContext, PluginSettings
+from inlet.core.errors import ConfigError
+from inlet.core.secrets import Secret
 
 __all__ = ["MessageSource", "MqttMessage", "MqttSettings", "MqttSource", "create_session", "open_source"]
 

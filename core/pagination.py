@@ -46,11 +46,11 @@ import orjson
 from pydantic import Field, model_validator
 from typing_extensions import Unpack, override
 
-from core.connector import PluginSettings
-from core.errors import DecodeError, InletError
+from inlet.core.connector import PluginSettings
+from inlet.core.errors import DecodeError, InletError
 
 if TYPE_CHECKING:
-    from core.http import HttpClient
+    from inlet.core.http import HttpClient
 
 __all__ = [
     "DEFAULT_MAX_PAGES",

@@ -22,15 +22,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contracts.base import Contract, converters_from
-from core.checkpoint import CheckpointStore
-from core.connector import Batch, Connector
-from core.drift import AlertThrottle, DriftPolicy, Shape, alert, detect
-from core.envelope import DlqRecord, Enveloper, Event, payload_bytes
-from core.errors import DecodeError, MappingError, RecordError, TransientError
-from core.metrics import BatchCounts, Stats
-from core.sinks import Sink
-from core.types import Position
+from inlet.contracts.base import Contract, converters_from
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import Batch, Connector
+from inlet.core.drift import AlertThrottle, DriftPolicy, Shape, alert, detect
+from inlet.core.envelope import DlqRecord, Enveloper, Event, payload_bytes
+from inlet.core.errors import DecodeError, MappingError, RecordError, TransientError
+from inlet.core.metrics import BatchCounts, Stats
+from inlet.core.sinks import Sink
+from inlet.core.types import Position
 
 __all__ = ["DriftCheck", "Pipeline", "UpstreamDrift", "process_batch"]
 

@@ -79,7 +79,7 @@ import structlog
 from prometheus_client import Counter
 from pydantic import Field
 
-from core.connector import PluginSettings
+from inlet.core.connector import PluginSettings
 
 __all__ = [
     "MAX_PAUSE_SECONDS",

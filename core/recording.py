@@ -36,8 +36,8 @@ from typing import Any
 import httpx
 import orjson
 
-from core.errors import InletError
-from core.mqtt import MessageSource, MqttMessage, MqttSettings
+from inlet.core.errors import InletError
+from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
 
 __all__ = ["MATCH_HEADERS", "RecordingSource", "RecordingTransport", "ReplayMiss", "ReplaySource", "ReplayTransport",
            "message_doc", "request_key", "request_match"]

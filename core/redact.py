@@ -71,7 +71,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from core.secrets import known_secrets
+from inlet.core.secrets import known_secrets
 
 __all__ = ["CREDENTIAL_NAMES", "PERSON_TYPES", "Redactor", "scan_for_leaks"]
 

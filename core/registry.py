@@ -13,14 +13,24 @@ import importlib
 import pkgutil
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, NamedTuple
 
-from core.connector import Connector
-from core.errors import ConfigError
+from inlet.core.connector import Connector
+from inlet.core.errors import ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "find_plugin", "plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginOrigin", "family_of", "find_plugin", "origin_of", "plugins"]
 
 ENTRY_POINT_GROUP = "inlet.connectors"
+
+
+class PluginOrigin(NamedTuple):
+    """Where a plugin comes from: the distribution that installed it and its version."""
+
+    distribution: str
+    version: str
+
+
+_ORIGINS: dict[str, PluginOrigin] = {}
 
 
 def _subclasses(cls: type[Connector[Any]]) -> list[type[Connector[Any]]]:
@@ -34,9 +44,9 @@ def _subclasses(cls: type[Connector[Any]]) -> list[type[Connector[Any]]]:
 @cache
 def plugins() -> dict[str, type[Connector[Any]]]:
     """Every known plugin by name (imports the in-tree connectors once)."""
-    import connectors
+    from inlet import connectors
 
-    for mod in pkgutil.walk_packages(connectors.__path__, prefix="connectors."):
+    for mod in pkgutil.walk_packages(connectors.__path__, prefix="inlet.connectors."):
         importlib.import_module(mod.name)
     found: dict[str, type[Connector[Any]]] = {}
 
@@ -47,15 +57,37 @@ def plugins() -> dict[str, type[Connector[Any]]]:
                               f"and by {cls.__module__}.{cls.__qualname__} ({origin})")
         found[name] = cls
 
+    from inlet import __version__
+
     for cls in _subclasses(Connector):  # type: ignore[type-abstract]  # walking the abstract root is the point
         if cls.__dict__.get("name"):
             add(cls.name, cls, "in-tree")
+            if cls.__module__.startswith("inlet."):
+                _ORIGINS[cls.name] = PluginOrigin("inlet", __version__)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         loaded = ep.load()
         if not (isinstance(loaded, type) and issubclass(loaded, Connector)):
             raise ConfigError(f"entry point {ep.name} = {ep.value} is not a Connector subclass")
         add(ep.name, loaded, f"entry point {ep.value}")
+        if ep.dist is not None and ep.dist.name != "inlet":
+            _ORIGINS[ep.name] = PluginOrigin(ep.dist.name, ep.dist.version)
     return found
+
+
+def origin_of(name: str) -> PluginOrigin:
+    """The distribution (and version) that provides plugin ``name``."""
+    plugins()
+    return _ORIGINS.get(name, PluginOrigin("-", "-"))
+
+
+def family_of(cls: type[Connector[Any]]) -> str:
+    """The family a plugin belongs to: the nearest base class declaring a scaffold (``inlet new``), else '-'."""
+    for base in cls.__mro__:
+        scaffold = base.__dict__.get("scaffold")
+        family = getattr(scaffold, "family", None)
+        if isinstance(family, str):
+            return family
+    return "-"
 
 
 def find_plugin(name: str) -> type[Connector[Any]]:

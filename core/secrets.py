@@ -4,6 +4,11 @@ In a settings model a secret field is typed :data:`Secret`. In YAML it is writte
 ``{env: NAME}`` or ``{file: /run/secrets/name}``; a literal string is refused, so a token can never
 be committed inside a customer's config. Every resolved value is remembered by :func:`mask`, which
 the logging processor uses to blank it out of every line.
+
+Offline work (``inlet replay``, generated contract tests) validates settings with the context
+``{"offline": True}``: a secret whose variable or file is absent then becomes an :class:`OfflineSecret`
+stand-in instead of an error, because recorded exchanges were redacted and answer any credential.
+Whatever needs the secret's *form* (a signing key) checks for the stand-in and uses a throwaway value.
 """
 
 from __future__ import annotations
@@ -12,15 +17,23 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, SecretStr
+from pydantic import BeforeValidator, SecretStr, ValidationInfo
 
-__all__ = ["Secret", "known_secrets", "mask", "resolve_secret"]
+__all__ = ["OfflineSecret", "Secret", "known_secrets", "mask", "resolve_secret"]
 
 _KNOWN: set[str] = set()
 _MAX_SECRET_FILE = 64 * 1024
 
 
-def resolve_secret(ref: Any) -> SecretStr:
+class OfflineSecret(SecretStr):
+    """The stand-in for a secret that offline replay does not need (its env variable or file is absent)."""
+
+
+def _offline(info: ValidationInfo | None) -> bool:
+    return isinstance(info, ValidationInfo) and isinstance(info.context, dict) and bool(info.context.get("offline"))
+
+
+def resolve_secret(ref: Any, info: ValidationInfo | None = None) -> SecretStr:
     """Resolve ``{env: NAME}`` or ``{file: PATH}``; anything else is an error saying what to write."""
     if isinstance(ref, SecretStr):
         return ref
@@ -30,6 +43,8 @@ def resolve_secret(ref: Any) -> SecretStr:
             "never the value itself"
         )
     kind, name = next(iter(ref.items()))
+    if _offline(info) and not (os.environ.get(str(name)) if kind == "env" else Path(str(name)).is_file()):
+        return OfflineSecret(f"offline-stand-in-for-{kind}-{name}")
     if kind == "env":
         value = os.environ.get(str(name))
         if value is None or value == "":

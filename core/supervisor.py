@@ -20,16 +20,16 @@ from pathlib import Path
 
 import structlog
 
-from core.checkpoint import CheckpointStore
-from core.config import LoadedIntegration, SupervisorConfig
-from core.drift import Shape
-from core.envelope import Enveloper
-from core.errors import TransientError
-from core.health import HealthServer
-from core.metrics import Stats
-from core.pipeline import DriftCheck, Pipeline
-from core.sinks import Sink
-from core.sinks.outbox import OutboxSink
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import LoadedIntegration, SupervisorConfig
+from inlet.core.drift import Shape
+from inlet.core.envelope import Enveloper
+from inlet.core.errors import TransientError
+from inlet.core.health import HealthServer
+from inlet.core.metrics import Stats
+from inlet.core.pipeline import DriftCheck, Pipeline
+from inlet.core.sinks import Sink
+from inlet.core.sinks.outbox import OutboxSink
 
 __all__ = ["Supervisor", "build_sink", "state_dir"]
 
@@ -62,7 +62,7 @@ def build_sink(cfg: SupervisorConfig) -> Sink:
     if cfg.resolved_sink() == "kafka":
         if cfg.kafka is None:
             raise ValueError("sink: kafka needs kafka.bootstrap (or INLET_KAFKA_BOOTSTRAP)")
-        from core.sinks.kafka import KafkaSink
+        from inlet.core.sinks.kafka import KafkaSink
 
         return KafkaSink(cfg.kafka)
     return OutboxSink(state_dir(cfg) / "outbox.sqlite")

@@ -48,7 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from core.errors import TimestampError
+from inlet.core.errors import TimestampError
 
 __all__ = ["Ambiguous", "Instant", "Nonexistent", "Precision", "TimestampError", "normalise", "normalise_series",
            "zone"]

@@ -10,13 +10,13 @@ from typing import Any, ClassVar
 
 import yaml
 
-from contracts.base import Contract
-from contracts.clinical_observation import ObservationV1
-from core.connector import Batch, Connector, IntegrationContext, NoSettings
-from core.envelope import Event
-from core.errors import DecodeError, MappingError
-from core.sinks import Sink
-from core.types import Position
+from inlet.contracts.base import Contract
+from inlet.contracts.clinical_observation import ObservationV1
+from inlet.core.connector import Batch, Connector, IntegrationContext, NoSettings
+from inlet.core.envelope import Event
+from inlet.core.errors import DecodeError, MappingError
+from inlet.core.sinks import Sink
+from inlet.core.types import Position
 
 
 class ListConnector(Connector[NoSettings]):
@@ -148,7 +148,7 @@ def start_supervisor(root: Path, *, once: bool = False, log_level: str = "warnin
     import sys
 
     env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": log_level}
-    args = [sys.executable, "-m", "core", "run", "--config", str(root), *(["--once"] if once else [])]
+    args = [sys.executable, "-m", "inlet", "run", "--config", str(root), *(["--once"] if once else [])]
     with (root / "supervisor.log").open("ab") as log:
         return subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], env=env,
                                 stdout=subprocess.DEVNULL, stderr=log)

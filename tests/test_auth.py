@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ValidationError
 
-from core.auth import (
+from inlet.core.auth import (
     AuthError,
     AuthSettings,
     OAuth2ClientCredentialsSettings,
@@ -28,8 +28,8 @@ from core.auth import (
     build_auth,
     credential_id,
 )
-from core.errors import ConfigError, UpstreamError
-from core.logging import configure_logging
+from inlet.core.errors import ConfigError, UpstreamError
+from inlet.core.logging import configure_logging
 from tests.servers.auth import AuthTestServer, SmartClient
 
 CLIENT_ID = "inlet-client"

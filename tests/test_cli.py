@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "examples" / "config"
 def _inlet(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "INLET_KAFKA_BOOTSTRAP"}
     env.update(INLET_STATE_DIR=str(state), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "inlet", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
 

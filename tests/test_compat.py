@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.compat import Incompatibility, check, is_subschema
+from inlet.contracts.compat import Incompatibility, check, is_subschema
 
 
 class M(BaseModel):

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from core.cli import app
-from core.config import check_config, load_config
-from core.errors import ConfigError
-from core.secrets import mask
+from inlet.core.cli import app
+from inlet.core.config import check_config, load_config
+from inlet.core.errors import ConfigError
+from inlet.core.secrets import mask
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config"

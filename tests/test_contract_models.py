@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import contracts
-from contracts.base import Contract
-from contracts.erp_invoice import InvoiceLine
+from inlet import contracts
+from inlet.contracts.base import Contract
+from inlet.contracts.erp_invoice import InvoiceLine
 
 PATIENT: dict[str, Any] = {
     "patient_id": "pat-0001",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import contracts
-from contracts.base import Contract
-from contracts.schemas import check_contracts
+from inlet import contracts
+from inlet.contracts.base import Contract
+from inlet.contracts.schemas import check_contracts
 
 
 @pytest.mark.parametrize("model", contracts.all_contracts(), ids=lambda m: f"{m.contract_name}-{m.contract_version}")

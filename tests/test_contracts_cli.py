@@ -15,7 +15,7 @@ def _inlet(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedPr
     env = dict(os.environ, COLUMNS="200")
     # With cwd at a temp copy of contracts/, `python -m` finds that copy first (the working directory leads
     # sys.path); core still comes from the installed project.
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=pythonpath or ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "inlet", *args], cwd=pythonpath or ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -49,7 +49,7 @@ def test_an_incompatible_new_minor_fails_and_diff_explains_it(tmp_path: Path) ->
     # A new enum value: consumers built against 1.0 cannot read events that carry it (FORWARD breaks).
     text = text.replace('"entered-in-error", "unknown"', '"entered-in-error", "unknown", "provisional"')
     model.write_text(text)
-    regenerate = subprocess.run([sys.executable, "-m", "contracts.schemas"], cwd=tmp_path, capture_output=True,
+    regenerate = subprocess.run([sys.executable, "-m", "inlet.contracts.schemas"], cwd=tmp_path, capture_output=True,
                                 text=True, check=False)
     assert regenerate.returncode == 0, regenerate.stderr
     assert (copy / "schemas" / "clinical.observation.v1.0.json").exists()

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from connectors.fhir.synth import generate_observations
-from core.drift import (
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.drift import (
     AlertThrottle,
     DriftChange,
     Shape,

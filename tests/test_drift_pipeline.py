@@ -12,10 +12,10 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from connectors.fhir.synth import generate_observations
-from core.config import load_config
-from core.drift import learn
-from core.supervisor import Supervisor
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.config import load_config
+from inlet.core.drift import learn
+from inlet.core.supervisor import Supervisor
 from tests.helpers import consume, write_config
 from tests.servers.fhir import FhirTestServer
 

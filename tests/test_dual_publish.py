@@ -10,15 +10,15 @@ from typing import ClassVar
 import orjson
 import pytest
 
-from contracts.base import Contract, converter, unregister_converter
-from contracts.clinical_observation import ObservationV1
-from core.checkpoint import CheckpointStore
-from core.config import KafkaSettings
-from core.connector import Batch
-from core.envelope import Enveloper
-from core.metrics import Stats
-from core.pipeline import Pipeline, process_batch
-from core.sinks.kafka import KafkaSink
+from inlet.contracts.base import Contract, converter, unregister_converter
+from inlet.contracts.clinical_observation import ObservationV1
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import KafkaSettings
+from inlet.core.connector import Batch
+from inlet.core.envelope import Enveloper
+from inlet.core.metrics import Stats
+from inlet.core.pipeline import Pipeline, process_batch
+from inlet.core.sinks.kafka import KafkaSink
 from tests.helpers import ListConnector, consume
 
 pytestmark = pytest.mark.kafka

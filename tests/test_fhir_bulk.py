@@ -23,18 +23,18 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
-from connectors.fhir.ndjson import NdjsonFile, ndjson_lines
-from connectors.fhir.outcome import OperationOutcomeError
-from connectors.fhir.synth import generate_dataset
-from core.checkpoint import CheckpointStore
-from core.connector import IntegrationContext
-from core.envelope import Enveloper, Event
-from core.metrics import Stats
-from core.pipeline import Pipeline
-from core.sinks.memory import MemorySink
-from core.sinks.outbox import read_outbox
-from core.types import Position
+from inlet.connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
+from inlet.connectors.fhir.ndjson import NdjsonFile, ndjson_lines
+from inlet.connectors.fhir.outcome import OperationOutcomeError
+from inlet.connectors.fhir.synth import generate_dataset
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import IntegrationContext
+from inlet.core.envelope import Enveloper, Event
+from inlet.core.metrics import Stats
+from inlet.core.pipeline import Pipeline
+from inlet.core.sinks.memory import MemorySink
+from inlet.core.sinks.outbox import read_outbox
+from inlet.core.types import Position
 from tests.helpers import read_checkpoint, start_supervisor, supervisor_log
 from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
 

@@ -23,10 +23,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from connectors.fhir.mapping import BundleIndex, Resource, bundle_index
-from connectors.fhir.resources import MAPPERS, filter_reason, map_resource
-from contracts.base import Contract
-from core.errors import MappingError
+from inlet.connectors.fhir.mapping import BundleIndex, Resource, bundle_index
+from inlet.connectors.fhir.resources import MAPPERS, filter_reason, map_resource
+from inlet.contracts.base import Contract
+from inlet.core.errors import MappingError
 
 ZONE = "Europe/Amsterdam"
 SOURCES = ("hl7", "synthea", "bulk")

@@ -14,18 +14,18 @@ import orjson
 import pytest
 import structlog
 
-from connectors.fhir.history import HistoryDeletion
-from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
-from connectors.fhir.synth import generate_observations
-from contracts.clinical_deletion import DeletionV1
-from core.checkpoint import CheckpointStore
-from core.connector import IntegrationContext
-from core.envelope import Enveloper
-from core.errors import MappingError
-from core.http import HttpSettings
-from core.metrics import Stats
-from core.pipeline import Pipeline
-from core.sinks.memory import MemorySink
+from inlet.connectors.fhir.history import HistoryDeletion
+from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.contracts.clinical_deletion import DeletionV1
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import IntegrationContext
+from inlet.core.envelope import Enveloper
+from inlet.core.errors import MappingError
+from inlet.core.http import HttpSettings
+from inlet.core.metrics import Stats
+from inlet.core.pipeline import Pipeline
+from inlet.core.sinks.memory import MemorySink
 from tests.servers.fhir import FhirTestServer
 
 Resource = dict[str, Any]

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from connectors.fhir.mapping import bundle_index, map_observation, reference_id, reference_type, resolve
-from connectors.fhir.resources import (
+from inlet.connectors.fhir.mapping import bundle_index, map_observation, reference_id, reference_type, resolve
+from inlet.connectors.fhir.resources import (
     MAPPERS,
     filter_reason,
     map_condition,
@@ -24,7 +24,7 @@ from connectors.fhir.resources import (
     map_patient,
     map_resource,
 )
-from core.errors import MappingError, TimestampError
+from inlet.core.errors import MappingError, TimestampError
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"

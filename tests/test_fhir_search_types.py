@@ -16,30 +16,30 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from connectors.customers.klinikum_mitte import (
+from inlet.connectors.customers.klinikum_mitte import (
     LAB_SYSTEM,
     WARD_SYSTEM,
     WARD_URL,
     KlinikumMitteEncounters,
     KlinikumMitteObservations,
 )
-from connectors.fhir.search import (
+from inlet.connectors.fhir.search import (
     FhirObservationSearchConnector,
     FhirSearchConnector,
     FhirSearchSettings,
     watermark_key,
 )
-from connectors.fhir.synth import generate_encounters, generate_observations, generate_patients
-from core.checkpoint import CheckpointStore
-from core.connector import IntegrationContext
-from core.envelope import Enveloper
-from core.errors import ConfigError, MappingError
-from core.http import HttpSettings
-from core.metrics import Stats
-from core.pipeline import Pipeline
-from core.redact import scan_for_leaks
-from core.registry import find_plugin
-from core.sinks.memory import MemorySink
+from inlet.connectors.fhir.synth import generate_encounters, generate_observations, generate_patients
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import IntegrationContext
+from inlet.core.envelope import Enveloper
+from inlet.core.errors import ConfigError, MappingError
+from inlet.core.http import HttpSettings
+from inlet.core.metrics import Stats
+from inlet.core.pipeline import Pipeline
+from inlet.core.redact import scan_for_leaks
+from inlet.core.registry import find_plugin
+from inlet.core.sinks.memory import MemorySink
 from tests.servers.fhir import FhirTestServer
 from tools.record_hospitals import CUSTOMER, INTEGRATIONS, hospital_resources
 
@@ -258,9 +258,9 @@ def test_no_fixture_file_holds_a_generated_name_or_identifier() -> None:
 
 
 async def test_a_refused_search_is_a_typed_error_with_the_servers_issue_codes() -> None:
-    from connectors.fhir.outcome import OperationOutcomeError
-    from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
-    from core.connector import IntegrationContext
+    from inlet.connectors.fhir.outcome import OperationOutcomeError
+    from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
+    from inlet.core.connector import IntegrationContext
     from tests.servers.fhir import FhirTestServer
 
     with FhirTestServer([]) as server:

@@ -25,7 +25,7 @@ import httpx
 import orjson
 import pytest
 
-from connectors.fhir.synth import (
+from inlet.connectors.fhir.synth import (
     DEFAULT_START,
     IDENTIFIER_SYSTEM,
     SYNTHETIC_TAG,

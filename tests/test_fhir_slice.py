@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.fhir.synth import generate_observations
-from core.config import load_config
-from core.sinks.outbox import read_outbox
-from core.supervisor import Supervisor
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.config import load_config
+from inlet.core.sinks.outbox import read_outbox
+from inlet.core.supervisor import Supervisor
 from tests.helpers import write_config
 from tests.servers.fhir import Faults, FhirTestServer
 

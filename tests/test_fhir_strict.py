@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.fhir.strict import validate_strict
-from core.errors import DecodeError
+from inlet.connectors.fhir.strict import validate_strict
+from inlet.core.errors import DecodeError
 
 BASE = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "Body weight"}}
 
@@ -42,11 +42,11 @@ def test_unknown_resource_type() -> None:
 async def test_strict_search_sends_structurally_broken_resources_to_the_dlq() -> None:
     import copy
 
-    from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
-    from connectors.fhir.synth import generate_observations
-    from core.connector import Batch, IntegrationContext
-    from core.envelope import Enveloper
-    from core.pipeline import process_batch
+    from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
+    from inlet.connectors.fhir.synth import generate_observations
+    from inlet.core.connector import Batch, IntegrationContext
+    from inlet.core.envelope import Enveloper
+    from inlet.core.pipeline import process_batch
 
     resources = generate_observations(20, seed=3)
     broken = copy.deepcopy(resources[4])
@@ -65,9 +65,9 @@ async def test_strict_search_sends_structurally_broken_resources_to_the_dlq() ->
 def test_strict_bulk_refuses_a_structurally_broken_line() -> None:
     import orjson
 
-    from connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
-    from connectors.fhir.ndjson import NdjsonFile, NdjsonLine
-    from core.connector import IntegrationContext
+    from inlet.connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
+    from inlet.connectors.fhir.ndjson import NdjsonFile, NdjsonLine
+    from inlet.core.connector import IntegrationContext
 
     def line(doc: dict[str, object]) -> NdjsonLine:
         out = NdjsonLine(orjson.dumps(doc))

@@ -8,12 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from core.redact import scan_for_leaks
-from core.testing import FixtureCase, check_fixture, fixture_cases
-from tools.record_bulk import throwaway_key
+from inlet.core.redact import scan_for_leaks
+from inlet.testing import FixtureCase, check_fixture, fixture_cases
 
 ROOT = Path(__file__).resolve().parents[1]
-throwaway_key()  # Spital Wien signs SMART assertions; a recorded token endpoint answers any key
+
 CASES = fixture_cases([ROOT / "examples" / "config", ROOT / "examples" / "customers"], ROOT / "fixtures")
 
 
@@ -67,7 +66,7 @@ def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from connectors.fhir.synth import generate_observations
+    from inlet.connectors.fhir.synth import generate_observations
     from tests.helpers import write_config
     from tests.servers.fhir import FhirTestServer
 
@@ -75,7 +74,7 @@ def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path) -> None:
     env.update(INLET_PSEUDONYM_KEY="test-key-0123456789abcdef", ACME_TOKEN="planted-secret-token-42")
 
     def inlet(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "inlet", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120, check=False)
 
     fixtures = tmp_path / "fx"

@@ -9,18 +9,18 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from connectors.fhir.search import FhirObservationSearchConnector, FhirSearchSettings
-from connectors.fhir.synth import generate_observations
-from core.checkpoint import CheckpointStore
-from core.connector import IntegrationContext
-from core.envelope import Enveloper
-from core.errors import UpstreamError
-from core.http import HttpClient, HttpResponse, HttpSettings, UnexpectedContent, UpstreamRefused
-from core.metrics import Stats
-from core.pagination import NextLinkPaginator, paginate
-from core.pipeline import Pipeline
-from core.ratelimit import RateLimitSettings, reset_limiters
-from core.sinks.outbox import OutboxSink
+from inlet.connectors.fhir.search import FhirObservationSearchConnector, FhirSearchSettings
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import IntegrationContext
+from inlet.core.envelope import Enveloper
+from inlet.core.errors import UpstreamError
+from inlet.core.http import HttpClient, HttpResponse, HttpSettings, UnexpectedContent, UpstreamRefused
+from inlet.core.metrics import Stats
+from inlet.core.pagination import NextLinkPaginator, paginate
+from inlet.core.pipeline import Pipeline
+from inlet.core.ratelimit import RateLimitSettings, reset_limiters
+from inlet.core.sinks.outbox import OutboxSink
 from tests.servers.fhir import Faults as FhirFaults
 from tests.servers.fhir import FhirTestServer
 from tests.servers.http import Faults, HttpTestServer, RateLimit, Request, Response

@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.fhir.search import FhirObservationSearchConnector
-from core.config import load_config
-from core.connector import Batch
-from core.envelope import Enveloper, event_id, integration_namespace
-from core.pipeline import process_batch
-from core.supervisor import Supervisor
-from core.time import normalise
+from inlet.connectors.fhir.search import FhirObservationSearchConnector
+from inlet.core.config import load_config
+from inlet.core.connector import Batch
+from inlet.core.envelope import Enveloper, event_id, integration_namespace
+from inlet.core.pipeline import process_batch
+from inlet.core.supervisor import Supervisor
+from inlet.core.time import normalise
 from tests.helpers import consume, header_map, write_config
 from tests.servers.fhir import FhirTestServer, synthea_observations
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.fhir.synth import generate_observations
-from core.config import load_config
-from core.supervisor import Supervisor
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.config import load_config
+from inlet.core.supervisor import Supervisor
 from tests.helpers import consume, write_config
 from tests.servers.fhir import FhirTestServer
 from tools.services import KafkaBroker

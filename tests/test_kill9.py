@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.fhir.synth import generate_observations
-from core.time import normalise
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.time import normalise
 from tests.helpers import consume, read_checkpoint, start_supervisor, supervisor_log, write_config
 from tests.servers.fhir import FhirTestServer
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.mqtt_meter.decoders._common import DeviceContext
-from connectors.mqtt_meter.decoders.senml import decode_senml, resolve_senml
-from connectors.mqtt_meter.decoders.shelly import decode_shelly
-from connectors.mqtt_meter.decoders.tasmota import decode_tasmota
-from contracts.energy_meter_reading import MeterReadingV1
-from core.errors import DecodeError, MappingError, TimestampError
+from inlet.connectors.mqtt_meter.decoders._common import DeviceContext
+from inlet.connectors.mqtt_meter.decoders.senml import decode_senml, resolve_senml
+from inlet.connectors.mqtt_meter.decoders.shelly import decode_shelly
+from inlet.connectors.mqtt_meter.decoders.tasmota import decode_tasmota
+from inlet.contracts.energy_meter_reading import MeterReadingV1
+from inlet.core.errors import DecodeError, MappingError, TimestampError
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BERLIN = DeviceContext("meter-1", "Europe/Berlin", RECEIVED)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.mqtt_meter.hygiene import Hygiene
-from contracts.energy_meter_reading import MeterReadingV1
+from inlet.connectors.mqtt_meter.hygiene import Hygiene
+from inlet.contracts.energy_meter_reading import MeterReadingV1
 
 T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
 
@@ -59,13 +59,13 @@ def test_memory_is_bounded() -> None:
 async def test_the_connector_states_why_a_message_yields_nothing(tmp_path: Any) -> None:
     import orjson
 
-    from connectors.customers.stadtwerke_nord import StadtwerkeNordMeters, StadtwerkeNordSettings
-    from connectors.mqtt_meter.synth import municipal_traffic
-    from core.connector import Batch, IntegrationContext
-    from core.envelope import Enveloper
-    from core.mqtt import MqttMessage
-    from core.pipeline import process_batch
-    from core.recording import ReplaySource, message_doc
+    from inlet.connectors.customers.stadtwerke_nord import StadtwerkeNordMeters, StadtwerkeNordSettings
+    from inlet.connectors.mqtt_meter.synth import municipal_traffic
+    from inlet.core.connector import Batch, IntegrationContext
+    from inlet.core.envelope import Enveloper
+    from inlet.core.mqtt import MqttMessage
+    from inlet.core.pipeline import process_batch
+    from inlet.core.recording import ReplaySource, message_doc
 
     traffic = municipal_traffic()
     messages = [MqttMessage(t, p, 1, False, i + 1, T0) for i, (t, p) in enumerate(traffic)]

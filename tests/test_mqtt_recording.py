@@ -12,10 +12,10 @@ import orjson
 import pytest
 import yaml
 
-from connectors.mqtt_meter.synth import municipal_traffic
-from core.mqtt import MqttMessage, MqttSettings, create_session
-from core.recording import ReplaySource, message_doc
-from core.redact import scan_for_leaks
+from inlet.connectors.mqtt_meter.synth import municipal_traffic
+from inlet.core.mqtt import MqttMessage, MqttSettings, create_session
+from inlet.core.recording import ReplaySource, message_doc
+from inlet.core.redact import scan_for_leaks
 from tools.record_meters import publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path, mqtt_url:
     publish(mqtt_url, messages)
 
     def inlet(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "core", *args, "--config", str(root), "--fixtures",
+        return subprocess.run([sys.executable, "-m", "inlet", *args, "--config", str(root), "--fixtures",
                                str(tmp_path / "fx")], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=120, check=False)
 

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from core.connector import IntegrationContext
-from core.errors import DecodeError, InletError
-from core.http import HttpClient, HttpSettings
-from core.pagination import (
+from inlet.core.connector import IntegrationContext
+from inlet.core.errors import DecodeError, InletError
+from inlet.core.http import HttpClient, HttpSettings
+from inlet.core.pagination import (
     CursorPaginator,
     CursorSettings,
     NextLinkPaginator,

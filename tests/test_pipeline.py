@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.checkpoint import CheckpointStore
-from core.connector import Batch
-from core.envelope import Enveloper, event_id, integration_namespace
-from core.errors import SinkUnavailable
-from core.metrics import Stats
-from core.pipeline import Pipeline, process_batch
-from core.sinks.outbox import OutboxSink, read_outbox
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import Batch
+from inlet.core.envelope import Enveloper, event_id, integration_namespace
+from inlet.core.errors import SinkUnavailable
+from inlet.core.metrics import Stats
+from inlet.core.pipeline import Pipeline, process_batch
+from inlet.core.sinks.outbox import OutboxSink, read_outbox
 from tests.helpers import GatedSink, ListConnector
 
 GOOD = {"id": "o1"}

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from core.ratelimit import (
+from inlet.core.ratelimit import (
     MAX_RESET_SECONDS,
     RateLimitSettings,
     UpstreamLimiter,

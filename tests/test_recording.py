@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.recording import RecordingTransport, ReplayMiss, ReplayTransport
+from inlet.core.recording import RecordingTransport, ReplayMiss, ReplayTransport
 
 
 def _upstream(request: httpx.Request) -> httpx.Response:

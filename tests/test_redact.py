@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.fhir.synth import generate_dataset
-from core.recording import RecordingTransport, ReplayTransport, request_key
-from core.redact import Redactor, scan_for_leaks
-from core.secrets import resolve_secret
+from inlet.connectors.fhir.synth import generate_dataset
+from inlet.core.recording import RecordingTransport, ReplayTransport, request_key
+from inlet.core.redact import Redactor, scan_for_leaks
+from inlet.core.secrets import resolve_secret
 
 KEY = b"test-key-1"
 SECRET = "s3cr3t-planted-Vx9Qw"
@@ -271,7 +271,7 @@ def test_scan_for_leaks_reports_planted_values() -> None:
 
 
 def test_postal_code_keeps_the_region_prefix_the_contract_keeps() -> None:
-    from core.redact import Redactor
+    from inlet.core.redact import Redactor
 
     redactor = Redactor(b"k" * 16, phi=True)
     doc = {"response": {"json": {"resourceType": "Patient", "id": "p1",

@@ -6,15 +6,15 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from connectors.customers.example_clinic import ExampleClinicObservations
-from connectors.fhir.search import FhirObservationSearchConnector
-from core.errors import ConfigError
-from core.registry import ENTRY_POINT_GROUP, find_plugin, plugins
+from inlet.connectors.customers.example_clinic import ExampleClinicObservations
+from inlet.connectors.fhir.search import FhirObservationSearchConnector
+from inlet.core.errors import ConfigError
+from inlet.core.registry import ENTRY_POINT_GROUP, find_plugin, plugins
 
 
 def test_in_tree_and_entry_point_plugins_are_both_found() -> None:
     names = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    assert names["fhir.observation_search"] == "connectors.fhir.search:FhirObservationSearchConnector"
+    assert names["fhir.observation_search"] == "inlet.connectors.fhir.search:FhirObservationSearchConnector"
     found = plugins()
     assert found["fhir.observation_search"] is FhirObservationSearchConnector
     assert found["example_clinic.observations"] is ExampleClinicObservations  # in-tree only, no entry point

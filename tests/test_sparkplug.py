@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.mqtt_meter.sparkplug import (
+from inlet.connectors.mqtt_meter.sparkplug import (
     DataType,
     Metric,
     Payload,
@@ -31,7 +31,7 @@ from connectors.mqtt_meter.sparkplug import (
     encode_payload,
     parse_topic,
 )
-from core.errors import DecodeError
+from inlet.core.errors import DecodeError
 
 NODE = parse_topic("spBv1.0/grid/NBIRTH/edge-1")
 

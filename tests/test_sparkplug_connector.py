@@ -12,16 +12,16 @@ from typing import Any
 
 import orjson
 
-from connectors.customers.netz_ost import NetzOstSettings, NetzOstSubstations
-from connectors.mqtt_meter.connector import MqttMeterConnector, MqttMeterSettings
-from connectors.mqtt_meter.sparkplug import decode_payload
-from connectors.mqtt_meter.synth import grid_traffic
-from core.connector import Batch, IntegrationContext
-from core.envelope import Enveloper
-from core.metrics import BatchCounts
-from core.mqtt import MqttMessage
-from core.pipeline import process_batch
-from core.recording import ReplaySource
+from inlet.connectors.customers.netz_ost import NetzOstSettings, NetzOstSubstations
+from inlet.connectors.mqtt_meter.connector import MqttMeterConnector, MqttMeterSettings
+from inlet.connectors.mqtt_meter.sparkplug import decode_payload
+from inlet.connectors.mqtt_meter.synth import grid_traffic
+from inlet.core.connector import Batch, IntegrationContext
+from inlet.core.envelope import Enveloper
+from inlet.core.metrics import BatchCounts
+from inlet.core.mqtt import MqttMessage
+from inlet.core.pipeline import process_batch
+from inlet.core.recording import ReplaySource
 
 T0 = datetime(2026, 10, 25, 3, 0, tzinfo=UTC)
 

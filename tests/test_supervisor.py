@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import yaml
 
-from connectors.fhir.synth import generate_observations
-from core.config import load_config
-from core.sinks.outbox import read_outbox
-from core.supervisor import Supervisor
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.config import load_config
+from inlet.core.sinks.outbox import read_outbox
+from inlet.core.supervisor import Supervisor
 from tests.helpers import write_config
 from tests.servers.fhir import FhirTestServer
 
@@ -61,7 +61,7 @@ def test_sigterm_drains_commits_and_exits_zero_then_resumes_without_duplicates(t
     with FhirTestServer(resources, page_delay=0.02) as server:
         root = write_config(tmp_path, base_url=server.base_url, page_size=50)
         outbox = root / "state" / "outbox.sqlite"
-        cmd = [sys.executable, "-m", "core", "run", "--config", str(root)]
+        cmd = [sys.executable, "-m", "inlet", "run", "--config", str(root)]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while len(read_outbox(outbox, limit=10)) < 10 and time.monotonic() < deadline:

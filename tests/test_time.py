@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InletError, MappingError
-from core.time import Ambiguous, Instant, TimestampError, normalise, normalise_series, zone
+from inlet.core.errors import InletError, MappingError
+from inlet.core.time import Ambiguous, Instant, TimestampError, normalise, normalise_series, zone
 
 BERLIN, NEW_YORK, LORD_HOWE = "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"
 DST_ZONES = (BERLIN, NEW_YORK, LORD_HOWE)

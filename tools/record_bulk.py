@@ -23,9 +23,9 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from connectors.fhir.synth import generate_dataset
-from core.config import load_config
-from core.fixtures import record
+from inlet.connectors.fhir.synth import generate_dataset
+from inlet.core.config import load_config
+from inlet.core.fixtures import record
 from tests.servers.auth import AuthTestServer, SmartClient
 from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
 from tools.recording import origin, rewrite_origins

@@ -15,9 +15,9 @@ import copy
 import os
 from pathlib import Path
 
-from connectors.fhir.synth import generate_observations
-from core.config import load_config
-from core.drift import learn
+from inlet.connectors.fhir.synth import generate_observations
+from inlet.core.config import load_config
+from inlet.core.drift import learn
 from tools.recording import record_from_fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]

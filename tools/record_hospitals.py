@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from connectors.customers.klinikum_mitte import LAB_SYSTEM, LAB_TO_LOINC, WARD_URL, ZONE
-from connectors.fhir.synth import FhirResource, generate_dataset, generate_encounters, generate_patients
-from core.config import LoadedIntegration, check_config
-from core.errors import ConfigError
+from inlet.connectors.customers.klinikum_mitte import LAB_SYSTEM, LAB_TO_LOINC, WARD_URL, ZONE
+from inlet.connectors.fhir.synth import FhirResource, generate_dataset, generate_encounters, generate_patients
+from inlet.core.config import LoadedIntegration, check_config
+from inlet.core.errors import ConfigError
 from tools.recording import record_from_fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,10 +17,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors.mqtt_meter.synth import Message, grid_traffic, municipal_traffic
-from core.config import load_config
-from core.fixtures import record
-from core.mqtt import create_session
+from inlet.connectors.mqtt_meter.synth import Message, grid_traffic, municipal_traffic
+from inlet.core.config import load_config
+from inlet.core.fixtures import record
+from inlet.core.mqtt import create_session
 from tools.services import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import orjson
 
-from core.config import LoadedIntegration
-from core.fixtures import record
+from inlet.core.config import LoadedIntegration
+from inlet.core.fixtures import record
 from tests.servers.fhir import FhirTestServer
 
 __all__ = ["origin", "record_from_fhir_server", "rewrite_origins"]

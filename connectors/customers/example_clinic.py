@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 from typing_extensions import override
 
-from connectors.fhir.mapping import with_standard_codes
-from connectors.fhir.search import FhirObservationSearchConnector
-from contracts.base import Contract
-from contracts.clinical_observation import ObservationV1
+from inlet.connectors.fhir.mapping import with_standard_codes
+from inlet.connectors.fhir.search import FhirObservationSearchConnector
+from inlet.contracts.base import Contract
+from inlet.contracts.clinical_observation import ObservationV1
 
 __all__ = ["ExampleClinicObservations"]
 

@@ -29,15 +29,15 @@ from typing import Any, ClassVar, Final
 
 from typing_extensions import override
 
-from connectors.fhir.mapping import items, obj, with_standard_codes
-from connectors.fhir.search import FhirSearchConnector, FhirSearchSettings, pinned_settings
-from contracts.base import Contract
-from contracts.clinical_encounter import EncounterV1
-from contracts.clinical_observation import Coding, ObservationV1
-from contracts.clinical_patient import PatientV1
-from core.connector import IntegrationContext, PluginSettings
-from core.errors import ConfigError, MappingError
-from core.time import Instant, normalise, normalise_series
+from inlet.connectors.fhir.mapping import items, obj, with_standard_codes
+from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings, pinned_settings
+from inlet.contracts.base import Contract
+from inlet.contracts.clinical_encounter import EncounterV1
+from inlet.contracts.clinical_observation import Coding, ObservationV1
+from inlet.contracts.clinical_patient import PatientV1
+from inlet.core.connector import IntegrationContext, PluginSettings
+from inlet.core.errors import ConfigError, MappingError
+from inlet.core.time import Instant, normalise, normalise_series
 
 __all__ = ["LAB_SYSTEM", "LAB_TO_LOINC", "WARD_SYSTEM", "WARD_URL", "ZONE", "KlinikumMitteEncounters",
            "KlinikumMitteObservations", "KlinikumMittePatients"]

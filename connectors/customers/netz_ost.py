@@ -21,9 +21,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from connectors.mqtt_meter.connector import MqttMeterConnector, MqttMeterSettings, Route
-from connectors.mqtt_meter.decoders.sparkplug_b import MetricMap
-from core.connector import PluginSettings
+from inlet.connectors.mqtt_meter.connector import MqttMeterConnector, MqttMeterSettings, Route
+from inlet.connectors.mqtt_meter.decoders.sparkplug_b import MetricMap
+from inlet.core.connector import PluginSettings
 
 __all__ = ["NetzOstSubstations"]
 

@@ -25,8 +25,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
-from core.connector import PluginSettings
+from inlet.connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
+from inlet.core.connector import PluginSettings
 
 __all__ = ["SpitalWienBulk"]
 

@@ -17,8 +17,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from connectors.mqtt_meter.connector import MqttMeterConnector, MqttMeterSettings, Route
-from core.connector import PluginSettings
+from inlet.connectors.mqtt_meter.connector import MqttMeterConnector, MqttMeterSettings, Route
+from inlet.core.connector import PluginSettings
 
 __all__ = ["StadtwerkeNordMeters"]
 

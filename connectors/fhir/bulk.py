@@ -44,28 +44,29 @@ import httpx
 import orjson
 from pydantic import Field, model_validator
 
-from connectors.fhir.ndjson import NdjsonFile, NdjsonLine, ndjson_lines
-from connectors.fhir.outcome import (
+from inlet.connectors.fhir.ndjson import NdjsonFile, NdjsonLine, ndjson_lines
+from inlet.connectors.fhir.outcome import (
     Issue,
     OperationOutcomeError,
     describe_issues,
     final_outcome,
     outcome_issues,
 )
-from connectors.fhir.resources import MAPPERS, filter_reason, map_resource
-from connectors.fhir.strict import validate_strict
-from contracts.base import Contract
-from contracts.clinical_condition import ConditionV1
-from contracts.clinical_encounter import EncounterV1
-from contracts.clinical_medication_request import MedicationRequestV1
-from contracts.clinical_observation import ObservationV1
-from contracts.clinical_patient import PatientV1
-from core.connector import Batch, Connector, PluginSettings
-from core.errors import DecodeError, InletError, UpstreamError
-from core.http import HttpClient, HttpResponse, HttpSettings, retry_after_seconds
-from core.secrets import mask
-from core.time import normalise
-from core.types import Position
+from inlet.connectors.fhir.resources import MAPPERS, filter_reason, map_resource
+from inlet.connectors.fhir.strict import validate_strict
+from inlet.contracts.base import Contract
+from inlet.contracts.clinical_condition import ConditionV1
+from inlet.contracts.clinical_encounter import EncounterV1
+from inlet.contracts.clinical_medication_request import MedicationRequestV1
+from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_patient import PatientV1
+from inlet.core.connector import Batch, Connector, PluginSettings
+from inlet.core.errors import DecodeError, InletError, UpstreamError
+from inlet.core.http import HttpClient, HttpResponse, HttpSettings, retry_after_seconds
+from inlet.core.scaffold import Scaffold
+from inlet.core.secrets import mask
+from inlet.core.time import normalise
+from inlet.core.types import Position
 
 __all__ = ["BulkExportError", "ExportErrorRecord", "FhirBulkExportConnector", "FhirBulkSettings"]
 
@@ -150,6 +151,10 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
     description: ClassVar[str] = "FHIR Bulk Data $export (system/group/patient), NDJSON streamed, _since incremental"
     phi: ClassVar[bool] = True
     mapped_types: ClassVar[frozenset[str]] = frozenset(MAPPERS)
+    scaffold: ClassVar[Scaffold] = Scaffold(
+        family="fhir_bulk", integration="nightly", hooks=("filter", "map"), zone="Europe/Berlin",
+        settings={"http": {"base_url": "https://fhir.{customer}.invalid/fhir"}},
+        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server")
 
     http: HttpClient
     _finished: str | None = None  # status URL to DELETE once the final position is committed

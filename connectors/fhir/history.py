@@ -23,13 +23,13 @@ from typing import Any
 
 import orjson
 
-from contracts.clinical_deletion import DeletionV1
-from core.connector import Batch
-from core.errors import MappingError
-from core.http import HttpClient, UpstreamRefused
-from core.pagination import NextLinkPaginator, PageDecodeError, paginate
-from core.time import Instant, normalise
-from core.types import Position
+from inlet.contracts.clinical_deletion import DeletionV1
+from inlet.core.connector import Batch
+from inlet.core.errors import MappingError
+from inlet.core.http import HttpClient, UpstreamRefused
+from inlet.core.pagination import NextLinkPaginator, PageDecodeError, paginate
+from inlet.core.time import Instant, normalise
+from inlet.core.types import Position
 
 __all__ = ["HistoryDeletion", "HistoryScan", "UndecodablePage", "map_deletion", "read_deletions"]
 

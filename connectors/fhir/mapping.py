@@ -26,9 +26,9 @@ import re
 from datetime import datetime
 from typing import Any, Final
 
-from contracts.clinical_observation import Coding, ObservationV1
-from core.errors import MappingError
-from core.time import Instant, normalise
+from inlet.contracts.clinical_observation import Coding, ObservationV1
+from inlet.core.errors import MappingError
+from inlet.core.time import Instant, normalise
 
 __all__ = ["LOINC", "VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "items", "map_observation",
            "obj", "period", "quantity", "reference_id", "reference_type", "require_id", "resolve", "resolve_resource",

@@ -15,8 +15,8 @@ from typing import Literal
 
 import httpx
 
-from core.errors import UpstreamError
-from core.secrets import mask
+from inlet.core.errors import UpstreamError
+from inlet.core.secrets import mask
 
 __all__ = ["NdjsonFile", "NdjsonLine", "ndjson_lines"]
 

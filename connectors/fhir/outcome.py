@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from core.http import HttpResponse, UpstreamRefused
-from core.secrets import mask
+from inlet.core.http import HttpResponse, UpstreamRefused
+from inlet.core.secrets import mask
 
 __all__ = ["TRANSIENT_CODES", "Issue", "OperationOutcomeError", "describe_issues", "final_outcome",
            "outcome_issues"]

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, Final, Protocol
 
-from connectors.fhir.mapping import (
+from inlet.connectors.fhir.mapping import (
     BundleIndex,
     Resource,
     codings,
@@ -46,12 +46,12 @@ from connectors.fhir.mapping import (
     source_meta,
     when,
 )
-from contracts.base import Contract
-from contracts.clinical_condition import ConditionV1
-from contracts.clinical_encounter import EncounterV1
-from contracts.clinical_medication_request import MedicationRequestV1
-from contracts.clinical_patient import PatientV1
-from core.errors import MappingError
+from inlet.contracts.base import Contract
+from inlet.contracts.clinical_condition import ConditionV1
+from inlet.contracts.clinical_encounter import EncounterV1
+from inlet.contracts.clinical_medication_request import MedicationRequestV1
+from inlet.contracts.clinical_patient import PatientV1
+from inlet.core.errors import MappingError
 
 __all__ = ["FILTERS", "MAPPERS", "Mapper", "filter_reason", "map_condition", "map_encounter",
            "map_medication_request", "map_patient", "map_resource"]

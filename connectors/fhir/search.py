@@ -35,23 +35,24 @@ from typing import Any, ClassVar, Literal, get_args
 import orjson
 from pydantic import Field, create_model
 
-from connectors.fhir.history import HistoryDeletion, UndecodablePage, map_deletion, read_deletions
-from connectors.fhir.outcome import OperationOutcomeError
-from connectors.fhir.resources import filter_reason, map_resource
-from connectors.fhir.strict import validate_strict
-from contracts.base import Contract
-from contracts.clinical_condition import ConditionV1
-from contracts.clinical_deletion import DeletionV1
-from contracts.clinical_encounter import EncounterV1
-from contracts.clinical_medication_request import MedicationRequestV1
-from contracts.clinical_observation import ObservationV1
-from contracts.clinical_patient import PatientV1
-from core.connector import Batch, Connector, IntegrationContext, PluginSettings
-from core.errors import ConfigError, DecodeError, MappingError
-from core.http import HttpClient, HttpSettings, UpstreamRefused
-from core.pagination import NextLinkPaginator, Page, PageDecodeError, paginate
-from core.time import Instant, normalise
-from core.types import Position
+from inlet.connectors.fhir.history import HistoryDeletion, UndecodablePage, map_deletion, read_deletions
+from inlet.connectors.fhir.outcome import OperationOutcomeError
+from inlet.connectors.fhir.resources import filter_reason, map_resource
+from inlet.connectors.fhir.strict import validate_strict
+from inlet.contracts.base import Contract
+from inlet.contracts.clinical_condition import ConditionV1
+from inlet.contracts.clinical_deletion import DeletionV1
+from inlet.contracts.clinical_encounter import EncounterV1
+from inlet.contracts.clinical_medication_request import MedicationRequestV1
+from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_patient import PatientV1
+from inlet.core.connector import Batch, Connector, IntegrationContext, PluginSettings
+from inlet.core.errors import ConfigError, DecodeError, MappingError
+from inlet.core.http import HttpClient, HttpSettings, UpstreamRefused
+from inlet.core.pagination import NextLinkPaginator, Page, PageDecodeError, paginate
+from inlet.core.scaffold import Scaffold
+from inlet.core.time import Instant, normalise
+from inlet.core.types import Position
 
 __all__ = ["FhirObservationSearchConnector", "FhirSearchConnector", "FhirSearchSettings", "ResourceType",
            "pinned_settings", "watermark_key"]
@@ -104,6 +105,10 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                                                        MedicationRequestV1, DeletionV1)
     description: ClassVar[str] = "FHIR R4 search (any mapped resource type) with a _lastUpdated watermark"
     phi: ClassVar[bool] = True
+    scaffold: ClassVar[Scaffold] = Scaffold(
+        family="fhir", integration="observations", hooks=("filter", "map"), zone="Europe/Berlin",
+        settings={"resource_type": "Observation", "http": {"base_url": "https://fhir.{customer}.invalid/fhir"}},
+        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server")
 
     http: HttpClient
     _seen: frozenset[str] = frozenset()

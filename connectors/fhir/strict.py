@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from core.errors import DecodeError
+from inlet.core.errors import DecodeError
 
 __all__ = ["validate_strict"]
 

@@ -21,15 +21,16 @@ import orjson
 from paho.mqtt.client import topic_matches_sub
 from pydantic import Field
 
-from contracts.base import Contract
-from contracts.energy_data_quality import DataQualityV1
-from contracts.energy_device_status import DeviceStatusV1
-from contracts.energy_meter_reading import MeterReadingV1
-from core.connector import Batch, Connector, PluginSettings
-from core.errors import DecodeError, MappingError
-from core.mqtt import MessageSource, MqttMessage, MqttSettings, open_source
-from core.time import normalise
-from core.types import Position
+from inlet.contracts.base import Contract
+from inlet.contracts.energy_data_quality import DataQualityV1
+from inlet.contracts.energy_device_status import DeviceStatusV1
+from inlet.contracts.energy_meter_reading import MeterReadingV1
+from inlet.core.connector import Batch, Connector, PluginSettings
+from inlet.core.errors import DecodeError, MappingError
+from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings, open_source
+from inlet.core.scaffold import Scaffold
+from inlet.core.time import normalise
+from inlet.core.types import Position
 
 from .decoders._common import DeviceContext, Skip
 from .decoders.sparkplug_b import MetricMap, SparkplugDecoder
@@ -105,9 +106,24 @@ def _decoder(route: Route) -> Decoder:
         return decode_json
     if route.decoder == "sparkplug":
         return SparkplugDecoder(route.metrics)
-    module = importlib.import_module(f"connectors.mqtt_meter.decoders.{route.decoder}")
+    module = importlib.import_module(f"inlet.connectors.mqtt_meter.decoders.{route.decoder}")
     fn: Decoder = getattr(module, f"decode_{route.decoder}")
     return fn
+
+
+_ROUTES_STUB = '''
+def _routes() -> list[Route]:
+    """This customer's topic layout: which topics, which decoder, which topic level is the device."""
+    raise ConfigError("{module}.{integration}: the topic routes are not configured yet. Write them in _routes() of "
+                      "this module, e.g. [Route(topic='tele/+/SENSOR', decoder='tasmota', device_level=1)]")
+
+
+class {Class}Settings(MqttMeterSettings):
+    """Only the broker is per deployment; the routes are the customer's topic layout."""
+
+    routes: list[Route] = Field(default_factory=_routes, min_length=1)
+'''
+_SETTINGS_BODY = "    settings_model: ClassVar[type[PluginSettings]] = {Class}Settings"
 
 
 class MqttMeterConnector(Connector[MqttMeterSettings]):
@@ -117,6 +133,12 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     settings_model: ClassVar[type[PluginSettings]] = MqttMeterSettings
     contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1, DeviceStatusV1, DataQualityV1)
     description: ClassVar[str] = "MQTT meter hub (QoS 1, persistent session, PUBACK after the sink)"
+    scaffold: ClassVar[Scaffold] = Scaffold(
+        family="mqtt_meter", integration="meters", zone="Europe/Berlin",
+        settings={"mqtt": {"url": "mqtt://127.0.0.1:1883", "topics": ["tele/+/SENSOR"]}},
+        imports="from pydantic import Field",
+        extra=_ROUTES_STUB, class_body=_SETTINGS_BODY,
+        record="inlet record {key} --config {config} --idle 3   # drains what the hub's session receives")
 
     source: MessageSource
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Final
 
-from contracts.energy_meter_reading import MeterReadingV1
+from inlet.contracts.energy_meter_reading import MeterReadingV1
 
 __all__ = ["Hygiene"]
 

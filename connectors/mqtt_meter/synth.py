@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from connectors.mqtt_meter.sparkplug import DataType, Metric, Payload, encode_payload
+from inlet.connectors.mqtt_meter.sparkplug import DataType, Metric, Payload, encode_payload
 
 __all__ = ["Message", "grid_traffic", "municipal_traffic", "tasmota_sensor"]
 

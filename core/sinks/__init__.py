@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Sequence
 
-from core.envelope import Event
+from inlet.core.envelope import Event
 
 __all__ = ["Sink"]
 

@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from core.config import KafkaSettings
-from core.envelope import Event
-from core.errors import SinkUnavailable
-from core.sinks import Sink
+from inlet.core.config import KafkaSettings
+from inlet.core.envelope import Event
+from inlet.core.errors import SinkUnavailable
+from inlet.core.sinks import Sink
 
 __all__ = ["KafkaSink"]
 

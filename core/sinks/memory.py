@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 
-from core.envelope import Event
-from core.sinks import Sink
+from inlet.core.envelope import Event
+from inlet.core.sinks import Sink
 
 __all__ = ["MemorySink"]
 

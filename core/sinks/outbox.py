@@ -15,10 +15,10 @@ from pathlib import Path
 
 import orjson
 
-from core.envelope import Event
-from core.errors import SinkUnavailable
-from core.sinks import Sink
-from core.sqlite import SqliteStore
+from inlet.core.envelope import Event
+from inlet.core.errors import SinkUnavailable
+from inlet.core.sinks import Sink
+from inlet.core.sqlite import SqliteStore
 
 __all__ = ["OutboxRow", "OutboxSink", "read_outbox"]
 

@@ -956,7 +956,7 @@ def _load_resources(args: argparse.Namespace) -> list[FhirResource]:
         from tests.servers import sample_data_dir
 
         return synthea_observations(args.sample_dir or sample_data_dir())
-    from connectors.fhir.synth import DEFAULT_START, generate_dataset
+    from inlet.connectors.fhir.synth import DEFAULT_START, generate_dataset
 
     return generate_dataset(args.count, args.seed, args.start or DEFAULT_START).all_resources()
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
-from contracts.energy_meter_reading import EnergyUnit, MeterReadingV1, QualityFlag
-from core.errors import DecodeError, MappingError, TimestampError
-from core.time import Instant, normalise
+from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1, QualityFlag
+from inlet.core.errors import DecodeError, MappingError, TimestampError
+from inlet.core.time import Instant, normalise
 
 __all__ = ["DeviceContext", "Reading", "Skip", "decode_error", "load_json", "number", "timestamp"]
 

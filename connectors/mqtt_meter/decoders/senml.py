@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
-from core.errors import MappingError
-from core.time import Instant
+from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
+from inlet.core.errors import MappingError
+from inlet.core.time import Instant
 
 from ._common import DeviceContext, Phase, Reading, decode_error, load_json, number, timestamp
 

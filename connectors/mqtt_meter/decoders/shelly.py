@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
-from core.time import Instant
+from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
+from inlet.core.time import Instant
 
 from ._common import DeviceContext, Phase, Reading, decode_error, load_json, number, timestamp
 

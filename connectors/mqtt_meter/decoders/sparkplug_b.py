@@ -32,14 +32,14 @@ from typing import Final, Literal, cast, get_args
 
 from pydantic import Field
 
-from connectors.mqtt_meter.sparkplug import DataType, Metric, SparkplugSessions, decode_payload, parse_topic
-from contracts.base import Contract
-from contracts.energy_data_quality import DataQualityV1
-from contracts.energy_device_status import DeviceStatusV1
-from contracts.energy_meter_reading import EnergyUnit
-from core.connector import PluginSettings
-from core.errors import MappingError
-from core.time import Instant, normalise
+from inlet.connectors.mqtt_meter.sparkplug import DataType, Metric, SparkplugSessions, decode_payload, parse_topic
+from inlet.contracts.base import Contract
+from inlet.contracts.energy_data_quality import DataQualityV1
+from inlet.contracts.energy_device_status import DeviceStatusV1
+from inlet.contracts.energy_meter_reading import EnergyUnit
+from inlet.core.connector import PluginSettings
+from inlet.core.errors import MappingError
+from inlet.core.time import Instant, normalise
 
 from ._common import DeviceContext, Reading, Skip
 

@@ -34,8 +34,8 @@ from datetime import date, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
-from core.time import Instant
+from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
+from inlet.core.time import Instant
 
 from ._common import DeviceContext, Reading, decode_error, load_json, number, phase_of, timestamp
 

@@ -25,7 +25,7 @@ skipped, as is ``Payload.body``. STATE payloads are JSON, not protobuf: they mus
 
 from __future__ import annotations
 
-from connectors.mqtt_meter.sparkplug.model import (
+from inlet.connectors.mqtt_meter.sparkplug.model import (
     NAMESPACE,
     DataType,
     MessageType,
@@ -35,9 +35,9 @@ from connectors.mqtt_meter.sparkplug.model import (
     Verdict,
     parse_topic,
 )
-from connectors.mqtt_meter.sparkplug.reader import decode_payload
-from connectors.mqtt_meter.sparkplug.sessions import Observation, SparkplugSessions
-from connectors.mqtt_meter.sparkplug.writer import encode_payload
+from inlet.connectors.mqtt_meter.sparkplug.reader import decode_payload
+from inlet.connectors.mqtt_meter.sparkplug.sessions import Observation, SparkplugSessions
+from inlet.connectors.mqtt_meter.sparkplug.writer import encode_payload
 
 __all__ = [
     "NAMESPACE",

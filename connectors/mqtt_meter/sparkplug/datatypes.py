@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from connectors.mqtt_meter.sparkplug.model import DataType
-from core.errors import DecodeError
+from inlet.connectors.mqtt_meter.sparkplug.model import DataType
+from inlet.core.errors import DecodeError
 
 # --- datatypes ---------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, Literal
 
-from core.errors import DecodeError
+from inlet.core.errors import DecodeError
 
 NAMESPACE: Final = "spBv1.0"
 """The Sparkplug B topic namespace (spec 4.1.1.1)."""

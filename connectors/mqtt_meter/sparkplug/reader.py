@@ -6,9 +6,9 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Final
 
-from connectors.mqtt_meter.sparkplug.datatypes import MASK32, MASK64, fail, typed
-from connectors.mqtt_meter.sparkplug.model import DataType, Metric, Payload
-from core.errors import DecodeError
+from inlet.connectors.mqtt_meter.sparkplug.datatypes import MASK32, MASK64, fail, typed
+from inlet.connectors.mqtt_meter.sparkplug.model import DataType, Metric, Payload
+from inlet.core.errors import DecodeError
 
 # --- wire-format reader ------------------------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from connectors.mqtt_meter.sparkplug.datatypes import typed
-from connectors.mqtt_meter.sparkplug.model import DataType, Metric, Payload, SparkplugTopic, Verdict
-from core.errors import DecodeError
+from inlet.connectors.mqtt_meter.sparkplug.datatypes import typed
+from inlet.connectors.mqtt_meter.sparkplug.model import DataType, Metric, Payload, SparkplugTopic, Verdict
+from inlet.core.errors import DecodeError
 
 # --- sessions ----------------------------------------------------------------------------------------------
 

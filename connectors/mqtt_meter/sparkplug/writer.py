@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from connectors.mqtt_meter.sparkplug.datatypes import BYTES, MASK32, MASK64, PACKED, SIGNED, STRINGS, UNSIGNED
-from connectors.mqtt_meter.sparkplug.model import DataType, Metric, Payload
+from inlet.connectors.mqtt_meter.sparkplug.datatypes import BYTES, MASK32, MASK64, PACKED, SIGNED, STRINGS, UNSIGNED
+from inlet.connectors.mqtt_meter.sparkplug.model import DataType, Metric, Payload
 
 # --- wire-format writer ------------------------------------------------------------------------------------
 
