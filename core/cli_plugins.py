@@ -14,6 +14,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from inlet.core.errors import ConfigError
 
@@ -39,7 +40,7 @@ def plugins_list(ctx: typer.Context,
         return
     from inlet.core.registry import family_of, origin_of, plugins
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, cls in sorted(plugins().items()):
         origin = origin_of(name)
         rows.append({"name": name, "family": family_of(cls), "distribution": origin.distribution,
@@ -85,7 +86,7 @@ def plugins_show(name: str,
     for col in ("setting", "type", "default", "about"):
         table.add_column(col, overflow="fold")
     for row in setting_rows(model):
-        table.add_row(row.path, row.type, row.default, row.doc)
+        table.add_row(*(Text(cell) for cell in (row.path, row.type, row.default, row.doc)))  # [kind=...] is no markup
     out.print(table)
 
 

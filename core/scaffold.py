@@ -105,9 +105,10 @@ def _module(base: type[Connector[Any]], scaffold: Scaffold, names: dict[str, str
     code = stubs + extra + body
     import inlet
 
+    code = re.sub(r'"""(.|\n)*?"""', "", code)  # names in docstrings need no import
     public = sorted({base.__name__, *(w for w in inlet.__all__ if re.search(rf"\b{w}\b", code))},
                     key=lambda w: (not w[0].isupper(), w))
-    typing_names = ", ".join(w for w in ("Any", "ClassVar") if w == "ClassVar" or f"{w}]" in code or f"{w}," in code)
+    typing_names = ", ".join(w for w in ("Any", "ClassVar") if w == "ClassVar" or re.search(rf"\b{w}\b", code))
     header = ["from __future__ import annotations", ""]
     if "Sequence[" in code:
         header.append("from collections.abc import Sequence")

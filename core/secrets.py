@@ -29,11 +29,12 @@ class OfflineSecret(SecretStr):
     """The stand-in for a secret that offline replay does not need (its env variable or file is absent)."""
 
 
-def _offline(info: ValidationInfo | None) -> bool:
-    return isinstance(info, ValidationInfo) and isinstance(info.context, dict) and bool(info.context.get("offline"))
+def _offline(info: ValidationInfo) -> bool:
+    context = getattr(info, "context", None)
+    return isinstance(context, dict) and bool(context.get("offline"))
 
 
-def resolve_secret(ref: Any, info: ValidationInfo | None = None) -> SecretStr:
+def resolve_secret(ref: Any, *, offline: bool = False) -> SecretStr:
     """Resolve ``{env: NAME}`` or ``{file: PATH}``; anything else is an error saying what to write."""
     if isinstance(ref, SecretStr):
         return ref
@@ -43,7 +44,7 @@ def resolve_secret(ref: Any, info: ValidationInfo | None = None) -> SecretStr:
             "never the value itself"
         )
     kind, name = next(iter(ref.items()))
-    if _offline(info) and not (os.environ.get(str(name)) if kind == "env" else Path(str(name)).is_file()):
+    if offline and not (os.environ.get(str(name)) if kind == "env" else Path(str(name)).is_file()):
         return OfflineSecret(f"offline-stand-in-for-{kind}-{name}")
     if kind == "env":
         value = os.environ.get(str(name))
@@ -63,7 +64,11 @@ def resolve_secret(ref: Any, info: ValidationInfo | None = None) -> SecretStr:
     return SecretStr(value)
 
 
-Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+def _validate(ref: Any, info: ValidationInfo) -> SecretStr:
+    return resolve_secret(ref, offline=_offline(info))
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_validate)]
 """A settings field holding a secret resolved from env or file."""
 
 

@@ -9,6 +9,7 @@ union of settings models (the ``auth`` kinds) is shown as its alternatives.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from dataclasses import dataclass
@@ -74,17 +75,24 @@ def _default(field: FieldInfo) -> Any:
     return None if field.default is PydanticUndefined else field.default
 
 
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json", exclude_defaults=True) if isinstance(value, BaseModel) else str(value)
+
+
 def _shown(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    return orjson.dumps(value, default=str).decode()
+    return orjson.dumps(value, default=_plain).decode()
 
 
 def _doc(field: FieldInfo) -> str:
-    parts = [" ".join((field.description or "").split())]
-    for meta in field.metadata:  # ge/gt/le/lt/min_length, as a plugin author would want them spelled out
-        parts += [f"{k} {v}" for k, v in vars(meta).items() if v is not None] if hasattr(meta, "__dict__") else []
-    return "; ".join(p for p in parts if p)
+    parts = []
+    for meta in field.metadata:  # ge/gt/le/lt/min_length (annotated_types dataclasses), spelled out
+        if dataclasses.is_dataclass(meta):
+            parts += [f"{_OPS[f.name]} {getattr(meta, f.name)}" for f in dataclasses.fields(meta) if f.name in _OPS]
+    text = " ".join((field.description or "").split())
+    return f"{text} ({', '.join(parts)})" if text and parts else text or ", ".join(parts)
+
+
+_OPS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "at least", "max_length": "at most"}
 
 
 def setting_rows(model: type[BaseModel], prefix: str = "") -> list[SettingRow]:
@@ -114,47 +122,50 @@ def _kind(model: type[BaseModel]) -> str:
     return str(field.default) if field is not None else model.__name__
 
 
-def _comment(text: str, indent: str) -> list[str]:
-    return [f"{indent}# {text}"] if text else []
-
-
 def _scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1_000).strip().removesuffix("\n...").strip()
 
 
-def settings_yaml(model: type[BaseModel], values: dict[str, Any] | None = None, indent: str = "  ") -> list[str]:
+def _about(name: str, field: FieldInfo, type_text: str) -> str:
+    doc = _doc(field)
+    return f"{name} ({type_text}){': ' + doc if doc else ''}"
+
+
+def settings_yaml(model: type[BaseModel], values: dict[str, Any] | None = None, indent: str = "  ",
+                  *, commented: bool = False) -> list[str]:
     """The settings of ``model`` as YAML lines, every field documented in a comment above it.
 
     Fields given in ``values`` (what the scaffold fills in) and required ones are written; the others are
-    commented out at their defaults, so uncommenting a line is the whole change a plugin author makes.
+    commented out at their defaults (a nested settings model as a commented block), so uncommenting lines is
+    the whole change a plugin author makes.
     """
     values = values or {}
+    off = "# " if commented else ""
     lines: list[str] = []
     for name, field in model.model_fields.items():
-        doc = _doc(field)
         models = _models(field.annotation)
         given = name in values
-        if len(models) == 1 and get_origin(field.annotation) is not list and (given or field.is_required()):
-            lines += _comment(doc or " ".join((models[0].__doc__ or "").split()), indent)
-            lines.append(f"{indent}{name}:")
+        nested = len(models) == 1 and get_origin(field.annotation) is not list
+        if nested:
+            lines.append(f"{indent}# {_about(name, field, models[0].__name__)}".rstrip())
+            if not _doc(field) and models[0].__doc__:
+                lines[-1] += ": " + " ".join(models[0].__doc__.split())
+            live = not commented and (given or field.is_required())
+            lines.append(f"{indent}{'' if live else '# '}{name}:")
             sub = values.get(name) if isinstance(values.get(name), dict) else {}
-            lines += settings_yaml(models[0], sub, indent + "  ")
+            lines += settings_yaml(models[0], sub, indent + "  ", commented=not live)
             continue
-        kinds = f" (one of kind: {' | '.join(_kind(m) for m in models)})" if len(models) > 1 else ""
-        lines += _comment(f"{doc}{kinds} [{type_name(field.annotation)}]".strip(), indent)
+        type_text = ("one of kind: " + " | ".join(_kind(m) for m in models)) if len(models) > 1 \
+            else type_name(field.annotation)
+        lines.append(f"{indent}# {_about(name, field, type_text)}")
         if given:
-            lines.append(f"{indent}{name}: {_scalar(values[name])}")
+            lines.append(f"{indent}{off}{name}: {_scalar(values[name])}")
         elif field.is_required():
-            lines.append(f"{indent}{name}: null  # required: fill in")
+            lines.append(f"{indent}{off}{name}: null  # required: fill in")
         else:
             lines.append(f"{indent}# {name}: {_scalar(_json_default(field))}")
     return lines
 
 
 def _json_default(field: FieldInfo) -> Any:
-    value = _default(field)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_defaults=True) or {}
-    if isinstance(value, list):
-        return [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
-    return value
+    return orjson.loads(_shown(_default(field)))

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         UpstreamError,
     )
     from inlet.core.http import HttpSettings
+    from inlet.core.scaffold import Scaffold, not_configured
     from inlet.core.secrets import Secret
     from inlet.core.time import Instant, normalise, normalise_series
     from inlet.core.types import JSONValue, Position, RawRecord
@@ -77,6 +78,9 @@ _WHERE: dict[str, str] = {
     # settings building blocks
     "HttpSettings": "inlet.core.http",
     "Secret": "inlet.core.secrets",
+    # scaffolds (`inlet new`): a family declares one; generated hook stubs raise not_configured()
+    "Scaffold": "inlet.core.scaffold",
+    "not_configured": "inlet.core.scaffold",
     # time
     "Instant": "inlet.core.time",
     "normalise": "inlet.core.time",
@@ -140,6 +144,7 @@ __all__ = [
     "RawRecord",
     "RecordError",
     "Route",
+    "Scaffold",
     "Secret",
     "SinkUnavailable",
     "TimestampError",
@@ -148,6 +153,7 @@ __all__ = [
     "__version__",
     "normalise",
     "normalise_series",
+    "not_configured",
     "pinned_settings",
     "with_standard_codes",
 ]

@@ -13,15 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _inlet(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="200")
-    # With cwd at a temp copy of contracts/, `python -m` finds that copy first (the working directory leads
-    # sys.path); core still comes from the installed project.
+    # With cwd at a temp copy of the inlet package, `python -m` finds that copy first (the working directory
+    # leads sys.path, ahead of the editable install's finder).
     return subprocess.run([sys.executable, "-m", "inlet", *args], cwd=pythonpath or ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 
 def _copy_contracts(tmp: Path) -> Path:
-    shutil.copytree(ROOT / "contracts", tmp / "contracts", ignore=shutil.ignore_patterns("__pycache__"))
-    return tmp / "contracts"
+    """A copy of the whole ``inlet`` package (symlinks resolved); the test edits its ``contracts``."""
+    shutil.copytree(ROOT / "inlet", tmp / "inlet", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp / "inlet" / "contracts"
 
 
 def test_the_project_contracts_pass_the_check() -> None:
