@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Scaffold:
     """Module-level code placed before the class (``{names}`` substituted like the rest)."""
     class_body: str = ""
     """Class attributes beyond ``name`` and ``description`` (e.g. a customer settings model)."""
+    in_module: tuple[str, ...] = ()
+    """Settings the generated module sets (``class_body``'s settings model); the YAML only mentions them."""
     imports: str = ""
     """Import lines the ``extra`` and ``class_body`` code needs (besides ``from inlet import ...``)."""
     record: str = "inlet record {key}"
@@ -77,7 +80,8 @@ def families() -> dict[str, type[Connector[Any]]]:
 
 def not_configured(connector: Connector[Any], hook: str) -> ConfigError:
     """The error a generated hook stub raises: which plugin, which hook, what to do."""
-    source = inspect.getsourcefile(type(connector)) or type(connector).__module__
+    module = type(connector).__module__
+    source = getattr(sys.modules.get(module), "__file__", None) or module
     return ConfigError(f"{connector.name}: hook {hook}() is not configured yet. Write this customer's rule in "
                        f"{source}, or delete the method to keep the family's default")
 
@@ -126,7 +130,7 @@ def _module(base: type[Connector[Any]], scaffold: Scaffold, names: dict[str, str
         '"""',
         "",
         *header,
-        *([f"\n{extra}"] if extra else []),
+        *([f"\n\n{extra}"] if extra else []),
         "",
         "",
         f"class {cls}({base.__name__}):",
@@ -161,7 +165,7 @@ def _yaml(base: type[Connector[Any]], scaffold: Scaffold, names: dict[str, str],
         f"zone: {scaffold.zone or 'UTC'}        # the source's IANA zone: naive timestamps are read in it. Check it!",
         "# poll_interval: 30      # seconds between reads once caught up (pull sources)",
         "settings:",
-        *settings_yaml(base.settings_model, values),
+        *settings_yaml(base.settings_model, values, in_module=scaffold.in_module),
         f"# drift: {{shape: {fixtures_rel}/shape.json, policy: map}}   # alert when payloads leave the recorded shape",
     ]
     return "\n".join(lines) + "\n"

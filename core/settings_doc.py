@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
@@ -132,17 +133,21 @@ def _about(name: str, field: FieldInfo, type_text: str) -> str:
 
 
 def settings_yaml(model: type[BaseModel], values: dict[str, Any] | None = None, indent: str = "  ",
-                  *, commented: bool = False) -> list[str]:
+                  *, commented: bool = False, in_module: Collection[str] = ()) -> list[str]:
     """The settings of ``model`` as YAML lines, every field documented in a comment above it.
 
     Fields given in ``values`` (what the scaffold fills in) and required ones are written; the others are
     commented out at their defaults (a nested settings model as a commented block), so uncommenting lines is
-    the whole change a plugin author makes.
+    the whole change a plugin author makes. Fields in ``in_module`` are set by the plugin module (a customer's
+    settings model default), so the YAML only says so.
     """
     values = values or {}
     off = "# " if commented else ""
     lines: list[str] = []
     for name, field in model.model_fields.items():
+        if name in in_module:
+            lines.append(f"{indent}# {name}: set in the plugin module (this customer's default); may be overridden")
+            continue
         models = _models(field.annotation)
         given = name in values
         nested = len(models) == 1 and get_origin(field.annotation) is not list

@@ -136,7 +136,7 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     scaffold: ClassVar[Scaffold] = Scaffold(
         family="mqtt_meter", integration="meters", zone="Europe/Berlin",
         settings={"mqtt": {"url": "mqtt://127.0.0.1:1883", "topics": ["tele/+/SENSOR"]}},
-        imports="from pydantic import Field",
+        imports="from pydantic import Field", in_module=("routes",),
         extra=_ROUTES_STUB, class_body=_SETTINGS_BODY,
         record="inlet record {key} --config {config} --idle 3   # drains what the hub's session receives")
 
