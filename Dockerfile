@@ -8,6 +8,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY core ./core
 COPY connectors ./connectors
 COPY contracts ./contracts
+# inlet/ holds the package root and symlinks to the three folders above (one `inlet` import namespace).
+COPY inlet ./inlet
 RUN pip install -c constraints.txt . \
     && useradd --system --uid 10001 inlet \
     && mkdir /state && chown inlet /state

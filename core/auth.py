@@ -105,9 +105,15 @@ class AuthError(InletError):
 
 
 def _absolute_http_url(value: str) -> str:
-    url = httpx.URL(value)
+    """Refused at load time (``inlet check``), not at the first request; user-info is never echoed."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        url = httpx.URL("invalid:")
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        shown = value.split("@", 1)[-1] if "@" in value else value
+        raise ValueError(f"must be an absolute http(s) URL such as https://host/path, got {shown!r}"
+                         + ("; add the scheme (http:// or https://)" if "://" not in value else ""))
     return value
 
 

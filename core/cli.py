@@ -123,6 +123,7 @@ def run(config: ConfigOpt = None, only: OnlyOpt = None,
 
     configure_logging()
     sup_cfg, integrations = _load(_config_dir(config), only)
+    _warn(integrations)
     tune_gc()
     supervisor = Supervisor(sup_cfg, integrations, once=once)
     target = (f"Kafka at {sup_cfg.kafka.bootstrap}" if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
@@ -142,7 +143,15 @@ def check(config: ConfigOpt = None, only: OnlyOpt = None) -> None:
     _, loaded, errors = check_config(config, only=only)
     if errors:
         _fail_config(errors)
+    _warn(loaded)
     out.print(f"[green]ok[/]: {len(loaded)} integration(s) in {config}")
+
+
+def _warn(loaded: list[LoadedIntegration]) -> None:
+    """Configuration that runs but loses data (e.g. a missing zone): said on stderr, never an exit code."""
+    for item in loaded:
+        for warning in item.warnings:
+            err.print(f"[yellow]warning[/]: {item.config.key} ({item.file}): {warning}", highlight=False)
 
 
 def _describe(position: dict[str, object] | None) -> str:
@@ -174,7 +183,7 @@ def integrations(config: ConfigOpt = None) -> None:
             c = item.config
             env = Enveloper(c.customer, c.integration, topic_template=sup_cfg.topic_template)
             topics = "\n".join(f"{m.contract_name} {m.contract_version} → {env.topic_for(m)}"
-                               for m in item.plugin.contracts)
+                               for m in item.produces)
             pos = store.load_sync(c.customer, c.integration)
             table.add_row(c.key, c.plugin, "yes" if c.enabled else "no", c.zone or "-", topics, _describe(pos))
     finally:
@@ -233,7 +242,7 @@ def contracts_list(ctx: typer.Context,
     producers: dict[str, list[str]] = {}
     if config is not None and config.is_dir():
         for item in check_config(config)[1]:
-            for model in item.plugin.contracts:
+            for model in item.produces:
                 producers.setdefault(f"{model.contract_name} {model.contract_version}", []).append(item.config.key)
     table = Table(title="contracts")
     for col in ("contract", "version", "topic", "compatibility", "also published as", "produced by"):

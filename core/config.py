@@ -10,7 +10,8 @@ YAML is safe-loaded and size-bounded. Every problem is reported as a :class:`Con
 file, the key path and what was expected; :func:`check_config` collects all of them at once so
 ``inlet check`` can list everything wrong in one go, while :func:`load_config` raises on the first.
 Environment variables override the file for deployment: ``INLET_KAFKA_BOOTSTRAP`` switches the sink
-to Kafka, ``INLET_STATE_DIR`` moves state.
+to Kafka, ``INLET_STATE_DIR`` moves state. Every relative path in a config file resolves against the config
+directory (``state_dir`` here, replay and shape paths through :meth:`IntegrationContext.path`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import difflib
 import os
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from inlet.contracts.base import Contract
 from inlet.core.connector import Connector, IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError
 from inlet.core.registry import find_plugin
@@ -68,6 +70,7 @@ class SupervisorConfig(_Strict):
     sink: Literal["auto", "outbox", "kafka"] = "auto"
     kafka: KafkaSettings | None = None
     state_dir: str = "var"
+    """Checkpoints and the outbox; relative to the config directory (``INLET_STATE_DIR``: to the working one)."""
     topic_template: str = "{name}.v{major}"
     dlq_topic_template: str = "inlet.dlq.{customer}.{integration}"
     drift_topic_template: str = "inlet.drift.{customer}.{integration}"
@@ -134,6 +137,10 @@ class LoadedIntegration:
     settings: PluginSettings
     file: Path
     context: IntegrationContext
+    produces: tuple[type[Contract], ...] = ()
+    """The contracts this integration emits with its settings (what its connector says)."""
+    warnings: tuple[str, ...] = ()
+    """Configuration that runs but loses data or surprises (``inlet check`` prints them)."""
 
     def build(self) -> Connector[Any]:
         """A fresh connector instance (the supervisor makes a new one on every restart)."""
@@ -172,7 +179,7 @@ def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
         data["kafka"] = {**(data.get("kafka") or {}), "bootstrap": bootstrap}
     state = os.environ.get("INLET_STATE_DIR")
     if state:
-        data["state_dir"] = state
+        data["state_dir"] = str(Path(state).resolve())  # an environment variable is relative to where it is set
     return data
 
 
@@ -190,10 +197,13 @@ def load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
         errors.append(ConfigError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path)))
         data = {}
     try:
-        return SupervisorConfig.model_validate(_env_overrides(data))
+        sup = SupervisorConfig.model_validate(_env_overrides(data))
     except ValidationError as exc:
         errors.extend(_validation_errors(exc, path))
-        return SupervisorConfig()
+        sup = SupervisorConfig()
+    # Like every path in a config, state_dir is relative to the config directory, never to the working
+    # directory: the same config run from two places must find the same checkpoints and outbox.
+    return sup.model_copy(update={"state_dir": str((root / sup.state_dir).resolve())})
 
 
 def _read_integration(path: Path) -> IntegrationConfig:
@@ -218,7 +228,12 @@ def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline
         raise _Many(_validation_errors(exc, path, prefix="settings.")) from None
     ctx = IntegrationContext(customer=cfg.customer, integration=cfg.integration, zone=cfg.zone,
                              config_root=root)
-    return LoadedIntegration(config=cfg, plugin=plugin, settings=settings, file=path, context=ctx)
+    item = LoadedIntegration(config=cfg, plugin=plugin, settings=settings, file=path, context=ctx)
+    try:  # what the connector refuses when constructed, check refuses too (constructors do no I/O)
+        connector = item.build()
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=str(path), key=exc.key) from None
+    return replace(item, produces=connector.produces(), warnings=tuple(connector.config_warnings()))
 
 
 class _Many(Exception):

@@ -97,12 +97,24 @@ class Connector(abc.ABC, Generic[SettingsT]):
     description: ClassVar[str] = ""
     phi: ClassVar[bool] = False
     """True for healthcare feeds: recorded fixtures pseudonymise PHI (core.redact)."""
+    zone_needed: ClassVar[str] = ""
+    """Non-empty when records of this family need the integration's ``zone``: what goes to the DLQ without it."""
 
     def __init__(self, ctx: IntegrationContext, settings: SettingsT) -> None:
         self.ctx = ctx
         self.settings = settings
         self.log = ctx.logger()
         self._started = False
+
+    def produces(self) -> tuple[type[Contract], ...]:
+        """The contracts *this* integration emits with its settings (``contracts`` is what the class can)."""
+        return self.contracts
+
+    def config_warnings(self) -> list[str]:
+        """What ``inlet check`` should warn about in this integration's configuration (not errors: it runs)."""
+        if self.zone_needed and self.ctx.zone is None:
+            return [f"no zone: {self.zone_needed}"]
+        return []
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:

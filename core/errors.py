@@ -50,6 +50,7 @@ class ConfigError(InletError):
     """A configuration file or value is wrong. The message names the file, the key and what was expected."""
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.message = message
         self.file = file
         self.key = key
         where = ", ".join(p for p in (f"file {file}" if file else "", f"key {key}" if key else "") if p)

@@ -40,7 +40,7 @@ from pydantic import Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from inlet.core.auth import AuthSettings, build_auth, credential_id
+from inlet.core.auth import AuthSettings, HttpUrl, build_auth, credential_id
 from inlet.core.connector import IntegrationContext, PluginSettings
 from inlet.core.errors import InletError, UpstreamError
 from inlet.core.ratelimit import RateLimitSettings, limiter_for, upstream_key
@@ -121,7 +121,8 @@ class _Retryable(UpstreamError):
 class HttpSettings(PluginSettings):
     """How to reach an upstream over HTTP."""
 
-    base_url: str
+    base_url: HttpUrl
+    """The upstream's absolute http(s) URL; requests are relative to it."""
     auth: AuthSettings | None = None
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     timeout_seconds: float = Field(default=30.0, gt=0)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from inlet.core.connector import IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError
@@ -46,6 +46,15 @@ class MqttSettings(PluginSettings):
 
     url: str = "mqtt://127.0.0.1:1883"
     """``mqtt://host:port`` (``mqtts://`` for TLS); ``INLET_MQTT_URL`` style."""
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        """Refused at load time (``inlet check``) rather than when the connector first connects."""
+        url = urlsplit(value)
+        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {value.split('@', 1)[-1]!r}")
+        return value
     topics: list[str] = Field(min_length=1)
     client_id: str | None = None
     """Fixed per integration by default (``inlet-<customer>-<integration>``): the persistent session's name."""

@@ -53,7 +53,7 @@ def tune_gc() -> None:
 
 
 def state_dir(cfg: SupervisorConfig) -> Path:
-    """Where checkpoints and the outbox live (relative paths are relative to the working directory)."""
+    """Where checkpoints and the outbox live (absolute once loaded: resolved against the config directory)."""
     return Path(cfg.state_dir)
 
 

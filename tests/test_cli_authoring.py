@@ -3,22 +3,23 @@ secret), where the config directory is found, `inlet plugins`, and `inlet new cu
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 import inlet
 from inlet.core.cli import app
-from inlet.core.config import check_config, find_config_dir
+from inlet.core.config import find_config_dir
 from inlet.core.errors import ConfigError
 from inlet.core.registry import plugins
 
@@ -28,18 +29,20 @@ SECRET_ENVS = ("SPITAL_WIEN_SMART_KEY", "INLET_CONFIG", "INLET_KAFKA_BOOTSTRAP")
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """Invoke the CLI in-process with no customer secret, no INLET_CONFIG and state under tmp_path."""
     for name in SECRET_ENVS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("INLET_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
+    saved = structlog.get_config()  # commands configure logging onto the runner's stream, closed afterwards
 
     def invoke(*args: str) -> Any:
         return runner.invoke(app, list(args), catch_exceptions=False)
 
-    return invoke
+    yield invoke
+    structlog.configure(**saved)
 
 
 def test_version_is_the_installed_distributions(cli: Any) -> None:
@@ -160,14 +163,38 @@ def test_plugins_show_documents_every_setting_from_the_model(cli: Any) -> None:
     assert unknown.exit_code == 2 and "did you mean example_clinic.observations" in unknown.output
 
 
-def _import_file(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(f"scaffolded_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    plugins.cache_clear()
-    return module
+_PROBE = """
+import importlib.util, json, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("scaffolded", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["scaffolded"] = module
+spec.loader.exec_module(module)
+from inlet.core.config import check_config
+only = sys.argv[3:] or None
+_, loaded, errors = check_config(Path(sys.argv[2]), only=only)
+refusals = {}
+for item in loaded:
+    connector = item.build()
+    for hook in ("filter", "map"):
+        if hook in type(connector).__dict__:
+            try:
+                getattr(connector, hook)({"resourceType": "Observation"})
+            except Exception as exc:
+                refusals[hook] = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"loaded": [[i.config.key, i.plugin.__name__] for i in loaded],
+                  "errors": [str(e) for e in errors], "refusals": refusals}))
+"""
+
+
+def _probe(module: Path, config: Path, *only: str) -> dict[str, Any]:
+    """Import a generated plugin module in a fresh interpreter (its class must not leak into this process's
+    registry), check the config with it, and call its hook stubs."""
+    result = subprocess.run([sys.executable, "-c", _PROBE, str(module), str(config), *only], capture_output=True,
+                            text=True, check=False, timeout=120, env={k: v for k, v in os.environ.items()
+                                                                      if k not in SECRET_ENVS})
+    assert result.returncode == 0, result.stderr
+    return dict(orjson.loads(result.stdout.splitlines()[-1]))
 
 
 def _ruff(path: Path) -> subprocess.CompletedProcess[str]:
@@ -197,18 +224,11 @@ def test_new_fhir_customer_is_lint_clean_valid_and_its_stubs_refuse(cli: Any, pr
     assert (project / "fixtures" / "acme-hospital" / "observations" / "README.md").is_file()
     lint = _ruff(module_path)
     assert lint.returncode == 0, lint.stdout
-    module = _import_file(module_path)
-    try:
-        _, loaded, errors = check_config(project / "config")
-        assert errors == [] and [i.config.key for i in loaded] == ["acme-hospital/observations"]
-        connector = loaded[0].build()
-        with pytest.raises(ConfigError, match=r"acme_hospital.observations: hook map\(\) is not configured yet"):
-            connector.map({"resourceType": "Observation"})
-        with pytest.raises(ConfigError, match=r"hook filter\(\) is not configured yet"):
-            connector.filter({"resourceType": "Observation"})
-    finally:
-        del module
-        plugins.cache_clear()
+    probe = _probe(module_path, project / "config")
+    assert probe["errors"] == [] and probe["loaded"] == [["acme-hospital/observations", "AcmeHospitalObservations"]]
+    assert probe["refusals"]["map"].startswith("ConfigError: acme_hospital.observations: hook map() is not "
+                                               "configured yet")
+    assert "hook filter() is not configured yet" in probe["refusals"]["filter"]
     # Every option of the family's settings model is in the YAML, documented (generated, so it cannot drift).
     text = yaml_path.read_text()
     from inlet.connectors.fhir.search import FhirSearchSettings
@@ -227,13 +247,9 @@ def test_new_meter_customer_fails_check_until_its_routes_are_written(cli: Any, p
     module_path = project / "plugins" / "werk_sued.py"
     lint = _ruff(module_path)
     assert lint.returncode == 0, lint.stdout
-    _import_file(module_path)
-    try:
-        _, _, errors = check_config(project / "config")
-        assert len(errors) == 1
-        assert "werk_sued.meters: the topic routes are not configured yet" in str(errors[0])
-    finally:
-        plugins.cache_clear()
+    probe = _probe(module_path, project / "config")
+    assert len(probe["errors"]) == 1
+    assert "werk_sued.meters: the topic routes are not configured yet" in probe["errors"][0]
 
 
 def test_new_customer_from_an_existing_one_renames_it(cli: Any, project: Path) -> None:
@@ -248,12 +264,8 @@ def test_new_customer_from_an_existing_one_renames_it(cli: Any, project: Path) -
     yaml_text = (project / "config" / "integrations" / "stadtwerke-west.meters.yaml").read_text()
     assert "customer: stadtwerke-west" in yaml_text and "plugin: stadtwerke_west.meters" in yaml_text
     assert (project / "fixtures" / "stadtwerke-west" / "meters" / "README.md").is_file()
-    _import_file(module_path)
-    try:
-        _, loaded, errors = check_config(project / "config", only=["stadtwerke-west/meters"])
-        assert errors == [] and loaded[0].plugin.__name__ == "StadtwerkeWestMeters"
-    finally:
-        plugins.cache_clear()
+    probe = _probe(module_path, project / "config", "stadtwerke-west/meters")
+    assert probe["errors"] == [] and probe["loaded"] == [["stadtwerke-west/meters", "StadtwerkeWestMeters"]]
 
 
 def test_new_refuses_to_overwrite_and_names_unknown_families(cli: Any, project: Path) -> None:

@@ -52,7 +52,7 @@ from inlet.connectors.fhir.outcome import (
     final_outcome,
     outcome_issues,
 )
-from inlet.connectors.fhir.resources import MAPPERS, filter_reason, map_resource
+from inlet.connectors.fhir.resources import CONTRACTS, MAPPERS, ZONE_NEEDED, filter_reason, map_resource
 from inlet.connectors.fhir.strict import validate_strict
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_condition import ConditionV1
@@ -150,6 +150,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                                                        MedicationRequestV1)
     description: ClassVar[str] = "FHIR Bulk Data $export (system/group/patient), NDJSON streamed, _since incremental"
     phi: ClassVar[bool] = True
+    zone_needed: ClassVar[str] = ZONE_NEEDED
     mapped_types: ClassVar[frozenset[str]] = frozenset(MAPPERS)
     scaffold: ClassVar[Scaffold] = Scaffold(
         family="fhir_bulk", integration="nightly", hooks=("filter", "map"), zone="Europe/Berlin",
@@ -158,6 +159,11 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
 
     http: HttpClient
     _finished: str | None = None  # status URL to DELETE once the final position is committed
+
+    def produces(self) -> tuple[type[Contract], ...]:
+        """The contracts of the exported types this family maps (all of them when ``types`` is empty)."""
+        types = self.settings.types or list(CONTRACTS)
+        return tuple(dict.fromkeys(CONTRACTS[t] for t in types if t in CONTRACTS and t in self.mapped_types))
 
     async def open(self) -> None:
         self.http = HttpClient(self.settings.http, self.ctx)

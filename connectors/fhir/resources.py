@@ -50,11 +50,12 @@ from inlet.contracts.base import Contract
 from inlet.contracts.clinical_condition import ConditionV1
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
+from inlet.contracts.clinical_observation import ObservationV1
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.core.errors import MappingError
 
-__all__ = ["FILTERS", "MAPPERS", "Mapper", "filter_reason", "map_condition", "map_encounter",
-           "map_medication_request", "map_patient", "map_resource"]
+__all__ = ["CONTRACTS", "FILTERS", "MAPPERS", "ZONE_NEEDED", "Mapper", "filter_reason", "map_condition",
+           "map_encounter", "map_medication_request", "map_patient", "map_resource"]
 
 _FHIR_DATE: Final = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 _AGE_YEARS: Final = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25}  # UCUM code → years
@@ -320,6 +321,19 @@ MAPPERS: dict[str, Mapper] = {
     "Observation": map_observation,
 }
 """``resourceType`` → its mapper; a plugin may wrap one (``MAPPERS | {"Observation": mine}``)."""
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "Patient": PatientV1,
+    "Encounter": EncounterV1,
+    "Condition": ConditionV1,
+    "MedicationRequest": MedicationRequestV1,
+    "Observation": ObservationV1,
+}
+"""``resourceType`` → the contract its mapper emits (what an integration reading that type produces)."""
+
+ZONE_NEEDED = ("FHIR dates and date-times without an offset (e.g. effectiveDateTime '2026-03-01') cannot be placed "
+               "in time, so such records go to the DLQ (stage map)")
+"""Why a FHIR integration needs its ``zone`` (``inlet check`` warns with this when it is missing)."""
 
 
 def map_resource(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> Contract:

@@ -34,10 +34,11 @@ from typing import Any, ClassVar, Literal, get_args
 
 import orjson
 from pydantic import Field, create_model
+from typing_extensions import override
 
 from inlet.connectors.fhir.history import HistoryDeletion, UndecodablePage, map_deletion, read_deletions
 from inlet.connectors.fhir.outcome import OperationOutcomeError
-from inlet.connectors.fhir.resources import filter_reason, map_resource
+from inlet.connectors.fhir.resources import CONTRACTS, ZONE_NEEDED, filter_reason, map_resource
 from inlet.connectors.fhir.strict import validate_strict
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_condition import ConditionV1
@@ -105,6 +106,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                                                        MedicationRequestV1, DeletionV1)
     description: ClassVar[str] = "FHIR R4 search (any mapped resource type) with a _lastUpdated watermark"
     phi: ClassVar[bool] = True
+    zone_needed: ClassVar[str] = ZONE_NEEDED
     scaffold: ClassVar[Scaffold] = Scaffold(
         family="fhir", integration="observations", hooks=("filter", "map"), zone="Europe/Berlin",
         settings={"resource_type": "Observation", "http": {"base_url": "https://fhir.{customer}.invalid/fhir"}},
@@ -123,6 +125,11 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             raise ConfigError(f"{self.name} searches {' or '.join(allowed)}, not {settings.resource_type!r}",
                               key="settings.resource_type")
         self.resource_type: str = settings.resource_type
+
+    @override
+    def produces(self) -> tuple[type[Contract], ...]:
+        mapped = CONTRACTS[self.resource_type]
+        return (mapped, DeletionV1) if self.settings.history_deletes else (mapped,)
 
     async def open(self) -> None:
         self.http = HttpClient(self.settings.http, self.ctx)

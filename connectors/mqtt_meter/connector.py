@@ -142,6 +142,12 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
 
     source: MessageSource
 
+    def config_warnings(self) -> list[str]:
+        """Routes of devices that report naive local time (Tasmota) need a zone, on the route or the integration."""
+        return [f"route {r.topic!r} (decoder {r.decoder}) has no zone and the integration none: the devices' naive "
+                "local times cannot be placed in time, so their readings go to the DLQ (stage map)"
+                for r in self.settings.routes if r.decoder == "tasmota" and r.zone is None and self.ctx.zone is None]
+
     async def open(self) -> None:
         s = self.settings
         self.source = open_source(self.ctx, s.mqtt,
