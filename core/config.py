@@ -217,7 +217,8 @@ def _read_integration(path: Path) -> IntegrationConfig:
         raise _Many(_validation_errors(exc, path)) from None
 
 
-def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline: bool) -> LoadedIntegration:
+def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline: bool,
+                      state: Path | None) -> LoadedIntegration:
     try:
         plugin = find_plugin(cfg.plugin)
     except ConfigError as exc:
@@ -227,7 +228,7 @@ def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline
     except ValidationError as exc:
         raise _Many(_validation_errors(exc, path, prefix="settings.")) from None
     ctx = IntegrationContext(customer=cfg.customer, integration=cfg.integration, zone=cfg.zone,
-                             config_root=root)
+                             config_root=root, state_dir=state)
     item = LoadedIntegration(config=cfg, plugin=plugin, settings=settings, file=path, context=ctx)
     try:  # what the connector refuses when constructed, check refuses too (constructors do no I/O)
         connector = item.build()
@@ -283,7 +284,8 @@ def check_config(root: Path, *, only: Collection[str] | None = None, offline: bo
         if wanted is not None and cfg.key not in wanted:
             continue
         try:
-            loaded.append(_load_integration(path, root, cfg, offline=offline))
+            loaded.append(_load_integration(path, root, cfg, offline=offline,
+                                            state=None if offline else Path(sup.state_dir)))
         except (ConfigError, _Many) as exc:
             errors.extend(_errors_of(exc))
     for key in sorted((wanted or set()) - set(seen)):

@@ -67,6 +67,9 @@ class IntegrationContext:
     integration: str
     zone: str | None = None
     config_root: Path = field(default_factory=Path.cwd)
+    state_dir: Path | None = None
+    """The supervisor's state directory (checkpoints, outbox): where a connector may keep state of its own
+    (:meth:`state_path`); None when nothing is to be kept (replay, unit tests)."""
     log: Any = field(default=None)
     http_transport: Any = field(default=None)
     """An httpx transport to use instead of the network (recording, tests); None in production."""
@@ -77,6 +80,14 @@ class IntegrationContext:
     def logger(self) -> Any:
         """A structlog logger bound to customer and integration."""
         return self.log or structlog.get_logger().bind(customer=self.customer, integration=self.integration)
+
+    def state_path(self, kind: str) -> Path | None:
+        """``<state_dir>/<kind>/<customer>.<integration>.json``, its folder created; None without a state dir."""
+        if self.state_dir is None:
+            return None
+        folder = self.state_dir / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.customer}.{self.integration}.json"
 
     def path(self, value: str | Path) -> Path:
         """A path from config: relative ones are relative to the config directory."""

@@ -68,7 +68,8 @@ async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport,
 
     Returns its events and the raw records that decoded (the upstream's own shape, before any plugin logic).
     """
-    ctx = replace(item.context, http_transport=transport, message_source=sources)
+    # No connector state of the deployment (hygiene memory): a recording and its replay start from nothing.
+    ctx = replace(item.context, http_transport=transport, message_source=sources, state_dir=None)
     connector_cls = item.plugin
     seen: list[Any] = []
     sink = MemorySink()

@@ -16,24 +16,31 @@ Rules
   ``< 1e11`` seconds, ``< 1e14`` milliseconds, ``< 1e17`` microseconds, ``< 1e20`` nanoseconds. 1e11 s is
   the year 5138 and 1e11 ms is March 1973, so every plausible feed value is unambiguous; epoch ms before
   1973 are read as seconds (documented limitation). Sub-microsecond digits are floored; floats round to the
-  nearest microsecond. A string of 4, 8, 12 or 14 digits (no sign, no fraction) is a calendar value
+  nearest microsecond. The unit is the precision (``1700000000`` → ``second``, ``1700000000123`` →
+  ``millisecond``, µs and ns → ``microsecond``); fraction digits as written refine it (``"1700000000.5"``
+  and ``1700000000.37`` → ``millisecond``; a float's digits are those of its shortest repr, i.e. the JSON text). A string of 4, 8, 12 or 14 digits (no sign, no fraction) is a calendar value
   (``YYYY``, ``YYYYMMDD``, ``YYYYMMDDhhmm``, ``YYYYMMDDhhmmss``), never an epoch.
 * **Zones.** A value without an offset is local wall time in ``zone`` (an IANA name); without ``zone`` it
   is an error, never a guess. ``zone`` is ignored for values that carry their own offset.
 * **DST.** A wall time that occurs twice (fall-back) follows ``ambiguous``: ``raise``, ``earliest``
   (the first occurrence, the pre-transition offset) or ``latest``. A wall time in a spring-forward gap follows
-  ``nonexistent``: ``raise``, ``shift_forward`` (read with the offset before the gap, i.e. moved later by
-  the gap length: 02:30 -> 03:30) or ``shift_backward`` (offset after the gap: 02:30 -> 01:30). Moving by
-  the gap length (java.time / PEP 495 semantics) rather than clamping to the transition keeps distinct
-  readings distinct and in order. Dates and partial dates mean the *start* of that day in ``zone``: its
-  first existing instant, whatever the policies (some zones skip midnight).
+  ``nonexistent``: ``raise``; ``shift_forward`` (read with the offset before the gap, i.e. moved later by
+  the gap length: 02:30 -> 03:30) or ``shift_backward`` (offset after the gap: 02:30 -> 01:30) — moved *by
+  the gap's length*, java.time's and PEP 495's rule, which keeps distinct readings distinct and in order;
+  or ``snap_forward`` (to the first instant after the gap: 02:30 -> 03:00) or ``snap_backward`` (to the
+  last microsecond before it: 02:30 -> 01:59:59.999999) — *to the gap's edge*, which is what pandas calls
+  ``shift_forward`` / ``shift_backward``. The names differ from pandas' on purpose: the same word must not
+  mean two rules. With ``near`` (when the value was received, e.g. a device's current time) a repeated or
+  skipped wall time takes the reading closest to it instead, whatever the policies. Dates and partial dates
+  mean the *start* of that day in ``zone``: its first existing instant, whatever the policies (some zones
+  skip midnight).
 * **Leap second** ``:60`` is clamped to ``:59.999999``: ``datetime`` cannot hold it, clamping keeps the
   value in its own minute and day (bucketing and FHIR dates stay right) and strictly between the seconds
   around it, whereas rolling to the next ``:00`` would collide with a genuine reading of that second.
 * **24:00** (only as ``24:00``, ``24:00:00`` or with a zero fraction) is 00:00 of the next day.
 * **Precision** is the finest unit the source wrote: ``year``, ``month``, ``day``, ``minute``, ``second``,
   ``millisecond`` (1-3 fractional digits), ``microsecond`` (4-9), or ``None`` when the source does not
-  say (epoch numbers, ``datetime`` objects). ``/Date(ms)/`` is ``millisecond``: the format fixes the unit.
+  say (``datetime`` objects). Epoch numbers and ``/Date(ms)/`` (``millisecond``) state theirs by the unit.
 * **Rejected** with :class:`~core.errors.TimestampError` (message: value, zone, expectation): blank
   strings, NaN/Infinity, booleans, containers, ``None``, impossible dates, hours past 24, offsets beyond
   ±18:00, ``.`` without digits, anything else, and values later than ``now + max_future_seconds``.
@@ -55,7 +62,7 @@ __all__ = ["Ambiguous", "Instant", "Nonexistent", "Precision", "TimestampError",
 
 Precision = Literal["year", "month", "day", "minute", "second", "millisecond", "microsecond"]
 Ambiguous = Literal["raise", "earliest", "latest"]
-Nonexistent = Literal["raise", "shift_forward", "shift_backward"]
+Nonexistent = Literal["raise", "shift_forward", "shift_backward", "snap_forward", "snap_backward"]
 
 _EXPECTED: Final = "an ISO 8601 / RFC 3339 date-time, a FHIR partial date, an epoch number or /Date(ms)/"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -97,6 +104,14 @@ _OFFSETS: Final = {
 }
 _ZONES: dict[str, ZoneInfo] = {}
 _TIMESPECS: Final = {"millisecond": "milliseconds", "microsecond": "microseconds"}
+_SUBSECOND: Final[tuple[Precision, ...]] = ("second", "millisecond", "millisecond", "millisecond", "microsecond",
+                                            "microsecond", "microsecond")
+_ONE_US: Final = timedelta(microseconds=1)
+
+
+def _epoch_precision(shift: int, fraction_digits: int = 0) -> Precision:
+    """The precision an epoch number states: its unit (from the µs shift), refined by written fraction digits."""
+    return _SUBSECOND[min(6, 6 - min(shift, 6) + fraction_digits)]
 
 
 class Instant(NamedTuple):
@@ -144,8 +159,13 @@ def _fail(value: object, zone_name: str | None, expected: str) -> TimestampError
 
 def normalise(value: object, zone: str | None = None, *, ambiguous: Ambiguous = "raise",
               nonexistent: Nonexistent = "raise", now: datetime | None = None,
-              max_future_seconds: float | None = None) -> Instant:
-    """Normalise one timestamp to an :class:`Instant`; see the module docstring for the rules."""
+              max_future_seconds: float | None = None, near: datetime | None = None) -> Instant:
+    """Normalise one timestamp to an :class:`Instant`; see the module docstring for the rules.
+
+    ``near`` (aware) is when the value was received: a wall time that occurs twice, or falls in a gap, takes
+    the reading closest to it — a device's clock in the repeated autumn hour is then read right instead of
+    refused. The policies apply only without ``near``.
+    """
     if type(value) is str and len(value) > 15:
         # Fast path for the common extended forms: the length and a few fixed positions give the shape and
         # precision, C fromisoformat does digits and calendar. What it would accept but we must not (odd
@@ -162,20 +182,22 @@ def normalise(value: object, zone: str | None = None, *, ambiguous: Ambiguous = 
             else:
                 if moment.tzinfo is None:
                     moment = _localise(moment, shape[0], value, zone, ambiguous=ambiguous,
-                                       nonexistent=nonexistent, previous=None)
+                                       nonexistent=nonexistent, previous=None, near=near)
                 if max_future_seconds is not None:
                     _check_future(moment, value, zone, now, max_future_seconds)
                 return _new(Instant, (moment, shape[0]))
-    return _strict(value, zone, ambiguous, nonexistent, now, max_future_seconds, None)
+    return _strict(value, zone, ambiguous, nonexistent, now, max_future_seconds, None, near)
 
 
 def _strict(value: object, zone: str | None, ambiguous: Ambiguous, nonexistent: Nonexistent,
-            now: datetime | None, max_future_seconds: float | None, previous: datetime | None) -> Instant:
-    """The full path: parse, localise a naive value (``previous`` orders a series), check the future bound."""
+            now: datetime | None, max_future_seconds: float | None, previous: datetime | None,
+            near: datetime | None = None) -> Instant:
+    """The full path: parse, localise a naive value (``previous`` orders a series, ``near`` picks the closest
+    reading of a repeated or skipped wall time), check the future bound."""
     moment, precision = _parse(value, zone)
     if moment.tzinfo is None:
         moment = _localise(moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent,
-                           previous=previous)
+                           previous=previous, near=near)
     if max_future_seconds is not None:
         _check_future(moment, value, zone, now, max_future_seconds)
     return _new(Instant, (moment, precision))
@@ -229,7 +251,7 @@ def _parse(value: object, zone_name: str | None) -> tuple[datetime, Precision | 
             us = value * 10**shift if shift >= 0 else value // 10**-shift
         else:
             us = round(value * 10.0**shift)
-        return _from_epoch_us(us, value, zone_name), None
+        return _from_epoch_us(us, value, zone_name), _epoch_precision(shift, _float_digits(value))
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             # naive: a fresh wall time drops a tzinfo that does not know and the fold (the policy decides)
@@ -242,6 +264,14 @@ def _parse(value: object, zone_name: str | None) -> tuple[datetime, Precision | 
     if isinstance(value, date):
         return _wall(value.year, value.month, value.day), "day"
     raise _fail(value, zone_name, f"{_EXPECTED}, not {type(value).__name__}")
+
+
+def _float_digits(value: float) -> int:
+    """Fraction digits a float was written with: its shortest round-trip repr (what JSON carried)."""
+    if isinstance(value, int):
+        return 0
+    text = repr(value)
+    return 0 if "e" in text or text.endswith(".0") else len(text.partition(".")[2])
 
 
 def _epoch_shift(magnitude: float, value: object, zone_name: str | None) -> int:
@@ -274,10 +304,11 @@ def _parse_text(text: str, value: object, zone_name: str | None) -> tuple[dateti
     match = _NUMBER.fullmatch(text)
     if match and (match[1] or match[3] or len(match[2]) not in _CALENDAR_DIGITS):
         sign, whole, frac = match[1], match[2], match[3] or ""
-        shift = _epoch_shift(int(whole), value, zone_name) - len(frac)
+        unit = _epoch_shift(int(whole), value, zone_name)
+        shift = unit - len(frac)
         scaled = int(sign + whole + frac)  # exact integer arithmetic: no float rounding for strings
         us = scaled * 10**shift if shift >= 0 else scaled // 10**-shift
-        return _from_epoch_us(us, value, zone_name), None
+        return _from_epoch_us(us, value, zone_name), _epoch_precision(unit, len(frac))
     match = _EXTENDED.fullmatch(text) or _BASIC.fullmatch(text)
     if match is None:
         raise _fail(value, zone_name, _EXPECTED)
@@ -334,7 +365,8 @@ def _wall(year: int, month: int, day: int, hour: int = 0, minute: int = 0, secon
 
 
 def _localise(wall: datetime, precision: Precision | None, value: object, zone_name: str | None, *,
-              ambiguous: Ambiguous, nonexistent: Nonexistent, previous: datetime | None) -> datetime:
+              ambiguous: Ambiguous, nonexistent: Nonexistent, previous: datetime | None,
+              near: datetime | None = None) -> datetime:
     """UTC for a naive wall time in ``zone_name``, applying the DST policies (``previous``: series order)."""
     if zone_name is None:
         raise _fail(value, zone_name, "an offset (Z or ±HH:MM) in the value, or a zone for local times")
@@ -353,6 +385,9 @@ def _localise(wall: datetime, precision: Precision | None, value: object, zone_n
     start_of_day = precision in ("year", "month", "day")
     if first == second:
         chosen = first
+    elif near is not None and not start_of_day:
+        at = near.astimezone(UTC).replace(tzinfo=None)
+        chosen = min((first, second), key=lambda c: abs(c - at))
     elif first < second:  # repeated hour (fall-back): first is the earlier occurrence
         after = None if previous is None else _combine(previous, previous.time())
         if start_of_day:
@@ -368,7 +403,24 @@ def _localise(wall: datetime, precision: Precision | None, value: object, zone_n
         chosen = first
     elif nonexistent == "shift_backward":
         chosen = second
+    elif nonexistent in ("snap_forward", "snap_backward"):
+        edge = _gap_end(second, first, tz)
+        chosen = edge if nonexistent == "snap_forward" else edge - _ONE_US
     else:
         raise _fail(value, zone_name, f"an existing local time ({wall} falls in a DST gap of {zone_name}; "
-                                      "pass nonexistent='shift_forward' or 'shift_backward')")
+                                      "pass nonexistent='shift_forward', 'shift_backward', 'snap_forward' or "
+                                      "'snap_backward')")
     return _combine(chosen, chosen.time(), UTC)
+
+
+def _gap_end(low: datetime, high: datetime, tz: ZoneInfo) -> datetime:
+    """The transition instant (naive UTC) inside ``(low, high]``: the first with the post-gap offset."""
+    after = tz.utcoffset(_combine(high, high.time(), UTC).astimezone(tz).replace(tzinfo=None))
+    while high - low > _ONE_US:  # bisection over at most a few hours: ~35 steps, only for gap times
+        mid = low + (high - low) // 2
+        local = _combine(mid, mid.time(), UTC).astimezone(tz)
+        if local.utcoffset() == after:
+            high = mid
+        else:
+            low = mid
+    return high

@@ -113,28 +113,30 @@ E = utc(2023, 11, 14, 22, 13, 20)
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("value", "expected", "precision"),
     [
-        (1_700_000_000, E),
-        (1_700_000_000_123, E + timedelta(microseconds=123_000)),
-        (1_700_000_000_123_456, E + timedelta(microseconds=123_456)),
-        (1_700_000_000_123_456_789, E + timedelta(microseconds=123_456)),  # ns truncate to µs
-        (1_700_000_000.5, E + timedelta(microseconds=500_000)),
-        (1_700_000_000_123.0, E + timedelta(microseconds=123_000)),
-        ("1700000000", E),
-        ("1700000000123", E + timedelta(microseconds=123_000)),
-        ("1700000000.123456789", E + timedelta(microseconds=123_456)),
-        ("1700000000123456789", E + timedelta(microseconds=123_456)),
-        ("+1700000000", E),
-        (0, utc(1970, 1, 1)),
-        (-86_400, utc(1969, 12, 31)),
-        ("-86400.5", utc(1969, 12, 30, 23, 59, 59, 500_000)),
-        (99_999_999_999, utc(5138, 11, 16, 9, 46, 39)),  # just below 1e11: still seconds
-        (100_000_000_000, utc(1973, 3, 3, 9, 46, 40)),  # 1e11: milliseconds
+        (1_700_000_000, E, "second"),
+        (1_700_000_000_123, E + timedelta(microseconds=123_000), "millisecond"),
+        (1_700_000_000_123_456, E + timedelta(microseconds=123_456), "microsecond"),
+        (1_700_000_000_123_456_789, E + timedelta(microseconds=123_456), "microsecond"),  # ns truncate to µs
+        (1_700_000_000.5, E + timedelta(microseconds=500_000), "millisecond"),  # as written: one fraction digit
+        (1_700_000_000_123.0, E + timedelta(microseconds=123_000), "millisecond"),
+        ("1700000000", E, "second"),
+        ("1700000000123", E + timedelta(microseconds=123_000), "millisecond"),
+        ("1700000000.5", E + timedelta(microseconds=500_000), "millisecond"),  # written fraction digits refine
+        ("1700000000.123456789", E + timedelta(microseconds=123_456), "microsecond"),
+        ("1700000000123456789", E + timedelta(microseconds=123_456), "microsecond"),
+        ("+1700000000", E, "second"),
+        (0, utc(1970, 1, 1), "second"),
+        (-86_400, utc(1969, 12, 31), "second"),
+        ("-86400.5", utc(1969, 12, 30, 23, 59, 59, 500_000), "millisecond"),
+        (99_999_999_999, utc(5138, 11, 16, 9, 46, 39), "second"),  # just below 1e11: still seconds
+        (100_000_000_000, utc(1973, 3, 3, 9, 46, 40), "millisecond"),  # 1e11: milliseconds
     ],
 )
-def test_epoch_numbers_by_magnitude(value: object, expected: datetime) -> None:
-    assert normalise(value) == Instant(expected, None)
+def test_epoch_numbers_by_magnitude(value: object, expected: datetime, precision: str) -> None:
+    # The unit states the precision (a millisecond epoch is a millisecond value), never "unknown".
+    assert normalise(value) == Instant(expected, precision)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -598,3 +600,24 @@ def test_fast_path_is_never_more_lenient_than_the_strict_path(text: str) -> None
             return "rejected"
 
     assert outcome(text) == outcome(f" {text}")  # a leading space bypasses the fast path
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("shift_forward", utc(2024, 3, 31, 1, 30)),  # by the gap's length (java.time): 02:30 -> 03:30 CEST
+        ("shift_backward", utc(2024, 3, 31, 0, 30)),  # by the gap's length: 02:30 -> 01:30 CET
+        ("snap_forward", utc(2024, 3, 31, 1, 0)),  # to the gap's end (pandas' shift_forward): 03:00 CEST
+        ("snap_backward", utc(2024, 3, 31, 0, 59, 59, 999_999)),  # to just before it (pandas' shift_backward)
+    ],
+)
+def test_gap_policies_have_unambiguous_names(policy: str, expected: datetime) -> None:
+    assert normalise("2024-03-31T02:30:00", BERLIN, nonexistent=policy).utc == expected  # type: ignore[arg-type]
+
+
+def test_snap_policies_find_a_half_hour_gap_edge() -> None:
+    # Lord Howe springs forward by 30 minutes (02:00 -> 02:30 local, +10:30 -> +11:00).
+    edge = normalise("2024-10-06T02:10:00", "Australia/Lord_Howe", nonexistent="snap_forward").utc
+    assert edge == utc(2024, 10, 5, 15, 30)
+    before = normalise("2024-10-06T02:10:00", "Australia/Lord_Howe", nonexistent="snap_backward").utc
+    assert before == edge - timedelta(microseconds=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -68,7 +69,13 @@ class MqttMeterSettings(PluginSettings):
 
     mqtt: MqttSettings
     routes: list[Route] = Field(min_length=1)
+    time_conflicts: Literal["flag", "dlq"] = "flag"
+    """A different value at a device time already seen in its series (clock reset, repeated autumn hour):
+    ``flag`` emits it marked ``clock_suspect``; ``dlq`` sends its message to the DLQ. Never filtered."""
 
+
+_HYGIENE_SAVE_SECONDS = 5.0
+"""How often the committed hygiene memory is written (and at close): a kill -9 forgets at most this much."""
 
 _FLOW_UNITS = frozenset({"W", "kW", "Wh", "kWh"})
 
@@ -155,10 +162,27 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
         self._routes = [(r, _decoder(r)) for r in s.routes]
         self._route_cache: dict[str, tuple[Route, Decoder] | None] = {}
         self.hygiene = Hygiene()
+        self._committed = Hygiene()  # what the sink acknowledged: the part of hygiene that survives a restart
+        self._pending: dict[int, list[MeterReadingV1]] = {}
+        self._hygiene_file = self.ctx.state_path("hygiene")
+        self._saved_at = time.monotonic()
+        if self._hygiene_file is not None and self._hygiene_file.is_file():
+            doc = orjson.loads(self._hygiene_file.read_bytes())
+            self.hygiene.restore(doc)
+            self._committed.restore(doc)
         await self.source.start()
 
     async def close(self) -> None:
         await self.source.stop()
+        self._save_hygiene()
+
+    def _save_hygiene(self) -> None:
+        """Write the committed hygiene memory atomically (a crash mid-write leaves the previous one)."""
+        if self._hygiene_file is not None:
+            tmp = self._hygiene_file.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(self._committed.snapshot()))
+            tmp.replace(self._hygiene_file)
+            self._saved_at = time.monotonic()
 
     async def read(self, position: Position | None) -> AsyncIterator[Batch]:
         # The position of a push source is the set of PUBACKs still owed; nothing to resume from.
@@ -166,7 +190,13 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
             yield Batch(messages, {"mids": [m.mid for m in messages if m.qos > 0]})
 
     async def acknowledge(self, position: Position) -> None:
-        self.source.ack(list(position.get("mids", ())))
+        mids = list(position.get("mids", ()))
+        for mid in mids:  # the sink has these messages' readings: hygiene may remember them across restarts
+            for reading in self._pending.pop(mid, ()):
+                self._committed.note(reading)
+        if time.monotonic() - self._saved_at >= _HYGIENE_SAVE_SECONDS:
+            self._save_hygiene()
+        self.source.ack(mids)
 
     def _route(self, topic: str) -> tuple[Route, Decoder] | None:
         # paho's topic_matches_sub builds a matcher per call (~9 µs); a hub has a bounded set of topics.
@@ -199,11 +229,19 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
             return Decoded(raw, [], "no meter value in this message (status, announce or non-energy sensor)")
         readings = [r for r in decoded if isinstance(r, MeterReadingV1)]
         others = [e for e in decoded if not isinstance(e, MeterReadingV1)]
-        kept, duplicates = self.hygiene.apply(readings)
+        verdict = self.hygiene.apply(readings)
+        if verdict.conflicts and self.settings.time_conflicts == "dlq":
+            raise MappingError(f"topic {raw.topic}: {verdict.conflicts} reading(s) with a different value at a device "
+                               "time already seen (the device clock is suspect; time_conflicts: dlq)")
+        kept = verdict.kept
         if not kept and not others:
-            return Decoded(raw, [], "duplicate readings (same device, metric and time as readings already sent)")
-        if duplicates:
-            self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=duplicates, kept=len(kept))
+            return Decoded(raw, [], "duplicate readings (same device, metric, time and value as readings already "
+                                    "sent)")
+        if verdict.duplicates:
+            self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=verdict.duplicates,
+                          kept=len(kept))
+        if raw.qos > 0 and kept:
+            self._pending.setdefault(raw.mid, []).extend(kept)
         return Decoded(raw, [*others, *kept], None)
 
     def filter(self, record: Decoded) -> str | None:

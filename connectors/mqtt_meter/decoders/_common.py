@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1, QualityFlag
 from inlet.core.errors import DecodeError, MappingError, TimestampError
-from inlet.core.time import Instant, normalise
+from inlet.core.time import Ambiguous, Instant, normalise
 
 __all__ = ["DeviceContext", "Reading", "Skip", "decode_error", "load_json", "number", "timestamp"]
 
@@ -74,10 +74,15 @@ def number(topic: str, value: object, field: str) -> float:
     return result
 
 
-def timestamp(topic: str, value: object, zone: str | None) -> Instant:
-    """``core.time.normalise`` with the topic added to the TimestampError message (still a MappingError)."""
+def timestamp(topic: str, value: object, zone: str | None, *, near: datetime | None = None,
+              ambiguous: Ambiguous = "raise") -> Instant:
+    """``core.time.normalise`` with the topic added to the TimestampError message (still a MappingError).
+
+    ``near`` is the receive time for a device's *current* time: a naive wall time in the repeated autumn hour
+    (or the spring gap) is read as the reading closest to when it arrived, not refused.
+    """
     try:
-        return normalise(value, zone)
+        return normalise(value, zone, near=near, ambiguous=ambiguous)
     except TimestampError as exc:
         raise TimestampError(f"topic {topic!r}: {exc}") from None
 

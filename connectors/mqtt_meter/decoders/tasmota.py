@@ -91,7 +91,7 @@ def _builder(topic: str, body: dict[str, Any], ctx: DeviceContext) -> Reading:
         raise decode_error(topic, f"Time must be a string, got {type(raw).__name__}")
     if raw[:4].isdigit() and int(raw[:4]) < _UNSYNCED_YEAR:
         return Reading(topic, ctx, Instant(ctx.received_at), "receive", ("clock_suspect",))
-    return Reading(topic, ctx, timestamp(topic, raw, ctx.zone), "device")
+    return Reading(topic, ctx, timestamp(topic, raw, ctx.zone, near=ctx.received_at), "device")
 
 
 def _values(topic: str, value: object, field: str) -> list[tuple[float, int, int]]:
@@ -106,7 +106,9 @@ def _values(topic: str, value: object, field: str) -> list[tuple[float, int, int
 def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterReadingV1]:
     out: list[MeterReadingV1] = []
     started = energy.get("TotalStartTime")
-    started_at = timestamp(topic, started, build.ctx.zone).utc if started is not None else None
+    # A counter started in a repeated autumn hour stays ambiguous for ever (no receive time helps): the first
+    # occurrence, rather than a DLQ record on every message for the counter's whole life.
+    started_at = timestamp(topic, started, build.ctx.zone, ambiguous="earliest").utc if started is not None else None
     for key, direction in (("Total", "import"), ("ExportActive", "export")):
         if key in energy:
             for value, i, n in _values(topic, energy[key], key):
