@@ -18,8 +18,9 @@ Rules
   1973 are read as seconds (documented limitation). Sub-microsecond digits are floored; floats round to the
   nearest microsecond. The unit is the precision (``1700000000`` → ``second``, ``1700000000123`` →
   ``millisecond``, µs and ns → ``microsecond``); fraction digits as written refine it (``"1700000000.5"``
-  and ``1700000000.37`` → ``millisecond``; a float's digits are those of its shortest repr, i.e. the JSON text). A string of 4, 8, 12 or 14 digits (no sign, no fraction) is a calendar value
-  (``YYYY``, ``YYYYMMDD``, ``YYYYMMDDhhmm``, ``YYYYMMDDhhmmss``), never an epoch.
+  and ``1700000000.37`` → ``millisecond``; a float's digits are those of its shortest repr, i.e. the JSON
+  text). A string of 4, 8, 12 or 14 digits (no sign, no fraction) is a calendar value (``YYYY``,
+  ``YYYYMMDD``, ``YYYYMMDDhhmm``, ``YYYYMMDDhhmmss``), never an epoch.
 * **Zones.** A value without an offset is local wall time in ``zone`` (an IANA name); without ``zone`` it
   is an error, never a guess. ``zone`` is ignored for values that carry their own offset.
 * **DST.** A wall time that occurs twice (fall-back) follows ``ambiguous``: ``raise``, ``earliest``
