@@ -58,9 +58,17 @@ class ConfigError(InletError):
 
 
 class RecordError(InletError):
-    """One record cannot become an event; it goes to the DLQ with this message and the stream continues."""
+    """One record cannot become an event; it goes to the DLQ with this message and the stream continues.
+
+    ``source_key``: the record's source identity when the raiser knows it and the pipeline could not yet (a
+    decode failure of a resource whose id was read), so the DLQ record still names its source.
+    """
 
     stage: ClassVar[Stage] = "map"
+
+    def __init__(self, message: str = "", *, source_key: str | None = None) -> None:
+        super().__init__(message)
+        self.source_key = source_key
 
 
 class DecodeError(RecordError):

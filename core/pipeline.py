@@ -76,6 +76,15 @@ def _check_drift(connector: Connector[Any], env: Enveloper, drift: DriftCheck, r
         raise UpstreamDrift("upstream drift: " + "; ".join(f"{c.path}: {c.kind} ({c.detail})" for c in changes))
 
 
+def _known_key(identity: Any, record: Any) -> str | None:
+    """The source key of a record that failed before its identity was taken (a decode or filter failure), when
+    the connector can still tell it: a DLQ record names its source whenever that is knowable."""
+    try:
+        return str(identity(record)[0])
+    except Exception:  # the record is too broken to identify: the DLQ record says so by having no key
+        return None
+
+
 def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
                   drift: DriftCheck | None = None) -> tuple[list[Event], BatchCounts]:
     """Turn one batch into events and DLQ records, counting each record exactly once. Pure CPU."""
@@ -85,6 +94,7 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
     for raw in batch.records:
         stage = "decode"
         key: str | None = None
+        record: Any = raw
         try:
             record = decode(raw)
             stage = "map"
@@ -114,15 +124,16 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
             raise
         except RecordError as exc:
             counts.dlq[exc.stage] += 1
-            events.append(_dlq(env, raw, batch.position, exc.stage, exc, key))
+            known = key or exc.source_key or _known_key(identity, record)
+            events.append(_dlq(env, raw, batch.position, exc.stage, exc, known))
             continue
         except ValidationError as exc:
             counts.dlq["validate"] += 1
-            events.append(_dlq(env, raw, batch.position, "validate", exc, key))
+            events.append(_dlq(env, raw, batch.position, "validate", exc, key or _known_key(identity, record)))
             continue
         except Exception as exc:  # a plugin bug is one bad record, never a dead daemon
             counts.dlq[stage] += 1
-            events.append(_dlq(env, raw, batch.position, stage, exc, key))
+            events.append(_dlq(env, raw, batch.position, stage, exc, key or _known_key(identity, record)))
             continue
         counts.records_mapped += 1
         counts.events_out += len(out)

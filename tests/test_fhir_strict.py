@@ -57,9 +57,12 @@ async def test_strict_search_sends_structurally_broken_resources_to_the_dlq() ->
         settings = FhirSearchSettings.model_validate({"http": {"base_url": "http://127.0.0.1:9/fhir"},
                                                       "strict": strict})
         connector = FhirSearchConnector(IntegrationContext("acme", "obs"), settings)
-        _, counts = process_batch(connector, Enveloper("acme", "obs"), Batch(records, {}))
+        events, counts = process_batch(connector, Enveloper("acme", "obs"), Batch(records, {}))
         assert counts.dlq.total() == dlq
         assert counts.dlq.get("decode", 0) == dlq  # strict refuses it before mapping, naming the element path
+    # The DLQ record names its source although the record failed before its identity was taken.
+    [dlq_record] = [e for e in events if e.topic.startswith("inlet.dlq.")]
+    assert dict(dlq_record.headers)["dlq_source_key"] == f"Observation/{broken['id']}".encode()
 
 
 def test_strict_bulk_refuses_a_structurally_broken_line() -> None:
@@ -81,7 +84,8 @@ def test_strict_bulk_refuses_a_structurally_broken_line() -> None:
         connector = FhirBulkExportConnector(IntegrationContext("acme", "bulk"), settings)
         assert connector.decode(line(BASE))["id"] == "o1"
         if strict:
-            with pytest.raises(DecodeError, match="bogusElement"):
+            with pytest.raises(DecodeError, match="bogusElement") as info:
                 connector.decode(line(broken))
+            assert info.value.source_key == "Observation/o1"  # what the pipeline puts in dlq_source_key
         else:
             assert connector.decode(line(broken))["bogusElement"] == 1

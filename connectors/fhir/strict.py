@@ -48,11 +48,11 @@ def validate_strict(resource: dict[str, Any]) -> None:
     where = f"{rtype}/{resource.get('id')}"
     model = _model(rtype) if isinstance(rtype, str) else None
     if model is None:
-        raise DecodeError(f"{where}: strict validation: {rtype!r} is not a FHIR R4 resource type")
+        raise DecodeError(f"{where}: strict validation: {rtype!r} is not a FHIR R4 resource type", source_key=where)
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         errors = exc.errors()
         shown = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:_MAX_SHOWN])
         more = f" (and {len(errors) - _MAX_SHOWN} more)" if len(errors) > _MAX_SHOWN else ""
-        raise DecodeError(f"{where}: not valid FHIR R4: {shown}{more}") from None
+        raise DecodeError(f"{where}: not valid FHIR R4: {shown}{more}", source_key=where) from None
