@@ -14,16 +14,22 @@ Use it from a test module (``tests/test_fixtures.py``)::
 
     @pytest.mark.parametrize("case", fixture_cases([...]), ids=str)
     def test_fixture(case): check_fixture(case)
+
+or, in a plugin package, with no test module at all: inlet's pytest plugin (:mod:`inlet.pytest_plugin`)
+makes the same tests from ``inlet_config`` / ``inlet_fixtures`` in ``[tool.pytest.ini_options]``.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from inlet import contracts
-from inlet.core.config import LoadedIntegration, check_config
+from inlet.core.config import LoadedIntegration, check_config, find_config_dir
+from inlet.core.errors import ConfigError
 from inlet.core.fixtures import golden_diff, replay
 
 __all__ = ["FixtureCase", "check_fixture", "fixture_cases"]
@@ -57,6 +63,32 @@ def fixture_cases(config_dirs: Iterable[Path], fixtures_root: Path) -> list[Fixt
     return cases
 
 
+def _shown(path: Path, here: Path) -> str:
+    """``path`` as typed in ``here``: relative when it lies below, else absolute; quoted for a shell."""
+    return shlex.quote(str(path.relative_to(here)) if path.is_relative_to(here) else str(path))
+
+
+def _update_command(case: FixtureCase) -> str:
+    """``inlet replay KEY --update``, run from the working directory: with ``--config`` / ``--fixtures`` only
+    when the CLI would not pick the case's directories by itself (``INLET_CONFIG`` or the nearest
+    ``inlet.yaml`` upwards; ``fixtures/KEY``). ``--update`` comes right after the key, so the short form
+    stays a prefix of the long one."""
+    here = Path.cwd().resolve()
+    config = case.integration.context.config_root.resolve()
+    try:
+        given = os.environ.get("INLET_CONFIG")
+        default_config: Path | None = find_config_dir(Path(given) if given else None, cwd=here).resolve()
+    except ConfigError:
+        default_config = None
+    parts = ["inlet", "replay", str(case), "--update"]
+    if config != default_config:
+        parts += ["--config", _shown(config, here)]
+    fixtures = case.fixtures.resolve()
+    if fixtures != (here / "fixtures" / str(case)).resolve():
+        parts += ["--fixtures", _shown(fixtures, here)]
+    return " ".join(parts)
+
+
 def check_fixture(case: FixtureCase) -> None:
     """Replay the fixture and assert goldens and contracts; the message says what to do."""
     actual = replay(case.integration, case.fixtures)
@@ -64,7 +96,7 @@ def check_fixture(case: FixtureCase) -> None:
     if diff:
         raise AssertionError(
             f"{case}: replaying the recording in {case.fixtures} no longer gives the golden events. If the change "
-            f"is intended, review it and run `inlet replay {case} --update`.\n{diff}")
+            f"is intended, review it and run `{_update_command(case)}`.\n{diff}")
     for i, doc in enumerate(actual):
         headers = doc["headers"]
         if headers.get("ce_type") in ("inlet.dlq", "inlet.drift"):
