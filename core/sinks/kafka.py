@@ -28,6 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from inlet.core.config import KafkaSettings
 from inlet.core.envelope import Event
 from inlet.core.errors import SinkUnavailable
+from inlet.core.kafka_client import connection_options
 from inlet.core.sinks import Sink
 
 __all__ = ["KafkaSink"]
@@ -78,13 +79,11 @@ class KafkaSink(Sink):
                 return
             s = self.settings
             producer = AIOKafkaProducer(
-                bootstrap_servers=s.bootstrap,
-                client_id=s.client_id,
+                **connection_options(s),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=s.linger_ms,
                 max_batch_size=s.max_batch_size,
-                request_timeout_ms=s.request_timeout_ms,
                 partitioner=self._partitioner,
             )
             try:
