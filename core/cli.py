@@ -317,7 +317,10 @@ def record_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt
     configure_logging()
     item = _integration(config, integration)
     target = fixtures or Path("fixtures") / integration
-    count = record(item, target, idle_s=idle)
+    try:
+        count = record(item, target, idle_s=idle)
+    except ConfigError as exc:  # e.g. no pseudonym key for a healthcare feed: a fix to make, not a traceback
+        _fail_config([exc])
     out.print(f"recorded {integration} into {target}: {count} golden events")
 
 

@@ -193,6 +193,8 @@ def payload_bytes(raw: Any) -> bytes:
     if isinstance(raw, str):
         return raw.encode()
     try:
+    if hasattr(type(raw), "__bytes__"):  # a transport's record that knows its original bytes (an MQTT message)
+        return bytes(raw)
         return orjson.dumps(raw)
     except TypeError:
         return repr(raw).encode()

@@ -154,6 +154,10 @@ class MqttSource:
         if was_empty and self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def __bytes__(self) -> bytes:
+        """The payload as received: what a DLQ record keeps as its value."""
+        return self.payload
+
     # -- the event loop ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect (in the background; paho retries until the broker is there) and start the network thread."""

@@ -81,7 +81,10 @@ def families() -> dict[str, type[Connector[Any]]]:
 def not_configured(connector: Connector[Any], hook: str) -> ConfigError:
     """The error a generated hook stub raises: which plugin, which hook, what to do."""
     module = type(connector).__module__
-    source = getattr(sys.modules.get(module), "__file__", None) or module
+    file = getattr(sys.modules.get(module), "__file__", None)
+    # The file's name, not its path: this message lands in DLQ records and golden events, which must not
+    # carry a machine's directory layout.
+    source = f"{module} ({Path(file).name})" if file else module
     return ConfigError(f"{connector.name}: hook {hook}() is not configured yet. Write this customer's rule in "
                        f"{source}, or delete the method to keep the family's default")
 

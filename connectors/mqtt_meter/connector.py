@@ -247,9 +247,11 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     def filter(self, record: Decoded) -> str | None:
         return record.skip
 
-    def identity(self, record: Decoded) -> tuple[str, str]:
-        # A redelivered message has the same topic and payload, hence the same event ids.
-        return record.message.topic, hashlib.sha256(record.message.payload).hexdigest()[:32]
+    def identity(self, record: Decoded | MqttMessage) -> tuple[str, str]:
+        # A redelivered message has the same topic and payload, hence the same event ids. A message that failed
+        # to decode is identified the same way, so its DLQ record names its topic.
+        message = record.message if isinstance(record, Decoded) else record
+        return message.topic, hashlib.sha256(message.payload).hexdigest()[:32]
 
     def map(self, record: Decoded) -> Sequence[Contract]:
         return record.events
