@@ -8,6 +8,7 @@ from inlet.contracts.clinical_deletion import DeletionV1
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
 from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.contracts.energy_data_quality import DataQualityV1
 from inlet.contracts.energy_device_status import DeviceStatusV1
@@ -27,6 +28,7 @@ __all__ = [
     "MedicationRequestV1",
     "MeterReadingV1",
     "ObservationV1",
+    "ObservationV2",
     "PartyV1",
     "PatientV1",
     "PaymentV1",

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import ClassVar, Literal, TypeVar
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "DECIMAL_PATTERN",
+    "MAX_DECIMAL_CHARS",
     "Compatibility",
     "Contract",
+    "DecimalString",
     "Part",
     "Precision",
     "all_contracts",
     "converter",
     "converters_from",
     "get_contract",
+    "plain_decimal",
+    "published",
     "register",
     "unregister_converter",
 ]
@@ -31,6 +37,48 @@ Precision = Literal["year", "month", "day", "minute", "second", "millisecond", "
 
 Compatibility = Literal["BACKWARD", "FORWARD", "FULL"]
 """How a new minor must relate to every earlier minor of its major (see contracts.compat)."""
+
+
+DECIMAL_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+"""A plain decimal number: optional minus, ASCII digits, optional fraction; no exponent, no grouping."""
+
+MAX_DECIMAL_CHARS: Final = 1000
+"""The longest plain-notation decimal a contract takes from a :class:`~decimal.Decimal`. A guard, not a need: the
+JSON ``1e999999999`` is 11 bytes but a billion digits written out, so longer values are refused, never built.
+Far beyond any measured value, and beyond what a double can hold at all (``1e308`` is 309 characters), so the
+extremes of FHIR's own decimal example (``1.000000000000000000E-245``: 247 characters) still fit."""
+
+
+def plain_decimal(value: Decimal) -> str:
+    """``value`` in plain notation keeping its scale (``Decimal("5.10")`` → ``"5.10"``, ``Decimal("1E-3")`` →
+    ``"0.001"``, ``Decimal("1.50E+2")`` → ``"150"``); ValueError for a non-finite value or one longer than
+    :data:`MAX_DECIMAL_CHARS` written out. Exact: no digit is added or dropped but the zeros an exponent implies."""
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite decimal")
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    size = len(digits) + exponent if exponent >= 0 else max(len(digits), -exponent) + 2
+    if size > MAX_DECIMAL_CHARS:
+        raise ValueError(f"a decimal of {len(digits)} digits and exponent {exponent} would be about {size} characters "
+                         f"written out (more than {MAX_DECIMAL_CHARS})")
+    return format(value, "f")
+
+
+def _decimal_as_string(value: Any) -> Any:
+    """Let a finite Decimal in as its plain-notation string; refuse numbers, which may have rounded."""
+    if isinstance(value, Decimal):
+        return plain_decimal(value)
+    if isinstance(value, int | float):
+        raise ValueError("a decimal must be given as a string or Decimal, never a number (floats round)")
+    return value
+
+
+DecimalString = Annotated[str, BeforeValidator(_decimal_as_string), Field(pattern=DECIMAL_PATTERN)]
+"""An exact decimal as a string: money, quantities, rates, measured values (JSON Schema: ``string`` with
+:data:`DECIMAL_PATTERN`). A ``str`` must match the pattern; a :class:`~decimal.Decimal` is written in plain
+notation keeping its scale (:func:`plain_decimal`); an ``int`` or ``float`` is refused — a float has already
+rounded, and a producer that holds one must decide how to write it (``erp.invoice``, ``clinical.observation``
+v2 say how theirs do)."""
 
 
 class Part(BaseModel):
@@ -129,6 +177,16 @@ def converter(source: type[C], target: type[D]) -> Callable[[Callable[[C], D]], 
 def converters_from(source: type[Contract]) -> dict[type[Contract], Callable[[Contract], Contract]]:
     """The converters registered for events of ``source`` (empty for most contracts)."""
     return _CONVERTERS.get(source, {})
+
+
+def published(models: tuple[type[Contract], ...]) -> tuple[type[Contract], ...]:
+    """``models`` and, after each, the majors it is dual-published as (its converters' targets), once each:
+    what a connector mapping to ``models`` puts on topics while a migration runs."""
+    out: dict[type[Contract], None] = {}
+    for model in models:
+        out[model] = None
+        out.update(dict.fromkeys(_CONVERTERS.get(model, {})))
+    return tuple(out)
 
 
 def unregister_converter(source: type[Contract], target: type[Contract]) -> None:

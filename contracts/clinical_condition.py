@@ -16,6 +16,22 @@ Mapping rules (the FHIR family's mapper implements them):
   ``abatementBoolean`` fills ``abated``, and any other abatement sets ``abated`` to true.
 - ``recorded_date`` is ``recordedDate`` (a FHIR dateTime), UTC with its precision.
 - ``source_version`` / ``source_last_updated`` as for ``clinical.observation``.
+
+FHIR decimals (reviewed with ``clinical.observation`` v2.0, which made every decimal it carries an exact
+string). The Condition elements fed from a FHIR ``decimal`` are the ``Age`` and ``Range`` of ``onset[x]`` /
+``abatement[x]``:
+
+- ``onset_age_years`` / ``abatement_age_years`` stay floats, by decision: they are *derived*, not passed
+  through. The Age is converted into years (``mo`` / 12, ``wk`` * 7 / 365.25, ``d`` / 365.25), and no decimal
+  string can hold that result exactly either (1 mo = 0.08333… a), so the source's digits and scale do not
+  survive the conversion whatever the type; a float keeps 15 significant digits, more than any age has. What
+  is exact is the reading: the Age's value goes through the family's exact decimal reading first (a value
+  that is not a finite JSON number is a MappingError naming ``onsetAge.value``, never a guess), and is then
+  converted once. A consumer that needs the Age *as written* (value and UCUM unit) is the reason for a v2.0
+  with the quantity passed through as a decimal string, dual-published like ``clinical.observation``; a new
+  major moves every consumer, so it waits for that consumer.
+- ``onsetRange`` / ``abatementRange`` become ``*_text`` strings whose bounds are the exact decimals the source
+  wrote (``"5.10 a - 7 a"``): passed through, nothing rounded.
 """
 
 from __future__ import annotations

@@ -11,6 +11,13 @@ Mapping rules (the FHIR family's mapper implements them; see ``connectors/fhir/m
   ``data_absent_reason`` instead. Components repeat the same value shapes.
 - ``source_version`` is ``meta.versionId`` (or ``meta.lastUpdated`` when the server has no versions):
   with the id it makes the deterministic event id, so a re-read of the same version is a duplicate.
+
+Documented legacy: every value fed from a FHIR ``decimal`` (quantity values, range bounds, ratio terms,
+sampled-data origin, period and factor) is a JSON number read as a binary float, so it loses the source's
+scale and any digit beyond ~15 (``5.10`` → ``5.1``, ``1234567890123456789.0123456789`` →
+``1.2345678901234568e+18``), and v1.0 has no place for ``SampledData.lowerLimit`` / ``upperLimit``.
+``clinical.observation`` v2.0 (``contracts.clinical_observation_v2``) carries them exactly; the FHIR family
+maps to v2.0 and publishes v1.0 from it through the registered converter, so v1.0 events are what they were.
 """
 
 from __future__ import annotations

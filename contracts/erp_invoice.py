@@ -40,32 +40,15 @@ Mapping rules:
 from __future__ import annotations
 
 from datetime import date, datetime
-from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
-from inlet.contracts.base import Contract, Part, Precision, register
+from inlet.contracts.base import DECIMAL_PATTERN, Contract, DecimalString, Part, Precision, register
 
-__all__ = ["CurrencyCode", "DecimalString", "InvoiceLine", "InvoiceV1"]
-
-DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
-"""A plain decimal number: optional minus, ASCII digits, optional fraction; no exponent, no grouping."""
-
-
-def _decimal_as_string(value: Any) -> Any:
-    """Let a finite Decimal in as its plain-notation string; refuse numbers, which may have rounded."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError("a decimal amount must be finite")
-        return format(value, "f")
-    if isinstance(value, int | float):
-        raise ValueError("a decimal amount must be given as a string or Decimal, never a number (floats round)")
-    return value
-
-
-DecimalString = Annotated[str, BeforeValidator(_decimal_as_string), Field(pattern=DECIMAL_PATTERN)]
-"""An exact decimal as a string (money, quantities, rates); JSON Schema: ``string`` with the pattern."""
+__all__ = ["DECIMAL_PATTERN", "CurrencyCode", "DecimalString", "InvoiceLine", "InvoiceV1"]
+# DecimalString (and its pattern) live in contracts.base, shared with clinical.observation v2; re-exported here
+# because plugins and erp.payment imported them from this module first.
 
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 """An ISO 4217 alphabetic currency code (``EUR``, ``USD``, ``NZD``)."""

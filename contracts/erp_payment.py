@@ -28,8 +28,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from inlet.contracts.base import Contract, Part, Precision, register
-from inlet.contracts.erp_invoice import CurrencyCode, DecimalString
+from inlet.contracts.base import Contract, DecimalString, Part, Precision, register
+from inlet.contracts.erp_invoice import CurrencyCode
 
 __all__ = ["InvoiceAllocation", "PaymentV1"]
 

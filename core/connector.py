@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from inlet.contracts.base import Contract
+from inlet.contracts.base import Contract, published
 from inlet.core.types import Position, RawRecord
 
 __all__ = ["Batch", "Connector", "IntegrationContext", "NoSettings", "PluginSettings"]
@@ -67,6 +67,8 @@ class IntegrationContext:
     integration: str
     zone: str | None = None
     config_root: Path = field(default_factory=Path.cwd)
+    run_once: bool = False
+    """``inlet run --once``: a push source ends its read when it has gone quiet (a pull source ends anyway)."""
     state_dir: Path | None = None
     """The supervisor's state directory (checkpoints, outbox): where a connector may keep state of its own
     (:meth:`state_path`); None when nothing is to be kept (replay, unit tests)."""
@@ -118,8 +120,9 @@ class Connector(abc.ABC, Generic[SettingsT]):
         self._started = False
 
     def produces(self) -> tuple[type[Contract], ...]:
-        """The contracts *this* integration emits with its settings (``contracts`` is what the class can)."""
-        return self.contracts
+        """The contracts *this* integration emits with its settings (``contracts`` is what the class can map
+        to), each followed by the majors it is dual-published as during a migration (``contracts.base.converter``)."""
+        return published(self.contracts)
 
     def config_warnings(self) -> list[str]:
         """What ``inlet check`` should warn about in this integration's configuration (not errors: it runs)."""

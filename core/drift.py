@@ -17,8 +17,9 @@ Paths
 Types
     JSON types: ``string``, ``integer``, ``number``, ``boolean``, ``null``, ``object``, ``array``. An
     ``integer`` is accepted wherever ``number`` was seen (``12`` and ``12.0`` are the same JSON number to most
-    producers), but a ``number`` where only ``integer`` was seen is a change. A Python value that is not JSON
-    (bytes, a set, ...) gets the type ``<python type name>`` and so always reports ``type_changed``.
+    producers), but a ``number`` where only ``integer`` was seen is a change. A ``Decimal`` (``core.exact_json``
+    reads a number a float cannot carry as one) is a ``number``. A Python value that is not JSON (bytes, a
+    set, ...) gets the type ``<python type name>`` and so always reports ``type_changed``.
 
 Required / optional (rule)
     A member path is *required* when it was present in **every** object its parent was seen as, and the parent
@@ -57,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Final, Literal, Protocol
 
 import orjson
@@ -119,6 +121,7 @@ _JSON_TYPES: Final[dict[type, str]] = {
     str: "string",
     int: "integer",
     float: "number",
+    Decimal: "number",  # core.exact_json: a fraction or exponent a float would not carry as written
     bool: "boolean",
     type(None): "null",
     dict: "object",

@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -192,9 +193,16 @@ def payload_bytes(raw: Any) -> bytes:
         return bytes(raw)
     if isinstance(raw, str):
         return raw.encode()
-    try:
     if hasattr(type(raw), "__bytes__"):  # a transport's record that knows its original bytes (an MQTT message)
         return bytes(raw)
-        return orjson.dumps(raw)
+    try:
+        return orjson.dumps(raw, default=_exact_number)
     except TypeError:
         return repr(raw).encode()
+
+
+def _exact_number(value: Any) -> Any:
+    """A Decimal of ``core.exact_json`` written back as the JSON number it was read as."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")

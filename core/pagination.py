@@ -26,8 +26,9 @@ More than ``max_pages`` pages raises :class:`PaginationLimitError`; a next link 
         └── PageDecodeError         a page that is not JSON, or without records where configured (``url``, ``body``)
 
 :func:`paginate` runs that loop over ``core.http.HttpClient.get`` (so retries, bounds and rate limits apply to
-every page) and decodes bodies with orjson; a page that is not usable JSON raises :class:`PageDecodeError`
-naming the URL. Records are found by ``records_path``, a dotted path (``value``, ``d.results``, ``data.items``);
+every page) and decodes bodies with orjson (or the ``loads`` it is given: :func:`core.exact_json.loads` keeps
+decimals exact, as FHIR search does); a page that is not usable JSON raises :class:`PageDecodeError` naming the
+URL. Records are found by ``records_path``, a dotted path (``value``, ``d.results``, ``data.items``);
 a key that itself contains dots, like ``@odata.nextLink``, is matched whole.
 
 Declarative settings: :data:`PaginationSettings` (discriminated on ``kind``) validates from YAML, and
@@ -37,6 +38,7 @@ Declarative settings: :data:`PaginationSettings` (discriminated on ``kind``) val
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, TypedDict
@@ -48,6 +50,7 @@ from typing_extensions import Unpack, override
 
 from inlet.core.connector import PluginSettings
 from inlet.core.errors import DecodeError, InletError
+from inlet.core.exact_json import default as _json_default
 
 if TYPE_CHECKING:
     from inlet.core.http import HttpClient
@@ -496,9 +499,12 @@ class CursorPaginator(Paginator):
 
 
 async def paginate(http: HttpClient, paginator: Paginator, path: str,
-                   params: Mapping[str, Any] | None = None) -> AsyncIterator[Page]:
+                   params: Mapping[str, Any] | None = None, *,
+                   loads: Callable[[bytes], Any] = orjson.loads) -> AsyncIterator[Page]:
     """Every page of a pass, in order: fetched with ``http.get`` (retries, bounds and limits apply per page).
 
+    ``loads`` parses each body (orjson by default; ``core.exact_json.loads`` for Decimals where a float would
+    not carry a number as written); it raises ``json.JSONDecodeError`` (orjson's error is one) for bad JSON.
     Raises :class:`PageDecodeError` for a page that is not usable JSON, and the paginator's
     :class:`PaginationError` s for loops and never-ending passes.
     """
@@ -511,8 +517,8 @@ async def paginate(http: HttpClient, paginator: Paginator, path: str,
         number += 1
         content_type = headers.get("content-type")
         try:
-            decoded = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            decoded = loads(body)
+        except json.JSONDecodeError as exc:
             raise PageDecodeError(_display(url, query), body, f"not JSON ({exc})", content_type) from exc
         # Records or a next link not where configured: the error names the page and keeps its bytes for the DLQ.
         try:
@@ -658,7 +664,8 @@ def _fingerprint(records: list[Any]) -> bytes | None:
     if not records:
         return None
     try:
-        return orjson.dumps([len(records), records[0], records[-1]], option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps([len(records), records[0], records[-1]], default=_json_default,
+                            option=orjson.OPT_SORT_KEYS)
     except TypeError:  # records that are not JSON values (a plugin's own objects): no check
         return None
 

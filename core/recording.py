@@ -3,8 +3,9 @@ MQTT messages through the connector's message source.
 
 A recording is ``http.jsonl``: one exchange per line, in request order, holding the request's method,
 path and sorted query, and the response's status, content type, the headers in :data:`RESPONSE_HEADERS`
-and body (JSON bodies stored as JSON so a fixture diff is reviewable). Request headers are never
-written — that is where credentials live.
+and body (JSON bodies stored as JSON so a fixture diff is reviewable; their numbers as the upstream wrote
+them, through :mod:`core.exact_json`, so a recorded ``5.10`` replays as ``5.10``, not ``5.1``). Request
+headers are never written — that is where credentials live.
 
 Replay matches a request explicitly on method, path and query (the host is ignored: recordings are made
 against local test servers on random ports), on the headers in :data:`MATCH_HEADERS` (content negotiation:
@@ -27,6 +28,7 @@ import asyncio
 import base64
 import difflib
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -36,6 +38,7 @@ from typing import Any
 import httpx
 import orjson
 
+from inlet.core import exact_json
 from inlet.core.errors import InletError
 from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
 
@@ -76,8 +79,8 @@ def request_key(request: httpx.Request) -> str:
 def _body_doc(content: bytes, content_type: str) -> dict[str, Any]:
     if "json" in content_type:
         try:
-            return {"json": orjson.loads(content)}
-        except orjson.JSONDecodeError:
+            return {"json": exact_json.loads(content)}
+        except json.JSONDecodeError:
             pass
     return {"text": content.decode("utf-8", "replace")}
 
@@ -113,7 +116,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         if self.redact is not None:
             doc = self.redact(doc)
         with self.path.open("ab") as fh:
-            fh.write(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) + b"\n")
+            fh.write(exact_json.dumps(doc, option=orjson.OPT_SORT_KEYS) + b"\n")
         return httpx.Response(response.status_code, headers=response.headers, content=content,
                               request=request)
 
@@ -132,10 +135,10 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         self._answers: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for line in path.read_bytes().splitlines() if path.is_file() else ():
             if line.strip():
-                doc = orjson.loads(line)
+                doc = exact_json.loads(line)
                 resp = doc["response"]
                 # Serialise each body once, not on every replayed request.
-                resp["content"] = orjson.dumps(resp["json"]) if "json" in resp else resp.get("text", "").encode()
+                resp["content"] = exact_json.dumps(resp["json"]) if "json" in resp else resp.get("text", "").encode()
                 self._answers[_full_key(doc["request"], doc.get("match", {}))].append(resp)
         self._served: dict[str, int] = defaultdict(int)
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         MedicationRequestV1,
         MeterReadingV1,
         ObservationV1,
+        ObservationV2,
         PartyV1,
         PatientV1,
         PaymentV1,
@@ -103,7 +104,8 @@ _WHERE: dict[str, str] = {
     # contracts
     **{name: "inlet.contracts" for name in (
         "ConditionV1", "Contract", "DataQualityV1", "DeletionV1", "DeviceStatusV1", "EncounterV1", "InvoiceV1",
-        "MedicationRequestV1", "MeterReadingV1", "ObservationV1", "PartyV1", "PatientV1", "PaymentV1")},
+        "MedicationRequestV1", "MeterReadingV1", "ObservationV1", "ObservationV2", "PartyV1", "PatientV1",
+        "PaymentV1")},
 }
 
 __all__ = [
@@ -136,6 +138,7 @@ __all__ = [
     "MqttMeterSettings",
     "NoSettings",
     "ObservationV1",
+    "ObservationV2",
     "PartyV1",
     "PatientV1",
     "PaymentV1",

@@ -29,15 +29,19 @@ def test_example_runs_offline_into_the_outbox_and_tail_shows_it(tmp_path: Path) 
     tail = _inlet("events", "tail", "--config", str(EXAMPLE), "-n", "1000", state=tmp_path)
     assert tail.returncode == 0, tail.stderr
     lines = [orjson.loads(line) for line in tail.stdout.splitlines()]
-    events = [d for d in lines if d["topic"] == "clinical.observation.v1"]
+    events = [d for d in lines if d["topic"] in ("clinical.observation.v1", "clinical.observation.v2")]
     dlq = [d for d in lines if d["topic"] == "inlet.dlq.example-clinic.observations"]
     assert events and dlq
     assert all(d["headers"]["ce_type"] == "clinical.observation" for d in events)
+    # Dual publishing: each Observation as clinical.observation v2.0 (exact decimals) and v1.0.
+    by_major = {t: sorted(d["value"]["observation_id"] for d in events if d["topic"] == t)
+                for t in ("clinical.observation.v1", "clinical.observation.v2")}
+    assert by_major["clinical.observation.v1"] == by_major["clinical.observation.v2"]
     assert {d["headers"]["dlq_stage"] for d in dlq} == {"map", "validate"}
     # The plugin's quirk: the local point-of-care code gains its LOINC coding.
-    poc = next(d for d in events if d["value"]["observation_id"] == "poc-glucose-1")
-    assert poc["value"]["code"][0] == {"system": "http://loinc.org", "code": "2339-0",
-                                       "display": "Glucose [Mass/volume] in Blood"}
+    for poc in (d for d in events if d["value"]["observation_id"] == "poc-glucose-1"):  # in both majors
+        assert poc["value"]["code"][0] == {"system": "http://loinc.org", "code": "2339-0",
+                                           "display": "Glucose [Mass/volume] in Blood"}
     # The summary's numbers are the outbox's numbers.
     row = next(line for line in first.stdout.splitlines() if "example-clinic/observations" in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
@@ -51,3 +55,4 @@ def test_example_runs_offline_into_the_outbox_and_tail_shows_it(tmp_path: Path) 
     listing = _inlet("integrations", "--config", str(EXAMPLE), state=tmp_path)
     assert listing.returncode == 0 and "example_clinic.observations" in listing.stdout
     assert "clinical.observation.v1" in listing.stdout and "last_updated" in listing.stdout
+    assert "clinical.observation.v2" in listing.stdout

@@ -4,6 +4,7 @@ secret), where the config directory is found, `inlet plugins`, and `inlet new cu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -286,3 +287,9 @@ def test_python_dash_m_inlet_runs_the_cli() -> None:
     result = subprocess.run([sys.executable, "-m", "inlet", "--version"], capture_output=True, text=True,
                             timeout=60, check=False, env=env, cwd=ROOT)
     assert result.returncode == 0 and result.stdout.startswith("inlet ")
+
+
+def test_the_plugin_authors_page_lists_exactly_the_public_api() -> None:
+    table = (ROOT / "docs" / "plugin-authors.md").read_text().split("| group | names |", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", table))
+    assert documented == set(inlet.__all__) - {"__version__"}

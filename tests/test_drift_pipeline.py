@@ -74,7 +74,9 @@ async def test_drift_alerts_reach_kafka_and_the_policy_decides_the_records_fate(
     for kind, count in before.items():
         assert _alerts(kind) > count, f"no {kind} metric"
 
-    events = await consume(kafka_bootstrap, [f"{prefix}clinical.observation.v1"], expect=stats.totals.events_out)
+    # Observations are dual-published (clinical.observation v2.0 and v1.0): events_out counts both topics.
+    events = await consume(kafka_bootstrap, [f"{prefix}clinical.observation.v1", f"{prefix}clinical.observation.v2"],
+                           expect=stats.totals.events_out)
     mapped = {orjson.loads(r.value)["observation_id"] for r in events}
     drifted = {"drift-renamed", "drift-string", "drift-enum"}
     t = stats.totals

@@ -39,6 +39,7 @@ from tests.helpers import read_checkpoint, start_supervisor, supervisor_log
 from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
 
 OBS_TOPIC = "clinical.observation.v1"
+OBS_V2_TOPIC = "clinical.observation.v2"
 DLQ_TOPIC = "inlet.dlq.acme.bulk"
 FAST = {"poll_min_seconds": 0.01, "poll_max_seconds": 5.0}
 
@@ -116,7 +117,11 @@ async def test_full_export_maps_or_dead_letters_every_line_and_cleans_up(tmp_pat
     assert t.records_in == len(shared) + len(observations), "every exported line was read once"
     assert t.balanced()
     # Per type: every resource is an event, a DLQ record or filtered; the table is printed for the reader.
-    events = Counter(dict(e.headers)["ce_subject"].decode().split("/")[0] for e in sink.events if e.topic != DLQ_TOPIC)
+    # Observations are dual-published (clinical.observation v2.0 and v1.0): counted once, on the v1 topic.
+    v2 = [e for e in sink.events if e.topic == OBS_V2_TOPIC]
+    assert len(v2) == len(_observation_ids(sink.events)), "every Observation event in both majors"
+    events = Counter(dict(e.headers)["ce_subject"].decode().split("/")[0] for e in sink.events
+                     if e.topic not in (DLQ_TOPIC, OBS_V2_TOPIC))
     dead = Counter(d["dlq_source_key"].split("/")[0] for d in _dlq(sink.events))
     table = []
     for rtype, n in sorted(Counter(r["resourceType"] for r in [*shared, *observations]).items()):

@@ -7,7 +7,8 @@ Read in place from ``../shared/data`` (never copied): the HL7 R4 examples (one r
 resources inside the example Bundles, nested ones included, resolved against their own bundle), all six
 Synthea transaction bundles (about 1,350 resources: no sampling needed) and the Bulk NDJSON files of the
 mapped types. The zone is Europe/Amsterdam: the HL7 examples carry partial dates, which start a day in the
-connection's zone; Synthea and Bulk values carry their own offsets.
+connection's zone; Synthea and Bulk values carry their own offsets. Files are parsed as the connectors parse
+pages and NDJSON lines (``core.exact_json``), so FHIR decimals reach the mappers exactly as written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from inlet.connectors.fhir.mapping import BundleIndex, Resource, bundle_index
 from inlet.connectors.fhir.resources import MAPPERS, filter_reason, map_resource
 from inlet.contracts.base import Contract
+from inlet.core import exact_json
 from inlet.core.errors import MappingError
 
 ZONE = "Europe/Amsterdam"
@@ -58,17 +60,18 @@ def _in_bundle(bundle: Resource) -> Iterator[tuple[Resource, BundleIndex]]:
 def _resources(fhir: Path) -> Iterator[tuple[str, str, Resource, BundleIndex | None]]:
     """(source, bundle file or "", resource, its bundle's index) for every resource of a mapped type."""
     for path in sorted((fhir / "hl7-r4-official-examples").glob("*.json")):
-        doc = orjson.loads(path.read_bytes())
+        doc = exact_json.loads(path.read_bytes())
         if doc.get("resourceType") == "Bundle":
             yield from (("hl7", path.name, res, index) for res, index in _in_bundle(doc))
         elif doc.get("resourceType") in MAPPERS:
             yield "hl7", "", doc, None
     for path in sorted((fhir / "smart-generated-sample-data-R4-SYNTHEA").glob("*.json")):
-        yield from (("synthea", path.name, res, index) for res, index in _in_bundle(orjson.loads(path.read_bytes())))
+        yield from (("synthea", path.name, res, index)
+                    for res, index in _in_bundle(exact_json.loads(path.read_bytes())))
     for rtype in MAPPERS:
         for path in sorted(fhir.glob(f"bulk-ndjson/*/{rtype}.*.ndjson")):
             with path.open("rb") as lines:  # streamed line by line, as the Bulk connector will
-                yield from (("bulk", "", orjson.loads(line), None) for line in lines if line.strip())
+                yield from (("bulk", "", exact_json.loads(line), None) for line in lines if line.strip())
 
 
 def _reason(exc: Exception) -> str:

@@ -24,6 +24,7 @@ from inlet.connectors.fhir.resources import (
     map_patient,
     map_resource,
 )
+from inlet.contracts.clinical_observation_v2 import to_v1
 from inlet.core.errors import MappingError, TimestampError
 
 UCUM = "http://unitsofmeasure.org"
@@ -58,8 +59,10 @@ def observation(**elements: Any) -> dict[str, Any]:
 def test_value_quantity_keeps_the_ucum_code_and_comparator() -> None:
     ev = map_observation(observation(valueQuantity={**q(185, "[lb_av]", "lbs"), "comparator": "<"}), AMS)
     assert ev.value is not None and ev.value.type == "quantity"
-    assert ev.value.model_dump() == {"type": "quantity", "value": 185.0, "unit": "lbs", "system": UCUM,
+    assert ev.value.model_dump() == {"type": "quantity", "value": "185", "unit": "lbs", "system": UCUM,
                                      "code": "[lb_av]", "comparator": "<"}
+    v1 = to_v1(ev)  # dual publishing: the v1.0 event still carries v1's float
+    assert v1.value is not None and v1.value.model_dump()["value"] == 185.0
 
 
 def test_value_codeable_concept_keeps_every_coding_and_text() -> None:
@@ -94,11 +97,13 @@ def test_value_time_must_be_a_fhir_time(bad: Any) -> None:
 def test_value_range_with_an_open_bound_and_value_ratio() -> None:
     rng = map_observation(observation(valueRange={"low": q(1.5, "mmol/L")}), AMS)
     assert rng.value is not None and rng.value.type == "range"
-    assert rng.value.low is not None and rng.value.low.value == 1.5 and rng.value.high is None
+    assert rng.value.low is not None and rng.value.low.value == "1.5" and rng.value.high is None
     titer = map_observation(observation(valueRatio={"numerator": {"value": 1}, "denominator": {"value": 128}}), AMS)
     assert titer.value is not None and titer.value.type == "ratio"
     assert (titer.value.numerator and titer.value.numerator.value, titer.value.denominator
-            and titer.value.denominator.value) == (1.0, 128.0)
+            and titer.value.denominator.value) == ("1", "128")
+    v1 = to_v1(titer).value
+    assert v1 is not None and v1.model_dump()["numerator"]["value"] == 1.0
 
 
 def test_value_sampled_data_keeps_the_samples_as_text() -> None:
@@ -107,6 +112,12 @@ def test_value_sampled_data_keeps_the_samples_as_text() -> None:
           "dimensions": 3, "data": "2041 2043 2037 E U L"}
     ev = map_observation(observation(valueSampledData=sd), AMS)
     assert ev.value is not None and ev.value.model_dump() == {
+        "type": "sampled_data", "origin": {"type": "quantity", "value": "2048", "unit": None, "system": None,
+                                           "code": None, "comparator": None},
+        "period_ms": "10", "factor": "1.612", "lower_limit": "-3300", "upper_limit": "3300", "dimensions": 3,
+        "data": "2041 2043 2037 E U L"}
+    v1 = to_v1(ev).value  # v1 has floats and no limits
+    assert v1 is not None and v1.model_dump() == {
         "type": "sampled_data", "origin": {"type": "quantity", "value": 2048.0, "unit": None, "system": None,
                                            "code": None, "comparator": None},
         "period_ms": 10.0, "factor": 1.612, "dimensions": 3, "data": "2041 2043 2037 E U L"}
@@ -196,7 +207,7 @@ def test_components_repeat_the_value_shapes_and_their_absent_reasons() -> None:
     assert ev.value is None and ev.data_absent_reason is None
     systolic, diastolic = ev.components
     assert systolic.code[0].code == "8480-6" and systolic.value is not None and systolic.value.type == "quantity"
-    assert systolic.value.value == 109.0 and systolic.value.code == "mm[Hg]"
+    assert systolic.value.value == "109" and systolic.value.code == "mm[Hg]"
     assert (diastolic.value, diastolic.data_absent_reason) == (None, "not-performed")
 
 

@@ -38,6 +38,11 @@ def _outbox(root: Path) -> list[Any]:
     return read_outbox(root / "state" / "outbox.sqlite", limit=100_000)
 
 
+def _v1(root: Path) -> list[Any]:
+    """The outbox's clinical.observation v1.0 events (each Observation is also published as v2.0)."""
+    return [r for r in _outbox(root) if r.topic == "clinical.observation.v1"]
+
+
 async def _until(predicate: Any, timeout: float = 30) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -73,6 +78,8 @@ async def test_bad_input_goes_to_the_dlq_and_the_daemon_keeps_running(tmp_path: 
     events = [r for r in rows if r.topic == "clinical.observation.v1"]
     dlq = [r for r in rows if r.topic == "inlet.dlq.acme.observations"]
     assert sorted(orjson.loads(r.value)["observation_id"] for r in events) == sorted(wanted), "no loss, no dup"
+    v2 = [r for r in rows if r.topic == "clinical.observation.v2"]  # dual publishing: the same, in v2.0
+    assert sorted(orjson.loads(r.value)["observation_id"] for r in v2) == sorted(wanted)
 
     by_reason = {(r.headers["dlq_stage"], r.headers.get("dlq_source_key")): r for r in dlq}
     assert set(by_reason) == {("decode", None), ("validate", "Observation/bad-no-code"),
@@ -91,10 +98,10 @@ async def test_bad_input_goes_to_the_dlq_and_the_daemon_keeps_running(tmp_path: 
 
     t = stats.totals
     assert t.balanced()
-    assert t.events_out == len(wanted) and t.dlq.total() == 4
+    assert t.records_mapped == len(wanted) and t.events_out == 2 * len(wanted) and t.dlq.total() == 4
     # Records read again at the watermark on each poll are counted, as filtered with that reason.
     assert set(t.filtered) <= {"already delivered at the watermark", "status entered-in-error"}
-    assert t.records_in == t.events_out + t.dlq.total() + t.filtered.total()
+    assert t.records_in == t.records_mapped + t.dlq.total() + t.filtered.total()
 
 
 async def test_watermark_ties_across_polls_are_neither_lost_nor_duplicated(tmp_path: Path) -> None:
@@ -104,7 +111,7 @@ async def test_watermark_ties_across_polls_are_neither_lost_nor_duplicated(tmp_p
         sup_cfg, integrations = load_config(root)
         supervisor = Supervisor(sup_cfg, integrations)
         run = asyncio.create_task(supervisor.run())
-        await _until(lambda: len(_outbox(root)) >= len([r for r in first if r["status"] != "entered-in-error"]))
+        await _until(lambda: len(_v1(root)) >= len([r for r in first if r["status"] != "entered-in-error"]))
         # New resources written in the same instant as the current watermark, and later ones.
         last_meta = first[-1]["meta"]
         tie = copy.deepcopy(first[3])
@@ -113,9 +120,11 @@ async def test_watermark_ties_across_polls_are_neither_lost_nor_duplicated(tmp_p
         server.add([tie, *later])
         everything = [*first, tie, *later]
         wanted = sorted(r["id"] for r in everything if r["status"] != "entered-in-error")
-        await _until(lambda: len(_outbox(root)) >= len(wanted))
+        await _until(lambda: len(_v1(root)) >= len(wanted))
         await asyncio.sleep(0.4)
         supervisor.stop()
         await asyncio.wait_for(run, 10)
-    got = sorted(orjson.loads(r.value)["observation_id"] for r in _outbox(root))
+    got = sorted(orjson.loads(r.value)["observation_id"] for r in _v1(root))
     assert got == wanted
+    v2 = [r for r in _outbox(root) if r.topic == "clinical.observation.v2"]  # dual publishing: v2.0 alike
+    assert sorted(orjson.loads(r.value)["observation_id"] for r in v2) == wanted

@@ -89,7 +89,8 @@ def test_record_then_replay_round_trip_through_the_cli(tmp_path: Path) -> None:
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "events equal the goldens" in replayed.stdout
     golden = (fixtures / "events.jsonl").read_text().splitlines()
-    assert len(golden) == 120 - sum(1 for r in generate_observations(120, seed=21) if r["status"] == "entered-in-error")
+    mapped = 120 - sum(1 for r in generate_observations(120, seed=21) if r["status"] == "entered-in-error")
+    assert len(golden) == 2 * mapped  # clinical.observation v2.0, and v1.0 dual-published from it
     assert (fixtures / "shape.json").exists()
     # Neither the planted secret nor a real patient id reaches any fixture file (PHI is pseudonymised).
     patient_ids = {r["subject"]["reference"].split("/")[-1] for r in resources}

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from inlet.connectors.fhir.search import FhirObservationSearchConnector
+from inlet.core import exact_json
 from inlet.core.config import load_config
 from inlet.core.connector import Batch
 from inlet.core.envelope import Enveloper, event_id, integration_namespace
@@ -36,14 +37,18 @@ async def test_synthea_observations_reach_kafka_as_the_expected_cloudevents(
     assert totals.records_in == len(resources) and totals.balanced()
     assert totals.dlq.total() == 0, "every Synthea Observation maps to clinical.observation v1"
 
-    topic = f"{prefix}clinical.observation.v1"
-    records = await consume(kafka_bootstrap, [topic], expect=totals.events_out)
+    # Dual publishing: every Observation as clinical.observation v2.0 and, converted from it, v1.0.
+    topic, topic_v2 = f"{prefix}clinical.observation.v1", f"{prefix}clinical.observation.v2"
+    assert totals.events_out == 2 * totals.records_mapped
+    records = await consume(kafka_bootstrap, [topic, topic_v2], expect=totals.events_out)
     assert len(records) == totals.events_out
 
     # Expected events, computed offline by the same connector's pure hooks from the same resources.
     connector = FhirObservationSearchConnector(integrations[0].context, integrations[0].settings)  # type: ignore[arg-type]
     env = Enveloper("acme", "observations", topic_template=prefix + "{name}.v{major}")
-    expected, _ = process_batch(connector, env, Batch(resources, {}))
+    # The records as the connector reads them off a page (core.exact_json: decimals exact), not as orjson would.
+    as_read = [exact_json.loads(orjson.dumps(r)) for r in resources]
+    expected, _ = process_batch(connector, env, Batch(as_read, {}))
     got = {dict(r.headers)["ce_id"].decode(): r for r in records}
     assert len(got) == len(expected), "no duplicates on a clean run"
     for event in expected:
@@ -55,13 +60,17 @@ async def test_synthea_observations_reach_kafka_as_the_expected_cloudevents(
 
     # And independently of the pipeline's code: what the CloudEvents headers must say for one resource.
     source = resources[0]
-    rec = next(r for r in records if orjson.loads(r.value)["observation_id"] == source["id"])
+    rec = next(r for r in records if r.topic == topic and orjson.loads(r.value)["observation_id"] == source["id"])
+    rec_v2 = next(r for r in records if r.topic == topic_v2 and orjson.loads(r.value)["observation_id"] == source["id"])
     h = header_map(rec)
     version = source["meta"]["versionId"]
     name = f"Observation/{source['id']}\x1f{version}\x1fclinical.observation\x1f0"
     assert h["ce_id"].decode() == str(uuid.uuid5(integration_namespace("acme", "observations"), name))
     assert h["ce_id"].decode() == event_id(integration_namespace("acme", "observations"),
                                            f"Observation/{source['id']}", version, "clinical.observation", 0)
+    assert header_map(rec_v2)["ce_id"].decode() == event_id(integration_namespace("acme", "observations"),
+                                                           f"Observation/{source['id']}", version,
+                                                           "clinical.observation.v2", 0)
     assert h["ce_specversion"] == b"1.0"
     assert h["ce_source"] == b"/customers/acme/integrations/observations"
     assert h["ce_type"] == b"clinical.observation"
@@ -78,4 +87,6 @@ async def test_synthea_observations_reach_kafka_as_the_expected_cloudevents(
     assert payload["code"][0]["code"] == source["code"]["coding"][0]["code"]
     if "valueQuantity" in source:
         assert payload["value"]["value"] == source["valueQuantity"]["value"]
+        # v2.0 carries the decimal the server wrote (the test server writes what orjson read: repr)
+        assert orjson.loads(rec_v2.value)["value"]["value"] == exact_json.number_text(source["valueQuantity"]["value"])
         assert payload["value"]["unit"] == source["valueQuantity"]["unit"]

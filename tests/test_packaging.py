@@ -177,11 +177,12 @@ _ROW = re.compile(r"│\s*(?P<key>[\w.-]+/[\w.-]+)\s*│" + r"\s*(\d+)\s*│" * 
 
 
 def _ran(output: str, key: str) -> Summary:
-    """The summary row of ``key``, asserted to show events and balanced books (read = events + DLQ + filtered)."""
+    """The summary row of ``key``, asserted to show events and balanced books (read = mapped + DLQ + filtered;
+    a mapped record may give several events, e.g. one per dual-published major)."""
     rows = {m["key"]: Summary(*map(int, m.groups()[1:7]), m.groups()[7]) for m in _ROW.finditer(output)}
     assert key in rows, f"no summary row for {key} in:\n{output}"
     row = rows[key]
-    assert row.balanced == "yes" and row.events > 0 and row.read == row.events + row.dlq + row.filtered, row
+    assert row.balanced == "yes" and row.events >= row.read - row.dlq - row.filtered > 0, row
     return row
 
 
@@ -201,7 +202,8 @@ def test_inlet_plugins_names_the_out_of_tree_plugin_with_its_distribution(venv: 
             _ok(_run([venv.inlet, "plugins", "--json"], cwd=outside, env=venv.env)).splitlines()]
     [row] = [r for r in rows if r["name"] == PLUGIN]
     assert (row["family"], row["distribution"], row["version"]) == ("fhir", "inlet-northwind-clinic", "0.1.0")
-    assert row["contracts"] == ["clinical.observation 1.0"]
+    [contract] = row["contracts"]
+    assert contract.startswith("clinical.observation ")
     assert {r["distribution"] for r in rows if r["name"] != PLUGIN} == {"inlet"}
     table = _ok(_run([venv.inlet, "plugins"], cwd=outside, env=venv.env))
     assert re.search(rf"{re.escape(PLUGIN)}\s*│\s*fhir\s*│\s*inlet-northwind-clinic 0\.1\.0", table), table

@@ -19,7 +19,6 @@ from typing_extensions import override
 from inlet.connectors.fhir.mapping import with_standard_codes
 from inlet.connectors.fhir.search import FhirObservationSearchConnector
 from inlet.contracts.base import Contract
-from inlet.contracts.clinical_observation import ObservationV1
 
 __all__ = ["ExampleClinicObservations"]
 
@@ -46,5 +45,4 @@ class ExampleClinicObservations(FhirObservationSearchConnector):
     @override
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
         events = super().map(record)
-        return [with_standard_codes(e, LOCAL_SYSTEM, LOCAL_TO_LOINC) if isinstance(e, ObservationV1) else e
-                for e in events]
+        return [with_standard_codes(e, LOCAL_SYSTEM, LOCAL_TO_LOINC) for e in events]

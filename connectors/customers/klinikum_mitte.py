@@ -33,7 +33,8 @@ from inlet.connectors.fhir.mapping import items, obj, with_standard_codes
 from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings, pinned_settings
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_encounter import EncounterV1
-from inlet.contracts.clinical_observation import Coding, ObservationV1
+from inlet.contracts.clinical_observation import Coding
+from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.core.connector import IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError, MappingError
@@ -72,8 +73,7 @@ class _KlinikumMitteSearch(FhirSearchConnector):
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
         if self.resource_type == "Encounter" and record.get("resourceType") == "Encounter":
             return [self._encounter(record)]
-        return [with_standard_codes(e, LAB_SYSTEM, LAB_TO_LOINC) if isinstance(e, ObservationV1) else e
-                for e in super().map(record)]
+        return [with_standard_codes(e, LAB_SYSTEM, LAB_TO_LOINC) for e in super().map(record)]
 
     def _encounter(self, record: dict[str, Any]) -> EncounterV1:
         where = f"Encounter/{record.get('id')}"
@@ -143,5 +143,5 @@ class KlinikumMitteObservations(_KlinikumMitteSearch):
 
     name: ClassVar[str] = "klinikum_mitte.observations"
     settings_model: ClassVar[type[PluginSettings]] = pinned_settings("Observation")
-    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1,)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV2,)
     description: ClassVar[str] = "Klinikum Mitte EHR observations (local lab codes → LOINC)"

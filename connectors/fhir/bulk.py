@@ -17,6 +17,9 @@ The protocol (FHIR Bulk Data Access IG, async request pattern):
 
 Resources map through ``connectors.fhir.resources.map_resource`` (Patient, Encounter, Observation, Condition,
 MedicationRequest) with the family's filter rules; any other exported type is filtered with a stated reason.
+Each line is parsed by ``core.exact_json.loads``: orjson, unless the line holds a number a float would not give
+back as written (``5.10``, ``1e-3``, 16+ digits), which then reaches the mapper as an exact Decimal.
+Observations map to ``clinical.observation`` v2.0 and are published as v1.0 too (the contract's converter).
 
 Position: ``{"transaction_time": <the _since of this export>, "export": {"status_url", "file", "file_url",
 "line"}}`` while an export is being read: the first, empty batch commits the status URL alone, so a restart
@@ -35,6 +38,7 @@ the one sleep in this connector.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,12 +58,13 @@ from inlet.connectors.fhir.outcome import (
 )
 from inlet.connectors.fhir.resources import CONTRACTS, MAPPERS, ZONE_NEEDED, filter_reason, map_resource
 from inlet.connectors.fhir.strict import validate_strict
-from inlet.contracts.base import Contract
+from inlet.contracts.base import Contract, published
 from inlet.contracts.clinical_condition import ConditionV1
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
-from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
+from inlet.core import exact_json
 from inlet.core.connector import Batch, Connector, PluginSettings
 from inlet.core.errors import DecodeError, InletError, UpstreamError
 from inlet.core.http import HttpClient, HttpResponse, HttpSettings, retry_after_seconds
@@ -146,7 +151,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
 
     name: ClassVar[str] = "fhir.bulk_export"
     settings_model: ClassVar[type[PluginSettings]] = FhirBulkSettings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV1, ConditionV1,
+    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV2, ConditionV1,
                                                        MedicationRequestV1)
     description: ClassVar[str] = "FHIR Bulk Data $export (system/group/patient), NDJSON streamed, _since incremental"
     phi: ClassVar[bool] = True
@@ -161,9 +166,11 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
     _finished: str | None = None  # status URL to DELETE once the final position is committed
 
     def produces(self) -> tuple[type[Contract], ...]:
-        """The contracts of the exported types this family maps (all of them when ``types`` is empty)."""
+        """The contracts of the exported types this family maps (all of them when ``types`` is empty), each with
+        the majors it is dual-published as."""
         types = self.settings.types or list(CONTRACTS)
-        return tuple(dict.fromkeys(CONTRACTS[t] for t in types if t in CONTRACTS and t in self.mapped_types))
+        mapped = dict.fromkeys(CONTRACTS[t] for t in types if t in CONTRACTS and t in self.mapped_types)
+        return published(tuple(mapped))
 
     async def open(self) -> None:
         self.http = HttpClient(self.settings.http, self.ctx)
@@ -345,8 +352,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         if raw.problem:
             raise DecodeError(f"{raw.where()}: {raw.problem}")
         try:
-            res = orjson.loads(memoryview(raw))  # orjson takes exact bytes types only
-        except orjson.JSONDecodeError as exc:
+            res = exact_json.loads(raw)  # Decimals where a float would not carry a number as written
+        except json.JSONDecodeError as exc:  # orjson's error is one too
             what = "truncated last line (no newline at the end)" if raw.unterminated else "invalid JSON"
             raise DecodeError(f"{raw.where()}: {what}: {exc}") from None
         if type(res) is not dict:

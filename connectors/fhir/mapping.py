@@ -1,4 +1,4 @@
-"""FHIR R4 Observation → ``clinical.observation`` v1.0, and the building blocks every FHIR mapper shares.
+"""FHIR R4 Observation → ``clinical.observation`` v2.0, and the building blocks every FHIR mapper shares.
 
 Pure functions of a resource and the integration's zone: no I/O, every timestamp through core.time.
 An element the contract cannot represent (an unknown ``value[x]``) or a malformed element (an object where
@@ -18,21 +18,34 @@ are keyed on the server's id. A reference to such an entry keeps the ``urn:uuid`
 
 ``effective[x]`` beyond the contract's words: ``effectiveTiming`` spans its ``event`` times (start = the
 earliest, end = the latest when there are several) or, without events, its ``repeat.boundsPeriod``.
+
+FHIR ``decimal`` elements (``Quantity.value``, ``SampledData.period`` …) become exact decimal strings through
+:func:`fhir_decimal`: from a :class:`~decimal.Decimal` or an int as written, from a float through ``repr``.
+That is exact only for JSON parsed by :func:`inlet.core.exact_json.loads` (what the search and Bulk connectors
+use), which leaves a number a float only where ``repr`` gives back what the JSON wrote. A float with more
+than 15 significant digits may have rounded already (plain ``orjson.loads``), so it is a MappingError, as is
+anything not finite or not a number (a string holding a plain decimal passes as written): never a quietly
+rounded value. ``clinical.observation`` v1.0 is published from v2.0 by the contract's converter
+(``contracts.clinical_observation_v2``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
-from typing import Any, Final
+from decimal import Decimal
+from typing import Any, Final, TypeVar
 
-from inlet.contracts.clinical_observation import Coding, ObservationV1
+from inlet.contracts.base import DECIMAL_PATTERN, Contract, plain_decimal
+from inlet.contracts.clinical_observation import Coding
+from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.core.errors import MappingError
 from inlet.core.time import Instant, normalise
 
-__all__ = ["LOINC", "VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "items", "map_observation",
-           "obj", "period", "quantity", "reference_id", "reference_type", "require_id", "resolve", "resolve_resource",
-           "source_meta", "when", "with_standard_codes"]
+__all__ = ["LOINC", "VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "fhir_decimal", "items",
+           "map_observation", "obj", "period", "quantity", "reference_id", "reference_type", "require_id", "resolve",
+           "resolve_resource", "source_meta", "when", "with_standard_codes"]
 
 LOINC = "http://loinc.org"
 
@@ -46,6 +59,7 @@ BundleIndex = dict[str, Resource]
 VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
               "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
 _VALUE_KEY_SET = frozenset(VALUE_KEYS)
+_PLAIN_DECIMAL: Final = re.compile(DECIMAL_PATTERN)
 _TIME: Final = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?")  # FHIR ``time``
 _JSON_KINDS: Final = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
                       float: "a number", type(None): "null"}
@@ -169,12 +183,50 @@ def codings(concept: Any, where: str) -> list[dict[str, Any]]:
     return out
 
 
+def fhir_decimal(value: Any, where: str) -> str:
+    """A FHIR ``decimal`` as the exact plain-notation string the JSON wrote (``5.10`` → ``"5.10"``).
+
+    A Decimal keeps its digits and scale, an int is written as it is, a float through ``repr`` (exact for what
+    :func:`inlet.core.exact_json.loads` leaves a float). A JSON *string* holding a plain decimal (``"5.10"``) is
+    not FHIR JSON, but it carries the digits exactly, so it passes as written (drift detection reports the type
+    change; v1.0 accepted such strings too). MappingError naming ``where`` and the value for what cannot be
+    carried exactly: any other string, a boolean or other JSON, not finite, absurdly long, or a float of more
+    than 15 significant digits (it may have rounded when the JSON was parsed; 15 is what a double keeps for any
+    value).
+    """
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise MappingError(f"{where}: {value!r} is not a finite decimal")
+        text = repr(value)
+        # A repr of at most 16 characters has at most 15 digits (it always has a '.' or an 'e').
+        if len(text) > 16 and len(text.split("e")[0].lstrip("-").replace(".", "").strip("0")) > 15:
+            raise MappingError(f"{where}: {text} is a binary float of more than 15 significant digits, which may "
+                               "have rounded the source's decimal; parse the JSON with inlet.core.exact_json.loads")
+        if "e" not in text:
+            return text  # already plain notation (repr writes an exponent only below 1e-4 and from 1e16)
+        value = Decimal(text)
+    elif kind is int or (kind is str and _PLAIN_DECIMAL.fullmatch(value)):
+        return str(value)  # an int's digits; a string already a plain decimal
+    elif kind is not Decimal:
+        raise MappingError(f"{where}: a FHIR decimal is a JSON number, got {_kind(value)} {value!r}"[:300])
+    try:
+        return plain_decimal(value)
+    except ValueError as exc:
+        raise MappingError(f"{where}: {str(value)[:40]} cannot be carried exactly: {exc}") from None
+
+
+def _opt_decimal(value: Any, where: str) -> str | None:
+    """:func:`fhir_decimal`, or None when the element is absent (the contract says whether it may be)."""
+    return None if value is None else fhir_decimal(value, where)
+
+
 def quantity(q: Any, where: str) -> dict[str, Any]:
-    """A Quantity as the contract's tagged ``quantity`` value."""
+    """A Quantity as the contract's tagged ``quantity`` value, its ``value`` an exact decimal string."""
     if type(q) is not dict or "value" not in q:
         raise MappingError(f"{where} must be a Quantity with a value")
-    return {"type": "quantity", "value": q["value"], "unit": q.get("unit"), "system": q.get("system"),
-            "code": q.get("code"), "comparator": q.get("comparator")}
+    return {"type": "quantity", "value": fhir_decimal(q["value"], f"{where}.value"), "unit": q.get("unit"),
+            "system": q.get("system"), "code": q.get("code"), "comparator": q.get("comparator")}
 
 
 def when(value: Any, zone: str | None, where: str) -> Instant:
@@ -218,7 +270,7 @@ def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None
     if _VALUE_KEY_SET.isdisjoint(res):
         # Only scanned when no known value[x] is present: FHIR allows one value[x] per element.
         if unknown := [k for k in res if k.startswith("value")]:
-            raise MappingError(f"{where}: unsupported value type {unknown[0]} (clinical.observation v1.0 "
+            raise MappingError(f"{where}: unsupported value type {unknown[0]} (clinical.observation v2.0 "
                                f"supports {', '.join(VALUE_KEYS)})")
         return None
     if (q := res.get("valueQuantity")) is not None:
@@ -246,10 +298,14 @@ def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None
                 "denominator": quantity(r["denominator"], f"{where}.valueRatio.denominator")
                 if r.get("denominator") else None}
     if (sd := res.get("valueSampledData")) is not None:
-        sd = obj(sd, f"{where}.valueSampledData")
-        return {"type": "sampled_data", "origin": quantity(sd.get("origin"), f"{where}.valueSampledData.origin"),
-                "period_ms": sd.get("period"), "factor": sd.get("factor"), "dimensions": sd.get("dimensions"),
-                "data": sd.get("data")}
+        at = f"{where}.valueSampledData"
+        sd = obj(sd, at)
+        return {"type": "sampled_data", "origin": quantity(sd.get("origin"), f"{at}.origin"),
+                "period_ms": _opt_decimal(sd.get("period"), f"{at}.period"),
+                "factor": _opt_decimal(sd.get("factor"), f"{at}.factor"),
+                "lower_limit": _opt_decimal(sd.get("lowerLimit"), f"{at}.lowerLimit"),
+                "upper_limit": _opt_decimal(sd.get("upperLimit"), f"{at}.upperLimit"),
+                "dimensions": sd.get("dimensions"), "data": sd.get("data")}
     if "valueDateTime" in res:
         inst = when(res["valueDateTime"], zone, f"{where}.valueDateTime")
         return {"type": "datetime", "value": inst.utc, "precision": inst.precision}
@@ -293,8 +349,9 @@ def _effective(res: Resource, zone: str | None, where: str) -> dict[str, Any]:
             "effective_precision": first.precision if first else None}
 
 
-def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> ObservationV1:
-    """Map one Observation resource; raises MappingError / pydantic ValidationError on bad input.
+def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> ObservationV2:
+    """Map one Observation resource to ``clinical.observation`` v2.0 (published as v1.0 too, by the contract's
+    converter); raises MappingError / pydantic ValidationError on bad input.
 
     ``index`` (from :func:`bundle_index`) resolves ``subject``, ``encounter`` and ``hasMember`` within a bundle.
     """
@@ -313,7 +370,7 @@ def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | Non
                            "value": _value(c, zone, at), "data_absent_reason": _absent(c, at)})
     code = res.get("code")
     ref = reference_id if index is None else lambda r: resolve(r, index)
-    return ObservationV1.model_validate({
+    return ObservationV2.model_validate({
         "observation_id": oid,
         "patient_id": ref(res.get("subject")),
         "encounter_id": ref(res.get("encounter")),
@@ -333,13 +390,24 @@ def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | Non
     })
 
 
-def with_standard_codes(obs: ObservationV1, local_system: str, table: dict[str, tuple[str, str]],
-                        system: str = LOINC) -> ObservationV1:
+_C = TypeVar("_C", bound=Contract)
+
+
+def with_standard_codes(obs: _C, local_system: str, table: dict[str, tuple[str, str]],
+                        system: str = LOINC) -> _C:
     """``obs`` with a ``system`` coding put first for each of its ``local_system`` codes in ``table``
     (local code → (standard code, display)); the local coding stays, a standard code already there is not
-    repeated. The customer plugins' local-code quirk: consumers query by LOINC."""
-    have = {c.code for c in obs.code if c.system == system}
-    extra = [Coding(system=system, code=code, display=display)
-             for c in obs.code if c.system == local_system and c.code in table
-             for code, display in (table[c.code],) if code not in have]
-    return obs.model_copy(update={"code": [*extra, *obs.code]}) if extra else obs
+    repeated. The customer plugins' local-code quirk: consumers query by LOINC.
+
+    Any event may be passed: only ``clinical.observation`` events (of any major: the family maps to v2.0,
+    its v1.0 event is converted from it, codes included) are changed, the rest come back as they are. So a
+    plugin calls it on every mapped event and does not break when the family moves to a new major (an
+    ``isinstance(e, ObservationV1)`` check silently stopped matching when v2.0 arrived)."""
+    codes = getattr(obs, "code", None)
+    if obs.contract_name != "clinical.observation" or not isinstance(codes, list):
+        return obs
+    have = {c.code for c in codes if c.system == system}
+    extra: list[Coding] = [Coding(system=system, code=code, display=display)
+                           for c in codes if c.system == local_system and c.code in table
+                           for code, display in (table[c.code],) if code not in have]
+    return obs.model_copy(update={"code": [*extra, *codes]}) if extra else obs  # model_copy keeps the type

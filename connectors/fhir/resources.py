@@ -1,5 +1,6 @@
 """FHIR R4 Patient, Encounter, Condition and MedicationRequest → their ``clinical.*`` v1.0 contracts, plus the
-dispatch by ``resourceType`` and the family's stated filter rules.
+dispatch by ``resourceType`` (Observation → ``clinical.observation`` v2.0, in ``connectors.fhir.mapping``) and
+the family's stated filter rules.
 
 The mapping rules are the contracts' docstrings; this module implements them and says here only what they
 leave open. Every mapper is ``(resource, zone, *, index=None) -> Contract``: pure, every timestamp through
@@ -11,11 +12,17 @@ Choices the contracts leave open:
 - ``Patient.birthDate`` is a calendar date, so it is parsed here (``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``
   only) rather than by core.time, which would make it an instant. The postal prefix drops all whitespace.
 - ``Condition.onsetRange`` / ``abatementRange`` text: ``"<low> - <high>"``, each bound ``<value> <unit>``
-  (``unit``, else ``code``); an open bound reads ``">= <low>"`` / ``"<= <high>"``. Status codes prefer the
-  coding from the HL7 code system, else the first coding.
+  (``unit``, else ``code``), the value the exact decimal the source wrote (``"5.10 a"``); an open bound reads
+  ``">= <low>"`` / ``"<= <high>"``. Status codes prefer the coding from the HL7 code system, else the first
+  coding.
 - ``MedicationRequest``: ``medication_text`` falls back to the reference's ``display`` whenever no concept
   text resolves; ``dosage_text`` puts instructions without a ``sequence`` after the numbered ones, in source
   order. A conditional requester (``Practitioner?identifier=…``) gives the type and no id.
+
+FHIR decimals: every ``decimal`` element these mappers read goes through ``mapping.fhir_decimal`` (exact, or a
+MappingError naming the element and value). Of these four types only Condition has any (``onset[x]`` /
+``abatement[x]`` Age and Range; ``clinical_condition`` says why its age in years stays a derived float);
+Patient, Encounter (``length`` is not mapped) and MedicationRequest (dosage is carried as text) map none.
 
 Filter rules (:func:`filter_reason`): a resource marked entered-in-error (``status``, or for a Condition
 ``verificationStatus``) was never true, so it is left out with that stated reason, as the search connector
@@ -24,6 +31,7 @@ already does for Observations. Patients have no such status and are never filter
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import date
@@ -50,7 +58,7 @@ from inlet.contracts.base import Contract
 from inlet.contracts.clinical_condition import ConditionV1
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
-from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.core.errors import MappingError
 
@@ -184,12 +192,16 @@ def _range_text(r: Any, where: str) -> str | None:
 
 
 def _age_years(age: Any, where: str) -> float:
-    q = quantity(age, where)
+    """An Age in years: derived (``clinical_condition`` says why a float); its value read exactly first."""
+    q = quantity(age, where)  # the value a FHIR decimal: MappingError when it is not a finite JSON number
     factor = _AGE_YEARS.get(q["code"]) if isinstance(q["code"], str) else None
-    if factor is None or isinstance(q["value"], bool) or not isinstance(q["value"], int | float):
+    if factor is None:
         raise MappingError(f"{where}: expected a numeric Age in UCUM a, mo, wk or d, got value {q['value']!r} "
                            f"code {q['code']!r}")
-    return float(q["value"]) * factor
+    years = float(q["value"]) * factor
+    if not math.isfinite(years):
+        raise MappingError(f"{where}: an age of {q['value'][:40]} {q['code']} is beyond any number of years")
+    return years
 
 
 def _onset(res: Resource, element: str, field: str, zone: str | None, where: str) -> dict[str, Any]:
@@ -327,7 +339,7 @@ CONTRACTS: dict[str, type[Contract]] = {
     "Encounter": EncounterV1,
     "Condition": ConditionV1,
     "MedicationRequest": MedicationRequestV1,
-    "Observation": ObservationV1,
+    "Observation": ObservationV2,
 }
 """``resourceType`` → the contract its mapper emits (what an integration reading that type produces)."""
 

@@ -14,6 +14,9 @@ An entry is the resource id, or ``<id>/_history/<versionId>`` when the version i
 dedup by id alone would then drop the update. Version-1 entries stay plain ids, so positions written before
 keep their meaning (a version-2 resource delivered under a plain id is delivered once more: same event id).
 Watermarks are compared as instants, never as strings: servers mix offsets (``+01:00`` vs ``Z``).
+Pages are parsed by ``core.exact_json.loads``: orjson, unless the page holds a number a float would not give
+back as written (``5.10``, ``1e-3``, 16+ digits), which then reaches the mapper as an exact Decimal.
+Observations map to ``clinical.observation`` v2.0 and are published as v1.0 too (the contract's converter).
 Paging follows ``Bundle.link[relation=next]`` through ``core.pagination`` (a next link seen before is
 an error, not a loop; a link to another origin is refused); ``Bundle.total`` is not trusted. An
 OperationOutcome entry (``search.mode = outcome``) is logged as the server's warning. A page that is
@@ -32,7 +35,6 @@ from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar, Literal, get_args
 
-import orjson
 from pydantic import Field, create_model
 from typing_extensions import override
 
@@ -40,13 +42,14 @@ from inlet.connectors.fhir.history import HistoryDeletion, UndecodablePage, map_
 from inlet.connectors.fhir.outcome import OperationOutcomeError
 from inlet.connectors.fhir.resources import CONTRACTS, ZONE_NEEDED, filter_reason, map_resource
 from inlet.connectors.fhir.strict import validate_strict
-from inlet.contracts.base import Contract
+from inlet.contracts.base import Contract, published
 from inlet.contracts.clinical_condition import ConditionV1
 from inlet.contracts.clinical_deletion import DeletionV1
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
-from inlet.contracts.clinical_observation import ObservationV1
+from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
+from inlet.core import exact_json
 from inlet.core.connector import Batch, Connector, IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError, DecodeError, MappingError
 from inlet.core.http import HttpClient, HttpSettings, UpstreamRefused
@@ -102,7 +105,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
 
     name: ClassVar[str] = "fhir.search"
     settings_model: ClassVar[type[PluginSettings]] = FhirSearchSettings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1, PatientV1, EncounterV1, ConditionV1,
+    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV2, PatientV1, EncounterV1, ConditionV1,
                                                        MedicationRequestV1, DeletionV1)
     description: ClassVar[str] = "FHIR R4 search (any mapped resource type) with a _lastUpdated watermark"
     phi: ClassVar[bool] = True
@@ -128,8 +131,9 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
 
     @override
     def produces(self) -> tuple[type[Contract], ...]:
+        """The searched type's contract (and what it is dual-published as), plus deletions when read."""
         mapped = CONTRACTS[self.resource_type]
-        return (mapped, DeletionV1) if self.settings.history_deletes else (mapped,)
+        return published((mapped, DeletionV1) if self.settings.history_deletes else (mapped,))
 
     async def open(self) -> None:
         self.http = HttpClient(self.settings.http, self.ctx)
@@ -151,7 +155,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         if watermark is not None:
             params["_lastUpdated"] = f"ge{watermark}"  # type: ignore[index]
         paginator = NextLinkPaginator("fhir")  # Bundle.link[next], loop detection, other origins refused
-        pages = paginate(self.http, paginator, self.resource_type, params)
+        pages = paginate(self.http, paginator, self.resource_type, params, loads=exact_json.loads)
         while True:
             try:
                 page = await self._next_page(pages)
@@ -202,7 +206,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 raise
             raise typed from exc
         if not isinstance(page.body, dict) or page.body.get("resourceType") != "Bundle":
-            raise PageDecodeError(page.url, orjson.dumps(page.body), "not a FHIR Bundle")
+            raise PageDecodeError(page.url, exact_json.dumps(page.body), "not a FHIR Bundle")
         return page
 
     def _position(self, watermark: str | None, ids: set[str], deleted_since: str | None,
@@ -263,10 +267,11 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         return [map_resource(record, self.ctx.zone)]
 
 class FhirObservationSearchConnector(FhirSearchConnector):
-    """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v1."""
+    """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v2 (and published
+    as v1 too while the contract's converter dual-publishes)."""
 
     name: ClassVar[str] = "fhir.observation_search"
     settings_model: ClassVar[type[PluginSettings]] = pinned_settings("Observation")
-    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV1,)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV2,)
     description: ClassVar[str] = "FHIR R4 Observation search with a _lastUpdated watermark"
 

@@ -67,6 +67,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -82,6 +83,7 @@ __all__ = [
     "Faults",
     "FhirTestServer",
     "RequestRecord",
+    "json_number",
     "main",
     "synthea_observations",
 ]
@@ -745,10 +747,19 @@ def _outcome(status: int, code: str, text: str, kind: str) -> _Response:
     return _Response(status, body, kind)
 
 
+def json_number(value: Any) -> Any:
+    """orjson ``default``: a Decimal is written as the JSON number it is (``Decimal("5.10")`` → ``5.10``), the way
+    a server that keeps a FHIR decimal's precision sends it."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def _dumps(resource: Any) -> bytes:
-    """JSON of a resource as given; falls back to the stdlib for what orjson refuses (huge ints, odd keys)."""
+    """JSON of a resource as given (Decimals as numbers); falls back to the stdlib for what orjson refuses (huge
+    ints, odd keys)."""
     try:
-        return orjson.dumps(resource)
+        return orjson.dumps(resource, default=json_number)
     except TypeError:
         return json.dumps(resource, default=str).encode()
 

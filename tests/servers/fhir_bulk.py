@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from tests.servers.base import LocalHandler, LocalHTTPServer, LocalServer
+from tests.servers.fhir import json_number
 
 __all__ = ["BulkFaults", "BulkRequest", "FhirBulkServer"]
 
@@ -214,7 +215,8 @@ class FhirBulkServer(LocalServer):
             for rtype in sorted(by_type):
                 group = by_type[rtype]
                 for start in range(0, len(group), self.file_lines):
-                    body = b"".join(orjson.dumps(r) + b"\n" for r in group[start:start + self.file_lines])
+                    body = b"".join(orjson.dumps(r, default=json_number) + b"\n"
+                                    for r in group[start:start + self.file_lines])
                     job.files.append((rtype, body))
                 if rtype in self.faults.truncated_last_line:
                     last = job.files[-1][1].rstrip(b"\n")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 
-from inlet import Contract, FhirObservationSearchConnector, ObservationV1, with_standard_codes
+from inlet import Contract, FhirObservationSearchConnector, with_standard_codes
 
 __all__ = ["POC_SYSTEM", "POC_TO_LOINC", "NorthwindObservations"]
 
@@ -36,5 +36,4 @@ class NorthwindObservations(FhirObservationSearchConnector):
     description: ClassVar[str] = "Northwind Clinic EHR observations (local point-of-care codes → LOINC)"
 
     def map(self, record: Any) -> Sequence[Contract]:
-        return [with_standard_codes(e, POC_SYSTEM, POC_TO_LOINC) if isinstance(e, ObservationV1) else e
-                for e in super().map(record)]
+        return [with_standard_codes(e, POC_SYSTEM, POC_TO_LOINC) for e in super().map(record)]
