@@ -22,6 +22,8 @@ from rich.table import Table
 
 from inlet import __version__
 from inlet.core.cli_plugins import new_app, plugins_app
+from inlet.core.cli_relay import relay_cmd
+from inlet.core.cli_topics import topics_app
 from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config, find_config_dir, load_supervisor
 from inlet.core.errors import ConfigError
 from inlet.core.logging import configure_logging
@@ -36,6 +38,8 @@ contracts_app = typer.Typer(help="Versioned event contracts: list, check, diff."
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(new_app, name="new")
+app.command("relay")(relay_cmd)
+app.add_typer(topics_app, name="topics")
 # Piped output (CI logs, `| less`) is not cut to 80 columns: tables stay readable.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -130,7 +134,10 @@ def run(config: ConfigOpt = None, only: OnlyOpt = None,
               else f"the outbox {state_dir(sup_cfg) / 'outbox.sqlite'}")
     err.print(f"inlet: running {len(supervisor.integrations)} integration(s) into {target}")
     started = time.monotonic()
-    stats = asyncio.run(supervisor.run())
+    try:
+        stats = asyncio.run(supervisor.run())
+    except ConfigError as exc:  # refused at start-up: topics missing on Kafka (core.topics)
+        _fail_config([exc])
     _summary(stats, supervisor.failed, time.monotonic() - started)
     if supervisor.failed:
         raise typer.Exit(1)

@@ -26,19 +26,24 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from inlet.contracts.base import Contract
+from inlet.core.auth import OAuth2ClientCredentialsSettings
 from inlet.core.connector import Connector, IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError
 from inlet.core.registry import find_plugin
+from inlet.core.secrets import Secret
 
 __all__ = [
     "DriftSettings",
     "IntegrationConfig",
     "KafkaSettings",
     "LoadedIntegration",
+    "RelaySettings",
     "SupervisorConfig",
+    "TopicSettings",
+    "TopicsSettings",
     "check_config",
     "find_config_dir",
     "load_config",
@@ -54,7 +59,15 @@ class _Strict(BaseModel):
 
 
 class KafkaSettings(_Strict):
-    """Producer settings. Defaults are tuned for throughput with acks=all (see bench/)."""
+    """Producer settings. Defaults are tuned for throughput with acks=all (see bench/).
+
+    Security (``core.kafka_client`` turns it into every client's connection options): ``security_protocol``
+    says what the listener speaks; SASL listeners need a ``sasl_mechanism`` and its credentials (``username`` +
+    ``password`` for PLAIN and SCRAM, ``oauth`` client credentials for OAUTHBEARER); TLS listeners verify the
+    broker against ``ssl_cafile`` (else the system's CAs) and its host name, and present a client certificate
+    (``ssl_certfile`` + ``ssl_keyfile``) for mutual TLS. Every combination is checked when the config is loaded
+    (``inlet check``); relative file paths are relative to the config directory.
+    """
 
     bootstrap: str
     linger_ms: int = Field(default=5, ge=0)
@@ -62,6 +75,147 @@ class KafkaSettings(_Strict):
     max_in_flight_events: int = Field(default=20_000, ge=100)
     request_timeout_ms: int = Field(default=15_000, ge=1000)
     client_id: str = "inlet"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """What the bootstrap listener speaks: TLS (``SSL``), SASL authentication, both (``SASL_SSL``), or neither."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    """Required with SASL_*; PLAIN and SCRAM use ``username``/``password``, OAUTHBEARER uses ``oauth``."""
+    username: str | None = None
+    password: Secret | None = None
+    """``{env: NAME}`` or ``{file: PATH}``, never the value itself."""
+    oauth: OAuth2ClientCredentialsSettings | None = None
+    """OAUTHBEARER: the token endpoint and client credentials (``core.auth``'s ``oauth2_client_credentials``)."""
+    ssl_cafile: str | None = None
+    """PEM file of the CA(s) that signed the brokers' certificates; unset: the system's trusted CAs."""
+    ssl_certfile: str | None = None
+    """Mutual TLS: this client's PEM certificate (chain); needs ``ssl_keyfile``."""
+    ssl_keyfile: str | None = None
+    """Mutual TLS: the PEM private key of ``ssl_certfile``."""
+    ssl_key_password: Secret | None = None
+    """Only for an encrypted ``ssl_keyfile``."""
+    ssl_check_hostname: bool = True
+    """``false`` accepts a broker certificate issued for another host name (still signed by a trusted CA): a
+    warning at every start. The chain itself is always verified."""
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _existing_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Relative to the config directory (validation context ``config_root``); must exist when loaded."""
+        if value is None:
+            return None
+        context = info.context if isinstance(info.context, dict) else {}
+        root = Path(context.get("config_root") or Path.cwd())
+        path = (root / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise ValueError(f"file {path} does not exist; give the PEM file's path (relative paths are relative "
+                             "to the config directory)")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _security_combination(self) -> KafkaSettings:
+        sasl, tls = self.security_protocol.startswith("SASL_"), self.security_protocol.endswith("SSL")
+        fix = "set kafka.security_protocol to SASL_SSL (or SASL_PLAINTEXT)"
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism: PLAIN, SCRAM-SHA-256, "
+                             "SCRAM-SHA-512 or OAUTHBEARER")
+        if not sasl:
+            used = [name for name in ("sasl_mechanism", "username", "password", "oauth") if getattr(self, name)]
+            if used:
+                raise ValueError(f"{', '.join(used)} set but security_protocol is {self.security_protocol}, which "
+                                 f"does not authenticate with SASL: {fix}, or remove them")
+        if self.sasl_mechanism == "OAUTHBEARER":
+            if self.oauth is None:
+                raise ValueError("sasl_mechanism OAUTHBEARER needs oauth: {token_url, client_id, client_secret: "
+                                 "{env: NAME}} (OAuth2 client credentials)")
+            if self.username or self.password:
+                raise ValueError("sasl_mechanism OAUTHBEARER takes its token from oauth: remove username/password")
+        elif sasl:
+            if not self.username or self.password is None:
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs username and password "
+                                 "(password: {env: NAME} or {file: PATH})")
+            if self.oauth is not None:
+                raise ValueError(f"oauth is only for sasl_mechanism OAUTHBEARER, not {self.sasl_mechanism}")
+        files = [name for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+                 if getattr(self, name) is not None]
+        if not tls and (files or not self.ssl_check_hostname):
+            used = files + ([] if self.ssl_check_hostname else ["ssl_check_hostname"])
+            raise ValueError(f"{', '.join(used)} set but security_protocol is {self.security_protocol}, which has no "
+                             "TLS: set it to SSL or SASL_SSL, or remove them")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both ssl_certfile (the client certificate) and ssl_keyfile (its key)")
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            raise ValueError("ssl_key_password is set without ssl_keyfile")
+        if tls:
+            from inlet.core.kafka_client import ssl_context  # the one builder; imported late (it imports us)
+
+            ssl_context(self)  # unreadable PEM, a key that does not match the certificate, a wrong key password
+        return self
+
+
+class RelaySettings(_Strict):
+    """``relay:``: shipping the embedded outbox to Kafka (``inlet relay``, or inside ``inlet run``)."""
+
+    enabled: bool = False
+    """Run the relay inside ``inlet run``: integrations write the outbox and the relay ships it to ``kafka`` in
+    outbox order (``sink: auto`` then means the outbox). Needs ``kafka``; refused with ``sink: kafka``."""
+    page_size: int = Field(default=1000, ge=1, le=100_000)
+    """Outbox rows read per query."""
+    max_in_flight_events: int = Field(default=20_000, ge=1)
+    """At most this many rows read and not yet acknowledged by Kafka (memory bound)."""
+    max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    """At most about this many bytes (keys, values, headers) read and not yet acknowledged."""
+    poll_interval: float = Field(default=0.5, gt=0)
+    """Seconds between looks for new rows once everything is shipped."""
+    retention_hours: float | None = Field(default=168.0, ge=0)
+    """Shipped rows are deleted from the outbox this long after Kafka acknowledged them; None: kept forever.
+    Unshipped rows are never deleted."""
+    prune_interval: float = Field(default=60.0, gt=0)
+    """Seconds between prunes while following."""
+    progress_interval: float = Field(default=10.0, gt=0)
+    """Seconds between progress lines (shipped, remaining)."""
+
+
+class TopicSettings(_Strict):
+    """How topics of one kind, contract or name are created (``topics:``); a field left out is inherited."""
+
+    partitions: int | None = Field(default=None, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+    retention_ms: int | None = Field(default=None, ge=-1)
+    """``retention.ms``; -1 keeps events forever."""
+    cleanup_policy: Literal["delete", "compact", "compact,delete"] | None = None
+    configs: dict[str, str] = Field(default_factory=dict)
+    """Any other topic config by its Kafka name (``min.insync.replicas``, ``max.message.bytes``, ...)."""
+
+    @field_validator("configs")
+    @classmethod
+    def _not_typed_twice(cls, value: dict[str, str]) -> dict[str, str]:
+        typed = {"retention.ms": "retention_ms", "cleanup.policy": "cleanup_policy"}
+        twice = [f"{key} (use {typed[key]})" for key in value if key in typed]
+        if twice:
+            raise ValueError(f"set {', '.join(twice)} as its own key, not in configs")
+        return value
+
+
+class TopicsSettings(_Strict):
+    """``topics:``: the topics inlet writes to Kafka, as ``inlet topics plan/apply`` and the start-up check see them.
+
+    Layers, most specific first: ``overrides`` (a topic name, then a contract name), the kind (``contracts``,
+    ``dlq``, ``drift``), ``replication_factor``, the built-in defaults of ``core.topics`` (contract topics 6
+    partitions, 7 days, ``delete``; DLQ and drift topics 1 partition, 30 days; replication 3 — fewer only on a
+    cluster with fewer brokers — and ``min.insync.replicas`` one less than the replication, at least 1).
+    """
+
+    create: bool | Literal["auto"] = "auto"
+    """At start-up with Kafka, topics that are missing are created (``true``) or the run is refused, naming them
+    and ``inlet topics apply`` (``false``). ``auto``: created when the cluster would create them itself on first
+    write (``auto.create.topics.enable``, a development broker), refused when it would not (a provisioned one)."""
+    replication_factor: int | None = Field(default=None, ge=1)
+    """Every topic's, unless its kind or an override says otherwise."""
+    contracts: TopicSettings = Field(default_factory=TopicSettings)
+    """The contract topics (one per contract major)."""
+    dlq: TopicSettings = Field(default_factory=TopicSettings)
+    drift: TopicSettings = Field(default_factory=TopicSettings)
+    overrides: dict[str, TopicSettings] = Field(default_factory=dict)
+    """Per contract name (every major's topic) or exact topic name."""
 
 
 class SupervisorConfig(_Strict):
@@ -69,11 +223,13 @@ class SupervisorConfig(_Strict):
 
     sink: Literal["auto", "outbox", "kafka"] = "auto"
     kafka: KafkaSettings | None = None
+    relay: RelaySettings = Field(default_factory=RelaySettings)
     state_dir: str = "var"
     """Checkpoints and the outbox; relative to the config directory (``INLET_STATE_DIR``: to the working one)."""
     topic_template: str = "{name}.v{major}"
     dlq_topic_template: str = "inlet.dlq.{customer}.{integration}"
     drift_topic_template: str = "inlet.drift.{customer}.{integration}"
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Port for /metrics, /healthz, /readyz; None: not served."""
     metrics_host: str = "127.0.0.1"
@@ -81,10 +237,21 @@ class SupervisorConfig(_Strict):
     restart_backoff_initial: float = Field(default=1.0, gt=0)
     restart_backoff_max: float = Field(default=60.0, gt=0)
 
+    @model_validator(mode="after")
+    def _relay_needs_kafka_and_the_outbox(self) -> SupervisorConfig:
+        if self.relay.enabled and self.kafka is None:
+            raise ValueError("relay.enabled needs kafka.bootstrap (or INLET_KAFKA_BOOTSTRAP): the relay ships "
+                             "the outbox to that Kafka")
+        if self.relay.enabled and self.sink == "kafka":
+            raise ValueError("relay.enabled needs the outbox sink (sink: auto or outbox): with sink: kafka, new "
+                             "events would reach Kafka before the outbox's older events of the same key")
+        return self
+
     def resolved_sink(self) -> Literal["outbox", "kafka"]:
-        """``auto`` means Kafka when a bootstrap is configured, the embedded outbox otherwise."""
+        """``auto`` means Kafka when a bootstrap is configured, the embedded outbox otherwise; with the relay
+        enabled it means the outbox (the relay is then the way to Kafka)."""
         if self.sink == "auto":
-            return "kafka" if self.kafka is not None else "outbox"
+            return "kafka" if self.kafka is not None and not self.relay.enabled else "outbox"
         return self.sink
 
 
@@ -142,9 +309,10 @@ class LoadedIntegration:
     warnings: tuple[str, ...] = ()
     """Configuration that runs but loses data or surprises (``inlet check`` prints them)."""
 
-    def build(self) -> Connector[Any]:
-        """A fresh connector instance (the supervisor makes a new one on every restart)."""
-        return self.plugin(self.context, self.settings)
+    def build(self, *, once: bool = False) -> Connector[Any]:
+        """A fresh connector instance (the supervisor makes a new one on every restart); ``once``: for a run
+        that ends when the source has nothing more (``inlet run --once``)."""
+        return self.plugin(replace(self.context, run_once=True) if once else self.context, self.settings)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -197,7 +365,7 @@ def load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
         errors.append(ConfigError(f"expected a mapping at the top, got {type(data).__name__}", file=str(path)))
         data = {}
     try:
-        sup = SupervisorConfig.model_validate(_env_overrides(data))
+        sup = SupervisorConfig.model_validate(_env_overrides(data), context={"config_root": root})
     except ValidationError as exc:
         errors.extend(_validation_errors(exc, path))
         sup = SupervisorConfig()
@@ -224,7 +392,7 @@ def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline
     except ConfigError as exc:
         raise ConfigError(str(exc).removeprefix("key plugin: "), file=str(path), key="plugin") from None
     try:
-        settings = plugin.settings_model.model_validate(cfg.settings, context={"offline": offline})
+        settings = plugin.settings_model.model_validate(cfg.settings, context={"offline": offline, "config_root": root})
     except ValidationError as exc:
         raise _Many(_validation_errors(exc, path, prefix="settings.")) from None
     ctx = IntegrationContext(customer=cfg.customer, integration=cfg.integration, zone=cfg.zone,

@@ -5,6 +5,7 @@ Errors are grouped by what the caller must do, and the behaviour lives on the cl
 
     InletError                      root; never raised itself
     ├── ConfigError                 fatal: a config file is wrong; names file, key, expectation
+    ├── SinkRefused                 fatal: Kafka refused inlet's credentials or certificates
     ├── RecordError                 skippable: this one record goes to the DLQ, the stream goes on
     │   ├── DecodeError             stage "decode": bytes/JSON that cannot be parsed
     │   ├── MappingError            stage "map": a record the plugin cannot turn into a contract
@@ -16,6 +17,7 @@ Errors are grouped by what the caller must do, and the behaviour lives on the cl
 
 Transient errors are never turned into DLQ records (a connectivity problem is not a bad record);
 they stop the integration, which the supervisor restarts with backoff from its last checkpoint.
+A :class:`SinkRefused` stops it for good: restarting cannot fix a wrong password or certificate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "InletError",
     "MappingError",
     "RecordError",
+    "SinkRefused",
     "SinkUnavailable",
     "Stage",
     "TimestampError",
@@ -55,6 +58,16 @@ class ConfigError(InletError):
         self.key = key
         where = ", ".join(p for p in (f"file {file}" if file else "", f"key {key}" if key else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class SinkRefused(InletError):
+    """The sink refused inlet itself: Kafka rejected its credentials or certificates (a wrong password, an
+    untrusted CA, an expired certificate, a client certificate the broker does not accept, a refused OAuth token).
+
+    Fatal, not retriable: the same configuration gets the same answer, and a restart loop would only hide it.
+    The supervisor stops the integration with this message (``/readyz`` reports it) and commits nothing more.
+    The message names the broker, the security protocol, the mechanism and what to fix; never a secret.
+    """
 
 
 class RecordError(InletError):

@@ -14,27 +14,39 @@ event loop in batches:
   ``acknowledge``) only after the sink has durably accepted every event and DLQ record of the batch.
   A crash before that leaves the messages unacknowledged: the broker redelivers them on reconnect
   (same client id, ``clean_session=False``), and deterministic event ids make the duplicates recognisable.
+
+TLS (``mqtts://``): the broker's certificate is verified against ``tls_cafile`` (else the system's CAs) and its
+host name; ``tls_certfile``/``tls_keyfile`` present a client certificate to brokers that require one;
+``tls_insecure: true`` turns verification off (a warning at every start). paho reports a refused handshake only
+as a disconnect (the TLS alert reaches its log text alone), so after a failed TLS connection the source probes
+once with the same TLS context — the handshake and one read, no MQTT at all — and a refusal
+(untrusted broker certificate, the broker's alert against our client certificate) becomes an
+:class:`~core.auth.AuthError` naming the broker and the fix, raised from :meth:`batches`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from inlet.core.auth import AuthError
 from inlet.core.connector import IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError
-from inlet.core.secrets import Secret
+from inlet.core.secrets import Secret, mask
 
 __all__ = ["MessageSource", "MqttMessage", "MqttSettings", "MqttSource", "create_session", "open_source"]
 
@@ -66,6 +78,70 @@ class MqttSettings(PluginSettings):
     max_buffered: int = Field(default=5000, ge=1)
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     """Larger payloads are still delivered (and acknowledged) but go to the DLQ as oversized."""
+    once_idle_seconds: float = Field(default=3.0, gt=0)
+    """``inlet run --once``: the read ends after this many seconds without a message (a push source never
+    "catches up"); the first wait also allows ``once_connect_seconds`` for connecting."""
+    once_connect_seconds: float = Field(default=10.0, ge=0)
+    tls_cafile: str | None = None
+    """``mqtts://``: PEM file of the CA that signed the broker's certificate; unset: the system's trusted CAs."""
+    tls_certfile: str | None = None
+    """``mqtts://``: this client's PEM certificate, for brokers that require one (``require_certificate``)."""
+    tls_keyfile: str | None = None
+    """The PEM private key of ``tls_certfile``."""
+    tls_key_password: Secret | None = None
+    """Only for an encrypted ``tls_keyfile``."""
+    tls_insecure: bool = False
+    """``true``: the broker's certificate is not verified at all (neither CA nor host name): encrypted but not
+    authenticated, a warning at every start. For a lab broker only."""
+
+    @field_validator("tls_cafile", "tls_certfile", "tls_keyfile")
+    @classmethod
+    def _existing_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Relative to the config directory; must exist (offline replay connects to nothing: not checked)."""
+        if value is None:
+            return None
+        context = info.context if isinstance(info.context, dict) else {}
+        path = (Path(context.get("config_root") or Path.cwd()) / Path(value).expanduser()).resolve()
+        if not path.is_file() and not context.get("offline"):
+            raise ValueError(f"file {path} does not exist; give the PEM file's path (relative paths are relative "
+                             "to the config directory)")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _tls_combination(self, info: ValidationInfo) -> MqttSettings:
+        used = [name for name in ("tls_cafile", "tls_certfile", "tls_keyfile", "tls_key_password", "tls_insecure")
+                if getattr(self, name)]
+        if used and urlsplit(self.url).scheme != "mqtts":
+            raise ValueError(f"{', '.join(used)} set but url {self.url.split('@', 1)[-1]!r} is not TLS: use "
+                             "mqtts://host:port, or remove them")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("a client certificate needs both tls_certfile and tls_keyfile (its private key)")
+        if self.tls_key_password is not None and self.tls_keyfile is None:
+            raise ValueError("tls_key_password is set without tls_keyfile")
+        if self.tls_insecure and self.tls_cafile is not None:
+            raise ValueError("tls_insecure: true verifies nothing, so tls_cafile would be ignored: remove one")
+        offline = isinstance(info.context, dict) and info.context.get("offline")
+        if urlsplit(self.url).scheme == "mqtts" and not offline:
+            self.tls_context()  # unreadable PEM, a key not of the certificate, a wrong key password: at load time
+        return self
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context of an ``mqtts://`` connection; ValueError naming the setting if a file is unusable."""
+        try:
+            context = ssl.create_default_context(cafile=self.tls_cafile)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"tls_cafile {self.tls_cafile}: not usable as PEM CA certificates ({exc})") from None
+        if self.tls_insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.tls_certfile is not None:
+            password = self.tls_key_password.get_secret_value() if self.tls_key_password is not None else None
+            try:
+                context.load_cert_chain(self.tls_certfile, self.tls_keyfile, password=password)
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(mask(f"tls_certfile {self.tls_certfile} with tls_keyfile {self.tls_keyfile}: cannot "
+                                      f"load the client certificate and key ({exc})")) from None
+        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +157,10 @@ class MqttMessage:
     dup: bool = False
     properties: dict[str, Any] = field(default_factory=dict)
     """MQTT 5 properties (content type, user properties, ...); empty on 3.1.1."""
+
+    def __bytes__(self) -> bytes:
+        """The payload as received: what a DLQ record keeps as its value."""
+        return self.payload
 
 
 class MessageSource(Protocol):
@@ -110,13 +190,21 @@ class MqttSource:
         self._host, self._port = url.hostname, url.port or (8883 if url.scheme == "mqtts" else 1883)
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    manual_ack=True)
+        self._tls: ssl.SSLContext | None = None
         if url.scheme == "mqtts":
-            self._client.tls_set()
+            try:
+                self._tls = settings.tls_context()
+            except ValueError as exc:
+                raise ConfigError(str(exc), key="settings.mqtt") from None
+            self._client.tls_set_context(self._tls)
+        self._refused: str | None = None
+        """Set (by paho's thread) when the broker refused the TLS handshake: :meth:`batches` raises it."""
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         self._buffer: deque[MqttMessage] = deque()
@@ -140,6 +228,59 @@ class MqttSource:
         self.connected.clear()
         if not self._closing:
             log.warning("mqtt disconnected; paho reconnects with backoff", reason=str(reason))
+            self._check_tls()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if not self._closing:
+            self._check_tls()
+
+    def _check_tls(self) -> None:
+        """After a failed TLS connection: was it refused (fatal for this source) or is the broker away?"""
+        if self._tls is not None and self._refused is None and (reason := self._tls_refusal()) is not None:
+            self._refuse(reason)
+
+    def _refuse(self, reason: str) -> None:
+        self._refused = mask(f"MQTT broker {self.settings.url.split('@', 1)[-1]} refused the connection: {reason}")
+        log.error("mqtt connection refused", reason=self._refused)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _tls_refusal(self) -> str | None:
+        """One probe connection with the same TLS context: the handshake, then one read. A broker that refuses
+        our client certificate says so with a TLS alert right after the handshake (TLS 1.3) or during it (1.2);
+        one that accepts it waits for a CONNECT, so the read times out and nothing was refused."""
+        assert self._tls is not None
+        try:
+            raw = socket.create_connection((self._host, self._port), timeout=_PROBE_TIMEOUT)
+        except OSError:
+            return None  # refused, unreachable, timed out: the broker is away, paho keeps retrying
+        with raw:
+            try:
+                tls = self._tls.wrap_socket(raw, server_hostname=self._host)
+            except OSError as exc:
+                return self._tls_reason(exc)
+            with tls:
+                tls.settimeout(_PROBE_READ_TIMEOUT)
+                try:
+                    tls.recv(1)
+                except OSError as exc:
+                    return self._tls_reason(exc)
+        return None
+
+    def _tls_reason(self, exc: OSError) -> str | None:
+        """What a TLS failure of the probe means, or None when it is not a refusal (a reset, a timeout)."""
+        s = self.settings
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            detail = exc.verify_message or str(exc)
+            return (f"TLS: the broker's certificate was not accepted ({detail}): it must be signed by a CA in "
+                    f"tls_cafile ({s.tls_cafile or 'unset: the system CAs'}), be valid now and name this host")
+        if not isinstance(exc, ssl.SSLError) or isinstance(exc, _TLS_NOT_REFUSED):
+            return None
+        fix = ("the broker requires a client certificate: set tls_certfile and tls_keyfile"
+               if s.tls_certfile is None else
+               f"the broker refused the client certificate {s.tls_certfile}: it must be signed by a CA the "
+               "broker trusts (its cafile) and be valid now")
+        return f"TLS handshake refused ({exc.reason or exc}): {fix}"
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         props = getattr(msg, "properties", None)
@@ -154,15 +295,14 @@ class MqttSource:
         if was_empty and self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def __bytes__(self) -> bytes:
-        """The payload as received: what a DLQ record keeps as its value."""
-        return self.payload
-
     # -- the event loop ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect (in the background; paho retries until the broker is there) and start the network thread."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self.settings.tls_insecure:
+            log.warning("mqtt TLS without verifying the broker's certificate (tls_insecure: true): the connection "
+                        "is encrypted but anyone can pose as the broker", url=self.settings.url.split("@", 1)[-1])
         self._client.connect_async(self._host, self._port, keepalive=self.settings.keepalive)
         self._client.loop_start()
 
@@ -185,10 +325,13 @@ class MqttSource:
         assert self._wake is not None, "start() first"
         s = self.settings
         while not self._closing:
+            if self._refused is not None:
+                raise AuthError(self._refused)
             if not self._buffer:
                 self._wake.clear()
-                if not self._buffer:
+                if not self._buffer and self._refused is None:
                     await self._wake.wait()
+                    continue
             batch = self._take(s.batch_max)
             if len(batch) < s.batch_max and s.batch_linger_ms:
                 await asyncio.sleep(s.batch_linger_ms / 1000)  # let a burst fill the batch
@@ -200,6 +343,11 @@ class MqttSource:
         """Send the PUBACKs of these messages (after the sink has their events)."""
         for mid in mids:
             self._client.ack(mid, 1)
+
+
+_PROBE_TIMEOUT = 10.0
+_PROBE_READ_TIMEOUT = 3.0
+_TLS_NOT_REFUSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError)
 
 
 def create_session(settings: MqttSettings, client_id: str, timeout: float = 10.0) -> None:

@@ -10,13 +10,24 @@ Every failure of a single record — undecodable, unmappable, breaking its contr
 plugin — becomes a DLQ record naming the stage, error type, message and position; the stream goes on.
 Transient errors (upstream or sink unavailable) are not records' faults: they propagate to the
 supervisor, which restarts the integration with backoff from its last checkpoint.
+
+An event the sink refuses for good (``Rejected``: larger than the broker takes, a topic it will never take it on)
+is a record's fault found late: before the batch's position is committed, each becomes a DLQ record at stage
+``sink`` (the refused event as payload, the broker's error, the source key and position, the topic it was for),
+and the commit waits until those are durable too. In the counts the record moves from mapped to ``dlq["sink"]``
+(once, however many of its events were refused) and its refused events leave ``events_out``. A DLQ record the
+sink refuses in turn (its payload is what was too large) is sent again with its headers and the first
+:data:`DLQ_TRUNCATED_BYTES` of its payload, ``dlq_payload_truncated``/``dlq_payload_bytes`` saying so; refused
+even then, nothing is committed (``SinkRefused``): a record is never dropped without a trace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +37,21 @@ from inlet.contracts.base import Contract, converters_from
 from inlet.core.checkpoint import CheckpointStore
 from inlet.core.connector import Batch, Connector
 from inlet.core.drift import AlertThrottle, DriftPolicy, Shape, alert, detect
-from inlet.core.envelope import DlqRecord, Enveloper, Event, payload_bytes
-from inlet.core.errors import DecodeError, MappingError, RecordError, TransientError
+from inlet.core.envelope import DlqRecord, Enveloper, Event, event_id, payload_bytes
+from inlet.core.errors import DecodeError, MappingError, RecordError, SinkRefused, TransientError
 from inlet.core.metrics import BatchCounts, Stats
-from inlet.core.sinks import Sink
+from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
 
-__all__ = ["DriftCheck", "Pipeline", "UpstreamDrift", "process_batch"]
+__all__ = ["DLQ_TRUNCATED_BYTES", "DriftCheck", "Pipeline", "UpstreamDrift", "process_batch", "refused_event",
+           "truncated"]
+
+DLQ_TRUNCATED_BYTES = 4096
+"""How much of its payload a DLQ record keeps when the sink refused it whole: enough to see what the record was,
+far below any broker's limit. The source key and position in its headers find the original."""
+
+_Span = tuple[int, int, str]
+"""A mapped record's events in a batch's event list: first index, end index, source key."""
 
 
 def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseException,
@@ -88,8 +107,16 @@ def _known_key(identity: Any, record: Any) -> str | None:
 def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
                   drift: DriftCheck | None = None) -> tuple[list[Event], BatchCounts]:
     """Turn one batch into events and DLQ records, counting each record exactly once. Pure CPU."""
+    events, counts, _ = _process_batch(connector, env, batch, drift)
+    return events, counts
+
+
+def _process_batch(connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None
+                   ) -> tuple[list[Event], BatchCounts, list[_Span]]:
+    """:func:`process_batch`, also saying which events each mapped record became (to account for refusals)."""
     counts = BatchCounts(records_in=len(batch.records))
     events: list[Event] = []
+    spans: list[_Span] = []
     decode, keep, identity, map_ = connector.decode, connector.filter, connector.identity, connector.map
     for raw in batch.records:
         stage = "decode"
@@ -137,15 +164,39 @@ def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
             continue
         counts.records_mapped += 1
         counts.events_out += len(out)
+        spans.append((len(events), len(events) + len(out), key))
         events.extend(out)
-    return events, counts
+    return events, counts, spans
+
+
+def truncated(dead: Event, keep: int = DLQ_TRUNCATED_BYTES) -> Event:
+    """A DLQ record with its headers and the first ``keep`` bytes of its payload; headers note the original size."""
+    headers = [*dead.headers, ("dlq_payload_truncated", b"true"), ("dlq_payload_bytes", str(len(dead.value)).encode())]
+    return Event(topic=dead.topic, key=dead.key, value=dead.value[:keep], headers=headers, id=dead.id)
+
+
+def refused_event(env: Enveloper, event: Event, rejected: Rejected, position: Position | None,
+                  source_key: str | None) -> Event:
+    """The DLQ record (stage ``sink``) of an event the sink refused for good: the event's value is the payload.
+
+    Also the outbox relay's, for a row Kafka refuses (no position or source key there: the row's event id is)."""
+    message = f"{rejected.message} (event {event.id} of {len(event.value)} bytes for topic {event.topic})"
+    dead = env.dead_letter(DlqRecord(stage="sink", error_type=rejected.error_type, message=message,
+                                     payload=event.value, position=position, source_key=source_key))
+    # Its own id, from the refused event's: one record's several refused events (majors) are several DLQ records.
+    eid = event_id(env.namespace, event.id, "sink", "dlq", 0)
+    headers = [(k, eid.encode()) if k == "ce_id" else (k, v) for k, v in dead.headers]
+    headers += [("dlq_topic", event.topic.encode()), ("dlq_event_id", event.id.encode())]
+    return Event(topic=dead.topic, key=dead.key, value=dead.value, headers=headers, id=eid)
 
 
 @dataclass
 class _Pending:
-    ack: asyncio.Future[None]
+    ack: asyncio.Future[Sequence[Rejected]]
     position: Position
     counts: BatchCounts
+    events: list[Event]
+    spans: list[_Span]
 
 
 class Pipeline:
@@ -193,9 +244,9 @@ class Pipeline:
                 except StopAsyncIteration:
                     break
                 nxt = None
-                events, counts = process_batch(self.connector, self.env, batch, self.drift)
+                events, counts, spans = _process_batch(self.connector, self.env, batch, self.drift)
                 ack = asyncio.ensure_future(await self.sink.submit(events))
-                pending.append(_Pending(ack, batch.position, counts))
+                pending.append(_Pending(ack, batch.position, counts, events, spans))
                 while pending and (len(pending) >= self.max_in_flight or pending[0].ack.done()):
                     await self._commit(pending.popleft())
             while pending:  # drain: everything handed to the sink gets its commit
@@ -213,10 +264,44 @@ class Pipeline:
         return self.position
 
     async def _commit(self, item: _Pending) -> None:
-        await item.ack
+        rejected = await item.ack
+        if rejected:  # a sink that resolves to None (an older or a test sink) refused nothing
+            await self._dead_letter(item, rejected)
         await self.checkpoints.save(self.env.customer, self.env.integration, item.position)
         self.position = item.position
         self.stats.add(item.counts)
         self.stats.last_position = item.position
         await self.connector.acknowledge(item.position)
 
+    async def _dead_letter(self, item: _Pending, rejected: Sequence[Rejected]) -> None:
+        """DLQ records for the events the sink refused; durable before the batch's position is committed."""
+        env, counts, spans = self.env, item.counts, item.spans
+        starts = [span[0] for span in spans]
+        moved: set[int] = set()
+        out: list[Event] = []
+        for refusal in rejected:
+            event = item.events[refusal.index]
+            if event.topic == env.dlq_topic:  # a DLQ record itself (its payload too large): its record is counted
+                out.append(truncated(event))
+                continue
+            j = bisect.bisect_right(starts, refusal.index) - 1
+            source_key = None
+            if j >= 0 and refusal.index < spans[j][1]:
+                source_key = spans[j][2]
+                counts.events_out -= 1
+                if j not in moved:  # the record is a DLQ record now, however many of its events were refused
+                    moved.add(j)
+                    counts.records_mapped -= 1
+                    counts.dlq["sink"] += 1
+            # else: a drift alert, which is no record of its own: its DLQ record keeps the alert, uncounted
+            out.append(refused_event(env, event, refusal, item.position, source_key))
+        while out:
+            again: list[Event] = []
+            for refusal in await self.sink.send(out) or ():
+                dead = out[refusal.index]
+                if any(k == "dlq_payload_truncated" for k, _ in dead.headers):
+                    raise SinkRefused(f"the sink refused a DLQ record for {env.dlq_topic} even with its payload "
+                                      f"truncated to {len(dead.value)} bytes: {refusal.error_type}: "
+                                      f"{refusal.message}; nothing after position {item.position} is committed")
+                again.append(truncated(dead))
+            out = again

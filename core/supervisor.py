@@ -7,6 +7,17 @@
   stops after one pass instead (the README's first command, tests, cron-style runs).
 - SIGTERM / SIGINT drain: stop reading, wait for the acknowledgements of what was handed to the sink,
   commit those positions, close the sink, return — exit code 0.
+- Writing to Kafka (the sink, or the relay), the run starts with :func:`core.topics.check_topics`: every topic it
+  will write exists, or is created (``topics.create``), or the run is refused with one error naming the missing
+  ones and ``inlet topics apply`` — before any integration reads. With Kafka not reachable yet, each
+  integration (sink: kafka) runs the check before it reads, backing off like any sink outage.
+- A :class:`~core.errors.SinkRefused` (Kafka refused inlet's password or certificate) stops the integration
+  for good instead of restarting it; ``/readyz`` reports it. When no integration is left running and the
+  probes are served, the supervisor stays up (not ready, saying why) until SIGTERM.
+- With ``relay: {enabled: true}`` (and Kafka configured) the integrations write the outbox and the relay
+  (:mod:`inlet.core.relay`) ships it to Kafka alongside them: the outbox is then a local buffer that keeps the
+  integrations reading while Kafka is away, and Kafka gets every event in outbox order. With ``once`` the relay
+  ships what the integrations wrote before the run ends; a stop leaves unshipped rows for the next start.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import gc
 import random
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -24,12 +36,15 @@ from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import LoadedIntegration, SupervisorConfig
 from inlet.core.drift import Shape
 from inlet.core.envelope import Enveloper
-from inlet.core.errors import TransientError
+from inlet.core.errors import ConfigError, SinkRefused, TransientError
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import DriftCheck, Pipeline
 from inlet.core.sinks import Sink
 from inlet.core.sinks.outbox import OutboxSink
+
+if TYPE_CHECKING:
+    from inlet.core.relay import Relay
 
 __all__ = ["Supervisor", "build_sink", "state_dir"]
 
@@ -84,6 +99,21 @@ class Supervisor:
         self.sink = build_sink(cfg)
         self.health: HealthServer | None = None
         self.checkpoints = CheckpointStore(state_dir(cfg) / "checkpoints.sqlite")
+        self.refused: ConfigError | None = None  # the start-up check refused the run (topics missing on Kafka)
+        self._topics_checked = False
+        self._topics_lock = asyncio.Lock()
+        self.relay: Relay | None = None
+        if cfg.relay.enabled and cfg.kafka is not None:  # the config also guarantees the outbox sink then
+            from inlet.core.relay import Relay
+
+            config_dir = integrations[0].context.config_root if integrations else None
+            self.relay = Relay.from_config(cfg, state_dir(cfg) / "outbox.sqlite", config_dir=config_dir)
+        elif cfg.resolved_sink() == "kafka":
+            from inlet.core.relay import unshipped
+
+            if left := unshipped(state_dir(cfg) / "outbox.sqlite"):
+                log.warning("the outbox holds events never shipped to Kafka: `inlet relay --once` ships them; "
+                            "shipped after newer ones, they would land behind those of their keys", unshipped=left)
 
     def stop(self) -> None:
         """Ask every integration to drain and the run to end."""
@@ -92,8 +122,51 @@ class Supervisor:
             self.stop_event.set()
 
     def status(self) -> dict[str, str | None]:
-        """Per integration: None when healthy, else its last error (for /readyz)."""
-        return {k: (None if s.healthy else (s.last_error or "failing")) for k, s in self.stats.items()}
+        """Per integration: None when healthy, else why it stopped or its last error (for /readyz)."""
+        status = {k: self.failed.get(k) or (None if s.healthy else (s.last_error or "failing"))
+                  for k, s in self.stats.items()}
+        if self.relay is not None:
+            status["relay"] = self.failed.get("relay") or self.relay.progress.last_error
+        return status
+
+    async def _run_relay(self) -> None:
+        from inlet.core.relay import RelayError
+
+        assert self.relay is not None
+        try:
+            # Following, a standalone `inlet relay` on this outbox is waited for; once, it is a failure.
+            await self.relay.run(self.stop_event, max_failures=self.max_failures, wait_for_lock=not self.once)
+        except Exception as exc:  # a relay that ends never takes the integrations down
+            self.failed["relay"] = f"{type(exc).__name__}: {exc}"
+            log.error("relay given up", error=str(exc), exc_info=not isinstance(exc, RelayError | ConfigError))
+
+    async def _check_topics(self) -> None:
+        """The start-up check (``core.topics``), once per run: raises ``TopicsMissing`` (and stops the run) when
+        topics are missing and not created, ``SinkUnavailable`` / ``SinkRefused`` when Kafka is away or refuses."""
+        if self._topics_checked or self.cfg.kafka is None or not self.integrations:
+            return
+        async with self._topics_lock:
+            if self._topics_checked:
+                return
+            from inlet.core.topics import check_topics
+
+            try:
+                await check_topics(self.cfg, self.integrations, config_dir=self.integrations[0].context.config_root)
+            except ConfigError as exc:
+                self.refused = exc
+                self.stop_event.set()  # every integration ends; run() raises it
+                raise
+            self._topics_checked = True
+
+    async def _check_topics_at_start(self) -> None:
+        if self.cfg.kafka is None or (self.cfg.resolved_sink() != "kafka" and not self.cfg.relay.enabled):
+            return
+        try:
+            await self._check_topics()
+        except (TransientError, SinkRefused) as exc:
+            log.warning("kafka topics not checked yet: Kafka is not reachable or refuses inlet; checked again before "
+                        "each integration reads" if self.cfg.resolved_sink() == "kafka" else
+                        "kafka topics not checked: Kafka is not reachable or refuses inlet", error=str(exc))
 
     async def _heartbeat(self) -> None:
         while self.health is not None:
@@ -112,9 +185,26 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        relay = asyncio.create_task(self._run_relay()) if self.relay is not None else None
         try:
-            await asyncio.gather(*(self._supervise(i) for i in self.integrations))
+            await self._check_topics_at_start()
+            if self.refused is None:
+                await asyncio.gather(*(self._supervise(i) for i in self.integrations))
+            if self.refused is not None:
+                raise self.refused
+            if self.failed and not self.once and self.health is not None and not self.stop_event.is_set():
+                # Stopped for good (SinkRefused): keep /readyz saying why until the operator has seen it.
+                log.error("no integration is running; /readyz reports why; waiting for SIGTERM",
+                          failed=sorted(self.failed))
+                await self.stop_event.wait()
+            if relay is not None and self.relay is not None:
+                self.relay.finish()  # once: ship what was written, then end; stopping: it drains and ends
+                await relay
         finally:
+            if relay is not None and not relay.done():
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -148,8 +238,10 @@ class Supervisor:
         backoff = self.cfg.restart_backoff_initial
         failures = 0
         while not self.stop_event.is_set():
-            connector = item.build()
+            connector = item.build(once=self.once)
             try:
+                if self.cfg.resolved_sink() == "kafka":
+                    await self._check_topics()
                 async with connector:
                     position = await self.checkpoints.load(cfg.customer, cfg.integration)
                     while not self.stop_event.is_set():
@@ -162,7 +254,13 @@ class Supervisor:
                         await self._sleep(cfg.poll_interval)
             except asyncio.CancelledError:
                 raise
+            except SinkRefused as exc:  # a wrong password or certificate: restarting cannot fix it
+                self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
+                bound.error("integration stopped, not restarted: the sink refused inlet", error=str(exc))
+                return
             except Exception as exc:
+                if exc is self.refused:  # the start-up check refused the run: nothing to restart
+                    return
                 failures += 1
                 stats.restarted(exc)
                 level = bound.warning if isinstance(exc, TransientError) else bound.error

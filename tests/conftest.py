@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.secure_kafka import Pki, make_pki, secure_broker
 from tests.servers import sample_data_dir
 from tools.services import KafkaBroker, Mosquitto, ServiceError
 
@@ -57,6 +58,20 @@ def kafka_broker_factory() -> Iterator[Callable[..., KafkaBroker]]:
             return stack.enter_context(_started(KafkaBroker(**kwargs)))
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def kafka_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Certificates of :func:`secure_kafka` and its clients (``tests.secure_kafka``)."""
+    return make_pki(tmp_path_factory.mktemp("kafka-pki"))
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(kafka_pki: Pki) -> Iterator[KafkaBroker]:
+    """A broker with SASL_SSL (SCRAM-SHA-512, OAUTHBEARER), mutual-TLS and expired-certificate listeners, shared by
+    the session (``tests.secure_kafka``); topics must be unique per test."""
+    with _started(secure_broker(kafka_pki)) as broker:
+        yield broker
 
 
 @pytest.fixture

@@ -112,3 +112,36 @@ def test_the_conflict_policy_is_validated(policy: str) -> None:
     assert settings.time_conflicts == policy
     with pytest.raises(ValueError, match="time_conflicts"):
         StadtwerkeNordSettings.model_validate({"mqtt": {"topics": ["#"]}, "time_conflicts": "drop"})
+
+
+@pytest.mark.mqtt
+def test_run_once_on_a_meter_hub_ends_when_the_session_has_gone_quiet(tmp_path: Path, mqtt_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from inlet.connectors.mqtt_meter.synth import municipal_traffic
+    from inlet.core.mqtt import MqttSettings, create_session
+    from inlet.core.sinks.outbox import read_outbox
+    from tools.record_meters import publish
+
+    client_id = f"inlet-once-{os.getpid()}"
+    topics = ["tele/+/SENSOR", "tele/+/STATE", "shellies/+/emeter/#", "swn/+/events/rpc"]
+    root = tmp_path / "cfg"
+    (root / "integrations").mkdir(parents=True)
+    (root / "inlet.yaml").write_text("state_dir: state\n")
+    (root / "integrations" / "meters.yaml").write_text(yaml.safe_dump({
+        "customer": "stadtwerke-nord", "integration": "meters", "plugin": "stadtwerke_nord.meters",
+        "settings": {"mqtt": {"url": mqtt_url, "topics": topics, "client_id": client_id,
+                              "once_idle_seconds": 1.0}}}))
+    create_session(MqttSettings(url=mqtt_url, topics=topics), client_id)
+    publish(mqtt_url, municipal_traffic(steps=4, seed=5))
+    env = {k: v for k, v in os.environ.items() if k not in ("INLET_KAFKA_BOOTSTRAP", "INLET_STATE_DIR")}
+    result = subprocess.run([sys.executable, "-m", "inlet", "run", "--config", str(root), "--once"], env=env,
+                            capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]  # before: --once never returned for a push source
+    assert "stadtwerke-nord/meters" in result.stdout and "yes" in result.stdout  # books balanced
+    rows = read_outbox(root / "state" / "outbox.sqlite", limit=10_000)
+    assert sum(1 for r in rows if r.topic == "energy.meter_reading.v1") > 20

@@ -44,12 +44,14 @@ async def test_a_failing_integration_is_restarted_with_backoff_and_the_others_ru
         run = asyncio.create_task(supervisor.run())
         good, bad = supervisor.stats["acme/observations"], supervisor.stats["broken/observations"]
         deadline = time.monotonic() + 30
-        while (good.totals.events_out < len(wanted) or bad.restarts < 3) and time.monotonic() < deadline:
+        while (good.totals.records_mapped < len(wanted) or bad.restarts < 3) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert not run.done()
         supervisor.stop()
         await asyncio.wait_for(run, 10)
-    assert good.totals.events_out == len(wanted) and good.restarts == 0
+    # Each Observation as clinical.observation v2.0 and v1.0 (dual publishing).
+    assert good.totals.records_mapped == len(wanted) and good.totals.events_out == 2 * len(wanted)
+    assert good.restarts == 0
     assert bad.restarts >= 3 and "ConnectError" in (bad.last_error or "")
     assert bad.totals.records_in == 0
 
@@ -68,13 +70,17 @@ def test_sigterm_drains_commits_and_exits_zero_then_resumes_without_duplicates(t
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-        after_drain = [orjson.loads(r.value)["observation_id"] for r in read_outbox(outbox, limit=100_000)]
+        after_drain = [orjson.loads(r.value)["observation_id"] for r in read_outbox(outbox, limit=100_000)
+                       if r.topic == "clinical.observation.v1"]
         assert 0 < len(after_drain) < len(wanted), "SIGTERM was not mid-stream"
         resumed = subprocess.run([*cmd, "--once"], cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
         assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
-    everything = sorted(orjson.loads(r.value)["observation_id"] for r in read_outbox(outbox, limit=100_000))
-    # The drain committed every position whose events were in the outbox: the restart re-emits nothing.
-    assert everything == wanted
+    rows = read_outbox(outbox, limit=100_000)
+    # The drain committed every position whose events were in the outbox: the restart re-emits nothing, in
+    # either major (clinical.observation v2.0 and v1.0 are dual-published).
+    for topic in ("clinical.observation.v1", "clinical.observation.v2"):
+        everything = sorted(orjson.loads(r.value)["observation_id"] for r in rows if r.topic == topic)
+        assert everything == wanted, topic
 
 
 async def test_health_endpoints_report_liveness_readiness_and_metrics(tmp_path: Path) -> None:

@@ -15,6 +15,12 @@ A started process never outlives this Python process: ``atexit`` closes every br
 SIGKILLs a broker started from the main thread if this process dies without running ``atexit`` (kill -9, a CI
 timeout) through ``PR_SET_PDEATHSIG``.
 
+Secured brokers, for the security tests: :class:`CertAuthority` makes a throw-away CA and server/client
+certificates with ``openssl`` (into the test's temporary directory, never into the repository);
+``KafkaBroker(listeners=...)`` adds SSL / SASL_SSL / mutual-TLS listeners next to its PLAINTEXT one, with SCRAM
+users created when the storage is formatted; ``Mosquitto(tls=...)`` adds a TLS listener that requires client
+certificates.
+
 Command line: ``python -m tools.services {fetch-kafka,install-mosquitto,kafka,mosquitto}``; ``kafka`` and
 ``mosquitto`` print ``INLET_KAFKA_BOOTSTRAP=...`` / ``INLET_MQTT_URL=...`` and run until Ctrl-C or SIGTERM.
 """
@@ -41,14 +47,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 __all__ = [
     "KAFKA_VERSION",
+    "KEYSTORE_PASSWORD",
+    "CertAuthority",
+    "CertFiles",
     "KafkaBroker",
+    "KafkaListener",
     "Mosquitto",
+    "MosquittoTls",
     "ServiceError",
     "ensure_kafka_jars",
     "ensure_mosquitto",
@@ -141,6 +154,100 @@ def ensure_mosquitto() -> str:
     if found is None:
         raise ServiceError("apt-get installed mosquitto but no `mosquitto` binary was found")
     return found
+
+
+# --- test certificates ----------------------------------------------------------------------------
+
+KEYSTORE_PASSWORD = "changeit"
+"""Password of every PKCS12 keystore :class:`CertAuthority` writes (test material only)."""
+
+_CA_CONFIG = """\
+[ca]
+default_ca = local
+[local]
+database = {dir}/index.txt
+new_certs_dir = {dir}/issued
+serial = {dir}/serial
+default_md = sha256
+policy = anything
+unique_subject = no
+copy_extensions = none
+[anything]
+commonName = supplied
+"""
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """One issued certificate: PEM certificate, PEM private key (PKCS#8) and a PKCS12 keystore of both plus the
+    CA (password :data:`KEYSTORE_PASSWORD`), all in the CA's directory."""
+
+    cert: Path
+    key: Path
+    keystore: Path
+
+
+class CertAuthority:
+    """A throw-away certificate authority made with ``openssl`` in ``directory`` (a test's tmp dir).
+
+    ``issue()`` signs server certificates (``subjectAltName = IP:127.0.0.1,DNS:localhost``) and client
+    certificates; ``expired=True`` makes one whose validity ended yesterday. EC P-256 keys: fast to make, and
+    Java, OpenSSL and Python all accept them. Never meant for anything but loopback tests.
+    """
+
+    def __init__(self, directory: Path, name: str = "inlet test CA") -> None:
+        self.directory = directory
+        self.name = name
+        directory.mkdir(parents=True, exist_ok=True)
+        self._openssl = _require("openssl", "apt-get install -y openssl")
+        self.key = directory / "ca.key"
+        self.cert = directory / "ca.pem"
+        """The CA certificate (PEM): what clients and brokers trust."""
+        self._config = directory / "ca.cnf"
+        (directory / "issued").mkdir(exist_ok=True)
+        (directory / "index.txt").write_text("")
+        (directory / "serial").write_text(f"{uuid.uuid4().int >> 64:016X}\n")
+        self._config.write_text(_CA_CONFIG.format(dir=directory))
+        self._run("req", "-x509", "-new", *self._new_key(self.key), "-days", "30",
+                  "-subj", f"/CN={name}", "-out", str(self.cert))
+
+    def issue(self, name: str, *, server: bool = False, expired: bool = False,
+              key_password: str | None = None) -> CertFiles:
+        """Sign ``<name>.pem`` (and ``<name>.key``, ``<name>.p12``): CN ``name``; a server certificate carries
+        the loopback SAN; ``key_password`` encrypts the PEM key (AES-256)."""
+        key, csr = self.directory / f"{name}.key", self.directory / f"{name}.csr"
+        cert, keystore = self.directory / f"{name}.pem", self.directory / f"{name}.p12"
+        ext = self.directory / f"{name}.ext"
+        usage = "serverAuth" if server else "clientAuth"
+        ext.write_text("basicConstraints = critical, CA:FALSE\n"
+                       f"extendedKeyUsage = {usage}\n"
+                       + ("subjectAltName = IP:127.0.0.1, DNS:localhost\n" if server else ""))
+        self._run("req", "-new", *self._new_key(key), "-subj", f"/CN={name}", "-out", str(csr))
+        now = datetime.now(UTC)
+        start, end = (now - timedelta(days=3), now - timedelta(days=1)) if expired else \
+            (now - timedelta(hours=1), now + timedelta(days=30))
+        self._run("ca", "-batch", "-notext", "-config", str(self._config), "-cert", str(self.cert),
+                  "-keyfile", str(self.key), "-in", str(csr), "-out", str(cert), "-extfile", str(ext),
+                  "-startdate", start.strftime("%Y%m%d%H%M%SZ"), "-enddate", end.strftime("%Y%m%d%H%M%SZ"))
+        self._run("pkcs12", "-export", "-in", str(cert), "-inkey", str(key), "-certfile", str(self.cert),
+                  "-name", name, "-out", str(keystore), "-passout", f"pass:{KEYSTORE_PASSWORD}")
+        if key_password is not None:
+            encrypted = key.with_suffix(".key.enc")
+            self._run("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", str(key), "-out", str(encrypted),
+                      "-passout", f"pass:{key_password}")
+            encrypted.replace(key)
+        return CertFiles(cert=cert, key=key, keystore=keystore)
+
+    @staticmethod
+    def _new_key(path: Path) -> list[str]:
+        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(path)]
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run([self._openssl, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, check=False, cwd=self.directory)
+        if result.returncode != 0:
+            raise ServiceError(f"`openssl {args[0]}` failed (exit {result.returncode}):\n"
+                               f"{_last_lines(result.stdout + result.stderr)}")
 
 
 # --- lifecycle shared by the brokers --------------------------------------------------------------
@@ -259,11 +366,50 @@ class _Service:
 # --- Kafka ----------------------------------------------------------------------------------------
 
 
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+
+@dataclass(frozen=True)
+class KafkaListener:
+    """A client listener of a :class:`KafkaBroker` next to its PLAINTEXT one (which the broker itself uses).
+
+    ``mechanisms`` (SASL listeners): ``SCRAM-SHA-256`` / ``SCRAM-SHA-512`` (the broker's ``sasl_users``, created
+    at format time), ``PLAIN`` (the same users, in the JAAS config) and ``OAUTHBEARER`` with Kafka's unsecured
+    validator: it accepts an unsigned JWT (``alg: none``) carrying ``sub`` and ``exp`` — for tests only.
+    ``client_auth``: mutual TLS (``ssl.client.auth=required``), client certificates checked against the broker's
+    ``truststore``. ``keystore``: this listener's own server certificate (PKCS12), e.g. an expired one.
+    """
+
+    name: str
+    """Kafka's listener name: upper-case letters, digits and ``_`` (e.g. ``SASL_SSL``, ``MTLS``)."""
+    protocol: Literal["SSL", "SASL_SSL", "SASL_PLAINTEXT"]
+    mechanisms: tuple[str, ...] = ()
+    client_auth: bool = False
+    keystore: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum() or not self.name.isupper() or self.name in (
+                "PLAINTEXT", "CONTROLLER"):
+            raise ValueError(f"listener name {self.name!r}: upper case, not PLAINTEXT or CONTROLLER")
+        sasl = self.protocol.startswith("SASL_")
+        if sasl != bool(self.mechanisms) or not set(self.mechanisms) <= set(_SASL_MECHANISMS):
+            raise ValueError(f"listener {self.name}: SASL listeners need mechanisms from {_SASL_MECHANISMS}, "
+                             "others none")
+        if self.client_auth and self.protocol == "SASL_PLAINTEXT":
+            raise ValueError(f"listener {self.name}: client_auth needs TLS")
+
+
 class KafkaBroker(_Service):
     """A single-node KRaft Kafka (broker and controller in one JVM) on 127.0.0.1.
 
     `fast_jit` limits the JIT to C1, which starts faster and is right for tests; benchmarks keep the default.
     `overrides` are extra or replacement ``server.properties`` entries.
+
+    Security (tests of TLS and SASL): `listeners` are extra client listeners on their own ports
+    (:meth:`bootstrap_of`); TLS ones serve `keystore` (PKCS12, password `keystore_password`, e.g. a
+    :class:`CertFiles` ``.keystore``), and mutual-TLS ones trust the CA certificates of `truststore` (PEM).
+    `sasl_users` (name: password) are created for every SCRAM mechanism a listener enables when the storage is
+    formatted (``--add-scram``; KRaft has no later offline way), and are PLAIN's users too.
     """
 
     name = "kafka"
@@ -276,14 +422,32 @@ class KafkaBroker(_Service):
         controller_port: int = 0,
         fast_jit: bool = False,
         overrides: Mapping[str, str] | None = None,
+        listeners: Sequence[KafkaListener] = (),
+        keystore: Path | None = None,
+        keystore_password: str = KEYSTORE_PASSWORD,
+        truststore: Path | None = None,
+        sasl_users: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
         super().__init__(data_dir, startup_timeout)
-        free = _free_ports(2)
+        free = _free_ports(2 + len(listeners))
         self.port = port or free[0]
         self.controller_port = controller_port or free[1]
         self.fast_jit = fast_jit
         self.overrides = dict(overrides or {})
+        self.listeners = tuple(listeners)
+        self.listener_ports = {listener.name: free[2 + i] for i, listener in enumerate(self.listeners)}
+        if len(self.listener_ports) != len(self.listeners):
+            raise ValueError("listener names must differ")
+        self.keystore = keystore
+        self.keystore_password = keystore_password
+        self.truststore = truststore
+        self.sasl_users = dict(sasl_users or {})
+        tls = [listener for listener in self.listeners if listener.protocol != "SASL_PLAINTEXT"]
+        if any(listener.keystore is None for listener in tls) and keystore is None:
+            raise ValueError("TLS listeners need a keystore (the broker's or their own)")
+        if any(listener.client_auth for listener in tls) and truststore is None:
+            raise ValueError("a client_auth listener needs a truststore (the CA of the client certificates)")
         self.server_log = self.data_dir / "logs" / "server.log"
         self._properties = self.data_dir / "server.properties"
         self._log_dirs = self.data_dir / "data"
@@ -292,17 +456,61 @@ class KafkaBroker(_Service):
 
     @property
     def bootstrap(self) -> str:
+        """The PLAINTEXT listener."""
         return f"127.0.0.1:{self.port}"
+
+    def bootstrap_of(self, listener: str) -> str:
+        """``127.0.0.1:<port>`` of the extra listener named ``listener``."""
+        return f"127.0.0.1:{self.listener_ports[listener]}"
+
+    def _security_settings(self) -> dict[str, str]:
+        """``server.properties`` lines of the extra listeners (as verified in RECIPES.md, per listener name)."""
+        out: dict[str, str] = {}
+        if self.keystore is not None:
+            out |= {"ssl.keystore.type": "PKCS12", "ssl.keystore.location": str(self.keystore),
+                    "ssl.keystore.password": self.keystore_password}
+        if self.truststore is not None:
+            out |= {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(self.truststore)}
+        mechanisms = sorted({m for listener in self.listeners for m in listener.mechanisms})
+        if mechanisms:
+            out["sasl.enabled.mechanisms"] = ",".join(mechanisms)
+        for listener in self.listeners:
+            prefix = f"listener.name.{listener.name.lower()}."
+            if listener.keystore is not None:
+                out |= {prefix + "ssl.keystore.type": "PKCS12",
+                        prefix + "ssl.keystore.location": str(listener.keystore),
+                        prefix + "ssl.keystore.password": self.keystore_password}
+            if listener.client_auth:
+                out[prefix + "ssl.client.auth"] = "required"
+            if listener.mechanisms:
+                out[prefix + "sasl.enabled.mechanisms"] = ",".join(listener.mechanisms)
+            for mechanism in listener.mechanisms:
+                out[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = self._jaas(mechanism)
+        return out
+
+    def _jaas(self, mechanism: str) -> str:
+        if mechanism.startswith("SCRAM-"):
+            return "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        if mechanism == "PLAIN":
+            users = "".join(f' user_{name}="{password}"' for name, password in self.sasl_users.items())
+            return f"org.apache.kafka.common.security.plain.PlainLoginModule required{users};"
+        # OAUTHBEARER without a sasl.server.callback.handler.class: Kafka's unsecured validator (unsigned JWTs).
+        return ('org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required '
+                'unsecuredLoginStringClaim_sub="broker";')
 
     def _settings(self) -> dict[str, str]:
         # As verified in RECIPES.md; every replication setting is 1 because there is one node.
+        extra = [(listener.name, listener.protocol, self.listener_ports[listener.name]) for listener in self.listeners]
+        listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, _, port in extra)
+        protocols = "".join(f",{name}:{protocol}" for name, protocol, _ in extra)
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+                         + (f",{listeners}" if listeners else ""),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}" + (f",{listeners}" if listeners else ""),
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" + protocols,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self._log_dirs),
@@ -318,6 +526,7 @@ class KafkaBroker(_Service):
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
+            **self._security_settings(),
             **self.overrides,
         }
 
@@ -339,6 +548,7 @@ class KafkaBroker(_Service):
         command = [
             *self._jvm("-Xmx256m", "-XX:TieredStopAtLevel=1"),
             "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self._properties),
+            *self._scram_arguments(),
         ]  # fmt: skip
         result = subprocess.run(
             command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
@@ -348,6 +558,12 @@ class KafkaBroker(_Service):
                 f"formatting Kafka storage in {self._log_dirs} failed (exit {result.returncode}):\n"
                 f"{_last_lines(result.stdout + result.stderr)}"
             )
+
+    def _scram_arguments(self) -> list[str]:
+        """``--add-scram`` per SCRAM mechanism and user: KRaft stores SCRAM credentials from the format on."""
+        scram = sorted({m for listener in self.listeners for m in listener.mechanisms if m.startswith("SCRAM-")})
+        return [arg for mechanism in scram for name, password in self.sasl_users.items()
+                for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
 
     def _command(self) -> list[str]:
         jit = ["-XX:TieredStopAtLevel=1"] if self.fast_jit else []
@@ -399,6 +615,17 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 # --- Mosquitto ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MosquittoTls:
+    """A TLS listener of :class:`Mosquitto`: its certificate and key (PEM, e.g. a :class:`CertFiles`'s) and the CA
+    that client certificates must be signed by (``require_certificate true``: no client certificate, no entry)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = True
+
+
 class Mosquitto(_Service):
     """A Mosquitto 2 broker on 127.0.0.1 with anonymous access.
 
@@ -406,6 +633,7 @@ class Mosquitto(_Service):
     ``max_queued_messages 0`` because the default 1000 silently drops an offline session's backlog.
     `log_packets` (``log_type all``) makes the console log name every PUBLISH sent and PUBACK received per
     client id: the broker's own record of what was acknowledged, for tests that must prove it.
+    `tls` adds a TLS listener on its own port (:attr:`tls_url`, ``mqtts://``) next to the plain one.
     """
 
     name = "mosquitto"
@@ -417,10 +645,14 @@ class Mosquitto(_Service):
         port: int = 0,
         persistence: bool = False,
         log_packets: bool = False,
+        tls: MosquittoTls | None = None,
         startup_timeout: float = 10.0,
     ) -> None:
         super().__init__(data_dir, startup_timeout)
-        self.port = port or _free_ports(1)[0]
+        free = _free_ports(2)
+        self.port = port or free[0]
+        self.tls = tls
+        self.tls_port = free[1] if port != free[1] else _free_ports(1)[0]
         self.persistence = persistence
         self.log_packets = log_packets
         self.config = self.data_dir / "mosquitto.conf"
@@ -429,6 +661,13 @@ class Mosquitto(_Service):
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """``mqtts://127.0.0.1:<port>`` of the TLS listener (with `tls` only)."""
+        if self.tls is None:
+            raise ServiceError("this Mosquitto has no TLS listener: pass tls=MosquittoTls(...)")
+        return f"mqtts://127.0.0.1:{self.tls_port}"
 
     def _prepare(self) -> None:
         binary = _mosquitto_binary()
@@ -450,6 +689,10 @@ class Mosquitto(_Service):
             lines.append("persistence false")
         if self.log_packets:
             lines.append("log_type all")
+        if self.tls is not None:  # listener options below apply to this listener (mosquitto.conf(5))
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {self.tls.cafile}",
+                      f"certfile {self.tls.certfile}", f"keyfile {self.tls.keyfile}",
+                      f"require_certificate {str(self.tls.require_certificate).lower()}"]
         self.config.write_text("\n".join(lines) + "\n")
 
     def _command(self) -> list[str]:

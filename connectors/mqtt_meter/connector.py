@@ -11,6 +11,7 @@ persistent session, PUBACKs sent in ``acknowledge`` — only after the sink has 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import time
@@ -186,7 +187,15 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
 
     async def read(self, position: Position | None) -> AsyncIterator[Batch]:
         # The position of a push source is the set of PUBACKs still owed; nothing to resume from.
-        async for messages in self.source.batches():
+        batches = aiter(self.source.batches())
+        mqtt = self.settings.mqtt
+        wait = mqtt.once_idle_seconds + mqtt.once_connect_seconds if self.ctx.run_once else None
+        while True:
+            try:  # --once: a hub never catches up, so the read ends once the session has gone quiet
+                messages = await asyncio.wait_for(anext(batches), wait) if wait else await anext(batches)
+            except (StopAsyncIteration, TimeoutError):
+                return
+            wait = mqtt.once_idle_seconds if wait else None
             yield Batch(messages, {"mids": [m.mid for m in messages if m.qos > 0]})
 
     async def acknowledge(self, position: Position) -> None:

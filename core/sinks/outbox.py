@@ -2,7 +2,8 @@
 
 Each batch is one transaction, so a batch is either wholly in the outbox or not at all; the
 pipeline commits the source position only after that transaction. ``inlet events tail`` reads it.
-A relay to Kafka (reading the outbox in ``seq`` order) can be added later without touching connectors.
+:mod:`inlet.core.relay` ships it to Kafka in ``seq`` order; its watermark lives in the ``relay_shipped`` table,
+which the sink never writes (the write path is one INSERT per event, as without a relay).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import orjson
 
 from inlet.core.envelope import Event
 from inlet.core.errors import SinkUnavailable
-from inlet.core.sinks import Sink
+from inlet.core.sinks import Rejected, Sink, reject_oversized
 from inlet.core.sqlite import SqliteStore
 
-__all__ = ["OutboxRow", "OutboxSink", "read_outbox"]
+__all__ = ["OutboxRow", "OutboxSink", "open_outbox", "read_outbox"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -32,6 +33,16 @@ CREATE TABLE IF NOT EXISTS events (
     headers  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_topic ON events(topic, seq);
+-- The relay's shipped-up-to watermark (core.relay): every events row with seq <= upto was acknowledged by Kafka,
+-- at acked_at (unix seconds) at the latest; the watermark is MAX(upto). A row is one mark: the newest is moved
+-- forward until it is older (opened_at) than a hundredth of the retention, then a new one is opened, so pruning
+-- knows when each shipped row was acknowledged without a column in events. Created on every open: an outbox file
+-- from before the relay is migrated by opening it (no mark: nothing shipped yet).
+CREATE TABLE IF NOT EXISTS relay_shipped (
+    upto      INTEGER PRIMARY KEY,
+    acked_at  REAL NOT NULL,
+    opened_at REAL NOT NULL
+);
 """
 
 
@@ -47,11 +58,20 @@ class OutboxRow:
     headers: dict[str, str]
 
 
-class OutboxSink(Sink):
-    """Writes events to ``<state dir>/outbox.sqlite``."""
+MAX_EVENT_BYTES = 1_000_000_000
+"""SQLite's default limit of one string or blob (SQLITE_MAX_LENGTH): a larger value cannot be stored at all."""
 
-    def __init__(self, path: Path) -> None:
+
+class OutboxSink(Sink):
+    """Writes events to ``<state dir>/outbox.sqlite``.
+
+    An event whose value is over ``max_event_bytes`` (default: what SQLite can store) is refused and reported
+    (a DLQ record at stage ``sink``) instead of failing its whole batch's transaction again on every retry.
+    """
+
+    def __init__(self, path: Path, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.path = path
+        self.max_event_bytes = max_event_bytes
         self._db: SqliteStore | None = None
 
     async def start(self) -> None:
@@ -64,10 +84,14 @@ class OutboxSink(Sink):
             self._db.close()
             self._db = None
 
-    async def submit(self, events: Sequence[Event]) -> Awaitable[None]:
+    async def submit(self, events: Sequence[Event]) -> Awaitable[Sequence[Rejected]]:
         if self._db is None:
             await self.start()
         assert self._db is not None
+        refused = reject_oversized(events, self.max_event_bytes, "the outbox")
+        if refused:
+            skip = {r.index for r in refused}
+            events = [e for i, e in enumerate(events) if i not in skip]
         rows = [
             (e.id, e.topic, e.key, e.value,
              orjson.dumps({k: v.decode("utf-8", "replace") for k, v in e.headers}).decode())
@@ -84,9 +108,14 @@ class OutboxSink(Sink):
             await self._db.acall(write)
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"outbox {self.path}: {exc}") from exc
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        done: asyncio.Future[Sequence[Rejected]] = asyncio.get_running_loop().create_future()
+        done.set_result(refused)
         return done
+
+
+def open_outbox(path: Path) -> SqliteStore:
+    """The outbox database with its schema (created or migrated on first use), for the relay."""
+    return SqliteStore(path, _SCHEMA)
 
 
 def read_outbox(path: Path, *, limit: int = 20, topic: str | None = None, after: int = 0) -> list[OutboxRow]:

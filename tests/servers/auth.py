@@ -105,6 +105,9 @@ class AuthTestServer(LocalServer):
         self.token_faults: deque[int] = deque()
         self.accept_tokens = True
         self.echo_secrets = False
+        self.unsecured_jwt = False
+        """Issue unsigned JWTs (``alg: none``, ``sub`` = client id, ``iat``, ``exp``) instead of opaque tokens:
+        what Kafka's unsecured OAUTHBEARER validator accepts (tests of Kafka's OAUTHBEARER)."""
         self.clients: dict[str, str] = {}
         self.smart_clients: dict[str, SmartClient] = {}
         self.users: dict[str, tuple[str, str | None]] = {}
@@ -187,12 +190,12 @@ class AuthTestServer(LocalServer):
         try:
             if form.get("grant_type") != "client_credentials":
                 raise _Refused("unsupported_grant_type", f"grant_type {form.get('grant_type')!r}")
-            self._check_client_secret(headers, form)
+            client_id = self._check_client_secret(headers, form)
         except _Refused as refused:
             return _oauth_error(refused)
-        return self._issue(form.get("scope"))
+        return self._issue(form.get("scope"), subject=client_id)
 
-    def _check_client_secret(self, headers: dict[str, str], form: dict[str, Any]) -> None:
+    def _check_client_secret(self, headers: dict[str, str], form: dict[str, Any]) -> str:
         authorization = headers.get("authorization", "")
         if authorization.startswith("Basic "):
             client_id, _, secret = base64.b64decode(authorization[6:]).decode().partition(":")
@@ -202,6 +205,7 @@ class AuthTestServer(LocalServer):
         if not client_id or self.clients.get(client_id) != secret:
             echo = f" (presented secret {secret!r})" if self.echo_secrets else ""
             raise _Refused("invalid_client", f"client authentication failed for {client_id!r}{echo}", status)
+        return client_id
 
     def _smart_token(self, headers: dict[str, str], form: dict[str, Any]) -> _Reply:
         if fault := self._token_fault():
@@ -247,8 +251,13 @@ class AuthTestServer(LocalServer):
             self._jtis.add(claims["jti"])
             self.assertions.append((header, claims))
 
-    def _issue(self, scope: str | None) -> _Reply:
+    def _issue(self, scope: str | None, *, subject: str | None = None) -> _Reply:
         token = uuid.uuid4().hex + uuid.uuid4().hex
+        if self.unsecured_jwt:
+            now = int(time.time())
+            claims = {"sub": subject or "client", "iat": now, "exp": now + int(self.token_lifetime), "jti": token,
+                      **({"scope": scope} if scope else {})}
+            token = ".".join(_b64url(part) for part in ({"alg": "none"}, claims)) + "."
         with self._lock:
             self._tokens[token] = time.monotonic() + self.token_lifetime
         body = {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime}
@@ -298,6 +307,10 @@ class AuthTestServer(LocalServer):
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self._requests.append(record)
+
+
+def _b64url(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
 
 def _oauth_error(refused: _Refused) -> _Reply:
