@@ -408,7 +408,8 @@ class _RenewingAuth(httpx.Auth, abc.ABC, Generic[T]):
                 self._used(credential)
                 return
             if attempt == 1:
-                self.log.info("credential refused by the upstream (401); renewing it once", url=self.endpoint)
+                self.log.info("credential refused by the upstream (401); renewing it once",
+                              refused_by=mask(str(request.url)), token_url=self.endpoint)
             refused = credential
 
     def _refusal(self, response: httpx.Response, action: str) -> None:

@@ -107,13 +107,15 @@ def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) ->
     details = []
     for key, s in stats.items():
         t = s.totals
-        status = "FAILED" if key in failed else ("yes" if t.balanced() else "NO")
+        status = "FAILED" if key in failed else ("STOPPED" if s.interrupted else "yes" if t.balanced() else "NO")
         table.add_row(key, str(t.records_in), str(t.events_out), str(t.dlq.total()), str(t.filtered.total()),
                       str(t.drift), str(s.restarts), status)
         details += [f"{key}: DLQ {n} at stage {stage}" for stage, n in sorted(t.dlq.items())]
         details += [f"{key}: filtered {n}: {reason}" for reason, n in sorted(t.filtered.items())]
         if key in failed:
             details.append(f"{key}: gave up: {failed[key]}")
+        elif s.interrupted:
+            details.append(f"{key}: {s.interrupted}")
     out.print(table)
     for line in details:
         out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)

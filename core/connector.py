@@ -78,6 +78,9 @@ class IntegrationContext:
     message_source: Any = field(default=None)
     """A factory ``(MqttSettings, client_id) -> MessageSource`` used instead of the broker (recording,
     replay); None in production."""
+    mllp_source: Any = field(default=None)
+    """A factory ``(MllpSettings) -> MllpSource`` used instead of a listening socket (recording, replay); None
+    in production."""
 
     def logger(self) -> Any:
         """A structlog logger bound to customer and integration."""

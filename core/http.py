@@ -26,6 +26,8 @@ answers from recorded fixtures through httpx's transport layer instead of the ne
 from __future__ import annotations
 
 import email.utils
+import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -112,10 +114,11 @@ class UnexpectedContent(UpstreamError):
 class _Retryable(UpstreamError):
     """One failed attempt worth retrying; ``reason`` labels the metric, ``retry_after`` bounds the wait."""
 
-    def __init__(self, message: str, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, reason: str, retry_after: float | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
+        self.detail = detail
 
 
 class HttpSettings(PluginSettings):
@@ -140,20 +143,73 @@ class HttpSettings(PluginSettings):
     """Directory of recorded exchanges to replay instead of the network (fixtures, the bundled example)."""
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or unreadable."""
+EPOCH_HORIZON_SECONDS = 86_400.0
+"""A ``Retry-After`` number read as an epoch (s or ms) must lie at most this far ahead (and at most
+:data:`EPOCH_SLACK_SECONDS` behind) to be believed; otherwise it is ignored with a warning."""
+EPOCH_SLACK_SECONDS = 300.0
+_RETRY_NUMBER = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?")
+
+
+def retry_after_seconds(value: str | None, now: float | None = None, *, where: str = "") -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, read by what it can plausibly mean; None when absent or
+    not believable (that is logged as a warning naming ``where`` and the value, and the caller's own backoff
+    applies).
+
+    * a number below 1e9: delay-seconds (RFC 9110; decimals accepted);
+    * a number from 1e12: an epoch in milliseconds, from 1e9: an epoch in seconds (servers that send the
+      moment the block lifts, like the SMART Bulk Data reference server) — believed only when it lies in the
+      near future (at most :data:`EPOCH_HORIZON_SECONDS` ahead; up to :data:`EPOCH_SLACK_SECONDS` in the past
+      reads as 0, a clock skew);
+    * an HTTP-date: the seconds until it (0 when past).
+
+    ``now`` is the wall clock (``time.time()``). The caller bounds the wait (``max_pause_minutes``).
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _RETRY_NUMBER.fullmatch(value):
+        number = float(value)
+        if number < 1e9:
+            return number
+        now = time.time() if now is None else now
+        unit = "ms" if number >= 1e12 else "s"
+        ahead = (number / 1000.0 if unit == "ms" else number) - now
+        if -EPOCH_SLACK_SECONDS <= ahead <= EPOCH_HORIZON_SECONDS:
+            return max(0.0, ahead)
+        log.warning("Retry-After ignored: a number too large for a delay that is no epoch in the near future",
+                    where=mask(where), retry_after=value[:40], read_as=f"epoch {unit}", seconds_ahead=round(ahead))
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
+        when = None
+    if when is None or when.tzinfo is None:
+        log.warning("Retry-After ignored: neither delay-seconds, an epoch nor an HTTP-date", where=mask(where),
+                    retry_after=value[:40])
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    current = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def _said(body: bytes) -> str:
+    """What an error body says, for a log line: a JSON error document's message (a FHIR OperationOutcome's
+    diagnostics, ``error_description``, ``message``...), else the text of its first bytes, markup stripped."""
+    text = ""
+    try:
+        doc = json.loads(body[:65536]) if body[:1] in (b"{", b"[") else None
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        issues = doc.get("issue") if doc.get("resourceType") == "OperationOutcome" else None
+        if isinstance(issues, list):
+            text = "; ".join(str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
+                             for i in issues if isinstance(i, dict))
+        for key in ("error_description", "message", "detail", "error", "title"):
+            if not text and isinstance(doc.get(key), str):
+                text = doc[key]
+    if not text:
+        text = re.sub(r"<[^>]*>", " ", body[:2000].decode("utf-8", "replace"))
+    return " ".join(text.split())[:300] or "no body"
 
 
 class _WaitRetryAfter(wait_base):
@@ -208,6 +264,7 @@ class HttpClient:
         # Same host and credentials share one bucket; another tenant's credentials get their own.
         self.upstream = upstream_key(settings.base_url, credential_id(settings.auth) if settings.auth else None)
         self.limiter = limiter_for(self.upstream, settings.rate_limit)
+        self.limiter.users.add((ctx.customer, ctx.integration))  # whose status a pause of this upstream holds
         self._origin = httpx.URL(settings.base_url)
         self._label = self._origin.host or "local"
         self._accept = {t.lower() for t in settings.content_types}
@@ -249,9 +306,14 @@ class HttpClient:
             raise _transport_error(method, url, exc) from exc
 
     def _pause(self, exc: _Retryable) -> None:
-        if exc.retry_after is not None and exc.reason in ("429", "503"):
-            # The upstream asked everyone to wait: pause the shared bucket, not just this request.
-            self.limiter.pause_for(exc.retry_after, "retry_after")
+        if exc.retry_after is None:
+            return
+        if exc.reason in ("429", "503"):
+            # The upstream asked everyone to wait: pause the shared bucket, not just this request (clipped and
+            # logged there).
+            self.limiter.pause_for(exc.retry_after, "retry_after", detail=f"{exc.reason} {exc.detail}")
+        # Never wait longer than a pause may last: past it, the next attempt asks the upstream again.
+        exc.retry_after = min(exc.retry_after, self.limiter.max_pause_seconds)
 
     @staticmethod
     def _judge(method: str, resp: httpx.Response, body: bytes, final: FinalStatus | None) -> None:
@@ -261,8 +323,11 @@ class HttpClient:
             return
         if final is not None and final(HttpResponse(status, resp.headers, body)):
             return
-        raise _Retryable(mask(f"{method} {resp.request.url} answered {status}: {body[:300]!r}"), str(status),
-                         retry_after_seconds(resp.headers.get("Retry-After")))
+        where = f"{method} {resp.request.url}"
+        said = resp.headers.get("Retry-After")
+        raise _Retryable(mask(f"{where} answered {status}: {_said(body)}"), str(status),
+                         retry_after_seconds(said, where=where),
+                         mask(f"from {where}" + (f", Retry-After: {said[:40]}" if said else "")))
 
     async def _read_body(self, method: str, resp: httpx.Response) -> bytes:
         cap = self.settings.max_response_bytes
@@ -282,7 +347,10 @@ class HttpClient:
             # mask(): an API key sent as a query parameter is part of the URL.
             msg = mask(f"GET {resp.request.url} answered {status}: {raw.decode('utf-8', 'replace')}")
             if STATUS_ACTIONS.get(status) == "retry":
-                raise _Retryable(msg, str(status), retry_after_seconds(resp.headers.get("Retry-After")))
+                where = f"GET {resp.request.url}"
+                said = resp.headers.get("Retry-After")
+                raise _Retryable(msg, str(status), retry_after_seconds(said, where=where),
+                                 mask(f"from {where}" + (f", Retry-After: {said[:40]}" if said else "")))
             raise UpstreamRefused(msg, status, raw)
         declared = resp.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > s.max_response_bytes:
@@ -322,8 +390,13 @@ class HttpClient:
                     return await once()
         except _Retryable as exc:
             kind = UnexpectedContent if exc.reason == "content-type" else UpstreamError
+            spent = time.monotonic() - started
+            why = ""
+            if exc.retry_after is not None and spent + exc.retry_after > s.deadline_seconds:
+                why = (f"; the upstream asked to wait {exc.retry_after:.0f} s, past deadline_seconds="
+                       f"{s.deadline_seconds:g}")
             raise kind(f"{exc} (gave up after {attempt.retry_state.attempt_number} attempts, "
-                       f"{time.monotonic() - started:.1f} s)") from exc
+                       f"{spent:.1f} s{why})") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, httpx.Headers]:

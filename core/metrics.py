@@ -53,6 +53,9 @@ class Stats:
     last_error: str | None = None
     last_position: object = None
     healthy: bool = True
+    interrupted: str | None = None
+    """Set when a stop ended the run while the integration was not caught up in a way the books cannot show
+    (waiting out an upstream pause): the run summary then does not call it balanced."""
 
     def add(self, counts: BatchCounts) -> None:
         """Add a committed batch."""

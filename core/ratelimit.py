@@ -17,9 +17,11 @@ How
   *before* the token, so the moment a token is granted is the moment the request starts: a request that
   waited for a free connection cannot start in a burst with others once connections free up.
 * **Pauses**: :meth:`UpstreamLimiter.pause_for` (a ``Retry-After``) stops the whole bucket: no caller starts
-  a request before it expires, including callers already queued for a token. No tokens are saved up during
-  a pause: at expiry one request may go, the rest follow at the rate (a burst right after a 429 would earn
-  the next 429).
+  a request before it expires, including callers already queued for a token. A pause lasts at most
+  ``max_pause_minutes`` and is logged at its start with its reason, what asked for it and its end time;
+  :func:`paused_for` tells the supervisor which integrations it holds up (their ``/readyz`` status).
+  No tokens are saved up during a pause: at expiry one request may go, the rest follow at the rate (a burst
+  right after a 429 would earn the next 429).
 * **Adaptive slowing** (:meth:`UpstreamLimiter.observe`, every response): with ``R`` requests remaining in a
   window that resets in ``T`` seconds, the rate may not exceed ``R / T`` — the remainder is spread evenly
   over the window, with a bucket of one (no burst) while such a limit binds; ``R = 0`` pauses until the
@@ -43,7 +45,8 @@ Header rules (:func:`limits_from_headers`, pure; names are case-insensitive)
 * Xero: ``X-MinLimit-Remaining`` and ``X-AppMinLimit-Remaining`` reset within 60 s (a rolling minute, so 60 s
   is the safe bound); ``X-DayLimit-Remaining`` resets at the next UTC midnight (at most 86400 s).
 * Garbage (non-numeric, negative, NaN, a reset in the past or of zero) is ignored, never an error; resets are
-  capped at one day (:data:`MAX_RESET_SECONDS`), so a bogus far-future epoch cannot stall an upstream.
+  capped at one day (:data:`MAX_RESET_SECONDS`), and every pause at ``max_pause_minutes`` (15 by default), so a
+  bogus far-future epoch cannot stall an upstream.
   A remaining count without any reset or window is ignored: there is nothing to spread it over.
 
 Everything is visible: each wait and pause is a structlog line (``upstream``, ``reason``, ``seconds``) and
@@ -71,6 +74,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
@@ -90,6 +94,7 @@ __all__ = [
     "limiter_for",
     "limits_from_headers",
     "most_restrictive",
+    "paused_for",
     "reset_limiters",
     "upstream_key",
 ]
@@ -129,6 +134,9 @@ class RateLimitSettings(PluginSettings):
     """Slow down from ``RateLimit-*`` / ``X-RateLimit-*`` / Xero headers before a 429 happens."""
     min_requests_per_second: float = Field(default=0.05, gt=0, allow_inf_nan=False)
     """Floor for adaptive slowing (never raises the configured rate)."""
+    max_pause_minutes: float = Field(default=15.0, gt=0, le=1440, allow_inf_nan=False)
+    """Longest pause of the whole upstream (a ``Retry-After``, an exhausted window); longer ones are clipped to
+    it, with a warning. Requests keep failing and retrying past it if the upstream still refuses."""
 
     @property
     def effective_burst(self) -> int:
@@ -151,6 +159,8 @@ def most_restrictive(a: RateLimitSettings, b: RateLimitSettings) -> RateLimitSet
         adaptive=a.adaptive or b.adaptive,
         # A lower floor lets adaptive slowing go slower: that is the stricter one.
         min_requests_per_second=min(a.min_requests_per_second, b.min_requests_per_second),
+        # A shorter bound surfaces a stuck upstream sooner: that is the stricter one.
+        max_pause_minutes=min(a.max_pause_minutes, b.max_pause_minutes),
     )
 
 
@@ -433,7 +443,11 @@ class UpstreamLimiter:
         self._tokens = float(settings.effective_burst)  # start full: the first burst goes at once
         self._last = now
         self._paused_until = 0.0
+        self._paused_until_wall = 0.0
         self._pause_reason = ""
+        self._pause_detail = ""
+        self.users: set[tuple[str, str]] = set()
+        """(customer, integration) of every client on this upstream: whom a pause holds up (their status)."""
         self._pause_seq = 0
         self._adaptive: dict[str, tuple[float, float]] = {}  # window -> (rate, monotonic expiry)
         self._st: _LoopState | None = None
@@ -457,16 +471,26 @@ class UpstreamLimiter:
         """
         return _Slot(self)
 
-    def pause_for(self, seconds: float, reason: str = "retry_after") -> None:
-        """Stop every caller of this upstream for ``seconds`` (clipped to :data:`MAX_PAUSE_SECONDS`).
+    @property
+    def max_pause_seconds(self) -> float:
+        """The longest pause: ``max_pause_minutes`` of the settings (never more than :data:`MAX_PAUSE_SECONDS`)."""
+        return min(self._settings.max_pause_minutes * 60.0, MAX_PAUSE_SECONDS)
+
+    def pause_for(self, seconds: float, reason: str = "retry_after", detail: str = "") -> None:
+        """Stop every caller of this upstream for ``seconds`` (clipped to :attr:`max_pause_seconds`, warned).
 
         Extends a shorter running pause, never shortens a longer one; only a pause that starts while not
         paused is counted in ``inlet_http_rate_limit_pauses`` (an extension is logged). ``reason`` is a metric
-        label: keep it to a small fixed vocabulary (``retry_after``, ``exhausted``).
+        label: keep it to a small fixed vocabulary (``retry_after``, ``exhausted``); ``detail`` says what asked
+        for the pause (the response, the header as sent) and is logged with the pause's end time.
         """
         if math.isnan(seconds) or seconds <= 0:
             return
-        seconds = min(seconds, MAX_PAUSE_SECONDS)
+        bound = self.max_pause_seconds
+        if seconds > bound:
+            log.warning("upstream pause clipped to max_pause_minutes", upstream=self.key, reason=reason,
+                        detail=detail, asked=round(seconds, 3), seconds=bound)
+            seconds = bound
         now = time.monotonic()
         until = now + seconds
         if until <= self._paused_until:
@@ -475,19 +499,22 @@ class UpstreamLimiter:
             return
         extending = self._paused_until > now
         self._paused_until = until
+        self._paused_until_wall = time.time() + seconds
         self._pause_reason = reason
+        self._pause_detail = detail
         self._pause_seq += 1
         # Nothing is saved up during a pause: one request may go at expiry, the rest follow at the rate.
         self._tokens = 1.0
         self._last = until
         if extending:
             # Concurrent responses often all say "wait": one pause, not one per response.
-            log.info("upstream rate limit pause extended", upstream=self.key, reason=reason,
-                     seconds=round(seconds, 3))
+            log.info("upstream rate limit pause extended", upstream=self.key, reason=reason, detail=detail,
+                     seconds=round(seconds, 3), until=self.paused_until())
         else:
             self.pauses += 1
             PAUSES.labels(self.key, reason).inc()
-            log.warning("upstream rate limit pause", upstream=self.key, reason=reason, seconds=round(seconds, 3))
+            log.warning("upstream rate limit pause", upstream=self.key, reason=reason, detail=detail,
+                        seconds=round(seconds, 3), until=self.paused_until())
         self._signal()
 
     def observe(self, headers: Mapping[str, str]) -> list[WindowLimit]:
@@ -542,6 +569,20 @@ class UpstreamLimiter:
     def paused_seconds(self) -> float:
         """Seconds left in the running pause (0 when not paused)."""
         return max(0.0, self._paused_until - time.monotonic())
+
+    def paused_until(self) -> str | None:
+        """When the running pause ends (UTC, ISO 8601, whole seconds), None when not paused."""
+        if self.paused_seconds() <= 0:
+            return None
+        return datetime.fromtimestamp(self._paused_until_wall, UTC).isoformat(timespec="seconds")
+
+    def pause_status(self) -> str | None:
+        """The running pause in words (``/readyz``, the status of the integrations it holds up); None if none."""
+        until = self.paused_until()
+        if until is None:
+            return None
+        said = f": {self._pause_detail}" if self._pause_detail else ""
+        return f"upstream {self.key} paused until {until} ({self._pause_reason}{said})"
 
     # -- internals ---------------------------------------------------------------------------------------------
     def _limits(self, now: float) -> tuple[float | None, float, str]:
@@ -736,6 +777,14 @@ def limiter_for(upstream: str, settings: RateLimitSettings) -> UpstreamLimiter:
         if merged != limiter.settings:
             limiter.reconfigure(merged)
         return limiter
+
+
+def paused_for(customer: str, integration: str) -> str | None:
+    """Why the upstream(s) an integration's HTTP clients use are paused right now; None when none is."""
+    with _REGISTRY_LOCK:
+        limiters = list(_REGISTRY.values())
+    said = [st for lim in limiters if (customer, integration) in lim.users and (st := lim.pause_status())]
+    return "; ".join(said) or None
 
 
 def reset_limiters() -> None:

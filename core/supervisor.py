@@ -40,6 +40,7 @@ from inlet.core.errors import ConfigError, SinkRefused, TransientError
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import DriftCheck, Pipeline
+from inlet.core.ratelimit import paused_for
 from inlet.core.sinks import Sink
 from inlet.core.sinks.outbox import OutboxSink
 
@@ -124,7 +125,7 @@ class Supervisor:
     def status(self) -> dict[str, str | None]:
         """Per integration: None when healthy, else why it stopped or its last error (for /readyz)."""
         status = {k: self.failed.get(k) or (None if s.healthy else (s.last_error or "failing"))
-                  for k, s in self.stats.items()}
+                  or paused_for(s.customer, s.integration) for k, s in self.stats.items()}
         if self.relay is not None:
             status["relay"] = self.failed.get("relay") or self.relay.progress.last_error
         return status
@@ -248,6 +249,10 @@ class Supervisor:
                         pipeline = Pipeline(connector, env, self.sink, self.checkpoints, stats,
                                             max_in_flight=cfg.max_in_flight, drift=drift)
                         position = await pipeline.run(position, self.stop_event)
+                        if self.stop_event.is_set() and (paused := paused_for(cfg.customer, cfg.integration)):
+                            # Stopped while waiting out a pause: not caught up, whatever the books say.
+                            stats.interrupted = f"stopped while waiting: {paused}"
+                            bound.warning("integration stopped while its upstream is paused", paused=paused)
                         failures, backoff = 0, self.cfg.restart_backoff_initial
                         if self.once:
                             return
@@ -264,12 +269,14 @@ class Supervisor:
                 failures += 1
                 stats.restarted(exc)
                 level = bound.warning if isinstance(exc, TransientError) else bound.error
+                if self.max_failures is not None and failures >= self.max_failures:
+                    self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
+                    level("integration failed", error=repr(exc), failures=failures,
+                          exc_info=not isinstance(exc, TransientError))
+                    bound.error("integration given up after repeated failures", failures=failures)
+                    return
                 level("integration failed; restarting from its last checkpoint", error=repr(exc),
                       retry_in=round(backoff, 2), failures=failures,
                       exc_info=not isinstance(exc, TransientError))
-                if self.max_failures is not None and failures >= self.max_failures:
-                    self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
-                    bound.error("integration given up after repeated failures", failures=failures)
-                    return
                 await self._sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.cfg.restart_backoff_max)

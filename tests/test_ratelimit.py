@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 
 import httpx
 import pytest
@@ -221,9 +222,11 @@ async def test_a_shorter_pause_never_shortens_a_running_one_and_garbage_is_ignor
 async def test_pause_is_logged_with_upstream_reason_and_seconds() -> None:
     limiter = make("test://pause-log")
     with structlog.testing.capture_logs() as logs:
-        limiter.pause_for(0.05, "retry_after")
+        limiter.pause_for(0.05, "retry_after", detail="429 from GET /x")
+    until = logs[0].pop("until")  # the end time, at the start of the pause
+    assert abs(datetime.fromisoformat(until).timestamp() - time.time()) < 2
     assert logs == [{"event": "upstream rate limit pause", "upstream": "test://pause-log", "reason": "retry_after",
-                     "seconds": 0.05, "log_level": "warning"}]
+                     "detail": "429 from GET /x", "seconds": 0.05, "log_level": "warning"}]
 
 
 # --- the concurrency cap -------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ import httpx
 import orjson
 from pydantic import Field, model_validator
 
+from inlet.connectors.fhir.history import HistoryDeletion, map_deletion
 from inlet.connectors.fhir.ndjson import NdjsonFile, NdjsonLine, ndjson_lines
 from inlet.connectors.fhir.outcome import (
     Issue,
@@ -60,20 +61,22 @@ from inlet.connectors.fhir.resources import CONTRACTS, MAPPERS, ZONE_NEEDED, fil
 from inlet.connectors.fhir.strict import validate_strict
 from inlet.contracts.base import Contract, published
 from inlet.contracts.clinical_condition import ConditionV1
+from inlet.contracts.clinical_deletion import DeletionV1
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
 from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.core import exact_json
 from inlet.core.connector import Batch, Connector, PluginSettings
-from inlet.core.errors import DecodeError, InletError, UpstreamError
+from inlet.core.errors import DecodeError, InletError, MappingError, UpstreamError
 from inlet.core.http import HttpClient, HttpResponse, HttpSettings, retry_after_seconds
 from inlet.core.scaffold import Scaffold
 from inlet.core.secrets import mask
 from inlet.core.time import normalise
 from inlet.core.types import Position
 
-__all__ = ["BulkExportError", "ExportErrorRecord", "FhirBulkExportConnector", "FhirBulkSettings"]
+__all__ = ["BulkDeletion", "BulkExportError", "BulkExportExpired", "ExportErrorRecord", "FhirBulkExportConnector",
+           "FhirBulkSettings", "ManifestCountMismatch", "SubsettedResource"]
 
 FHIR_JSON = "application/fhir+json"
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson", "application/octet-stream")
@@ -86,14 +89,55 @@ class BulkExportError(UpstreamError):
     """The export failed or misbehaved on the server side (a fatal 5xx outcome, no status URL, a bad manifest,
     the deadline passed). Retriable: the supervisor restarts from the checkpoint, which re-polls or re-exports."""
 
-    def __init__(self, message: str, issues: Sequence[Issue] = ()) -> None:
+    def __init__(self, message: str, issues: Sequence[Issue] = (), status: int | None = None) -> None:
         self.issues = tuple(issues)
+        self.status = status
         self.codes = tuple(code for _, code, _ in self.issues)
         super().__init__(mask(message))
 
 
-class _ExportExpired(BulkExportError):
-    """An output file answered 404/410: the server expired the export while it was being read."""
+class BulkExportExpired(BulkExportError):
+    """An output file answered 404/410: the server expired the export while it was being read. inlet DELETEs
+    the abandoned export and kicks off a new one from the same ``_since`` (once per run); a second expiry in
+    the same run is raised (retriable: the supervisor restarts from the checkpoint)."""
+
+
+class ManifestCountMismatch(DecodeError):
+    """An output file held fewer resources than its manifest ``count`` announced: resources are missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkDeletion(HistoryDeletion):
+    """One ``DELETE`` entry of a Bundle in the manifest's ``deleted`` files; ``line`` is the Bundle's line and
+    ``complete`` says it is the Bundle's last entry (the line is done once it is committed)."""
+
+    where: str = ""
+    line: int = 0
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _ShortFile:
+    """A marker after the last line of an output file that held fewer lines than its manifest ``count``."""
+
+    file: NdjsonFile
+    read: int
+    line: int
+
+
+class SubsettedResource(DecodeError):
+    """A resource tagged ``meta.tag`` SUBSETTED (trimmed by the server): never an event, so it cannot be taken for
+    the complete resource (same id and version, fields missing) by a consumer de-duplicating by event id."""
+
+
+SUBSETTED_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+
+
+def _subsetted(res: dict[str, Any]) -> bool:
+    meta = res.get("meta")
+    tags = meta.get("tag") if type(meta) is dict else None
+    return isinstance(tags, list) and any(type(t) is dict and t.get("code") == "SUBSETTED"
+                                          and t.get("system") in (SUBSETTED_SYSTEM, None) for t in tags)
 
 
 class ExportErrorRecord(DecodeError):
@@ -135,6 +179,10 @@ class FhirBulkSettings(PluginSettings):
             raise ValueError("level 'group' needs group_id")
         if self.poll_min_seconds > self.poll_max_seconds:
             raise ValueError("poll_min_seconds must not exceed poll_max_seconds")
+        if "_elements" in self.params:
+            raise ValueError("params._elements is refused: the server then trims resources (meta.tag SUBSETTED), "
+                             "and every contract this family maps needs the complete resource; export whole "
+                             "resources and leave fields out in the customer's map hook instead")
         return self
 
 
@@ -143,6 +191,11 @@ class _Manifest:
     transaction_time: str
     requires_token: bool
     files: list[NdjsonFile]
+    pages: int = 1
+
+
+MAX_MANIFEST_PAGES = 10_000
+"""A paged manifest longer than this is refused (a server that links pages forever)."""
 
 
 class FhirBulkExportConnector(Connector[FhirBulkSettings]):
@@ -152,7 +205,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
     name: ClassVar[str] = "fhir.bulk_export"
     settings_model: ClassVar[type[PluginSettings]] = FhirBulkSettings
     contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV2, ConditionV1,
-                                                       MedicationRequestV1)
+                                                       MedicationRequestV1, DeletionV1)
     description: ClassVar[str] = "FHIR Bulk Data $export (system/group/patient), NDJSON streamed, _since incremental"
     phi: ClassVar[bool] = True
     zone_needed: ClassVar[str] = ZONE_NEEDED
@@ -170,6 +223,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         the majors it is dual-published as."""
         types = self.settings.types or list(CONTRACTS)
         mapped = dict.fromkeys(CONTRACTS[t] for t in types if t in CONTRACTS and t in self.mapped_types)
+        if self.settings.incremental or self.settings.since is not None:  # deleted is listed for a _since export
+            mapped[DeletionV1] = None
         return published(tuple(mapped))
 
     async def open(self) -> None:
@@ -197,7 +252,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                 async for batch in self._download(manifest, export, since):
                     yield batch
                 return
-            except _ExportExpired as exc:
+            except BulkExportExpired as exc:
+                await self._delete(str(export["status_url"]), "abandoned: its files are gone")
                 if attempt == 2:
                     raise
                 self.log.warning("bulk export files are gone; kicking off a new export", error=str(exc))
@@ -219,7 +275,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         if not location:
             raise BulkExportError("$export kick-off answered 202 without a Content-Location status URL")
         status_url = str(httpx.URL(s.http.base_url).join(location))
-        self.log.info("bulk export kicked off", level=s.level, since=since, types=s.types, status_url=mask(status_url))
+        self.log.info("bulk export kicked off", level=s.level, since=since, types=list(s.types),
+                      status_url=mask(status_url))
         return status_url
 
     async def _resume(self, export: Mapping[str, Any]) -> _Manifest | None:
@@ -230,13 +287,17 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         except (OperationOutcomeError, BulkExportError) as exc:
             self.log.warning("bulk export to resume is gone; kicking off a new one", status_url=mask(url),
                              error=str(exc))
+            if getattr(exc, "status", None) not in (404, 410):
+                await self._delete(url, "abandoned: it failed")  # a failed export may still hold files
             return None
         index, file_url = int(export["file"]), export.get("file_url")
         if file_url is not None and (index >= len(manifest.files) or manifest.files[index].url != file_url):
             self.log.warning("bulk export manifest changed since the checkpoint; kicking off a new one",
                              status_url=mask(url))
+            await self._delete(url, "abandoned: its manifest changed")
             return None
-        self.log.info("resuming bulk export", status_url=mask(url), file=index, line=export["line"])
+        page = manifest.files[index].page if index < len(manifest.files) else manifest.pages
+        self.log.info("resuming bulk export", status_url=mask(url), page=page, file=index, line=export["line"])
         return manifest
 
     async def _wait(self, status_url: str) -> _Manifest:
@@ -247,7 +308,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             answer = await self.http.request("GET", status_url, headers={"Accept": "application/json"},
                                              final=final_outcome)
             if answer.status == 200:
-                return self._manifest(answer.body, status_url)
+                return await self._manifest_pages(answer.body, status_url)
             if answer.status != 202:
                 raise self._refusal("$export status", answer)
             hinted = retry_after_seconds(answer.headers.get("Retry-After"))
@@ -263,25 +324,57 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
 
     def _refusal(self, what: str, answer: HttpResponse) -> InletError:
         issues = outcome_issues(answer.body)
-        if answer.status >= 500 or (answer.status in (404, 410) and what == "$export status"):
+        if answer.status >= 500 or (answer.status in (404, 410) and what.startswith("$export status")):
             return BulkExportError(f"{what} answered {answer.status}: {describe_issues(issues) or answer.body[:300]!r}",
-                                   issues)
+                                   issues, status=answer.status)
         return OperationOutcomeError(what, answer.status, issues, answer.body)
 
-    def _manifest(self, body: bytes, status_url: str) -> _Manifest:
+    async def _manifest_pages(self, body: bytes, status_url: str) -> _Manifest:
+        """The whole manifest: the first page and every page its ``link`` (``relation``/``rel`` ``next``) chain
+        leads to, read before any file is, so the position never advances past a page not yet seen."""
+        files: list[NdjsonFile] = []
+        first = self._manifest(body, status_url, 1, files)
+        url, page, seen = first[1], 1, {status_url}
+        while url is not None:
+            if url in seen or page >= MAX_MANIFEST_PAGES:
+                raise BulkExportError(f"bulk export manifest of {mask(status_url)}: page {page + 1} "
+                                      f"{'repeats a page' if url in seen else 'is past MAX_MANIFEST_PAGES'}")
+            seen.add(url)
+            page += 1
+            answer = await self.http.request("GET", url, headers={"Accept": "application/json"}, final=final_outcome)
+            if answer.status != 200:
+                raise self._refusal(f"$export status (manifest page {page})", answer)
+            tt, url, _ = self._manifest(answer.body, url, page, files)
+            if tt != first[0]:
+                raise BulkExportError(f"bulk export manifest page {page} of {mask(status_url)} has transactionTime "
+                                      f"{tt}, page 1 has {first[0]}")
+        counts = {kind: sum(f.kind == kind for f in files) for kind in ("output", "deleted", "error")}
+        self.log.info("bulk export manifest read", status_url=mask(status_url), pages=page, **counts)
+        return _Manifest(first[0], first[2], files, page)
+
+    def _manifest(self, body: bytes, url: str, page: int,
+                  files: list[NdjsonFile]) -> tuple[str, str | None, bool]:
+        """Appends one manifest page's files (output, deleted, error) to ``files``; its (transactionTime, next page
+        URL or None, requiresAccessToken)."""
         try:
             doc = orjson.loads(body)
             tt = doc["transactionTime"]
             if not isinstance(tt, str):
                 raise TypeError("transactionTime is not a string")
-            files: list[NdjsonFile] = []
-            for kind in ("output", "error"):
+            kinds: tuple[Literal["output", "deleted", "error"], ...] = ("output", "deleted", "error")
+            for kind in kinds:
                 for item in doc.get(kind) or ():
-                    url = str(httpx.URL(status_url).join(str(item["url"])))
-                    files.append(NdjsonFile(len(files), url, str(item.get("type", "")), kind))
-            return _Manifest(tt, bool(doc.get("requiresAccessToken", False)), files)
+                    count = item.get("count")
+                    files.append(NdjsonFile(len(files), str(httpx.URL(url).join(str(item["url"]))),
+                                            str(item.get("type", "")), kind, page,
+                                            count if type(count) is int and kind == "output" else None))
+            following = None
+            for link in doc.get("link") or ():
+                if (link.get("relation") or link.get("rel")) == "next" and link.get("url"):
+                    following = str(httpx.URL(url).join(str(link["url"])))
+            return tt, following, bool(doc.get("requiresAccessToken", False))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise BulkExportError(f"bulk export manifest from {mask(status_url)} is not usable: "
+            raise BulkExportError(f"bulk export manifest page {page} from {mask(url)} is not usable: "
                                   f"{type(exc).__name__}: {exc}; body {body[:300]!r}") from exc
 
     async def _download(self, manifest: _Manifest, export: Mapping[str, Any],
@@ -303,34 +396,52 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                     body = (await resp.aread())[:2000]
                     refused = OperationOutcomeError(f"GET {file.url}", resp.status_code, outcome_issues(body), body)
                     if resp.status_code in (404, 410):
-                        raise _ExportExpired(str(refused), refused.issues)
+                        raise BulkExportExpired(str(refused), refused.issues, status=resp.status_code)
                     raise refused
                 ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
                 if ctype not in NDJSON_TYPES:
                     raise BulkExportError(f"bulk export file {mask(file.url)} has content type {ctype!r}, "
                                           f"expected one of {', '.join(NDJSON_TYPES)}")
-                pending: list[NdjsonLine] = []
+                pending: list[Any] = []
+                read = last = 0
                 async for lines in ndjson_lines(resp, file, s.max_line_bytes):
+                    read += len(lines)
+                    last = lines[-1].line
+                    records: list[Any] = lines
+                    if file.kind == "deleted":
+                        records = _deletions(lines, manifest.transaction_time)
                     # Resuming: the lines up to the committed one are in the sink already.
-                    pending.extend([ln for ln in lines if ln.line > skip] if skip and file.index == first else lines)
+                    pending.extend([r for r in records if r.line > skip] if skip and file.index == first else records)
                     while len(pending) >= s.batch_size:
                         chunk, pending = pending[: s.batch_size], pending[s.batch_size:]
                         if held is not None:
                             yield held
-                        held = Batch(chunk, self._at(since, status_url, file, chunk[-1].line))
+                        held = Batch(chunk, self._at(since, status_url, file, _done(chunk[-1])))
+                if file.count is not None and read != file.count:
+                    self._count_mismatch(file, read)
+                    if read < file.count and not (skip and file.index == first and skip > last):
+                        pending.append(_ShortFile(file, read, last + 1))
                 if pending:
                     if held is not None:
                         yield held
-                    held = Batch(pending, self._at(since, status_url, file, pending[-1].line))
+                    held = Batch(pending, self._at(since, status_url, file, _done(pending[-1])))
         final = {"transaction_time": manifest.transaction_time}
         self._finished = status_url if s.cleanup else None
         self.log.info("bulk export read", files=len(manifest.files), transaction_time=manifest.transaction_time)
         yield Batch(held.records if held is not None else [], final)
 
+    def _count_mismatch(self, file: NdjsonFile, read: int) -> None:
+        short = file.count is not None and read < file.count
+        (self.log.error if short else self.log.warning)(
+            "bulk export file holds fewer resources than its manifest count" if short else
+            "bulk export file holds more resources than its manifest count", file=file.index, page=file.page,
+            type=file.type, url=mask(file.url.split("?", 1)[0]), count=file.count, read=read)
+
     @staticmethod
     def _at(since: str | None, status_url: str, file: NdjsonFile, line: int) -> Position:
         return {"transaction_time": since,
-                "export": {"status_url": status_url, "file": file.index, "file_url": file.url, "line": line}}
+                "export": {"status_url": status_url, "page": file.page, "file": file.index, "file_url": file.url,
+                           "line": line}}
 
     async def acknowledge(self, position: Position) -> None:
         if self._finished is not None and "export" not in position:
@@ -347,6 +458,13 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
 
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
+        if isinstance(raw, BulkDeletion):
+            return raw
+        if isinstance(raw, _ShortFile):
+            raise ManifestCountMismatch(
+                f"output file #{raw.file.index} {raw.file.type} ({raw.file.url.split('?', 1)[0]}, manifest page "
+                f"{raw.file.page}): the manifest announced {raw.file.count} resources, the file held {raw.read}: "
+                f"{(raw.file.count or 0) - raw.read} missing")
         if not isinstance(raw, NdjsonLine):
             raise DecodeError(f"expected an NDJSON line, got {type(raw).__name__}")
         if raw.problem:
@@ -358,23 +476,69 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             raise DecodeError(f"{raw.where()}: {what}: {exc}") from None
         if type(res) is not dict:
             raise DecodeError(f"{raw.where()}: a JSON {type(res).__name__}, not a resource object")
+        if raw.file.kind == "deleted":  # only a line that is not a Bundle of entries gets here
+            raise DecodeError(f"{raw.where()}: a {res.get('resourceType')} without entries, not a Bundle of "
+                              f"DELETE requests")
         if raw.file.kind == "error" or res.get("resourceType") == "OperationOutcome":
             said = describe_issues(outcome_issues(res)) or "an OperationOutcome without issues"
             raise ExportErrorRecord(f"{raw.where()}: the server could not export a resource: {said}")
+        if _subsetted(res):
+            raise SubsettedResource(f"{raw.where()}: {res.get('resourceType')}/{res.get('id')} is tagged SUBSETTED "
+                                    f"(trimmed by the server): not the complete resource, never an event")
         if self.settings.strict:
             validate_strict(res)
         return res
 
-    def filter(self, record: dict[str, Any]) -> str | None:
+    def filter(self, record: Any) -> str | None:
+        if isinstance(record, BulkDeletion):
+            rtype = record.target()[0]
+            if rtype and rtype not in self.mapped_types:
+                return f"deletion of {rtype}: no contract mapping in this family yet"
+            return None
         rtype = record.get("resourceType")
         if rtype not in self.mapped_types:
             return f"{rtype} has no contract mapping in this family yet"
         return filter_reason(record)
 
-    def identity(self, record: dict[str, Any]) -> tuple[str, str]:
+    def identity(self, record: Any) -> tuple[str, str]:
+        if isinstance(record, BulkDeletion):
+            rtype, rid, version = record.target()
+            return f"{rtype}/{rid}", f"deleted@{version or record.time()}"
         meta = record.get("meta") or {}
         return (f"{record.get('resourceType')}/{record.get('id')}",
                 str(meta.get("versionId") or meta.get("lastUpdated") or ""))
 
-    def map(self, record: dict[str, Any]) -> Sequence[Contract]:
+    def map(self, record: Any) -> Sequence[Contract]:
+        if isinstance(record, BulkDeletion):
+            if (record.entry.get("request") or {}).get("method") != "DELETE":
+                raise MappingError(f"{record.where}: a deleted Bundle entry whose request.method is not DELETE")
+            return [map_deletion(record, record.target()[0])]
         return [map_resource(record, self.ctx.zone)]
+
+
+def _done(record: Any) -> int:
+    """The last line of a file that is complete once ``record`` is committed (a Bundle's entries are emitted one
+    by one: a batch ending inside a Bundle has committed only the line before, and a resume re-reads it)."""
+    return int(record.line) - (isinstance(record, BulkDeletion) and not record.complete)
+
+
+def _deletions(lines: list[NdjsonLine], transaction_time: str) -> list[Any]:
+    """The lines of a ``deleted`` file as one :class:`BulkDeletion` per Bundle entry; a line that is not a Bundle
+    with entries stays a line (decode sends it to the DLQ, saying why). A deletion's time is the entry's
+    ``response.lastModified``, else the Bundle's ``meta.lastUpdated`` / ``timestamp``, else the export's
+    ``transactionTime`` (the latest it can have happened)."""
+    out: list[Any] = []
+    for ln in lines:
+        try:
+            doc = orjson.loads(memoryview(ln)) if not ln.problem else None  # orjson refuses bytes subclasses
+        except orjson.JSONDecodeError:
+            doc = None
+        entries = doc.get("entry") if type(doc) is dict and doc.get("resourceType") == "Bundle" else None
+        if not isinstance(entries, list) or not entries or not all(type(e) is dict for e in entries):
+            out.append(ln)
+            continue
+        listed = (doc.get("meta") or {}).get("lastUpdated") or doc.get("timestamp") or transaction_time  # type: ignore[union-attr]
+        for n, entry in enumerate(entries):
+            out.append(BulkDeletion(entry, listed, where=f"{ln.where()} entry {n + 1}", line=ln.line,
+                                    complete=n == len(entries) - 1))
+    return out

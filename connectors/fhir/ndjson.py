@@ -25,12 +25,16 @@ _PREVIEW = 4096  # bytes of an over-long line kept as its DLQ payload
 
 @dataclass(frozen=True, slots=True)
 class NdjsonFile:
-    """Which file of an export a line came from: its position in the manifest, URL, resource type, kind."""
+    """Which file of an export a line came from: its position in the manifest (``index``, counted over every
+    page of a paged manifest, and the 1-based ``page`` that listed it), URL, resource type, kind (``output``,
+    ``error`` or ``deleted``) and the ``count`` of resources the manifest announced (None when it did not)."""
 
     index: int
     url: str
     type: str
-    kind: Literal["output", "error"]
+    kind: Literal["output", "error", "deleted"]
+    page: int = 1
+    count: int | None = None
 
 
 class NdjsonLine(bytes):
@@ -44,7 +48,8 @@ class NdjsonLine(bytes):
 
     def where(self) -> str:
         shown = self.file.url.split("?", 1)[0]  # a pre-signed file URL's query is a credential
-        return f"{self.file.kind} file #{self.file.index} {self.file.type} ({shown}) line {self.line}"
+        page = f" (manifest page {self.file.page})" if self.file.page > 1 else ""
+        return f"{self.file.kind} file #{self.file.index}{page} {self.file.type} ({shown}) line {self.line}"
 
 
 def _line(data: bytes, file: NdjsonFile, number: int, problem: str | None = None,

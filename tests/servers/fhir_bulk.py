@@ -20,6 +20,17 @@ Endpoints (``base_url`` = ``http://127.0.0.1:PORT/fhir``):
 * ``GET {base}/bulkfiles/<job>/<n>.ndjson``: the file, ``application/fhir+ndjson``, sent in ``chunk_size``
   pieces with ``chunk_delay`` between them (so a download takes measurable time).
 
+Bulk Data v2 behaviours of the SMART reference server (``smart-on-fhir/bulk-data-server``):
+
+* **paged manifests** (``manifest_page_files``): the manifest lists at most that many files per page and links
+  the next page with ``link: [{"relation": "next", "url": "{base}/bulkmanifest/<job>/<page>"}]`` (as the
+  reference server does with ``allowPartialManifests``); every page repeats ``transactionTime``;
+* **deletions** (:meth:`FhirBulkServer.delete`): a ``_since`` export lists the resources deleted after it in
+  ``deleted``: one NDJSON file of ``transaction`` Bundles, ``deleted_per_bundle`` DELETE entries each;
+* **``_elements``**: resources are trimmed to the listed elements (plus ``id``, ``meta``, ``resourceType``) and
+  tagged ``meta.tag`` SUBSETTED (``http://terminology.hl7.org/CodeSystem/v3-ObservationValue``);
+* ``count_delta``: a type's manifest ``count`` is off by that many (a short file when positive).
+
 Faults (:class:`BulkFaults`): 429 / 5xx with ``Retry-After`` on given kick-off, poll or file request numbers;
 failed exports (status answers 500 with a non-transient OperationOutcome); a truncated last line in a type's
 last file (cut in half, no newline); a connection cut mid-file; slow files (``chunk_delay``). On the server:
@@ -68,6 +79,10 @@ class BulkFaults:
     """This file request number announces the whole Content-Length, sends half, and closes the connection."""
     chunk_delay: float = 0.0
     """Seconds between chunks of every file."""
+    manifest_page_files: int | None = None
+    """Files per manifest page (a ``link`` next to the rest); None: one manifest."""
+    count_delta: Mapping[str, int] = field(default_factory=dict)
+    """Resource type → added to the ``count`` of the type's last file in the manifest."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ class BulkRequest:
 class _Job:
     id: str
     transaction_time: str
-    files: list[tuple[str, bytes]]  # (type, NDJSON body)
+    files: list[tuple[str, bytes]]  # (type, NDJSON body); type "deleted:Bundle" for the deleted section
     polls: int = 0
 
 
@@ -110,6 +125,14 @@ class FhirBulkServer(LocalServer):
         self.requires_access_token = requires_access_token
         self._resources: dict[tuple[str, str], Resource] = {}
         self._jobs: dict[str, _Job] = {}
+        self._job_count = 0
+        self.deleted: dict[tuple[str, str], str] = {}
+        """(type, id) → when it was deleted (:meth:`delete`)."""
+        self.deleted_per_bundle = 2
+        self.broken_deleted_line: bytes | None = None
+        """Appended as a line to every ``deleted`` file."""
+        self.pages_gone = False
+        """Manifest pages after the first answer 404 (an export expiring while its manifest is read)."""
         self.expired_files: set[str] = set()
         """Job ids whose files answer 410 Gone while the status URL still serves the manifest."""
         self._counts: dict[str, int] = {}
@@ -143,6 +166,18 @@ class FhirBulkServer(LocalServer):
                 out.append(r)
         return out
 
+    def delete(self, resource_type: str, ids: Iterable[str]) -> None:
+        """Delete resources now: later ``_since`` exports list them under ``deleted``."""
+        with self._lock:
+            for rid in ids:
+                self._resources.pop((resource_type, rid), None)
+                self.deleted[(resource_type, rid)] = _now()
+
+    def jobs(self) -> list[str]:
+        """The ids of the exports not deleted."""
+        with self._lock:
+            return sorted(self._jobs)
+
     def of(self, kind: str, method: str = "GET") -> list[BulkRequest]:
         with self._lock:
             return [r for r in self.requests if r.kind == kind and r.method == method]
@@ -166,6 +201,8 @@ class FhirBulkServer(LocalServer):
         parts = rest.split("/")
         if parts[0] == "bulkstatus" and len(parts) == 2:
             return self._status(parts[1]) if method == "GET" else self._delete(parts[1])
+        if parts[0] == "bulkmanifest" and len(parts) == 3 and method == "GET" and parts[2].isdigit():
+            return self._status(parts[1], int(parts[2]))
         if parts[0] == "bulkfiles" and len(parts) == 3 and method == "GET":
             return self._file(parts[1], parts[2])
         return _outcome(404, "not-found", f"no such endpoint {method} {path}", "not_found")
@@ -186,7 +223,7 @@ class FhirBulkServer(LocalServer):
         if headers.get("prefer") != "respond-async" or FHIR_ACCEPT not in headers.get("accept", ""):
             return _outcome(400, "invalid", "kick-off needs Prefer: respond-async and Accept: application/fhir+json",
                             "bad_request")
-        unknown = set(query) - {"_type", "_since", "_outputFormat"}
+        unknown = set(query) - {"_type", "_since", "_outputFormat", "_elements", "allowPartialManifests"}
         if unknown:
             return _outcome(400, "not-supported", f"unsupported parameters {sorted(unknown)}", "bad_request")
         fmt = query.get("_outputFormat", ["application/fhir+ndjson"])[-1]
@@ -208,12 +245,14 @@ class FhirBulkServer(LocalServer):
             if rest != "$export":
                 chosen = [r for r in chosen if _patient_of(r) is not None
                           and (members is None or _patient_of(r) in members)]
-            job = _Job(f"job{len(self._jobs) + 1:04d}", now, [])
+            self._job_count += 1  # never reused, even after a DELETE
+            job = _Job(f"job{self._job_count:04d}", now, [])
             by_type: dict[str, list[Resource]] = {}
             for r in chosen:
                 by_type.setdefault(str(r.get("resourceType")), []).append(r)
+            elements = {e.split(".")[-1] for v in query.get("_elements", []) for e in v.split(",") if e}
             for rtype in sorted(by_type):
-                group = by_type[rtype]
+                group = [_subset(r, elements) for r in by_type[rtype]] if elements else by_type[rtype]
                 for start in range(0, len(group), self.file_lines):
                     body = b"".join(orjson.dumps(r, default=json_number) + b"\n"
                                     for r in group[start:start + self.file_lines])
@@ -222,19 +261,31 @@ class FhirBulkServer(LocalServer):
                     last = job.files[-1][1].rstrip(b"\n")
                     cut = last.rfind(b"\n") + 1
                     job.files[-1] = (rtype, last[: cut + (len(last) - cut) // 2])
+            gone = sorted(k for k, at in self.deleted.items() if since is not None and (not types or k[0] in types)
+                          and _wanted({"meta": {"lastUpdated": at}}, set(), since, _instant(now)))
+            if gone:
+                n = self.deleted_per_bundle
+                bundles = [{"resourceType": "Bundle", "type": "transaction", "entry": [
+                    {"fullUrl": f"{self.base_url}/{t}/{i}", "request": {"method": "DELETE", "url": f"{t}/{i}"},
+                     "response": {"status": "204", "lastModified": self.deleted[(t, i)]}}
+                    for t, i in gone[start:start + n]]} for start in range(0, len(gone), n)]
+                body = b"".join(orjson.dumps(b) + b"\n" for b in bundles)
+                if self.broken_deleted_line is not None:
+                    body += self.broken_deleted_line + b"\n"
+                job.files.append(("deleted:Bundle", body))
             if self.error_outcomes:
                 job.files.append(("OperationOutcome", b"".join(orjson.dumps(e) + b"\n" for e in self.error_outcomes)))
             self._jobs[job.id] = job
         return 202, "kickoff", {"Content-Location": f"{self.base_url}/bulkstatus/{job.id}"}, b""
 
-    def _status(self, job_id: str) -> tuple[int, str, dict[str, str], bytes]:
-        if (fault := self._fault(self.faults.poll_status, self._count("status"))) is not None:
+    def _status(self, job_id: str, page: int = 1) -> tuple[int, str, dict[str, str], bytes]:
+        if page == 1 and (fault := self._fault(self.faults.poll_status, self._count("status"))) is not None:
             return fault
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 return _outcome(404, "not-found", f"export {job_id} does not exist (deleted or expired)", "status")
-            job.polls += 1
+            job.polls += page == 1
             polls = job.polls
         if int(job_id.removeprefix("job")) <= self.faults.fatal_exports:
             return _outcome(500, "exception", "export failed: database unavailable", "status")
@@ -243,15 +294,32 @@ class FhirBulkServer(LocalServer):
             if self.faults.retry_after is not None:
                 headers["Retry-After"] = self.faults.retry_after
             return 202, "status", headers, b""
-        output, error = [], []
+        size = self.faults.manifest_page_files or max(1, len(job.files))
+        pages = max(1, -(-len(job.files) // size))
+        if page > pages or (page > 1 and self.pages_gone):
+            return _outcome(404, "not-found", f"export {job_id} has no manifest page {page}", "manifest")
+        output, error, deleted = [], [], []
+        last_of_type = {rtype: n for n, (rtype, _) in enumerate(job.files)}
         for n, (rtype, body) in enumerate(job.files):
-            item = {"type": rtype, "url": f"{self.base_url}/bulkfiles/{job.id}/{n}.ndjson"}
+            if not (page - 1) * size <= n < page * size:
+                continue
+            item = {"type": rtype.removeprefix("deleted:"), "url": f"{self.base_url}/bulkfiles/{job.id}/{n}.ndjson"}
             if rtype == "OperationOutcome":
                 error.append(item)
+            elif rtype.startswith("deleted:"):
+                deleted.append(item)
             else:
-                output.append({**item, "count": body.count(b"\n") + (not body.endswith(b"\n"))})
-        manifest = {"transactionTime": job.transaction_time, "request": f"{self.base_url}/$export",
-                    "requiresAccessToken": self.requires_access_token, "output": output, "error": error}
+                count = body.count(b"\n") + (not body.endswith(b"\n"))
+                if last_of_type[rtype] == n:
+                    count += self.faults.count_delta.get(rtype, 0)
+                output.append({**item, "count": count})
+        manifest: dict[str, Any] = {"transactionTime": job.transaction_time, "request": f"{self.base_url}/$export",
+                                    "requiresAccessToken": self.requires_access_token, "output": output,
+                                    "error": error}
+        if deleted:
+            manifest["deleted"] = deleted
+        if page < pages:
+            manifest["link"] = [{"relation": "next", "url": f"{self.base_url}/bulkmanifest/{job.id}/{page + 1}"}]
         return 200, "manifest", {"Content-Type": "application/json"}, orjson.dumps(manifest)
 
     def _delete(self, job_id: str) -> tuple[int, str, dict[str, str], bytes]:
@@ -343,6 +411,18 @@ def _wanted(r: Resource, types: set[str], since: datetime | None, until: datetim
     if since is not None and (updated is None or updated <= since):
         return False
     return not (until is not None and updated is not None and updated > until)
+
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+def _subset(r: Resource, elements: set[str]) -> Resource:
+    """``r`` with only ``elements`` (and the mandatory ones), tagged SUBSETTED, as ``_elements`` asks."""
+    out = {k: v for k, v in r.items() if k in elements or k in ("resourceType", "id", "meta")}
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*(meta.get("tag") or []), SUBSETTED]
+    out["meta"] = meta
+    return out
 
 
 def _patient_of(r: Resource) -> str | None:
