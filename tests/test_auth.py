@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from structlog.testing import capture_logs
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -168,11 +169,15 @@ async def test_oauth2_tokens_expiring_and_revoked_mid_stream(server: AuthTestSer
 async def test_oauth2_second_401_is_returned_after_one_renewal(server: AuthTestServer,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     server.accept_tokens = False
-    async with client(oauth_settings(monkeypatch, server)) as http:
-        response = await http.get(server.data_url)
+    with capture_logs() as logs:
+        async with client(oauth_settings(monkeypatch, server)) as http:
+            response = await http.get(server.data_url)
     assert response.status_code == 401
     assert server.hits("/oauth/token") == 2
     assert server.hits("/data", 401) == 2
+    # The log names the endpoint that refused the credential, not (only) where the credential came from.
+    [renewal] = [e for e in logs if e["event"].startswith("credential refused by the upstream")]
+    assert renewal["refused_by"] == server.data_url and renewal["token_url"].endswith("/oauth/token")
 
 
 async def test_concurrent_requests_share_one_token_fetch(server: AuthTestServer,

@@ -114,3 +114,20 @@ async def test_health_endpoints_report_liveness_readiness_and_metrics(tmp_path: 
     assert "ConnectError" in ready.json()["unhealthy"]["broken/observations"]
     assert 'inlet_events_out_total{customer="acme",integration="observations"}' in metrics.text
     assert 'inlet_restarts_total{customer="broken",error="UpstreamError",integration="observations"}' in metrics.text
+
+
+async def test_once_gives_up_on_a_failing_integration_and_says_so_last(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    root = write_config(tmp_path, base_url=f"http://127.0.0.1:{_dead_port()}/fhir", page_size=40, poll_interval=0.2)
+    doc = yaml.safe_load((root / "integrations" / "acme.yaml").read_text())
+    doc["settings"]["http"]["max_attempts"] = 1
+    (root / "integrations" / "acme.yaml").write_text(yaml.safe_dump(doc))
+    sup_cfg, integrations = load_config(root)
+    supervisor = Supervisor(sup_cfg, integrations, once=True)
+    with capture_logs() as logs:
+        await asyncio.wait_for(supervisor.run(), 60)
+    assert "acme/observations" in supervisor.failed
+    events = [e["event"] for e in logs if e.get("integration") == "observations"]
+    assert events[-1] == "integration given up after repeated failures"  # no "restarting ... retry_in" after it
+    assert events.count("integration failed; restarting from its last checkpoint") == 2  # 3 failures: 2 retries
