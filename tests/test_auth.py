@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from structlog.testing import capture_logs
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import BaseModel, ValidationError
+from structlog.testing import capture_logs
 
 from inlet.core.auth import (
     AuthError,
