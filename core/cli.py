@@ -13,18 +13,18 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from inlet import __version__
+from inlet.core.cli_common import ConfigOpt, OnlyOpt, config_dir, err, fail_config, out, supervisor_only
 from inlet.core.cli_plugins import new_app, plugins_app
 from inlet.core.cli_relay import relay_cmd
 from inlet.core.cli_topics import topics_app
-from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config, find_config_dir, load_supervisor
+from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config
 from inlet.core.errors import ConfigError
 from inlet.core.logging import configure_logging
 from inlet.core.metrics import Stats
@@ -40,16 +40,6 @@ app.add_typer(plugins_app, name="plugins")
 app.add_typer(new_app, name="new")
 app.command("relay")(relay_cmd)
 app.add_typer(topics_app, name="topics")
-# Piped output (CI logs, `| less`) is not cut to 80 columns: tables stay readable.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", envvar="INLET_CONFIG",
-    help="Config directory (inlet.yaml + integrations/*.yaml); default: the nearest folder up with an inlet.yaml")]
-OnlyOpt = Annotated[list[str] | None, typer.Option(
-    "--only", metavar="CUSTOMER/INTEGRATION",
-    help="Only this integration (repeatable); the others' settings and secrets are not loaded")]
 
 
 def _version(value: bool) -> None:
@@ -64,38 +54,12 @@ def _root(version: Annotated[bool | None, typer.Option("--version", callback=_ve
     """inlet: customer feeds to versioned events on Kafka."""
 
 
-def _fail_config(errors: list[ConfigError]) -> NoReturn:
-    err.print(f"[bold red]{len(errors)} problem(s) in the configuration:[/]")
-    for e in errors:
-        err.print(f"  • {e}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _config_dir(config: Path | None) -> Path:
-    """``--config`` / ``INLET_CONFIG``, or the nearest ``inlet.yaml`` upwards; exit 2 saying where it looked."""
-    try:
-        return find_config_dir(config)
-    except ConfigError as exc:
-        _fail_config([exc])
-
-
-def _load_supervisor_only(config: Path) -> SupervisorConfig:
-    """``inlet.yaml`` alone: commands that read state need no plugin, setting or secret."""
-    errors: list[ConfigError] = []
-    sup_cfg = load_supervisor(config.resolve(), errors) if config.is_dir() else None
-    if sup_cfg is None:
-        _fail_config([ConfigError("config directory does not exist", file=str(config))])
-    if errors:
-        _fail_config(errors)
-    return sup_cfg
-
-
 def _load(config: Path, only: list[str] | None = None, *, offline: bool = False
           ) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
     """The validated config directory, or exit 2 listing every problem (validated once)."""
     sup_cfg, loaded, errors = check_config(config, only=only, offline=offline)
     if errors:
-        _fail_config(errors)
+        fail_config(errors)
     return sup_cfg, loaded
 
 
@@ -128,7 +92,7 @@ def run(config: ConfigOpt = None, only: OnlyOpt = None,
     from inlet.core.supervisor import Supervisor, state_dir, tune_gc
 
     configure_logging()
-    sup_cfg, integrations = _load(_config_dir(config), only)
+    sup_cfg, integrations = _load(config_dir(config), only)
     _warn(integrations)
     tune_gc()
     supervisor = Supervisor(sup_cfg, integrations, once=once)
@@ -139,7 +103,7 @@ def run(config: ConfigOpt = None, only: OnlyOpt = None,
     try:
         stats = asyncio.run(supervisor.run())
     except ConfigError as exc:  # refused at start-up: topics missing on Kafka (core.topics)
-        _fail_config([exc])
+        fail_config([exc])
     _summary(stats, supervisor.failed, time.monotonic() - started)
     if supervisor.failed:
         raise typer.Exit(1)
@@ -148,10 +112,10 @@ def run(config: ConfigOpt = None, only: OnlyOpt = None,
 @app.command()
 def check(config: ConfigOpt = None, only: OnlyOpt = None) -> None:
     """Validate a config directory; list every problem with its file and key."""
-    config = _config_dir(config)
+    config = config_dir(config)
     _, loaded, errors = check_config(config, only=only)
     if errors:
-        _fail_config(errors)
+        fail_config(errors)
     _warn(loaded)
     out.print(f"[green]ok[/]: {len(loaded)} integration(s) in {config}")
 
@@ -181,7 +145,7 @@ def integrations(config: ConfigOpt = None) -> None:
     from inlet.core.envelope import Enveloper
     from inlet.core.supervisor import state_dir
 
-    config = _config_dir(config)
+    config = config_dir(config)
     sup_cfg, loaded = _load(config)
     table = Table(title=f"integrations in {config}")
     for col in ("integration", "plugin", "enabled", "zone", "contracts → topics", "checkpoint"):
@@ -210,8 +174,8 @@ def events_tail(config: ConfigOpt = None,
     from inlet.core.sinks.outbox import read_outbox
     from inlet.core.supervisor import state_dir
 
-    config = _config_dir(config)
-    sup_cfg = _load_supervisor_only(config)
+    config = config_dir(config)
+    sup_cfg = supervisor_only(config)
     path = state_dir(sup_cfg) / "outbox.sqlite"
     if not path.exists():
         err.print(f"no outbox at {path} yet: run `inlet run --config {config}` first")
@@ -306,7 +270,7 @@ def contracts_diff(name: str, old: str, new: str,
 
 def _integration(config: Path | None, key: str, *, offline: bool = False) -> LoadedIntegration:
     """Only the integration ``key`` loaded (offline: absent secrets are stand-ins); exit 2 when it is not there."""
-    _, loaded = _load(_config_dir(config), [key], offline=offline)
+    _, loaded = _load(config_dir(config), [key], offline=offline)
     return loaded[0]
 
 
@@ -315,11 +279,13 @@ FixturesOpt = Annotated[Path | None, typer.Option(help="Fixture directory (defau
 
 @app.command("record")
 def record_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt = None,
-               idle: Annotated[float, typer.Option(help="MQTT: stop after this many seconds without a message")
-                               ] = 3.0) -> None:
+               idle: Annotated[float, typer.Option(
+                   help="MQTT / MLLP: stop after this many seconds without a message")] = 3.0) -> None:
     """Run CUSTOMER/INTEGRATION against its upstream and write its fixtures (exchanges or messages, shape, goldens).
 
-    An MQTT integration records what its persistent session receives until ``--idle`` quiet seconds.
+    An MQTT integration records what its persistent session receives until ``--idle`` quiet seconds; an HL7 v2
+    (MLLP) integration listens on its configured port and records the messages senders send, and the ACKs it
+    answers, until ``--idle`` quiet seconds (plus 10 s for the first sender to connect).
     """
     from inlet.core.fixtures import record
 
@@ -329,7 +295,7 @@ def record_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt
     try:
         count = record(item, target, idle_s=idle)
     except ConfigError as exc:  # e.g. no pseudonym key for a healthcare feed: a fix to make, not a traceback
-        _fail_config([exc])
+        fail_config([exc])
     out.print(f"recorded {integration} into {target}: {count} golden events")
 
 
@@ -346,7 +312,7 @@ def replay_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt
     configure_logging()
     item = _integration(config, integration, offline=True)
     target = fixtures or Path("fixtures") / integration
-    actual = replay(item, target)
+    actual = replay(item, target, update=update)
     if update:
         (target / "events.jsonl").write_text("".join(event_lines(actual)))
         out.print(f"updated {target / 'events.jsonl'}: {len(actual)} events")

@@ -12,18 +12,16 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from inlet.core.cli_common import err, out
 from inlet.core.errors import ConfigError
 
 __all__ = ["new_app", "plugins_app"]
 
 plugins_app = typer.Typer(help="Installed connector plugins: families, customers, settings.")
 new_app = typer.Typer(no_args_is_help=True, help="Start something new from a scaffold.")
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _fail(exc: ConfigError) -> None:

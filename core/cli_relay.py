@@ -15,44 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from inlet.core.config import SupervisorConfig, find_config_dir, load_supervisor
+from inlet.core.cli_common import config_dir, err, fail_config, out, supervisor_only
+from inlet.core.config import SupervisorConfig
 from inlet.core.errors import ConfigError
 
 __all__ = ["relay_cmd"]
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _supervisor_config(config: Path | None) -> tuple[SupervisorConfig, Path]:
-    errors: list[ConfigError] = []
-    root = Path()
-    try:
-        root = find_config_dir(config)
-        if not root.is_dir():
-            raise ConfigError("config directory does not exist", file=str(root))
-        root = root.resolve()
-        sup_cfg = load_supervisor(root, errors)
-    except ConfigError as exc:
-        errors.append(exc)
-    if errors:
-        _config_problems(errors)
-    return sup_cfg, root
-
-
-def _config_problems(errors: list[ConfigError]) -> NoReturn:
-    err.print(f"[bold red]{len(errors)} problem(s) in the configuration:[/]")
-    for e in errors:
-        err.print(f"  • {e}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    root = config_dir(config).resolve()
+    return supervisor_only(root), root
 
 
 def relay_cmd(
@@ -108,7 +87,7 @@ def relay_cmd(
     except RelayError as exc:
         failed = str(exc)
     except ConfigError as exc:  # topics missing on Kafka and not created (core.topics)
-        _config_problems([exc])
+        fail_config([exc])
     p = relay.progress
     out.print(f"relay: shipped {p.shipped} event(s) in {time.monotonic() - started:.1f} s"
               + (f" ({p.dead_lettered} refused by Kafka, as DLQ records)" if p.dead_lettered else "")

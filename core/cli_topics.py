@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from inlet.core.cli_common import ConfigOpt, OnlyOpt, config_dir, err, fail_config, out
 from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config
 from inlet.core.errors import ConfigError, SinkRefused, TransientError
 
@@ -29,28 +28,19 @@ __all__ = ["topics_app"]
 
 topics_app = typer.Typer(no_args_is_help=True,
                          help="Kafka topics the configuration writes: plan (compare), apply (create the missing).")
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", envvar="INLET_CONFIG",
-    help="Config directory (inlet.yaml + integrations/*.yaml); default: the nearest folder up with an inlet.yaml")]
-OnlyOpt = Annotated[list[str] | None, typer.Option(
-    "--only", metavar="CUSTOMER/INTEGRATION", help="Only this integration's topics (repeatable)")]
 
 _T = TypeVar("_T")
 
 
 def _load(config: Path | None, only: list[str] | None) -> tuple[SupervisorConfig, list[LoadedIntegration], Path]:
-    from inlet.core.cli import _config_dir, _fail_config  # the operators' CLI owns config discovery and errors
 
-    root = _config_dir(config)
+    root = config_dir(config)
     # offline: which contracts an integration produces needs its settings, never its secrets
     sup_cfg, loaded, errors = check_config(root, only=only, offline=True)
     if errors:
-        _fail_config(errors)
+        fail_config(errors)
     if sup_cfg.kafka is None:
-        _fail_config([ConfigError("no Kafka configured: topics are for the Kafka sink and the relay; set "
+        fail_config([ConfigError("no Kafka configured: topics are for the Kafka sink and the relay; set "
                                   "kafka.bootstrap here or INLET_KAFKA_BOOTSTRAP", file=str(root / "inlet.yaml"),
                                   key="kafka")])
     return sup_cfg, loaded, root

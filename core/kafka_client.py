@@ -33,6 +33,7 @@ configured, :func:`connection_options` makes aiokafka answer that challenge as K
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Any
 
@@ -44,7 +45,7 @@ from aiokafka.conn import AIOKafkaConnection, OAuthAuthenticator, create_conn
 
 from inlet.core.auth import AuthError, OAuth2ClientCredentialsAuth, OAuth2ClientCredentialsSettings
 from inlet.core.config import KafkaSettings
-from inlet.core.errors import SinkRefused, TransientError, UpstreamError
+from inlet.core.errors import SinkRefused, SinkUnavailable, TransientError, UpstreamError
 from inlet.core.secrets import mask
 
 __all__ = ["OAuthBearerTokenProvider", "connection_options", "describe", "refusal", "refused_reason", "ssl_context"]
@@ -166,6 +167,23 @@ def refused_reason(settings: KafkaSettings, exc: BaseException) -> str | None:
         if isinstance(error, asyncio.IncompleteReadError) and (error.expected or 0) >> 24 == _TLS_ALERT_RECORD:
             return (f"the listener speaks TLS but security_protocol is {s.security_protocol}: use SSL or SASL_SSL")
     return None
+
+
+async def start_client(client: Any, settings: KafkaSettings, *, close: str = "stop") -> None:
+    """Start an aiokafka client (producer, admin); on failure close it and raise :class:`SinkRefused` when the
+    brokers refused inlet's credentials or certificates (fatal), else :class:`SinkUnavailable` (an outage, retried).
+
+    aiokafka says "Unable to bootstrap" for a wrong password as for a broker that is down; :func:`refusal` tells
+    them apart with one probe, paid only after a failed start. ``close`` names the client's closing method.
+    """
+    try:
+        await client.start()
+    except (kafka_errors.KafkaError, OSError, TransientError, AuthError) as exc:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(getattr(client, close)(), timeout=5)
+        if (refused := await refusal(settings, exc)) is not None:
+            raise refused from exc
+        raise SinkUnavailable(f"{describe(settings)} is not reachable: {exc!r}") from exc
 
 
 async def refusal(settings: KafkaSettings, error: BaseException | None = None) -> SinkRefused | None:

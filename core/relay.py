@@ -73,11 +73,10 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from inlet.core.auth import AuthError
 from inlet.core.config import KafkaSettings, RelaySettings, SupervisorConfig, TopicsSettings
 from inlet.core.envelope import Enveloper, Event
 from inlet.core.errors import InletError, SinkRefused, TransientError
-from inlet.core.kafka_client import connection_options, describe, refusal
+from inlet.core.kafka_client import connection_options, describe, start_client
 from inlet.core.pipeline import refused_event, truncated
 from inlet.core.sinks import Rejected
 from inlet.core.sinks.kafka import KeyHashPartitioner, action_for, rejection, topic_partitions
@@ -682,16 +681,9 @@ class Relay:
         producer = AIOKafkaProducer(**connection_options(k), acks="all", enable_idempotence=True,
                                     linger_ms=0, max_batch_size=k.max_batch_size)
         try:
-            await producer.start()
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), timeout=5)
-            # A wrong password or certificate looks like an outage to aiokafka ("Unable to bootstrap"): told apart
-            # by kafka_client.refusal, which probes once; a refusal is not retried.
-            if isinstance(exc, KafkaError | OSError | TransientError | AuthError) and \
-                    (refused := await refusal(k, exc)) is not None:
-                raise RelayRefused(str(refused)) from exc
-            raise
+            await start_client(producer, k)  # an outage is SinkUnavailable (retried), a refusal is not
+        except SinkRefused as refused:
+            raise RelayRefused(str(refused)) from refused
         ship = _Shipment(producer, self._partitioner, self._wake, self._acked_upto, self._triage, self._acked_above)
         try:
             return await self._pump(ship, stop)

@@ -64,11 +64,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from inlet.contracts.base import Contract, converters_from
-from inlet.core.auth import AuthError
 from inlet.core.config import KafkaSettings, LoadedIntegration, SupervisorConfig, TopicSettings, TopicsSettings
 from inlet.core.envelope import Enveloper
-from inlet.core.errors import ConfigError, SinkUnavailable, TransientError
-from inlet.core.kafka_client import connection_options, describe, refusal
+from inlet.core.errors import ConfigError, SinkUnavailable
+from inlet.core.kafka_client import connection_options, describe, start_client
 
 __all__ = [
     "DEFAULTS",
@@ -254,14 +253,7 @@ class TopicPlan:
 async def _admin(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client; a refusal of inlet's credentials is ``SinkRefused``, an outage ``SinkUnavailable``."""
     admin = AIOKafkaAdminClient(**connection_options(settings))
-    try:
-        await admin.start()
-    except (KafkaError, OSError, TransientError, AuthError) as exc:
-        with contextlib.suppress(Exception):
-            await admin.close()
-        if (refused := await refusal(settings, exc)) is not None:
-            raise refused from exc
-        raise SinkUnavailable(f"{describe(settings)} is not reachable: {exc!r}") from exc
+    await start_client(admin, settings, close="close")
     try:
         yield admin
     except (KafkaError, OSError) as exc:

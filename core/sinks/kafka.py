@@ -51,11 +51,10 @@ from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from inlet.core.auth import AuthError
 from inlet.core.config import KafkaSettings
 from inlet.core.envelope import Event
-from inlet.core.errors import SinkRefused, SinkUnavailable, TransientError
-from inlet.core.kafka_client import connection_options, describe, refusal
+from inlet.core.errors import SinkRefused, SinkUnavailable
+from inlet.core.kafka_client import connection_options, describe, start_client
 from inlet.core.sinks import Rejected, Sink
 
 __all__ = ["ERROR_ACTIONS", "KafkaSink", "SinkAction", "action_for", "rejection", "topic_partitions"]
@@ -226,16 +225,7 @@ class KafkaSink(Sink):
                 max_batch_size=s.max_batch_size,
                 partitioner=self._partitioner,
             )
-            try:
-                await producer.start()
-            except (KafkaError, OSError, TransientError, AuthError) as exc:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                # aiokafka says "Unable to bootstrap" for a wrong password as for a broker that is down: a
-                # refusal (fatal, not retried) is told apart by kafka_client.refusal, which probes once.
-                if (refused := await refusal(s, exc)) is not None:
-                    raise refused from exc
-                raise SinkUnavailable(f"Kafka at {s.bootstrap} is not reachable: {exc!r}") from exc
+            await start_client(producer, s)  # a refusal of inlet's credentials is fatal, an outage retried
             self._producer = producer
             if s.security_protocol.endswith("SSL") and not s.ssl_check_hostname:
                 log.warning("kafka TLS without host name verification (ssl_check_hostname: false): any certificate "
@@ -495,14 +485,7 @@ class KafkaSink(Sink):
             s = self.settings
             producer = AIOKafkaProducer(**connection_options(s), acks="all", enable_idempotence=False, linger_ms=0,
                                         max_batch_size=s.max_batch_size)
-            try:
-                await producer.start()
-            except (KafkaError, OSError, TransientError, AuthError) as exc:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                if (refused := await refusal(s, exc)) is not None:
-                    raise refused from exc
-                raise SinkUnavailable(f"Kafka at {s.bootstrap} is not reachable: {exc!r}") from exc
+            await start_client(producer, s)
             self._careful = producer
         return self._careful
 
