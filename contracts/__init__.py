@@ -10,6 +10,7 @@ from inlet.contracts.clinical_medication_request import MedicationRequestV1
 from inlet.contracts.clinical_observation import ObservationV1
 from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
+from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.contracts.energy_data_quality import DataQualityV1
 from inlet.contracts.energy_device_status import DeviceStatusV1
 from inlet.contracts.energy_meter_reading import MeterReadingV1
@@ -30,6 +31,7 @@ __all__ = [
     "ObservationV1",
     "ObservationV2",
     "PartyV1",
+    "PatientMergeV1",
     "PatientV1",
     "PaymentV1",
     "all_contracts",

@@ -6,6 +6,9 @@ A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewa
   secrets always, PHI pseudonymised with ``INLET_PSEUDONYM_KEY`` for plugins that declare ``phi``);
 - ``mqtt.jsonl``   for a push integration, the messages it received (topic, payload, QoS, retain,
   properties, receive time), redacted the same way — a directory holds either file or both;
+- ``mllp.jsonl``   for an HL7 v2 feed, the messages as received and the acknowledgements sent
+  (``core.recording``), PHI pseudonymised in the HL7 text (``Redactor.hl7``); replay fails when the connector
+  would now acknowledge a message differently (``inlet replay --update`` rewrites the recorded ACKs too);
 - ``shape.json``   the upstream shape the integration depends on (``core.drift``), learnt while recording;
 - ``events.jsonl`` the golden events the exchanges must produce: topic, key, headers and value, in order
   (DLQ records and drift alerts included, so the expected failures are part of the contract too).
@@ -36,9 +39,18 @@ from inlet.core.drift import learn
 from inlet.core.envelope import Enveloper, Event
 from inlet.core.errors import ConfigError
 from inlet.core.metrics import Stats
+from inlet.core.mllp import MllpListener, MllpSettings
 from inlet.core.mqtt import MqttMessage, MqttSettings, MqttSource
 from inlet.core.pipeline import Pipeline
-from inlet.core.recording import RecordingSource, RecordingTransport, ReplaySource, ReplayTransport
+from inlet.core.recording import (
+    MllpRecordingSource,
+    MllpReplaySource,
+    RecordingSource,
+    RecordingTransport,
+    ReplayMiss,
+    ReplaySource,
+    ReplayTransport,
+)
 from inlet.core.redact import Redactor
 from inlet.core.sinks.memory import MemorySink
 
@@ -63,13 +75,15 @@ def event_lines(docs: list[dict[str, Any]]) -> list[str]:
 
 
 async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport,
-               sources: Callable[[MqttSettings, str], Any]) -> tuple[list[Event], list[Any]]:
+               sources: Callable[[MqttSettings, str], Any],
+               listeners: Callable[[MllpSettings], Any] | None = None) -> tuple[list[Event], list[Any]]:
     """Run ``PASSES`` passes of the integration through ``transport`` / ``sources``.
 
     Returns its events and the raw records that decoded (the upstream's own shape, before any plugin logic).
     """
     # No connector state of the deployment (hygiene memory): a recording and its replay start from nothing.
-    ctx = replace(item.context, http_transport=transport, message_source=sources, state_dir=None)
+    ctx = replace(item.context, http_transport=transport, message_source=sources, mllp_source=listeners,
+                  state_dir=None)
     connector_cls = item.plugin
     seen: list[Any] = []
     sink = MemorySink()
@@ -97,16 +111,20 @@ async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport,
     return sink.events, seen
 
 
-def _replay_io(fixtures: Path) -> tuple[ReplayTransport, Callable[[MqttSettings, str], Any]]:
-    """Offline upstreams from a fixture directory: a request or subscription with no recording fails."""
-    http, mqtt = fixtures / "http.jsonl", fixtures / "mqtt.jsonl"
-    if mqtt.exists():
-        return ReplayTransport(http, missing_ok=True), ReplaySource(mqtt)
+def _replay_io(fixtures: Path) -> tuple[ReplayTransport, Callable[[MqttSettings, str], Any],
+                                        Callable[[MllpSettings], Any]]:
+    """Offline upstreams from a fixture directory: a request, subscription or listener with no recording fails."""
+    http, mqtt, mllp = fixtures / "http.jsonl", fixtures / "mqtt.jsonl", fixtures / "mllp.jsonl"
 
     def no_mqtt(settings: MqttSettings, client_id: str) -> ReplaySource:
         return ReplaySource(mqtt)  # raises ReplayMiss naming the missing recording
 
-    return ReplayTransport(http), no_mqtt
+    def no_mllp(settings: MllpSettings) -> MllpReplaySource:
+        return MllpReplaySource(mllp)  # likewise
+
+    pushed = mqtt.exists() or mllp.exists()
+    return (ReplayTransport(http, missing_ok=pushed), ReplaySource(mqtt) if mqtt.exists() else no_mqtt,
+            MllpReplaySource(mllp) if mllp.exists() else no_mllp)
 
 
 def _shape_docs(records: list[Any]) -> list[dict[str, Any]]:
@@ -137,12 +155,12 @@ def pseudonym_key() -> bytes:
 def record(item: LoadedIntegration, fixtures: Path, *,
            redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
            inner: httpx.AsyncBaseTransport | None = None, replay_as: LoadedIntegration | None = None,
-           idle_s: float = 3.0) -> int:
+           idle_s: float = 3.0, connect_s: float = 10.0) -> int:
     """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events.
 
     ``replay_as``: the integration as it will be replayed, when it was recorded with other settings
-    (against a local test server standing in for the configured upstream). ``idle_s``: an MQTT recording
-    ends after this many seconds without a message.
+    (against a local test server standing in for the configured upstream). ``idle_s``: an MQTT or MLLP
+    recording ends after this many seconds without a message (``connect_s`` more for the first one).
 
     Every exchange is redacted before it is written: secrets always, and PHI (deterministic pseudonyms)
     when the plugin declares ``phi = True``. The golden events are then made by *replaying* the written
@@ -154,26 +172,48 @@ def record(item: LoadedIntegration, fixtures: Path, *,
     def scrub(doc: dict[str, Any]) -> dict[str, Any]:
         return redactor(redact(doc) if redact is not None else doc)
 
-    http, mqtt = fixtures / "http.jsonl", fixtures / "mqtt.jsonl"
+    http, mqtt, mllp = fixtures / "http.jsonl", fixtures / "mqtt.jsonl", fixtures / "mllp.jsonl"
     transport = RecordingTransport(http, inner=inner, redact=scrub)
     mqtt.write_bytes(b"")
+    mllp.write_bytes(b"")
 
     def sources(settings: MqttSettings, client_id: str) -> RecordingSource:
         return RecordingSource(MqttSource(settings, client_id), mqtt, idle_s=idle_s, redact=scrub)
 
-    asyncio.run(_run(item, transport, sources))
-    for path in (http, mqtt):
+    def listeners(settings: MllpSettings) -> MllpRecordingSource:
+        return MllpRecordingSource(MllpListener(settings), mllp, idle_s=idle_s, redact=scrub, connect_s=connect_s)
+
+    asyncio.run(_run(item, transport, sources, listeners))
+    for path in (http, mqtt, mllp):
         if path.stat().st_size == 0:
-            path.unlink()  # the integration spoke only the other protocol
-    events, records = asyncio.run(_run(replay_as or item, *_replay_io(fixtures)))
+            path.unlink()  # the integration spoke only another protocol
+    events, records = _replay_checked(replay_as or item, fixtures)
     (fixtures / "shape.json").write_text(learn(_shape_docs(records)).to_json())
     (fixtures / "events.jsonl").write_text("".join(event_lines([event_doc(e) for e in events])))
     return len(events)
 
 
-def replay(item: LoadedIntegration, fixtures: Path) -> list[dict[str, Any]]:
-    """Run ``item`` offline from ``fixtures``; the events it produces, as golden docs."""
-    events, _ = asyncio.run(_run(item, *_replay_io(fixtures)))
+def _replay_checked(item: LoadedIntegration, fixtures: Path, *, update: bool = False) -> tuple[list[Event], list[Any]]:
+    """Replay, then hold an MLLP replay to the recorded acknowledgements (or rewrite them, ``update``)."""
+    transport, sources, listeners = _replay_io(fixtures)
+    events, records = asyncio.run(_run(item, transport, sources, listeners))
+    if isinstance(listeners, MllpReplaySource):
+        if update:
+            listeners.rewrite_acks()
+        elif differences := listeners.ack_differences():
+            raise ReplayMiss(f"{item.config.key}: replaying {listeners.path} acknowledges messages differently than "
+                             f"recorded (senders would see this change; if intended, review it and run `inlet "
+                             f"replay {item.config.key} --update`):\n  " + "\n  ".join(differences))
+    return events, records
+
+
+def replay(item: LoadedIntegration, fixtures: Path, *, update: bool = False) -> list[dict[str, Any]]:
+    """Run ``item`` offline from ``fixtures``; the events it produces, as golden docs.
+
+    An MLLP fixture's acknowledgements are checked against the recorded ones (:class:`ReplayMiss` on a
+    difference) or, with ``update``, rewritten from the replay.
+    """
+    events, _ = _replay_checked(item, fixtures, update=update)
     return [event_doc(e) for e in events]
 
 

@@ -20,6 +20,17 @@ An MQTT recording is ``mqtt.jsonl``: one received message per line, in arrival o
 retain, MQTT 5 properties and the receive time (replay's frozen clock: a decoder that falls back to the
 receive time gets the recorded one). A push source never ends, so a recording ends after ``idle_s``
 seconds without a message; replay yields the recorded messages once and then ends.
+
+An MLLP recording is ``mllp.jsonl``: the messages as received and the acknowledgements sent, one per line, in
+the order they happened. A message line is ``{"message": n, "connection": c, "received_at", "hl7", "charset"}``
+(``n`` counts messages from 1; ``c`` numbers the sender connections in order of their first message, so a
+fixture holds no ephemeral port; ``oversized`` when the frame exceeded the limit), an acknowledgement line
+``{"ack": n, "hl7", "charset"}`` answers message ``n``. The text is the bytes decoded as UTF-8, or — when they
+are not UTF-8 — as ISO-8859-1 with ``"charset": "latin-1"``, so replay gives back the exact bytes and a
+reviewer reads the message (and the PHI redaction can see it). Replay (:class:`MllpReplaySource`) hands the
+messages to the connector once, in their recorded order and batches of their connection order, with the
+recorded receive times, and compares each acknowledgement the connector sends with the recorded one
+(acknowledgement code MSA-1 and control id MSA-2): :meth:`MllpReplaySource.ack_differences`.
 """
 
 from __future__ import annotations
@@ -40,9 +51,11 @@ import orjson
 
 from inlet.core import exact_json
 from inlet.core.errors import InletError
+from inlet.core.mllp import MllpMessage, MllpSettings, MllpSource
 from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
 
-__all__ = ["MATCH_HEADERS", "RecordingSource", "RecordingTransport", "ReplayMiss", "ReplaySource", "ReplayTransport",
+__all__ = ["MATCH_HEADERS", "MllpRecordingSource", "MllpReplaySource", "RecordingSource",
+           "RecordingTransport", "ReplayMiss", "ReplaySource", "ReplayTransport",
            "message_doc", "request_key", "request_match"]
 
 
@@ -270,3 +283,164 @@ class ReplaySource:
 
     def ack(self, mids: list[int]) -> None:
         """Replay is offline: nobody to acknowledge to."""
+
+
+# -- MLLP ------------------------------------------------------------------------------------------------
+
+
+def _hl7_doc(payload: bytes) -> dict[str, Any]:
+    try:
+        return {"hl7": payload.decode("utf-8"), "charset": "utf-8"}
+    except UnicodeDecodeError:
+        return {"hl7": payload.decode("latin-1"), "charset": "latin-1"}
+
+
+def _hl7_bytes(doc: dict[str, Any]) -> bytes:
+    return str(doc.get("hl7", "")).encode(str(doc.get("charset") or "utf-8"))
+
+
+def _msa(payload: bytes) -> tuple[str, str]:
+    """(MSA-1, MSA-2) of an acknowledgement: what replay compares."""
+    text = payload.decode("latin-1")
+    for segment in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
+        if segment.startswith("MSA") and len(segment) > 3:
+            fields = segment.split(segment[3])
+            return (fields[1] if len(fields) > 1 else ""), (fields[2] if len(fields) > 2 else "")
+    return "", ""
+
+
+class MllpRecordingSource:
+    """Passes a live MLLP listener's batches through, appending each message and each reply to ``path``.
+
+    The recording ends after ``idle_s`` seconds without a message (the first wait also covers the senders
+    connecting: ``connect_s``). ``redact`` is applied to every line before it is written.
+    """
+
+    def __init__(self, inner: MllpSource, path: Path, *, idle_s: float = 3.0,
+                 redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, connect_s: float = 10.0) -> None:
+        self.inner, self.path, self.idle_s, self.redact, self.connect_s = inner, path, idle_s, redact, connect_s
+        self._numbers: dict[int, int] = {}
+        self._connections: dict[str, int] = {}
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        if self.redact is not None:
+            doc = self.redact(doc)
+        with self.path.open("ab") as fh:
+            fh.write(orjson.dumps(doc) + b"\n")
+
+    def _count(self) -> int:
+        if not self.path.exists():
+            return 0
+        return sum(1 for line in self.path.read_bytes().splitlines() if line.startswith(b'{"message"'))
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def batches(self) -> AsyncIterator[list[MllpMessage]]:
+        it = aiter(self.inner.batches())
+        timeout = self.idle_s + self.connect_s
+        number = self._count()
+        try:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(anext(it), timeout)
+                except (TimeoutError, StopAsyncIteration):
+                    return
+                timeout = self.idle_s
+                for m in batch:
+                    number += 1
+                    self._numbers[m.serial] = number
+                    connection = self._connections.setdefault(m.peer, len(self._connections) + 1)
+                    doc: dict[str, Any] = {"message": number, "connection": connection,
+                                           "received_at": m.received_at.isoformat(), **_hl7_doc(m.payload)}
+                    if m.oversized:
+                        doc["oversized"] = m.oversized
+                    self._write(doc)
+                yield batch
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def reply(self, serial: int, payload: bytes) -> None:
+        number = self._numbers.pop(serial, None)
+        if number is not None:
+            self._write({"ack": number, **_hl7_doc(payload)})
+        self.inner.reply(serial, payload)
+
+
+class MllpReplaySource:
+    """Yields the messages of an ``mllp.jsonl`` recording once; compares the replies with the recorded ACKs.
+
+    One instance serves every pass of a replay (``__call__`` returns it): a second pass finds nothing new.
+    Messages are batched as recorded — consecutive messages, at most ``batch_max`` — with ``serial`` = the
+    recorded message number.
+    """
+
+    def __init__(self, path: Path, batch_max: int = 200) -> None:
+        if not path.is_file():
+            raise ReplayMiss(f"no MLLP recording at {path}: record it with `inlet record`")
+        self.path, self.batch_max = path, batch_max
+        self.messages: list[MllpMessage] = []
+        self.recorded_acks: dict[int, bytes] = {}
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            doc = orjson.loads(line)
+            if "message" in doc:
+                self.messages.append(MllpMessage(
+                    payload=_hl7_bytes(doc), serial=int(doc["message"]), peer=f"connection-{doc.get('connection', 1)}",
+                    received_at=datetime.fromisoformat(doc["received_at"]), oversized=int(doc.get("oversized", 0))))
+            elif "ack" in doc:
+                self.recorded_acks[int(doc["ack"])] = _hl7_bytes(doc)
+        self.replies: dict[int, bytes] = {}
+        self._next = 0
+
+    def __call__(self, settings: MllpSettings) -> MllpReplaySource:
+        """As ``IntegrationContext.mllp_source``: every connector instance shares this replay."""
+        return self
+
+    async def start(self) -> None:
+        """Nothing to listen on."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    async def batches(self) -> AsyncIterator[list[MllpMessage]]:
+        while self._next < len(self.messages):
+            batch = self.messages[self._next:self._next + self.batch_max]
+            self._next += len(batch)
+            yield batch
+
+    def reply(self, serial: int, payload: bytes) -> None:
+        self.replies[serial] = payload
+
+    def ack_differences(self) -> list[str]:
+        """Each message whose replayed acknowledgement (MSA-1, MSA-2) differs from the recorded one, or that got
+        none; empty when replay answered every message as the recording did."""
+        out = []
+        for m in self.messages:
+            recorded = self.recorded_acks.get(m.serial)
+            replayed = self.replies.get(m.serial)
+            if recorded is None and replayed is None:
+                continue
+            was = _msa(recorded) if recorded is not None else ("(none)", "")
+            now = _msa(replayed) if replayed is not None else ("(none)", "")
+            if was != now:
+                out.append(f"message {m.serial}: recorded ACK {was[0]} {was[1]}, replay answers {now[0]} {now[1]}")
+        return out
+
+    def rewrite_acks(self) -> None:
+        """Replace the recorded acknowledgements by the replayed ones (``inlet replay --update``)."""
+        lines = []
+        for line in self.path.read_bytes().splitlines():
+            if line.strip() and not line.startswith(b'{"ack"'):
+                lines.append(line)
+                doc = orjson.loads(line)
+                if "message" in doc and int(doc["message"]) in self.replies:
+                    lines.append(orjson.dumps({"ack": int(doc["message"]),
+                                               **_hl7_doc(self.replies[int(doc["message"])])}))
+        self.path.write_bytes(b"\n".join(lines) + b"\n")

@@ -59,6 +59,17 @@ PHI (``phi=True``), in every FHIR resource (a JSON object with a string ``resour
     Not covered: free text outside the fields above, PHI in non-JSON bodies other than ``Patient/<id>``
     references, ages above 89 (the year is kept as is).
 
+HL7 v2 (``phi=True``), in a document's ``hl7`` member (an ER7 message as an MLLP recording holds it)
+    :meth:`Redactor.hl7`, with the message's own delimiters and separators kept: PID-2/3/4/19/20/21 and
+    MRG-1..4 identifiers (CX.1) → ``ID-<10 hex>`` (the same value gives the same pseudonym in every message, so
+    ADT, ORU and merges still name one patient); PID-5/6/9 and MRG-7 names → ``Name-<8 hex>`` per component;
+    PID-7 birth and PID-29 death → the year only; PID-11 address → ``Line-``/``City-``/``State-``, the postal
+    code keeping its first three characters, country and address type kept, the rest dropped; PID-13/14
+    phones → ``ID-<10 hex>``; persons in PV1-7/8/9/17/52, PD1-4, ORC-10/11/12, OBR-10/16/28/32..35 and OBX-16
+    (XCN: id and names); NTE-3 comments and the error texts of acknowledgements (MSA-3, ERR-8) → ``Text-``;
+    NK1, GT1, IN1..IN3, ROL and PRT segments (other people) are removed. Not covered: free text in OBX-5 and
+    Z-segments (a plugin's own segments: its recording tool must keep PHI out of them).
+
 :func:`scan_for_leaks` is the check a test or CI runs on a written fixture file: which planted values appear.
 """
 
@@ -117,6 +128,25 @@ _ID_PARAMS: Final = frozenset({"patient", "subject", "performer", "practitioner"
 _NAME_PARAMS: Final = frozenset({"name", "family", "given", "phonetic"})
 
 
+_HL7_FIELDS: Final[dict[str, dict[int, str]]] = {
+    "PID": {2: "id", 3: "id", 4: "id", 5: "name", 6: "name", 7: "year", 9: "name", 11: "address", 13: "phone",
+            14: "phone", 19: "id", 20: "id", 21: "id", 29: "year"},
+    "MRG": {1: "id", 2: "id", 3: "id", 4: "id", 7: "name"},
+    "PV1": {7: "person", 8: "person", 9: "person", 17: "person", 52: "person"},
+    "PD1": {4: "person"},
+    "ORC": {10: "person", 11: "person", 12: "person"},
+    "OBR": {10: "person", 16: "person", 28: "person", 32: "person", 33: "person", 34: "person", 35: "person"},
+    "OBX": {16: "person"},
+    "NTE": {3: "text"},
+    "ERR": {8: "text"},
+    "MSA": {3: "text"},
+}
+"""HL7 v2 fields holding PHI, and how each is pseudonymised (:meth:`Redactor.hl7`)."""
+
+_HL7_DROPPED: Final = frozenset({"NK1", "GT1", "IN1", "IN2", "IN3", "ROL", "PRT"})
+"""HL7 v2 segments about other people (next of kin, guarantor, insured, care team): removed whole."""
+
+
 class Redactor:
     """Callable redacting one exchange document; see the module docstring for exactly what it does.
 
@@ -138,6 +168,8 @@ class Redactor:
     def __call__(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A redacted copy of ``doc``."""
         secrets = self._secrets()
+        if self.phi and isinstance(doc.get("hl7"), str):
+            doc = {**doc, "hl7": self.hl7(doc["hl7"])}
         if self.phi:
             self._collect_person_ids(doc)
         out: dict[str, Any] = {}
@@ -154,6 +186,66 @@ class Redactor:
     def request_line(self, line: str) -> str:
         """Redact a ``METHOD path?query`` line (as :func:`core.recording.request_key` makes) on its own."""
         return self._request_line(line, self._secrets())
+
+    def hl7(self, text: str) -> str:
+        """PHI of one HL7 v2 message (ER7 text) pseudonymised, its delimiters and segment separators kept.
+
+        See the module docstring ("HL7 v2"). Idempotent: pseudonyms are recognised and kept.
+        """
+        if not text.startswith("MSH") or len(text) < 8:
+            return text
+        f = text[3]
+        enc = text[4:8].split(f, 1)[0]
+        comp = enc[0] if enc else "^"
+        rep = enc[1] if len(enc) > 1 else "~"
+        out: list[str] = []
+        for part in re.split(r"(\r\n|\r|\n)", text):
+            if part in ("\r\n", "\r", "\n") or len(part) < 3:
+                out.append(part)
+                continue
+            name = part[:3]
+            if name in _HL7_DROPPED:
+                if out and out[-1] in ("\r\n", "\r", "\n"):
+                    out.pop()  # the segment and its separator
+                continue
+            rules = _HL7_FIELDS.get(name)
+            if rules is None:
+                out.append(part)
+                continue
+            fields = part.split(f)
+            for number, kind in rules.items():
+                if number < len(fields) and fields[number]:
+                    fields[number] = rep.join(self._hl7_field(kind, r, comp) for r in fields[number].split(rep))
+            out.append(f.join(fields))
+        return "".join(out)
+
+    def _hl7_field(self, kind: str, value: str, comp: str) -> str:
+        c = value.split(comp)
+        if kind == "id":  # CX / XCN.1: the identifier; assigning authority and type stay
+            c[0] = self._pseudo("ID", c[0], 10) if c[0] else c[0]
+        elif kind == "name":  # XPN: every component that holds text
+            c = [self._pseudo("Name", x, 8) if x and i < 5 else x for i, x in enumerate(c)]
+        elif kind == "person":  # XCN: id, then family, given, middle
+            c = [self._pseudo("ID", x, 10) if i == 0 and x else self._pseudo("Name", x, 8) if x and 1 <= i <= 3
+                 else x for i, x in enumerate(c)]
+        elif kind == "address":  # XAD: lines, city, state pseudonymised; postal prefix, country, type kept
+            kept = []
+            for i, x in enumerate(c[:7]):
+                if not x or i in (5, 6):
+                    kept.append(x)
+                elif i == 4:
+                    kept.append(self._postal(x))
+                else:
+                    kept.append(self._pseudo({0: "Line", 1: "Line", 2: "City", 3: "State"}[i], x, 8))
+            c = kept
+        elif kind == "phone":  # XTN: the number (or address) only
+            c = [self._pseudo("ID", value, 10)] if value else [value]
+        elif kind == "year":  # DTM of birth / death: the year only
+            m = _RE_YEAR.match(c[0])
+            c = [m.group(1)] if m else [""]
+        elif kind == "text":
+            c = [self._pseudo("Text", value, 8)] if value else [value]
+        return comp.join(c)
 
     def pseudonym_id(self, value: str) -> str:
         """The pseudonym of a person resource id (a UUID stays a UUID); pseudonyms map to themselves."""

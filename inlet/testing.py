@@ -1,14 +1,15 @@
 """Generated contract tests: one test per fixture directory, with no code per customer.
 
 ``fixture_cases(config_dirs, fixtures_root)`` finds every configured integration that has a fixture
-directory ``<fixtures_root>/<customer>/<integration>/`` holding ``http.jsonl`` or ``mqtt.jsonl``;
+directory ``<fixtures_root>/<customer>/<integration>/`` holding ``http.jsonl``, ``mqtt.jsonl`` or ``mllp.jsonl``;
 ``check_fixture(case)`` replays it offline and asserts what CI must hold for every integration:
 
 - the replayed events equal the golden events (the failure shows the unified diff, so a plugin author
   sees which record changed and how; ``inlet replay --update`` rewrites them after review);
 - every event validates against the contract its ``ce_dataschema`` names (DLQ records and drift alerts
   excepted: they carry the original payload);
-- the expected DLQ records are part of the goldens, so a new failure or a vanished one is a diff too.
+- the expected DLQ records are part of the goldens, so a new failure or a vanished one is a diff too;
+- an HL7 v2 (MLLP) fixture is acknowledged as recorded: the same ACK code for every message.
 
 Use it from a test module (``tests/test_fixtures.py``)::
 
@@ -31,6 +32,7 @@ from inlet import contracts
 from inlet.core.config import LoadedIntegration, check_config, find_config_dir
 from inlet.core.errors import ConfigError
 from inlet.core.fixtures import golden_diff, replay
+from inlet.core.recording import ReplayMiss
 
 __all__ = ["FixtureCase", "check_fixture", "fixture_cases"]
 
@@ -58,7 +60,7 @@ def fixture_cases(config_dirs: Iterable[Path], fixtures_root: Path) -> list[Fixt
             raise AssertionError("\n".join(map(str, errors)))
         for item in loaded:
             fixtures = fixtures_root / item.config.customer / item.config.integration
-            if (fixtures / "http.jsonl").exists() or (fixtures / "mqtt.jsonl").exists():
+            if any((fixtures / name).exists() for name in ("http.jsonl", "mqtt.jsonl", "mllp.jsonl")):
                 cases.append(FixtureCase(item, fixtures))
     return cases
 
@@ -91,7 +93,10 @@ def _update_command(case: FixtureCase) -> str:
 
 def check_fixture(case: FixtureCase) -> None:
     """Replay the fixture and assert goldens and contracts; the message says what to do."""
-    actual = replay(case.integration, case.fixtures)
+    try:
+        actual = replay(case.integration, case.fixtures)
+    except ReplayMiss as exc:
+        raise AssertionError(f"{case}: {exc}") from None
     diff = golden_diff(case.fixtures, actual)
     if diff:
         raise AssertionError(

@@ -32,6 +32,7 @@ from inlet.contracts.base import Contract
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
+from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.core.connector import Batch, Connector, PluginSettings
 from inlet.core.errors import DecodeError, MappingError
 from inlet.core.mllp import MllpMessage, MllpSettings, MllpSource, open_listener
@@ -123,7 +124,7 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
 
     name: ClassVar[str] = "hl7v2"
     settings_model: ClassVar[type[PluginSettings]] = Hl7v2Settings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV2)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV2, PatientMergeV1)
     description: ClassVar[str] = "HL7 v2 ADT/ORU over MLLP (ACK after the sink)"
     phi: ClassVar[bool] = True
     zone_needed: ClassVar[str] = "HL7 timestamps without an offset are the sending facility's wall time"

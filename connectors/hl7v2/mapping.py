@@ -15,6 +15,10 @@ ADT (``map_adt``):
   event is emitted (the patient still is). PV1-2 class → v3 ActCode (I IMP, O AMB, E EMER, P PRENC,
   R AMB, B AMB); PV1-10 → type (v2 table 0069); PV1-44/45 → period.
 
+ADT^A40 (``map_merge``): each PID / MRG pair → ``clinical.patient_merge`` (survivor PID-3.1, retired MRG-1.1 or
+MRG-4, every MRG-1 identifier, EVN-2 / MSH-7 as ``merged_at``); no ``clinical.patient`` event (an A08 carries the
+survivor's demographics). An MRG without a PID before it, or with no identifier, is a MappingError.
+
 ORU (``map_oru``): one observation per OBX, ``observation_id`` = ``<filler or placer order number, else
 MSH-10>/<OBX-4 sub-id or OBX-1 set id>/<OBX-3.1>`` so a corrected result (OBX-11 ``C``) keeps its id. OBX-2
 NM → quantity (exact decimal string; unit OBX-6, UCUM when OBX-6.3 says so), SN → quantity with comparator,
@@ -37,12 +41,13 @@ from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_observation import Coding
 from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
+from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.core.errors import MappingError
 from inlet.core.time import Instant, normalise
 
 from .parser import Message, Segment
 
-__all__ = ["ADT_EVENTS", "Unsupported", "hl7_time", "map_adt", "map_message", "map_oru", "message_type"]
+__all__ = ["ADT_EVENTS", "Unsupported", "hl7_time", "map_adt", "map_merge", "map_message", "map_oru", "message_type"]
 
 ADT_EVENTS: Final = {"A01": "in-progress", "A04": "arrived", "A08": None, "A03": "finished", "A11": "cancelled",
                      "A13": "in-progress"}
@@ -187,6 +192,47 @@ def map_adt(msg: Message, trigger: str, zone: str | None) -> list[Contract]:
     return out
 
 
+def _first_id(msg: Message, seg: Segment, number: int) -> list[dict[str, str | None]]:
+    out: list[dict[str, str | None]] = []
+    for rep in msg.repetitions(seg, number):
+        c = msg.components(rep)
+        if c[0].strip():
+            authority = c[3].split(msg.delimiters.subcomponent)[0].strip() if len(c) > 3 else ""
+            out.append({"system": msg.unescape(authority) or None, "value": msg.unescape(c[0].strip())})
+    return out
+
+
+def map_merge(msg: Message, zone: str | None) -> list[Contract]:
+    """ADT^A40: one ``clinical.patient_merge`` per PID / MRG pair (module docstring)."""
+    at = hl7_time(msg.get("EVN", 2), zone, "EVN-2") or hl7_time(msg.get("MSH", 7), zone, "MSH-7")
+    control = msg.get("MSH", 10).strip() or None
+    out: list[Contract] = []
+    pid: Segment | None = None
+    for seg in msg.segments:
+        if seg.name == "PID":
+            pid = seg
+        elif seg.name == "MRG":
+            n = len(out) + 1
+            if pid is None:
+                raise MappingError(f"ADT^A40: MRG {n} has no PID before it (which record survives?)")
+            survivor = _first_id(msg, pid, 3)
+            survivor_id = survivor[0]["value"] if survivor else _f(msg, pid, 2)
+            if not survivor_id:
+                raise MappingError(f"ADT^A40: the PID before MRG {n} names no patient (PID-3 and PID-2 are empty)")
+            merged = _first_id(msg, seg, 1)
+            merged_id = merged[0]["value"] if merged else _f(msg, seg, 4)
+            if not merged_id:
+                raise MappingError(f"ADT^A40: MRG {n} names no prior patient (MRG-1 and MRG-4 are empty)")
+            out.append(PatientMergeV1.model_validate({
+                "patient_id": survivor_id, "merged_patient_id": merged_id, "merged_identifiers": merged,
+                "merged_at": at.utc if at else None, "merged_at_precision": at.precision if at else None,
+                "source_version": control}))
+            pid = None
+    if not out:
+        raise MappingError("ADT^A40 without an MRG segment: nothing to merge")
+    return out
+
+
 def _decimal(text: str, where: str) -> str:
     text = text.strip()
     if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)", text):
@@ -297,7 +343,9 @@ def map_message(msg: Message, zone: str | None) -> list[Contract]:
     kind, trigger = message_type(msg)
     if kind == "ADT" and trigger in ADT_EVENTS:
         return map_adt(msg, trigger, zone)
+    if kind == "ADT" and trigger == "A40":
+        return map_merge(msg, zone)
     if kind == "ORU" and trigger in ("R01", ""):
         return map_oru(msg, zone)
     raise Unsupported(f"message type {kind}^{trigger} is not mapped by the hl7v2 family "
-                      f"(ADT^A01/A03/A04/A08/A11/A13 and ORU^R01 are)")
+                      f"(ADT^A01/A03/A04/A08/A11/A13/A40 and ORU^R01 are)")
