@@ -27,7 +27,8 @@ More than ``max_pages`` pages raises :class:`PaginationLimitError`; a next link 
 
 :func:`paginate` runs that loop over ``core.http.HttpClient.get`` (so retries, bounds and rate limits apply to
 every page) and decodes bodies with orjson (or the ``loads`` it is given: :func:`core.exact_json.loads` keeps
-decimals exact, as FHIR search does); a page that is not usable JSON raises :class:`PageDecodeError` naming the
+decimals exact, as FHIR search does), after dropping a leading UTF-8 byte order mark (OData v2 servers send
+one; RFC 8259 lets a parser ignore it); a page that is not usable JSON raises :class:`PageDecodeError` naming the
 URL. Records are found by ``records_path``, a dotted path (``value``, ``d.results``, ``data.items``);
 a key that itself contains dots, like ``@odata.nextLink``, is matched whole.
 
@@ -517,7 +518,9 @@ async def paginate(http: HttpClient, paginator: Paginator, path: str,
         number += 1
         content_type = headers.get("content-type")
         try:
-            decoded = loads(body)
+            # A leading UTF-8 byte order mark is allowed by RFC 8259 parsers (and sent by real OData v2
+            # servers); the parsers refuse it, so it is dropped here. The DLQ keeps the body as received.
+            decoded = loads(body[3:] if body.startswith(_BOM) else body)
         except json.JSONDecodeError as exc:
             raise PageDecodeError(_display(url, query), body, f"not JSON ({exc})", content_type) from exc
         # Records or a next link not where configured: the error names the page and keeps its bytes for the DLQ.
@@ -636,6 +639,8 @@ class _Missing:
 _MISSING: Final = _Missing()
 
 _RequestKey = tuple[str, tuple[tuple[str, str], ...]]
+_BOM: Final = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark some servers put before a JSON body (valid: RFC 8259 lets a parser ignore it)."""
 
 
 def _lookup(node: Any, path: str) -> Any:

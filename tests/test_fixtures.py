@@ -18,9 +18,9 @@ CASES = fixture_cases([ROOT / "examples" / "config", ROOT / "examples" / "custom
 
 def test_every_configured_integration_with_fixtures_gets_a_test() -> None:
     assert [str(c) for c in CASES] == [
-        "example-clinic/observations", "klinikum-mitte/encounters", "klinikum-mitte/observations",
-        "klinikum-mitte/patients", "netz-ost/substations", "spital-wien/hourly", "spital-wien/nightly",
-        "stadtwerke-nord/meters"]
+        "example-clinic/observations", "brandt-moebel/invoices", "hopital-du-lac/hl7", "klinikum-mitte/encounters",
+        "klinikum-mitte/observations", "klinikum-mitte/patients", "netz-ost/substations", "spital-wien/hourly",
+        "spital-wien/nightly", "st-marien/hl7", "stadtwerke-nord/meters"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

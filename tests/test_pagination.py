@@ -444,3 +444,10 @@ def test_settings_build_each_kind() -> None:
 def test_settings_errors(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ADAPTER.validate_python(data)
+
+
+async def test_a_leading_utf8_byte_order_mark_is_accepted(server: HttpTestServer) -> None:
+    """OData v2 servers (SAP gateways) start some bodies with a BOM: valid JSON for RFC 8259 parsers."""
+    server.route("/bom", lambda request: Response(body=b'\xef\xbb\xbf{"d": {"results": [{"id": 1}, {"id": 2}]}}'))
+    ids, _ = await collect(server, NextLinkPaginator("odata2"), "/bom")
+    assert ids == [1, 2]

@@ -20,8 +20,7 @@ from zoneinfo import ZoneInfo
 
 from inlet.connectors.customers.klinikum_mitte import LAB_SYSTEM, LAB_TO_LOINC, WARD_URL, ZONE
 from inlet.connectors.fhir.synth import FhirResource, generate_dataset, generate_encounters, generate_patients
-from inlet.core.config import LoadedIntegration, check_config
-from inlet.core.errors import ConfigError
+from inlet.core.config import LoadedIntegration, load_config
 from tools.recording import record_from_fhir_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,18 +115,9 @@ def hospital_resources() -> dict[str, list[FhirResource]]:
 
 
 def configured(integration: str) -> LoadedIntegration:
-    """The Klinikum Mitte integration as ``examples/customers`` configures it.
-
-    Only this customer's files must be valid: the directory holds other customers' integrations whose
-    secrets this machine need not have.
-    """
-    _, loaded, errors = check_config(CONFIG)
-    path = CONFIG / "integrations" / f"{CUSTOMER}.{integration}.yaml"
-    if mine := [e for e in errors if e.file in (None, str(path))]:
-        raise mine[0]
-    found = next((i for i in loaded if i.config.key == f"{CUSTOMER}/{integration}"), None)
-    if found is None:
-        raise ConfigError(f"{CUSTOMER}/{integration} is not configured", file=str(path))
+    """The Klinikum Mitte integration as ``examples/customers`` configures it (loaded alone: the directory holds
+    other customers' integrations whose secrets this machine need not have)."""
+    _, [found] = load_config(CONFIG, only=[f"{CUSTOMER}/{integration}"])
     return found
 
 
