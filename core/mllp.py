@@ -17,7 +17,10 @@ connection; the sender waits for the acknowledgement of one message before it se
   acknowledged that is not stored.
 
 TLS: ``tls_certfile`` / ``tls_keyfile`` make it an MLLP-over-TLS listener; ``tls_client_cafile`` additionally
-requires senders to present a client certificate signed by that CA.
+requires senders to present a client certificate signed by that CA. The handshake runs per connection: a sender
+that is refused (a certificate from another CA, none, or plain TCP) is logged as ``mllp TLS handshake refused``
+with OpenSSL's reason and counted in ``refused_handshakes``; its connection is closed without a reply (asyncio
+does not send the TLS alert, so the sender sees the connection end), and the listener goes on serving.
 """
 
 from __future__ import annotations
@@ -138,6 +141,20 @@ def open_listener(ctx: IntegrationContext, settings: MllpSettings) -> MllpSource
     return MllpListener(settings) if factory is None else cast(MllpSource, factory(settings))
 
 
+class _Protocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that, for TLS, reads nothing until the handshake is started (no ClientHello is lost)."""
+
+    def __init__(self, reader: asyncio.StreamReader, accept: Any, *, loop: asyncio.AbstractEventLoop,
+                 tls: bool) -> None:
+        super().__init__(reader, accept, loop=loop)
+        self._tls = tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._tls:
+            cast(asyncio.ReadTransport, transport).pause_reading()
+        super().connection_made(transport)
+
+
 class MllpListener:
     """The asyncio MLLP server (module docstring)."""
 
@@ -151,11 +168,21 @@ class MllpListener:
         self._writers: set[asyncio.StreamWriter] = set()
         self.port: int = settings.port
         self.skipped_bytes = 0
+        self.refused_handshakes = 0
+        self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self._server = await asyncio.start_server(self._accept, s.host, s.port, ssl=s.tls_context(),
-                                                  reuse_address=True, limit=64 * 1024)
+        # TLS is started per connection in _accept (not by the server), so a refused handshake is logged with
+        # its reason instead of vanishing in asyncio's SSL protocol.
+        self._tls = s.tls_context()
+        loop = asyncio.get_running_loop()
+        tls = self._tls is not None
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return _Protocol(asyncio.StreamReader(limit=64 * 1024, loop=loop), self._accept, loop=loop, tls=tls)
+
+        self._server = await loop.create_server(protocol, s.host, s.port, reuse_address=True)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("mllp listening", host=s.host, port=self.port, tls=s.tls_certfile is not None)
@@ -191,6 +218,8 @@ class MllpListener:
         peer = writer.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
         try:
+            if self._tls is not None and not await self._handshake(writer, name):
+                return
             await self._serve(reader, writer, name)
         except (asyncio.CancelledError, ConnectionError, OSError, ssl.SSLError, TimeoutError,
                 asyncio.IncompleteReadError):
@@ -201,6 +230,18 @@ class MllpListener:
             self._writers.discard(writer)
             self._tasks.discard(task)
             writer.transport.abort()
+
+    async def _handshake(self, writer: asyncio.StreamWriter, peer: str) -> bool:
+        """The server side of the TLS handshake; False (logged with the reason) when the sender is refused."""
+        assert self._tls is not None
+        try:
+            await asyncio.wait_for(writer.start_tls(self._tls), min(self.settings.idle_timeout_seconds, 60.0))
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            self.refused_handshakes += 1
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            log.warning("mllp TLS handshake refused", peer=peer, reason=str(reason), error=str(exc))
+            return False
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
         s = self.settings
