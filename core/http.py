@@ -399,12 +399,15 @@ class HttpClient:
                        f"{spent:.1f} s{why})") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def get(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, httpx.Headers]:
-        """GET ``url`` (relative to ``base_url`` or absolute) with retries; the body and headers.
+    async def get(self, url: str, params: Mapping[str, Any] | None = None, *,
+                  headers: Mapping[str, str] | None = None) -> tuple[bytes, httpx.Headers]:
+        """GET ``url`` (relative to ``base_url`` or absolute) with retries; the body and headers. ``headers`` are
+        added to this request only (e.g. Xero's ``If-Modified-Since``).
 
         Stricter than :meth:`request`: any status >= 400 raises, and the content type must be a declared one.
         """
-        answer = await self._attempts("GET", url, lambda: self._once("GET", url, None, params, None, strict=True))
+        answer = await self._attempts("GET", url,
+                                      lambda: self._once("GET", url, headers, params, None, strict=True))
         return answer.body, answer.headers
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,

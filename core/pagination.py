@@ -501,11 +501,13 @@ class CursorPaginator(Paginator):
 
 async def paginate(http: HttpClient, paginator: Paginator, path: str,
                    params: Mapping[str, Any] | None = None, *,
-                   loads: Callable[[bytes], Any] = orjson.loads) -> AsyncIterator[Page]:
+                   loads: Callable[[bytes], Any] = orjson.loads,
+                   headers: Mapping[str, str] | None = None) -> AsyncIterator[Page]:
     """Every page of a pass, in order: fetched with ``http.get`` (retries, bounds and limits apply per page).
 
     ``loads`` parses each body (orjson by default; ``core.exact_json.loads`` for Decimals where a float would
     not carry a number as written); it raises ``json.JSONDecodeError`` (orjson's error is one) for bad JSON.
+    ``headers`` go with every page request (a conditional header such as ``If-Modified-Since``).
     Raises :class:`PageDecodeError` for a page that is not usable JSON, and the paginator's
     :class:`PaginationError` s for loops and never-ending passes.
     """
@@ -514,9 +516,9 @@ async def paginate(http: HttpClient, paginator: Paginator, path: str,
     while request is not None:
         # Absolute before fetching, so the page knows its own URL and relative next links resolve per RFC 3986.
         url, query = _absolute(http.settings.base_url, request.url), request.params
-        body, headers = await http.get(url, query)
+        body, answer_headers = await http.get(url, query, headers=headers)
         number += 1
-        content_type = headers.get("content-type")
+        content_type = answer_headers.get("content-type")
         try:
             # A leading UTF-8 byte order mark is allowed by RFC 8259 parsers (and sent by real OData v2
             # servers); the parsers refuse it, so it is dropped here. The DLQ keeps the body as received.
@@ -525,7 +527,7 @@ async def paginate(http: HttpClient, paginator: Paginator, path: str,
             raise PageDecodeError(_display(url, query), body, f"not JSON ({exc})", content_type) from exc
         # Records or a next link not where configured: the error names the page and keeps its bytes for the DLQ.
         try:
-            page = paginator.make_page(decoded, url, query, number=number, headers=headers)
+            page = paginator.make_page(decoded, url, query, number=number, headers=answer_headers)
         except DecodeError as exc:
             raise PageDecodeError(_display(url, query), body, str(exc), content_type) from exc
         yield page

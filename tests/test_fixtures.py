@@ -19,8 +19,8 @@ CASES = fixture_cases([ROOT / "examples" / "config", ROOT / "examples" / "custom
 def test_every_configured_integration_with_fixtures_gets_a_test() -> None:
     assert [str(c) for c in CASES] == [
         "example-clinic/observations", "brandt-moebel/invoices", "hopital-du-lac/hl7", "klinikum-mitte/encounters",
-        "klinikum-mitte/observations", "klinikum-mitte/patients", "netz-ost/substations", "spital-wien/hourly",
-        "spital-wien/nightly", "st-marien/hl7", "stadtwerke-nord/meters"]
+        "klinikum-mitte/observations", "klinikum-mitte/patients", "kowhai-kitchens/invoices", "netz-ost/substations",
+        "spital-wien/hourly", "spital-wien/nightly", "st-marien/hl7", "stadtwerke-nord/meters"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

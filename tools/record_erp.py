@@ -1,9 +1,11 @@
-"""Record the ERP customer plugins' fixtures (Brandt Möbel) from the local OData test server.
+"""Record the ERP customer plugins' fixtures (Brandt Möbel, Kōwhai Kitchens) from the local ERP test servers.
 
 Serves *generated* data (``connectors.erp_rest.synth``, seeded — never the third-party samples) shaped the way
 the customer's Business Central writes it, quirk included (webshop drafts numbered ``WS-…``), plus a record the
 DLQ must catch (an unknown status), and records the integration with ``core.fixtures.record`` into
-``fixtures/brandt-moebel/invoices/`` (exchanges, shape, golden events).
+``fixtures/brandt-moebel/invoices/`` (exchanges, shape, golden events). Kōwhai Kitchens the same way from the
+Xero test server (``tests.servers.xero``): generated NZD invoices and bills, some bills numbered only by their
+``Reference`` (the quirk), one with neither (the DLQ must show it), into ``fixtures/kowhai-kitchens/invoices/``.
 
     .venv/bin/python -m tools.record_erp
 """
@@ -15,15 +17,16 @@ from typing import Any
 
 import httpx
 
-from inlet.connectors.erp_rest.synth import bc_customers, bc_sales_invoices
+from inlet.connectors.erp_rest.synth import bc_customers, bc_sales_invoices, xero_invoices
 from inlet.core import exact_json
 from inlet.core.config import load_config
 from inlet.core.fixtures import record
 from tests.servers.odata import OdataTestServer
+from tests.servers.xero import XeroTestServer
 from tools.record_hospitals import CONFIG, ROOT
 from tools.recording import origin
 
-__all__ = ["brandt_invoices", "record_erp"]
+__all__ = ["brandt_invoices", "kowhai_invoices", "record_erp", "record_xero"]
 
 CUSTOMER = "brandt-moebel"
 COMPANY = "c0ffee00-0000-4000-8000-000000000001"
@@ -36,6 +39,39 @@ def brandt_invoices() -> list[dict[str, Any]]:
         inv["status"], inv["number"] = "Draft", "WS-" + inv["number"]
     invoices[7]["status"] = "Gebucht"  # a localised status from a customisation: the DLQ must show it
     return invoices
+
+
+def kowhai_invoices() -> list[dict[str, Any]]:
+    """Generated Xero invoices and bills: bills keyed by the supplier's number in ``Reference`` only, one bill
+    with neither number nor reference."""
+    invoices = xero_invoices(40, seed=61)
+    bills = [i for i in invoices if i["Type"] == "ACCPAY"]
+    for n, bill in enumerate(bills[:-1]):
+        if n % 2 == 0:
+            bill["InvoiceNumber"], bill["Reference"] = "", f"SUP-{88100 + n}"
+    bills[-1]["InvoiceNumber"], bills[-1]["Reference"] = "", ""
+    return invoices
+
+
+def record_xero() -> None:
+    """Record Kōwhai Kitchens' invoices integration of ``examples/customers``."""
+    customer = "kowhai-kitchens"
+    _, [item] = load_config(CONFIG, only=[f"{customer}/invoices"])
+    fixtures = ROOT / "fixtures" / customer / "invoices"
+    invoices = kowhai_invoices()
+    settings: Any = item.settings
+    server = XeroTestServer(invoices, tenant_id=settings.tenant_id, page_size=15,
+                            base_path=httpx.URL(settings.http.base_url).path)
+    with server:
+        here, there = origin(server.url).encode(), origin(settings.http.base_url).encode()
+
+        def redact(doc: dict[str, Any]) -> dict[str, Any]:  # exact: the amounts are Decimals
+            return exact_json.loads(exact_json.dumps(doc).replace(here, there))  # type: ignore[no-any-return]
+
+        http = settings.http.model_copy(update={"base_url": server.url, "replay": None})
+        live = replace(item, settings=settings.model_copy(update={"http": http}))
+        count = record(live, fixtures, redact=redact, replay_as=item)
+    print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(invoices)} invoices")
 
 
 def record_erp() -> None:
@@ -59,5 +95,12 @@ def record_erp() -> None:
     print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(invoices)} invoices")
 
 
-if __name__ == "__main__":
+def record_all() -> None:
     record_erp()
+    record_xero()
+
+
+if __name__ == "__main__":
+    import sys
+
+    {"brandt": record_erp, "kowhai": record_xero}.get(sys.argv[1] if len(sys.argv) > 1 else "", record_all)()

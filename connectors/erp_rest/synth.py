@@ -5,7 +5,9 @@ What the test servers serve and what recorded fixtures are made from — never t
 with ``salesInvoiceLines`` (JSON numbers, ``lastModifiedDateTime`` with 0 to 7 fractional digits, date-only
 ``invoiceDate`` / ``dueDate``, ``0001-01-01`` as BC's blank date, empty GUIDs, an empty ``currencyCode`` for
 the local currency), ``customers`` and ``customerPayments``; SAP ``A_BillingDocument`` with ``to_Item``
-(decimals as strings, ``/Date(ms)/`` and ``/Date(ms+0000)/``, ``__metadata`` and ``__deferred``).
+(decimals as strings, ``/Date(ms)/`` and ``/Date(ms+0000)/``, ``__metadata`` and ``__deferred``); Xero
+``Invoices`` (JSON numbers, ``/Date(ms+0000)/`` with milliseconds in ``UpdatedDateUTC``, naive ``DateString``,
+``Exclusive`` / ``Inclusive`` amounts, every status including ``VOIDED`` and ``DELETED``).
 Timestamps come in runs: several rows share one modification instant, so page boundaries fall inside them.
 """
 
@@ -17,7 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-__all__ = ["EMPTY_GUID", "bc_customers", "bc_payments", "bc_sales_invoices", "bc_time", "sap_billing_documents"]
+__all__ = ["EMPTY_GUID", "bc_customers", "bc_payments", "bc_sales_invoices", "bc_time", "sap_billing_documents",
+           "xero_date", "xero_invoices"]
 
 EMPTY_GUID: Final = "00000000-0000-0000-0000-000000000000"
 START: Final = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
@@ -155,4 +158,61 @@ def sap_billing_documents(count: int, *, seed: int = 4) -> list[dict[str, Any]]:
                     "TotalGrossAmount": f"{net_total + tax_total}", "BillingDocumentIsCancelled": i % 11 == 5,
                     "LastChangeDateTime": _dotnet(moment, bool(i % 2)),
                     "to_Item": {"results": items}, "to_Partner": {"__deferred": {"uri": "to_Partner"}}})
+    return out
+
+
+XERO_ITEMS: Final = [("FLAT-WHITE", "Flat white beans 1kg", "38.5"), ("KAWAKAWA-TEA", "Kawakawa tea 250g", "14.9"),
+                     ("PAVLOVA-MIX", "Pavlova mix", "7.25"), ("CATERING", "Catering, per head", "29.95"),
+                     ("DELIVERY", "Delivery Auckland CBD", "12")]
+XERO_STATUSES: Final = ["AUTHORISED", "AUTHORISED", "PAID", "DRAFT", "SUBMITTED", "VOIDED", "DELETED"]
+
+
+def xero_date(moment: datetime) -> str:
+    """Xero's JSON date: ``/Date(<UTC ms>+0000)/``."""
+    return f"/Date({int(moment.timestamp() * 1000)}+0000)/"
+
+
+def xero_invoices(count: int, *, seed: int = 5, currency: str = "NZD") -> list[dict[str, Any]]:
+    """Xero ``Invoices`` (ACCREC and ACCPAY) with ``LineItems``: GST 15 %, exact amounts as JSON numbers,
+    ``UpdatedDateUTC`` in milliseconds (runs sharing one second and one millisecond), every status."""
+    rng = random.Random(seed)
+    out = []
+    for i, raw_moment in enumerate(_times(rng, count)):
+        moment = raw_moment.replace(microsecond=raw_moment.microsecond // 1000 * 1000)  # Xero keeps milliseconds
+        inclusive = i % 4 == 3
+        lines, net_total, tax_total = [], Decimal(0), Decimal(0)
+        for _ in range(rng.randint(1, 3)):
+            code, text, price = rng.choice(XERO_ITEMS)
+            qty = Decimal(rng.randint(1, 8))
+            amount = (qty * Decimal(price)).quantize(Decimal("0.01"))
+            if inclusive:  # LineAmount includes GST: the tax is 3/23 of it
+                tax = (amount * 3 / 23).quantize(Decimal("0.01"))
+                net = amount - tax
+            else:
+                tax = (amount * Decimal("0.15")).quantize(Decimal("0.01"))
+                net = amount
+            net_total, tax_total = net_total + net, tax_total + tax
+            lines.append({"LineItemID": _guid(rng), "ItemCode": code, "Description": text,
+                          "Quantity": _number(qty), "UnitAmount": _number(Decimal(price)), "TaxType": "OUTPUT2",
+                          "TaxAmount": _number(tax), "LineAmount": _number(amount), "AccountCode": "200",
+                          "Tracking": []})
+        issued = datetime(2024, 2, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 28))
+        status = XERO_STATUSES[rng.randrange(len(XERO_STATUSES))]
+        kind = "ACCPAY" if i % 5 == 4 else "ACCREC"
+        total = net_total + tax_total
+        contact: dict[str, Any] = {"ContactID": _guid(rng), "Name": f"Customer {i % 9:02d} Ltd"}
+        if i % 3:
+            contact["ContactNumber"] = f"C{100 + i % 9}"
+        out.append({
+            "Type": kind, "InvoiceID": _guid(rng), "InvoiceNumber": f"INV-{1000 + i}" if kind == "ACCREC"
+            else f"BILL-{500 + i}", "Reference": f"PO {7000 + i}" if i % 2 else "", "Contact": contact,
+            "Date": xero_date(issued), "DateString": issued.strftime("%Y-%m-%dT00:00:00"),
+            "DueDate": xero_date(issued + timedelta(days=20)),
+            "DueDateString": (issued + timedelta(days=20)).strftime("%Y-%m-%dT00:00:00"),
+            "Status": status, "LineAmountTypes": "Inclusive" if inclusive else "Exclusive", "LineItems": lines,
+            "SubTotal": _number(net_total), "TotalTax": _number(tax_total), "Total": _number(total),
+            "AmountDue": _number(Decimal(0) if status in ("PAID", "VOIDED", "DELETED") else total),
+            "AmountPaid": _number(total if status == "PAID" else Decimal(0)), "AmountCredited": 0,
+            "CurrencyCode": currency, "CurrencyRate": 1, "HasAttachments": False, "IsDiscounted": False,
+            "UpdatedDateUTC": xero_date(moment)})
     return out

@@ -21,6 +21,7 @@ another shape), ``loop`` (every next link points at the first page).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -142,7 +143,9 @@ class OdataTestServer(HttpTestServer):
                 out[lines] = {"__deferred": {"uri": f"{self.url}/{entity}/{lines}"}}
         if self.dialect == "odata4":
             id_field, mod_field = self._key(entity)
-            out = {"@odata.etag": f'W/"{abs(hash((row[id_field], row[mod_field]))) % 10**12}"', **out}
+            # A stable digest, not hash(): str hashes change per process, and recordings must be reproducible.
+            tag = int(hashlib.sha256(f"{row[id_field]}|{row[mod_field]}".encode()).hexdigest()[:12], 16) % 10**12
+            out = {"@odata.etag": f'W/"{tag}"', **out}
         return out
 
 
