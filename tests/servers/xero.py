@@ -82,7 +82,10 @@ class XeroTestServer(HttpTestServer):
             if page < 1:
                 return Response(400, {"Message": "page must be 1 or more"}, headers=limits)
             out = rows[(page - 1) * self.page_size: page * self.page_size]
-            now = int(datetime.now(UTC).timestamp() * 1000)
+            # The answer's time is the newest change it knows (not the wall clock), so recordings are reproducible.
+            newest = max((_instant(r["UpdatedDateUTC"]) for r in self.invoices),
+                         default=datetime(2000, 1, 1, tzinfo=UTC))
+            now = int(newest.timestamp() * 1000)
             body = {"Id": str(uuid.UUID(int=number)), "Status": "OK", "ProviderName": "inlet tests",
                     "DateTimeUTC": f"/Date({now})/", "Invoices": out}
             return Response(body=exact_json.dumps(body), content_type="application/json; charset=utf-8",
