@@ -12,6 +12,7 @@ Xero test server (``tests.servers.xero``): generated NZD invoices and bills, som
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -53,46 +54,37 @@ def kowhai_invoices() -> list[dict[str, Any]]:
     return invoices
 
 
-def record_xero() -> None:
-    """Record Kōwhai Kitchens' invoices integration of ``examples/customers``."""
-    customer = "kowhai-kitchens"
-    _, [item] = load_config(CONFIG, only=[f"{customer}/invoices"])
-    fixtures = ROOT / "fixtures" / customer / "invoices"
-    invoices = kowhai_invoices()
+def _record(key: str, serve: Callable[[Any], Any], rows: int) -> None:
+    """Record integration ``key`` of ``examples/customers`` from the test server ``serve(settings)`` returns,
+    the recording's origin rewritten to the configured one and its amounts kept exact (Decimals)."""
+    _, [item] = load_config(CONFIG, only=[key])  # only this one: no other customer's secret needed
+    fixtures = ROOT / "fixtures" / key
     settings: Any = item.settings
-    server = XeroTestServer(invoices, tenant_id=settings.tenant_id, page_size=15,
-                            base_path=httpx.URL(settings.http.base_url).path)
-    with server:
+    with serve(settings) as server:
         here, there = origin(server.url).encode(), origin(settings.http.base_url).encode()
 
-        def redact(doc: dict[str, Any]) -> dict[str, Any]:  # exact: the amounts are Decimals
+        def redact(doc: dict[str, Any]) -> dict[str, Any]:
             return exact_json.loads(exact_json.dumps(doc).replace(here, there))  # type: ignore[no-any-return]
 
         http = settings.http.model_copy(update={"base_url": server.url, "replay": None})
         live = replace(item, settings=settings.model_copy(update={"http": http}))
         count = record(live, fixtures, redact=redact, replay_as=item)
-    print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(invoices)} invoices")
+    print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {rows} invoices")
+
+
+def record_xero() -> None:
+    """Record Kōwhai Kitchens' invoices integration (a Xero test server)."""
+    invoices = kowhai_invoices()
+    _record("kowhai-kitchens/invoices", lambda s: XeroTestServer(
+        invoices, tenant_id=s.tenant_id, page_size=15, base_path=httpx.URL(s.http.base_url).path), len(invoices))
 
 
 def record_erp() -> None:
-    """Record Brandt Möbel's invoices integration of ``examples/customers``."""
-    _, [item] = load_config(CONFIG, only=[f"{CUSTOMER}/invoices"])  # only this one: no other customer's secret
-    fixtures = ROOT / "fixtures" / CUSTOMER / "invoices"
+    """Record Brandt Möbel's invoices integration (an OData v4 test server)."""
     invoices = brandt_invoices()
-    settings: Any = item.settings
-    server = OdataTestServer({"salesInvoices": invoices}, dialect="odata4", company=COMPANY,
-                             expand={"salesInvoices": "salesInvoiceLines"},
-                             base_path=httpx.URL(settings.http.base_url).path)
-    with server:
-        here, there = origin(server.url).encode(), origin(settings.http.base_url).encode()
-
-        def redact(doc: dict[str, Any]) -> dict[str, Any]:  # exact: the amounts are Decimals
-            return exact_json.loads(exact_json.dumps(doc).replace(here, there))  # type: ignore[no-any-return]
-
-        http = settings.http.model_copy(update={"base_url": server.url, "replay": None})
-        live = replace(item, settings=settings.model_copy(update={"http": http}))
-        count = record(live, fixtures, redact=redact, replay_as=item)
-    print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(invoices)} invoices")
+    _record(f"{CUSTOMER}/invoices", lambda s: OdataTestServer(
+        {"salesInvoices": invoices}, dialect="odata4", company=COMPANY, expand={"salesInvoices": "salesInvoiceLines"},
+        base_path=httpx.URL(s.http.base_url).path), len(invoices))
 
 
 def record_all() -> None:
