@@ -29,6 +29,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from inlet.contracts.base import Contract, published
+from inlet.core.errors import ConfigError
 from inlet.core.types import Position, RawRecord
 
 __all__ = ["Batch", "Connector", "IntegrationContext", "NoSettings", "PluginSettings"]
@@ -113,10 +114,17 @@ class Connector(abc.ABC, Generic[SettingsT]):
     description: ClassVar[str] = ""
     phi: ClassVar[bool] = False
     """True for healthcare feeds: recorded fixtures pseudonymise PHI (core.redact)."""
+    source_zone: ClassVar[str | None] = None
+    """The zone this customer's source writes times without an offset in, when that is fixed (a hospital's EHR):
+    any other configured ``zone`` would shift every such time, so the base class refuses it (``inlet check`` too)."""
     zone_needed: ClassVar[str] = ""
     """Non-empty when records of this family need the integration's ``zone``: what goes to the DLQ without it."""
 
     def __init__(self, ctx: IntegrationContext, settings: SettingsT) -> None:
+        if self.source_zone is not None and ctx.zone != self.source_zone:
+            raise ConfigError(f"{self.description or self.name}: the source writes times without an offset as "
+                              f"{self.source_zone} wall time: zone must be {self.source_zone}, got {ctx.zone!r}",
+                              key="zone")
         self.ctx = ctx
         self.settings = settings
         self.log = ctx.logger()

@@ -24,8 +24,7 @@ from typing import ClassVar, Final
 from pydantic import Field
 
 from inlet.connectors.hl7v2.connector import AckCodes, Hl7v2Connector, Hl7v2Settings
-from inlet.core.connector import IntegrationContext, PluginSettings
-from inlet.core.errors import ConfigError
+from inlet.core.connector import PluginSettings
 
 __all__ = ["ZONE", "HopitalDuLacHl7", "HopitalDuLacSettings"]
 
@@ -46,8 +45,4 @@ class HopitalDuLacHl7(Hl7v2Connector):
     settings_model: ClassVar[type[PluginSettings]] = HopitalDuLacSettings
     description: ClassVar[str] = "Hôpital du Lac HL7 v2 over MLLP (ISO-8859-1, \\n separators, Europe/Zurich)"
 
-    def __init__(self, ctx: IntegrationContext, settings: Hl7v2Settings) -> None:
-        if ctx.zone != ZONE:
-            raise ConfigError(f"Hôpital du Lac's HL7 times without an offset are Lausanne wall time: zone must be "
-                              f"{ZONE}, got {ctx.zone!r}", key="zone")
-        super().__init__(ctx, settings)
+    source_zone: ClassVar[str | None] = ZONE

@@ -30,14 +30,14 @@ from typing import Any, ClassVar, Final
 from typing_extensions import override
 
 from inlet.connectors.fhir.mapping import items, obj, with_standard_codes
-from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings, pinned_settings
+from inlet.connectors.fhir.search import FhirSearchConnector, pinned_settings
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_observation import Coding
 from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
-from inlet.core.connector import IntegrationContext, PluginSettings
-from inlet.core.errors import ConfigError, MappingError
+from inlet.core.connector import PluginSettings
+from inlet.core.errors import MappingError
 from inlet.core.time import Instant, normalise, normalise_series
 
 __all__ = ["LAB_SYSTEM", "LAB_TO_LOINC", "WARD_SYSTEM", "WARD_URL", "ZONE", "KlinikumMitteEncounters",
@@ -63,11 +63,7 @@ class _KlinikumMitteSearch(FhirSearchConnector):
 
     phi: ClassVar[bool] = True
 
-    def __init__(self, ctx: IntegrationContext, settings: FhirSearchSettings) -> None:
-        if ctx.zone != ZONE:
-            raise ConfigError(f"Klinikum Mitte's EHR writes naive Berlin wall time: zone must be {ZONE}, "
-                              f"got {ctx.zone!r}", key="zone")
-        super().__init__(ctx, settings)
+    source_zone: ClassVar[str | None] = ZONE
 
     @override
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:

@@ -28,8 +28,8 @@ from inlet.connectors.hl7v2.connector import Hl7v2Connector, Hl7v2Settings, Pars
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_observation import Coding
-from inlet.core.connector import IntegrationContext, PluginSettings
-from inlet.core.errors import ConfigError, MappingError
+from inlet.core.connector import PluginSettings
+from inlet.core.errors import MappingError
 
 __all__ = ["BED_SYSTEM", "LAB_SYSTEM", "LAB_TO_LOINC", "WARD_SYSTEM", "ZONE", "StMarienHl7"]
 
@@ -54,11 +54,7 @@ class StMarienHl7(Hl7v2Connector):
     settings_model: ClassVar[type[PluginSettings]] = Hl7v2Settings
     description: ClassVar[str] = "St. Marien HL7 v2 over MLLP (ZPV ward/bed, local lab codes → LOINC, Berlin)"
 
-    def __init__(self, ctx: IntegrationContext, settings: Hl7v2Settings) -> None:
-        if ctx.zone != ZONE:
-            raise ConfigError(f"St. Marien's HL7 times without an offset are Berlin wall time: zone must be {ZONE}, "
-                              f"got {ctx.zone!r}", key="zone")
-        super().__init__(ctx, settings)
+    source_zone: ClassVar[str | None] = ZONE
 
     @override
     def map_message(self, record: Parsed) -> list[Contract]:
