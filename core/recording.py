@@ -44,7 +44,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import orjson
@@ -57,6 +57,9 @@ from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
 __all__ = ["MATCH_HEADERS", "MllpRecordingSource", "MllpReplaySource", "RecordingSource",
            "RecordingTransport", "ReplayMiss", "ReplaySource", "ReplayTransport",
            "message_doc", "request_key", "request_match"]
+
+
+_M = TypeVar("_M")
 
 
 class ReplayMiss(InletError):
@@ -247,7 +250,28 @@ class RecordingSource:
         self.inner.ack(mids)
 
 
-class ReplaySource:
+class _RecordedMessages(Generic[_M]):
+    """What both push-source replays share: the recorded messages yielded once, in order, ``batch_max`` at a
+    time; nothing to start or stop. One instance serves every pass: a second pass finds nothing new."""
+
+    messages: list[_M]
+    batch_max: int
+    _next: int = 0
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    async def batches(self) -> AsyncIterator[list[_M]]:
+        while self._next < len(self.messages):
+            batch = self.messages[self._next:self._next + self.batch_max]
+            self._next += len(batch)
+            yield batch
+
+
+class ReplaySource(_RecordedMessages[MqttMessage]):
     """Yields the messages of an ``mqtt.jsonl`` recording once, in batches of ``batch_max``; acks are no-ops.
 
     One instance serves every pass of a replay: a second pass (the daemon's next poll) finds nothing new.
@@ -268,18 +292,6 @@ class ReplaySource:
     def __call__(self, settings: MqttSettings, client_id: str) -> ReplaySource:
         """As ``IntegrationContext.message_source``: every connector instance shares this replay."""
         return self
-
-    async def start(self) -> None:
-        """Nothing to connect to."""
-
-    async def stop(self) -> None:
-        """Nothing to disconnect."""
-
-    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
-        while self._next < len(self.messages):
-            batch = self.messages[self._next:self._next + self.batch_max]
-            self._next += len(batch)
-            yield batch
 
     def ack(self, mids: list[int]) -> None:
         """Replay is offline: nobody to acknowledge to."""
@@ -372,7 +384,7 @@ class MllpRecordingSource:
         self.inner.reply(serial, payload)
 
 
-class MllpReplaySource:
+class MllpReplaySource(_RecordedMessages[MllpMessage]):
     """Yields the messages of an ``mllp.jsonl`` recording once; compares the replies with the recorded ACKs.
 
     One instance serves every pass of a replay (``__call__`` returns it): a second pass finds nothing new.
@@ -402,18 +414,6 @@ class MllpReplaySource:
     def __call__(self, settings: MllpSettings) -> MllpReplaySource:
         """As ``IntegrationContext.mllp_source``: every connector instance shares this replay."""
         return self
-
-    async def start(self) -> None:
-        """Nothing to listen on."""
-
-    async def stop(self) -> None:
-        """Nothing to close."""
-
-    async def batches(self) -> AsyncIterator[list[MllpMessage]]:
-        while self._next < len(self.messages):
-            batch = self.messages[self._next:self._next + self.batch_max]
-            self._next += len(batch)
-            yield batch
 
     def reply(self, serial: int, payload: bytes) -> None:
         self.replies[serial] = payload
