@@ -119,7 +119,7 @@ def lines_for_megabytes(megabytes: float, sample: Path) -> int:
 
 def serve(path: Path, file_lines: int) -> None:
     """``--serve``: the bulk server over ``path`` until stdin closes; prints its base URL first."""
-    from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
+    from tools.servers.fhir_bulk import BulkFaults, FhirBulkServer
 
     with path.open("rb") as f:
         resources = [orjson.loads(line) for line in f if line.strip()]
@@ -132,8 +132,12 @@ def serve(path: Path, file_lines: int) -> None:
 @contextlib.contextmanager
 def bulk_server(path: Path, file_lines: int) -> Any:
     """A ``--serve`` child process; yields its base URL; stops it on exit."""
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(path), "--file-lines", str(file_lines)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(path), "--file-lines", str(file_lines)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 120)
@@ -192,8 +196,9 @@ def topic_template(prefix: str) -> str:
     return f"{prefix}.{{name}}.v{{major}}"
 
 
-async def inlet_pass(base_url: str, sink: Sink, template: str, state: Path,
-                     out: list[Round] | None, broker_pid: int | None) -> tuple[BatchCounts, float]:
+async def inlet_pass(
+    base_url: str, sink: Sink, template: str, state: Path, out: list[Round] | None, broker_pid: int | None
+) -> tuple[BatchCounts, float]:
     """One export through the registered plugin → Pipeline → ``sink`` → checkpoints.
 
     Returns the totals and the seconds from kick-off to the first events. With ``out`` the pass is measured
@@ -225,8 +230,9 @@ async def inlet_pass(base_url: str, sink: Sink, template: str, state: Path,
     return totals, first
 
 
-async def run_inlet_kafka(settings: KafkaSettings, base_url: str, template: str, state: Path,
-                          broker_pid: int | None, out: list[Round]) -> tuple[BatchCounts, float]:
+async def run_inlet_kafka(
+    settings: KafkaSettings, base_url: str, template: str, state: Path, broker_pid: int | None, out: list[Round]
+) -> tuple[BatchCounts, float]:
     sink = KafkaSink(settings)
     await sink.start()  # producer start-up before the clock, as in bench_pipeline
     try:
@@ -258,9 +264,16 @@ def child_inlet(args: argparse.Namespace) -> None:
         finally:
             sampler.cancel()
             await sink.stop()
-        return {"records_in": totals.records_in, "events_out": totals.events_out, "dlq": dict(totals.dlq),
-                "wall_s": round(wall, 3), "first_events_s": round(first, 3), "rss_start_kb": rss_start,
-                "rss_samples_mb": samples, "vm_hwm_kb": _rss_kb("VmHWM")}
+        return {
+            "records_in": totals.records_in,
+            "events_out": totals.events_out,
+            "dlq": dict(totals.dlq),
+            "wall_s": round(wall, 3),
+            "first_events_s": round(first, 3),
+            "rss_start_kb": rss_start,
+            "rss_samples_mb": samples,
+            "vm_hwm_kb": _rss_kb("VmHWM"),
+        }
 
     print(json.dumps(asyncio.run(go())), flush=True)
 
@@ -275,9 +288,23 @@ def _rss_kb(field: str = "VmRSS") -> int:
 
 def run_memory_child(base_url: str, bootstrap: str, template: str, state: Path) -> dict[str, Any]:
     """The inlet path in a child process; its peak RSS from ``os.wait4`` (this child alone, not the broker's)."""
-    proc = subprocess.Popen([sys.executable, __file__, "--child-inlet", "--base-url", base_url, "--bootstrap",
-                             bootstrap, "--topic-template", template, "--state", str(state)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--child-inlet",
+            "--base-url",
+            base_url,
+            "--bootstrap",
+            bootstrap,
+            "--topic-template",
+            template,
+            "--state",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + CHILD_TIMEOUT
     ready, _, _ = select.select([proc.stdout], [], [], CHILD_TIMEOUT)
@@ -329,8 +356,10 @@ def naive_map(obs: Any) -> dict[str, Any]:
         out["value"] = obs.valueString
     if obs.component:
         out["components"] = [
-            {"code": comp.code.coding[0].code if comp.code.coding else None,
-             "value": float(comp.valueQuantity.value) if comp.valueQuantity and comp.valueQuantity.value else None}
+            {
+                "code": comp.code.coding[0].code if comp.code.coding else None,
+                "value": float(comp.valueQuantity.value) if comp.valueQuantity and comp.valueQuantity.value else None,
+            }
             for comp in obs.component
         ]
     return out
@@ -342,7 +371,7 @@ async def send_naive(producer: Any, topic: str, lines: Sequence[bytes]) -> None:
     send, parse, dumps = producer.send, Observation.model_validate_json, orjson.dumps
     for start in range(0, len(lines), NAIVE_BATCH):
         futures = []
-        for line in lines[start:start + NAIVE_BATCH]:
+        for line in lines[start : start + NAIVE_BATCH]:
             obs = parse(line)
             value = dumps(naive_map(obs))
             key = obs.subject.reference.encode() if obs.subject and obs.subject.reference else None
@@ -350,8 +379,9 @@ async def send_naive(producer: Any, topic: str, lines: Sequence[bytes]) -> None:
         await asyncio.gather(*futures)
 
 
-async def run_naive(settings: KafkaSettings, topic: str, lines: Sequence[bytes], broker_pid: int | None,
-                    out: list[Round]) -> None:
+async def run_naive(
+    settings: KafkaSettings, topic: str, lines: Sequence[bytes], broker_pid: int | None, out: list[Round]
+) -> None:
     sink, producer = await sink_producer(settings)
     try:
         await producer.partitions_for(topic)
@@ -361,8 +391,9 @@ async def run_naive(settings: KafkaSettings, topic: str, lines: Sequence[bytes],
         await sink.stop()
 
 
-async def run_raw(settings: KafkaSettings, topic: str, events: Sequence[Event], broker_pid: int | None,
-                  out: list[Round]) -> None:
+async def run_raw(
+    settings: KafkaSettings, topic: str, events: Sequence[Event], broker_pid: int | None, out: list[Round]
+) -> None:
     sink, producer = await sink_producer(settings)
     try:
         await producer.partitions_for(topic)  # metadata before the clock starts
@@ -388,8 +419,9 @@ def summary(rounds: Sequence[Round]) -> dict[str, Any]:
     }
 
 
-async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, tmp: Path,
-                host: dict[str, Any]) -> dict[str, Any]:
+async def bench(
+    args: argparse.Namespace, bootstrap: str, broker_pid: int | None, tmp: Path, host: dict[str, Any]
+) -> dict[str, Any]:
     settings = KafkaSettings(bootstrap=bootstrap)  # project defaults: acks=all, idempotent, 5 ms, 256 KB
     run_id = uuid.uuid4().hex[:8]
     data = tmp / "Observation.000.ndjson"
@@ -404,29 +436,40 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     with bulk_server(data, args.file_lines) as base_url:
         log(f"bulk server at {base_url}; warm-up: one pass into MemorySink (the events for raw), one into nothing")
         memory = MemorySink()
-        mem_counts, _ = await inlet_pass(base_url, memory, topic_template(f"bench-{run_id}-mem"), state,
-                                         None, broker_pid)
+        mem_counts, _ = await inlet_pass(
+            base_url, memory, topic_template(f"bench-{run_id}-mem"), state, None, broker_pid
+        )
         discard_rounds: list[Round] = []
-        await inlet_pass(base_url, DiscardSink(), topic_template(f"bench-{run_id}-mem"), state, discard_rounds,
-                         broker_pid)
+        await inlet_pass(
+            base_url, DiscardSink(), topic_template(f"bench-{run_id}-mem"), state, discard_rounds, broker_pid
+        )
         events = memory.events
         if not events or mem_counts.records_in != count:
             raise SystemExit(f"the warm-up pass read {mem_counts.records_in} of {count} lines: nothing to compare")
-        contract_topics = sorted({e.topic.removeprefix(f"bench-{run_id}-mem.") for e in events
-                                  if e.topic.startswith(f"bench-{run_id}-mem.")})
+        contract_topics = sorted(
+            {e.topic.removeprefix(f"bench-{run_id}-mem.") for e in events if e.topic.startswith(f"bench-{run_id}-mem.")}
+        )
         lines = data.read_bytes().splitlines()[: args.naive_events]
 
         topics = {n: [f"bench-{run_id}-{n}-{i}" for i in range(args.rounds)] for n in ("raw", "naive")}
         prefixes = [f"bench-{run_id}-inlet{i}" for i in range(args.rounds)]
-        await create_topics(bootstrap, [f"bench-{run_id}-warm", *topics["raw"], *topics["naive"],
-                                        *(f"{p}.{c}" for p in prefixes for c in contract_topics)])
+        await create_topics(
+            bootstrap,
+            [
+                f"bench-{run_id}-warm",
+                *topics["raw"],
+                *topics["naive"],
+                *(f"{p}.{c}" for p in prefixes for c in contract_topics),
+            ],
+        )
         await run_raw(settings, f"bench-{run_id}-warm", events[:WARMUP_RAW], broker_pid, [])
 
         counts: BatchCounts | None = None
         for i in range(args.rounds):
             log(f"round {i + 1}/{args.rounds}: inlet ({count} resources)")
-            counts, ttf = await run_inlet_kafka(settings, base_url, topic_template(prefixes[i]), state, broker_pid,
-                                                rows["inlet"])
+            counts, ttf = await run_inlet_kafka(
+                settings, base_url, topic_template(prefixes[i]), state, broker_pid, rows["inlet"]
+            )
             first.append(ttf)
             log(f"round {i + 1}/{args.rounds}: raw aiokafka ({len(events)} events)")
             await run_raw(settings, topics["raw"][i], events, broker_pid, rows["raw aiokafka"])
@@ -456,11 +499,21 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": host,
-        "resources": count, "ndjson_mb": round(size / 1e6, 1), "naive_resources": min(args.naive_events, count),
-        "rounds": args.rounds, "file_lines": args.file_lines, "batch_size": "plugin default",
-        "events": n_events, "mean_value_bytes": round(mean_value, 1), "mean_header_bytes": round(mean_headers, 1),
-        "counts": {"records_in": counts.records_in, "events_out": counts.events_out, "dlq": dict(counts.dlq),
-                   "filtered": dict(counts.filtered)},
+        "resources": count,
+        "ndjson_mb": round(size / 1e6, 1),
+        "naive_resources": min(args.naive_events, count),
+        "rounds": args.rounds,
+        "file_lines": args.file_lines,
+        "batch_size": "plugin default",
+        "events": n_events,
+        "mean_value_bytes": round(mean_value, 1),
+        "mean_header_bytes": round(mean_headers, 1),
+        "counts": {
+            "records_in": counts.records_in,
+            "events_out": counts.events_out,
+            "dlq": dict(counts.dlq),
+            "filtered": dict(counts.filtered),
+        },
         "first_events_s_median": round(statistics.median(first), 3),
         "results": res,
         "ratios": {"inlet/raw": round(inlet / raw, 3), "inlet/naive": round(inlet / naive, 2)},
@@ -476,14 +529,20 @@ def _version(dist: str) -> str:
 
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(f"\ninlet FHIR bulk benchmark — {r['resources']} Observations ({r['ndjson_mb']} MB NDJSON, files of "
-          f"{r['file_lines']} lines), naive over {r['naive_resources']}; median of {r['rounds']} rounds")
+    print(
+        f"\ninlet FHIR bulk benchmark — {r['resources']} Observations ({r['ndjson_mb']} MB NDJSON, files of "
+        f"{r['file_lines']} lines), naive over {r['naive_resources']}; median of {r['rounds']} rounds"
+    )
     print(f"command: {r['command']}")
-    print(f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
-          f"pydantic {m['pydantic']}, fhir.resources {m['fhir.resources']}; {m['java']}; "
-          f"load avg at start {m['loadavg_at_start']}")
-    print(f"events: value {r['mean_value_bytes']} B, headers {r['mean_header_bytes']} B (means); "
-          f"last inlet round: {r['counts']}\n")
+    print(
+        f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
+        f"pydantic {m['pydantic']}, fhir.resources {m['fhir.resources']}; {m['java']}; "
+        f"load avg at start {m['loadavg_at_start']}"
+    )
+    print(
+        f"events: value {r['mean_value_bytes']} B, headers {r['mean_header_bytes']} B (means); "
+        f"last inlet round: {r['counts']}\n"
+    )
     print(f"{'path':<40}{'res/s':>8}  {'rounds':<24}{'py CPU':>8}{'of it GC':>9}{'broker':>8}{'others':>8}")
     print(f"{'':<40}{'median':>8}  {'':<24}{'µs/res':>8}{'µs/res':>9}{'µs/res':>8}{'cores':>8}")
 
@@ -492,21 +551,29 @@ def print_table(r: dict[str, Any]) -> None:
 
     for name, s in r["results"].items():
         rounds = ", ".join(f"{x / 1000:.1f}k" for x in s["rounds_per_s"])
-        print(f"{name:<40}{s['median_per_s']:>8,}  {rounds:<24}{num(s['py_cpu_us']):>8}{num(s['gc_us']):>9}"
-              f"{num(s['broker_cpu_us']):>8}{num(s['others_cores'], '.2f'):>8}")
+        print(
+            f"{name:<40}{s['median_per_s']:>8,}  {rounds:<24}{num(s['py_cpu_us']):>8}{num(s['gc_us']):>9}"
+            f"{num(s['broker_cpu_us']):>8}{num(s['others_cores'], '.2f'):>8}"
+        )
     print(f"(inlet: kick-off to last commit; first events after {r['first_events_s_median']} s, median)\n")
     ratio = r["ratios"]
-    print(f"inlet / raw aiokafka   {ratio['inlet/raw']:>7.1%}   target >= {TARGET_RAW:.0%}   "
-          f"{'MET' if ratio['inlet/raw'] >= TARGET_RAW else 'MISSED'}")
-    print(f"inlet / naive          {ratio['inlet/naive']:>7.2f}x  target >= {TARGET_NAIVE:.0f}x    "
-          f"{'MET' if ratio['inlet/naive'] >= TARGET_NAIVE else 'MISSED'}")
+    print(
+        f"inlet / raw aiokafka   {ratio['inlet/raw']:>7.1%}   target >= {TARGET_RAW:.0%}   "
+        f"{'MET' if ratio['inlet/raw'] >= TARGET_RAW else 'MISSED'}"
+    )
+    print(
+        f"inlet / naive          {ratio['inlet/naive']:>7.2f}x  target >= {TARGET_NAIVE:.0f}x    "
+        f"{'MET' if ratio['inlet/naive'] >= TARGET_NAIVE else 'MISSED'}"
+    )
     mem = r["memory"]
     if mem:
-        print(f"peak RSS streaming {mem['ndjson_mb']} MB ({mem['lines']} lines) into Kafka: {mem['peak_rss_mb']} MB "
-              f"(VmHWM; at start {mem['rss_start_mb']} MB, max sampled {max(mem['rss_samples_mb'], default=0)} MB; "
-              f"{mem['records_in']} read in {mem['wall_s']} s; wait4 ru_maxrss {mem['ru_maxrss_mb']} MB incl. the "
-              f"parent's image at spawn)\n   "
-              f"target < {TARGET_RSS_MB:.0f} MB   {'MET' if mem['peak_rss_mb'] < TARGET_RSS_MB else 'MISSED'}")
+        print(
+            f"peak RSS streaming {mem['ndjson_mb']} MB ({mem['lines']} lines) into Kafka: {mem['peak_rss_mb']} MB "
+            f"(VmHWM; at start {mem['rss_start_mb']} MB, max sampled {max(mem['rss_samples_mb'], default=0)} MB; "
+            f"{mem['records_in']} read in {mem['wall_s']} s; wait4 ru_maxrss {mem['ru_maxrss_mb']} MB incl. the "
+            f"parent's image at spawn)\n   "
+            f"target < {TARGET_RSS_MB:.0f} MB   {'MET' if mem['peak_rss_mb'] < TARGET_RSS_MB else 'MISSED'}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -514,11 +581,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="Observations in the export")
     parser.add_argument("--naive-events", type=int, default=DEFAULT_NAIVE, help="lines the naive path parses")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    parser.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
-                        help="NDJSON size for the peak-memory child (0: skip)")
+    parser.add_argument(
+        "--memory-mb", type=float, default=DEFAULT_MEMORY_MB, help="NDJSON size for the peak-memory child (0: skip)"
+    )
     parser.add_argument("--file-lines", type=int, default=10_000, help="lines per exported file")
-    parser.add_argument("--bootstrap", default=os.environ.get("INLET_KAFKA_BOOTSTRAP"),
-                        help="an existing broker (default: $INLET_KAFKA_BOOTSTRAP, else start one here)")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("INLET_KAFKA_BOOTSTRAP"),
+        help="an existing broker (default: $INLET_KAFKA_BOOTSTRAP, else start one here)",
+    )
     parser.add_argument("--json", action="store_true", help="only the JSON document, indented")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-inlet", action="store_true", help=argparse.SUPPRESS)
@@ -532,8 +603,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child_inlet:
         child_inlet(args)
         return 0
-    if not (1 <= args.events <= 1_000_000 and 1 <= args.naive_events <= 200_000 and 1 <= args.rounds <= 10
-            and 0 <= args.memory_mb <= 1000 and args.file_lines >= 1):
+    if not (
+        1 <= args.events <= 1_000_000
+        and 1 <= args.naive_events <= 200_000
+        and 1 <= args.rounds <= 10
+        and 0 <= args.memory_mb <= 1000
+        and args.file_lines >= 1
+    ):
         parser.error("--events 1..1000000, --naive-events 1..200000, --rounds 1..10, --memory-mb 0..1000")
     quiet_logs()
     host = {**machine(), "fhir.resources": _version("fhir.resources")}

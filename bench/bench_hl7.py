@@ -100,7 +100,7 @@ def messages(count: int, skip: int = 0) -> list[bytes]:
             except Exception:  # the feed's deliberate AR / AE messages
                 continue
             out.append(m)
-    return out[skip:skip + count]
+    return out[skip : skip + count]
 
 
 def prebuilt(msgs: Sequence[bytes], env: Enveloper) -> tuple[list[Event], dict[str, int]]:
@@ -117,25 +117,43 @@ def prebuilt(msgs: Sequence[bytes], env: Enveloper) -> tuple[list[Event], dict[s
 
 def enveloper(label: str) -> Enveloper:
     base = f"bench-hl7-{label}"
-    return Enveloper("bench", "hl7", topic_template=base + ".{name}.v{major}", dlq_topic_template=base + ".dlq",
-                     drift_topic_template=base + ".drift")
+    return Enveloper(
+        "bench",
+        "hl7",
+        topic_template=base + ".{name}.v{major}",
+        dlq_topic_template=base + ".dlq",
+        drift_topic_template=base + ".drift",
+    )
 
 
 def topics(env: Enveloper) -> list[str]:
     """Every topic the integration writes to (observations go to v1 and v2 while v1 is still published)."""
     made = {e.topic for e in prebuilt(messages(300), env)[0]}
-    return sorted(made | {env.topic_for(c) for c in (PatientV1, EncounterV1, ObservationV2, PatientMergeV1)}
-                  | {env.dlq_topic})
+    return sorted(
+        made | {env.topic_for(c) for c in (PatientV1, EncounterV1, ObservationV2, PatientMergeV1)} | {env.dlq_topic}
+    )
 
 
-def senders(port: int, msgs: Sequence[bytes], procs: int, per_proc: int, rate: float = 0.0,
-            timeout: float = LOAD_TIMEOUT) -> list[subprocess.Popen[bytes]]:
+def senders(
+    port: int, msgs: Sequence[bytes], procs: int, per_proc: int, rate: float = 0.0, timeout: float = LOAD_TIMEOUT
+) -> list[subprocess.Popen[bytes]]:
     """``procs`` sender processes, each with ``per_proc`` connections and its share of ``msgs``."""
     out = []
     for i in range(procs):
         share = msgs[i::procs]
-        cmd = [sys.executable, "-m", "tools.mllp_send", "--port", str(port), "--senders", str(per_proc),
-               "--ack-timeout", "30", "--timeout", str(timeout)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tools.mllp_send",
+            "--port",
+            str(port),
+            "--senders",
+            str(per_proc),
+            "--ack-timeout",
+            "30",
+            "--timeout",
+            str(timeout),
+        ]
         if rate:
             cmd += ["--rate", f"{rate / procs:.3f}"]
         p = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -167,8 +185,10 @@ class Integration:
     def __init__(self, bootstrap: str, label: str, expected: int) -> None:
         self.bootstrap, self.expected = bootstrap, expected
         self.env = enveloper(label)
-        self.connector = Hl7v2Connector(IntegrationContext("bench", "hl7", zone=ZONE), Hl7v2Settings.model_validate(
-            {"mllp": {"port": 0, "max_connections": 1024}}))
+        self.connector = Hl7v2Connector(
+            IntegrationContext("bench", "hl7", zone=ZONE),
+            Hl7v2Settings.model_validate({"mllp": {"port": 0, "max_connections": 1024}}),
+        )
         self.first: float | None = None
         """perf_counter() of the first message's arrival at the listener."""
         self.last = 0.0
@@ -216,8 +236,9 @@ class Integration:
             store.close()
 
 
-async def inlet_round(bootstrap: str, msgs: Sequence[bytes], args: argparse.Namespace, broker_pid: int | None,
-                      tmp: Path) -> dict[str, Any]:
+async def inlet_round(
+    bootstrap: str, msgs: Sequence[bytes], args: argparse.Namespace, broker_pid: int | None, tmp: Path
+) -> dict[str, Any]:
     integ = Integration(bootstrap, uuid.uuid4().hex[:10], len(msgs))
     async with integ.running(tmp) as (port, stats):
         with harness_frozen() as gc_clock:
@@ -237,10 +258,17 @@ async def inlet_round(bootstrap: str, msgs: Sequence[bytes], args: argparse.Name
     assert integ.first is not None
     wall = integ.last - integ.first
     broker = (b1 - b0) if b0 is not None and b1 is not None else None
-    return {"messages": len(msgs), "events": events, "seconds": wall, "msg_per_s": len(msgs) / wall,
-            "events_per_s": events / wall, "cpu_us_per_msg": (c1 - c0) / len(msgs) * 1e6,
-            "broker_cpu_us_per_msg": None if broker is None else broker / len(msgs) * 1e6,
-            "others_cores": max(0.0, (m1 - m0) - (c1 - c0) - (broker or 0.0)) / wall, "gc_s": gc_clock.seconds}
+    return {
+        "messages": len(msgs),
+        "events": events,
+        "seconds": wall,
+        "msg_per_s": len(msgs) / wall,
+        "events_per_s": events / wall,
+        "cpu_us_per_msg": (c1 - c0) / len(msgs) * 1e6,
+        "broker_cpu_us_per_msg": None if broker is None else broker / len(msgs) * 1e6,
+        "others_cores": max(0.0, (m1 - m0) - (c1 - c0) - (broker or 0.0)) / wall,
+        "gc_s": gc_clock.seconds,
+    }
 
 
 async def raw_round(bootstrap: str, events: Sequence[Event], broker_pid: int | None) -> Round:
@@ -263,8 +291,9 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": q[49], "p99_ms": q[98], "max_ms": s[-1], "samples": len(s)}
 
 
-async def latency_phase(bootstrap: str, msgs: Sequence[bytes], rate: float, args: argparse.Namespace,
-                        tmp: Path) -> dict[str, Any]:
+async def latency_phase(
+    bootstrap: str, msgs: Sequence[bytes], rate: float, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
     integ = Integration(bootstrap, uuid.uuid4().hex[:10], len(msgs))
     async with integ.running(tmp) as (port, _):
         t0 = time.perf_counter()
@@ -273,8 +302,11 @@ async def latency_phase(bootstrap: str, msgs: Sequence[bytes], rate: float, args
         wall = time.perf_counter() - t0
     if any(r["ack"] != "AA" for r in results) or len(results) != len(msgs):
         raise RuntimeError("the latency phase lost or refused messages")
-    return {"target_msg_per_s": rate, "achieved_msg_per_s": len(msgs) / wall,
-            **percentiles([float(r["latency_ms"]) for r in results])}
+    return {
+        "target_msg_per_s": rate,
+        "achieved_msg_per_s": len(msgs) / wall,
+        **percentiles([float(r["latency_ms"]) for r in results]),
+    }
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, tmp: Path) -> dict[str, Any]:
@@ -297,34 +329,49 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     count = min(args.latency_max, max(100, int(rate * args.latency_seconds)))
     log(f"latency: {count} messages paced at {rate:.0f} msg/s")
     lat = await latency_phase(bootstrap, messages(count, skip=args.messages + 500), rate, args, tmp)
-    return {"inlet_rounds": inlet, "inlet_best": best, "raw_rounds_events_per_s": [x.rate for x in raw],
-            "raw_best_events_per_s": best_raw.rate,
-            "raw_cpu_us_per_event": best_raw.cpu_s / best_raw.events * 1e6,
-            "ratio_events_per_s": best["events_per_s"] / best_raw.rate, "latency": lat,
-            "events_per_message": len(events) / len(msgs)}
+    return {
+        "inlet_rounds": inlet,
+        "inlet_best": best,
+        "raw_rounds_events_per_s": [x.rate for x in raw],
+        "raw_best_events_per_s": best_raw.rate,
+        "raw_cpu_us_per_event": best_raw.cpu_s / best_raw.events * 1e6,
+        "ratio_events_per_s": best["events_per_s"] / best_raw.rate,
+        "latency": lat,
+        "events_per_message": len(events) / len(msgs),
+    }
 
 
 def print_report(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(f"machine: {m['nproc']} cores, {m['cpu_model']}; load average at start {m['loadavg_at_start']}; "
-          f"Python {m['python']}, aiokafka {m['aiokafka']}, {m['java']}")
+    print(
+        f"machine: {m['nproc']} cores, {m['cpu_model']}; load average at start {m['loadavg_at_start']}; "
+        f"Python {m['python']}, aiokafka {m['aiokafka']}, {m['java']}"
+    )
     print(f"command: {r['command']}")
     print(f"broker: {r['broker']}; senders: {r['procs']} processes x {r['senders']} MLLP connections")
     b = r["inlet_best"]
     print(f"\n{'row':34}{'msg/s':>10}{'events/s':>11}{'CPU µs/msg':>12}{'senders+others (cores)':>24}")
-    print(f"{'inlet MLLP -> Kafka (best)':34}{b['msg_per_s']:>10.0f}{b['events_per_s']:>11.0f}"
-          f"{b['cpu_us_per_msg']:>12.0f}{b['others_cores']:>24.2f}")
+    print(
+        f"{'inlet MLLP -> Kafka (best)':34}{b['msg_per_s']:>10.0f}{b['events_per_s']:>11.0f}"
+        f"{b['cpu_us_per_msg']:>12.0f}{b['others_cores']:>24.2f}"
+    )
     if b["broker_cpu_us_per_msg"] is not None:
         print(f"{'  (the broker JVM, per message)':34}{'':>10}{'':>11}{b['broker_cpu_us_per_msg']:>12.0f}")
-    print(f"{'raw aiokafka, same events (best)':34}{'':>10}{r['raw_best_events_per_s']:>11.0f}"
-          f"{r['raw_cpu_us_per_event']:>12.0f}")
-    print(f"\nall rounds, inlet msg/s: {[round(x['msg_per_s']) for x in r['inlet_rounds']]}; "
-          f"raw events/s: {[round(x) for x in r['raw_rounds_events_per_s']]}")
+    print(
+        f"{'raw aiokafka, same events (best)':34}{'':>10}{r['raw_best_events_per_s']:>11.0f}"
+        f"{r['raw_cpu_us_per_event']:>12.0f}"
+    )
+    print(
+        f"\nall rounds, inlet msg/s: {[round(x['msg_per_s']) for x in r['inlet_rounds']]}; "
+        f"raw events/s: {[round(x) for x in r['raw_rounds_events_per_s']]}"
+    )
     print(f"events per message: {r['events_per_message']:.2f}; inlet / raw (events/s): {r['ratio_events_per_s']:.1%}")
     lat = r["latency"]
-    print(f"ACK latency at {lat['target_msg_per_s']:.0f} msg/s target ({lat['achieved_msg_per_s']:.0f} achieved, "
-          f"{lat['samples']} messages): p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
-          f"max {lat['max_ms']:.1f} ms")
+    print(
+        f"ACK latency at {lat['target_msg_per_s']:.0f} msg/s target ({lat['achieved_msg_per_s']:.0f} achieved, "
+        f"{lat['samples']} messages): p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
+        f"max {lat['max_ms']:.1f} ms"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,8 +390,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         bootstrap, broker_pid = kafka_broker(stack, args.kafka)
         result = asyncio.run(bench(args, bootstrap, broker_pid, Path(tmp)))
-    result.update(machine=host, command=" ".join([".venv/bin/python", "bench/bench_hl7.py", *sys.argv[1:]]),
-                  broker="given" if args.kafka else "started here", procs=args.procs, senders=args.senders)
+    result.update(
+        machine=host,
+        command=" ".join([".venv/bin/python", "bench/bench_hl7.py", *sys.argv[1:]]),
+        broker="given" if args.kafka else "started here",
+        procs=args.procs,
+        senders=args.senders,
+    )
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -29,8 +29,11 @@ from inlet.core.connector import IntegrationContext
 from inlet.core.http import HttpClient, HttpSettings
 from inlet.core.ratelimit import RateLimitSettings
 
-BODY = b'{"resourceType":"Bundle","type":"searchset","entry":[' + b",".join(
-    b'{"resource":{"resourceType":"Observation","id":"%d","status":"final"}}' % i for i in range(14)) + b"]}"
+BODY = (
+    b'{"resourceType":"Bundle","type":"searchset","entry":['
+    + b",".join(b'{"resource":{"resourceType":"Observation","id":"%d","status":"final"}}' % i for i in range(14))
+    + b"]}"
+)
 
 
 def serve(port: int) -> None:
@@ -66,8 +69,10 @@ def free_port() -> int:
 
 async def run_bare(base: str, n: int, concurrency: int) -> tuple[float, float]:
     # Exactly the client HttpClient builds (default pool limits), minus inlet's own work.
-    async with httpx.AsyncClient(base_url=base, timeout=30.0, headers={"User-Agent": "inlet/0.1"},
-                                 follow_redirects=False) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30.0, headers={"User-Agent": "inlet/0.1"}, follow_redirects=False
+    ) as client:
+
         async def worker(count: int) -> None:
             for _ in range(count):
                 async with client.stream("GET", "/Observation", params={"_count": "14"}) as resp:
@@ -88,6 +93,7 @@ async def _timed(worker: Any, n: int, concurrency: int) -> tuple[float, float]:
 async def run_inlet(base: str, n: int, concurrency: int) -> tuple[float, float]:
     settings = HttpSettings(base_url=base, rate_limit=RateLimitSettings(max_concurrency=concurrency))
     async with HttpClient(settings, IntegrationContext("bench", "http")) as http:
+
         async def worker(count: int) -> None:
             for _ in range(count):
                 body, _ = await http.get("/Observation", {"_count": "14"})
@@ -128,14 +134,15 @@ def main() -> None:
     bare, inlet = [r for r, _ in bare_runs], [r for r, _ in inlet_runs]
     b, i = max(bare), max(inlet)
     b_cpu, i_cpu = min(c for _, c in bare_runs), min(c for _, c in inlet_runs)
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-          f"Python {platform.python_version()}, httpx {httpx.__version__}")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, httpx {httpx.__version__}"
+    )
     print(f"{args.requests} GETs per round, concurrency {args.concurrency}, best of {args.rounds} rounds")
     print(f"bare httpx      : {b:10,.0f} requests/s  (rounds: {', '.join(f'{x:,.0f}' for x in bare)})")
     print(f"core.http       : {i:10,.0f} requests/s  (rounds: {', '.join(f'{x:,.0f}' for x in inlet)})")
     print(f"overhead        : {1 - i / b:10.1%}  (target < 15 %)")
-    print(f"client CPU      : bare {b_cpu:.0f} µs/request, core.http {i_cpu:.0f} µs/request "
-          f"(+{i_cpu / b_cpu - 1:.1%})")
+    print(f"client CPU      : bare {b_cpu:.0f} µs/request, core.http {i_cpu:.0f} µs/request (+{i_cpu / b_cpu - 1:.1%})")
 
 
 if __name__ == "__main__":

@@ -117,9 +117,12 @@ TARGET_RATIO = 2.5  # issue 9: inlet >= 2.5x the naive forwarder
 # The forwarder's producer: inlet's durability (acks=all, idempotent) and inlet's batching (linger 5 ms, 256 KB
 # batches: aiokafka's 16 KB default makes concurrent send()s spin in its accumulator, ~1k msg/s here).
 _SINK_DEFAULTS = KafkaSettings(bootstrap="unused")
-FORWARDER_PRODUCER: dict[str, Any] = {"acks": "all", "enable_idempotence": True,
-                                      "linger_ms": _SINK_DEFAULTS.linger_ms,
-                                      "max_batch_size": _SINK_DEFAULTS.max_batch_size}
+FORWARDER_PRODUCER: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "linger_ms": _SINK_DEFAULTS.linger_ms,
+    "max_batch_size": _SINK_DEFAULTS.max_batch_size,
+}
 
 
 class BenchError(RuntimeError):
@@ -168,12 +171,17 @@ class Drain:
             return None if seconds is None else round(seconds / self.messages * 1e6, 1)
 
         return {
-            "messages": self.messages, "events": self.events, "wall_s": round(self.wall_s, 3),
-            "messages_per_s": round(self.rate), "events_per_s": round(self.events / self.wall_s),
-            "cpu_us_per_message": per_msg(self.cpu_s), "gc_us_per_message": per_msg(self.gc_s),
+            "messages": self.messages,
+            "events": self.events,
+            "wall_s": round(self.wall_s, 3),
+            "messages_per_s": round(self.rate),
+            "events_per_s": round(self.events / self.wall_s),
+            "cpu_us_per_message": per_msg(self.cpu_s),
+            "gc_us_per_message": per_msg(self.gc_s),
             "mosquitto_cpu_us_per_message": per_msg(self.mosquitto_cpu_s),
             "kafka_cpu_us_per_message": per_msg(self.kafka_cpu_s),
-            "others_cores": round(self.others_cpu_s / self.wall_s, 2), "kafka_records": self.kafka_records,
+            "others_cores": round(self.others_cpu_s / self.wall_s, 2),
+            "kafka_records": self.kafka_records,
             "messages_per_batch": round(self.messages / self.batches, 1) if self.batches else None,
         }
 
@@ -189,8 +197,13 @@ class Meter:
         self.others = 0.0
 
     def _sample(self) -> tuple[float, float, float | None, float | None, float]:
-        return (time.perf_counter(), time.process_time(), _proc_cpu_s(self.env.mosquitto_pid),
-                _proc_cpu_s(self.env.kafka_pid), _machine_cpu_s())
+        return (
+            time.perf_counter(),
+            time.process_time(),
+            _proc_cpu_s(self.env.mosquitto_pid),
+            _proc_cpu_s(self.env.kafka_pid),
+            _machine_cpu_s(),
+        )
 
     def start(self) -> None:
         self._t0 = self._sample()
@@ -220,7 +233,7 @@ def stamped(payload: bytes, sent_ns: int) -> bytes:
 
 def sent_ns_of(payload: bytes) -> int:
     """The publish time :func:`stamped` put last in the payload."""
-    return int(payload[payload.rindex(b":") + 1:-1])
+    return int(payload[payload.rindex(b":") + 1 : -1])
 
 
 def check_stamp_is_ignored() -> int:
@@ -230,8 +243,10 @@ def check_stamp_is_ignored() -> int:
     plain = decode_tasmota(topic, payload, ctx)
     with_stamp = decode_tasmota(topic, stamped(payload, _monotonic_ns()), ctx)
     if not plain or plain != with_stamp:
-        raise BenchError(f"the Tasmota decoder does not ignore the {SENT_FIELD.decode()} field: "
-                         f"{len(plain)} readings without it, {len(with_stamp)} with it")
+        raise BenchError(
+            f"the Tasmota decoder does not ignore the {SENT_FIELD.decode()} field: "
+            f"{len(plain)} readings without it, {len(with_stamp)} with it"
+        )
     return len(plain)
 
 
@@ -327,12 +342,17 @@ class Inlet:
         subscription = f"{self.prefix}/tele/+/SENSOR"
         settings = MqttMeterSettings(
             mqtt=MqttSettings(url=e.mqtt_url, topics=[subscription], client_id=self.client_id),
-            routes=[Route(topic=subscription, decoder="tasmota", device_level=self.prefix.count("/") + 2,
-                          zone=ZONE)])
+            routes=[Route(topic=subscription, decoder="tasmota", device_level=self.prefix.count("/") + 2, zone=ZONE)],
+        )
         self.connector = MqttMeterConnector(IntegrationContext("bench", self.label, zone=ZONE), settings)
         base = f"bench-mqtt-{e.run_id}-{self.label}"
-        self.enveloper = Enveloper("bench", self.label, topic_template=base + ".{name}.v{major}",
-                                   dlq_topic_template=base + ".dlq", drift_topic_template=base + ".drift")
+        self.enveloper = Enveloper(
+            "bench",
+            self.label,
+            topic_template=base + ".{name}.v{major}",
+            dlq_topic_template=base + ".dlq",
+            drift_topic_template=base + ".drift",
+        )
         self.topics = [self.enveloper.topic_for(MeterReadingV1), self.enveloper.dlq_topic]
         # The benchmark's only hooks: count the PUBACKs the pipeline sends (and see the batches it reads).
         acknowledge, read = self.connector.acknowledge, self.connector.read
@@ -356,8 +376,9 @@ class Inlet:
         self.connector.read = observed_read  # type: ignore[method-assign]
 
     @contextlib.asynccontextmanager
-    async def running(self, meter: Meter | None = None,
-                      profiler: cProfile.Profile | None = None) -> AsyncIterator[tuple[Stats, asyncio.Task[Any]]]:
+    async def running(
+        self, meter: Meter | None = None, profiler: cProfile.Profile | None = None
+    ) -> AsyncIterator[tuple[Stats, asyncio.Task[Any]]]:
         """Sink started and topics created first; then (clock running) connect, run the pipeline; then stop."""
         await create_topics(self.env.bootstrap, self.topics)
         sink = KafkaSink(KafkaSettings(bootstrap=self.env.bootstrap))  # the project's defaults
@@ -392,8 +413,9 @@ class Inlet:
             store.close()
 
 
-async def drain_inlet(env: Env, label: str, messages: Sequence[tuple[str, bytes]],
-                      profiler: cProfile.Profile | None = None) -> Drain:
+async def drain_inlet(
+    env: Env, label: str, messages: Sequence[tuple[str, bytes]], profiler: cProfile.Profile | None = None
+) -> Drain:
     n = len(messages)
     inlet = Inlet(env, label, n)
     seconds = await asyncio.to_thread(prepublish, env, inlet.prefix, messages, inlet.client_id)
@@ -403,16 +425,31 @@ async def drain_inlet(env: Env, label: str, messages: Sequence[tuple[str, bytes]
         await until(inlet.done, run, DRAIN_TIMEOUT, lambda: f"{inlet.acked} of {n} PUBACKs sent")
     t = stats.totals
     if t.records_in != n or t.dlq or t.filtered or t.records_mapped != n:
-        raise BenchError(f"{label}: {n} readings published, pipeline counted {t.records_in} in, "
-                         f"{t.records_mapped} mapped, DLQ {dict(t.dlq)}, filtered {dict(t.filtered)}")
+        raise BenchError(
+            f"{label}: {n} readings published, pipeline counted {t.records_in} in, "
+            f"{t.records_mapped} mapped, DLQ {dict(t.dlq)}, filtered {dict(t.filtered)}"
+        )
     events_topic, dlq_topic = inlet.topics
     on_kafka = await kafka_records(env.bootstrap, [events_topic])
     dlq = await kafka_records(env.bootstrap, [dlq_topic])
     if on_kafka < max(n, t.events_out) or dlq:
-        raise BenchError(f"{label}: Kafka holds {on_kafka} events (pipeline sent {t.events_out}) and {dlq} DLQ "
-                         f"records for {n} readings")
-    return Drain("inlet", n, t.events_out, meter.wall, meter.cpu, meter.mosquitto, meter.kafka, meter.others,
-                 inlet.gc_clock.seconds, on_kafka, inlet.batches)
+        raise BenchError(
+            f"{label}: Kafka holds {on_kafka} events (pipeline sent {t.events_out}) and {dlq} DLQ "
+            f"records for {n} readings"
+        )
+    return Drain(
+        "inlet",
+        n,
+        t.events_out,
+        meter.wall,
+        meter.cpu,
+        meter.mosquitto,
+        meter.kafka,
+        meter.others,
+        inlet.gc_clock.seconds,
+        on_kafka,
+        inlet.batches,
+    )
 
 
 # --- contenders b and c: the naive forwarder ---------------------------------------------------------
@@ -425,13 +462,15 @@ class Forwarder:
     otherwise paho acknowledges on receipt. ``delivered`` counts Kafka acknowledgements either way.
     """
 
-    def __init__(self, env: Env, client_id: str, topic: str, producer: AIOKafkaProducer, expected: int, *,
-                 ack_after_kafka: bool) -> None:
+    def __init__(
+        self, env: Env, client_id: str, topic: str, producer: AIOKafkaProducer, expected: int, *, ack_after_kafka: bool
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.env, self.topic, self.producer, self.expected = env, topic, producer, expected
         self.ack_after_kafka = ack_after_kafka
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                  manual_ack=ack_after_kafka)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=ack_after_kafka
+        )
         self.client.on_message = self._on_message
         self.delivered = 0
         self.failed: list[BaseException] = []
@@ -473,8 +512,9 @@ class Forwarder:
             self.done.set()
 
 
-async def drain_forwarder(env: Env, label: str, messages: Sequence[tuple[str, bytes]], *,
-                          ack_after_kafka: bool) -> Drain:
+async def drain_forwarder(
+    env: Env, label: str, messages: Sequence[tuple[str, bytes]], *, ack_after_kafka: bool
+) -> Drain:
     n = len(messages)
     prefix, client_id = f"bench/{env.run_id}/{label}", f"bench-{env.run_id}-{label}"
     topic = f"bench-mqtt-{env.run_id}-{label}"
@@ -493,8 +533,12 @@ async def drain_forwarder(env: Env, label: str, messages: Sequence[tuple[str, by
             meter.start()
             forwarder.start()
             try:
-                await until(forwarder.done, None, DRAIN_TIMEOUT,
-                            lambda: f"{forwarder.delivered} of {n} delivered, {len(forwarder.failed)} failed")
+                await until(
+                    forwarder.done,
+                    None,
+                    DRAIN_TIMEOUT,
+                    lambda: f"{forwarder.delivered} of {n} delivered, {len(forwarder.failed)} failed",
+                )
                 meter.stop()
             finally:
                 forwarder.stop()
@@ -502,11 +546,14 @@ async def drain_forwarder(env: Env, label: str, messages: Sequence[tuple[str, by
         await producer.stop()
     on_kafka = await kafka_records(env.bootstrap, [topic])
     if forwarder.failed or on_kafka < n:
-        raise BenchError(f"{label}: Kafka holds {on_kafka} of {n} readings; {len(forwarder.failed)} sends failed "
-                         f"({forwarder.failed[:1]!r})")
+        raise BenchError(
+            f"{label}: Kafka holds {on_kafka} of {n} readings; {len(forwarder.failed)} sends failed "
+            f"({forwarder.failed[:1]!r})"
+        )
     name = "naive" if ack_after_kafka else "naive, ack on receipt"
-    return Drain(name, n, n, meter.wall, meter.cpu, meter.mosquitto, meter.kafka, meter.others, gc_clock.seconds,
-                 on_kafka)
+    return Drain(
+        name, n, n, meter.wall, meter.cpu, meter.mosquitto, meter.kafka, meter.others, gc_clock.seconds, on_kafka
+    )
 
 
 # --- latency ---------------------------------------------------------------------------------------
@@ -557,8 +604,9 @@ async def latency(env: Env, rate: float, seconds: float) -> dict[str, Any]:
             to_read.append((read - published) / 1e6)
 
     inlet.on_batch, inlet.on_ack = on_batch, on_ack
-    await asyncio.to_thread(create_session, MqttSettings(url=env.mqtt_url, topics=[f"{inlet.prefix}/tele/+/SENSOR"]),
-                            inlet.client_id)
+    await asyncio.to_thread(
+        create_session, MqttSettings(url=env.mqtt_url, topics=[f"{inlet.prefix}/tele/+/SENSOR"]), inlet.client_id
+    )
     log(f"latency: {count} readings at {rate:,.0f}/s for {seconds:g} s")
     async with inlet.running() as (stats, run):
         source_connected = inlet.connector.source.connected  # type: ignore[attr-defined]
@@ -582,18 +630,25 @@ async def latency(env: Env, rate: float, seconds: float) -> dict[str, Any]:
     if len(total) != count or stats.totals.dlq:
         raise BenchError(f"latency: {count} published, {len(total)} acknowledged, DLQ {dict(stats.totals.dlq)}")
     return {
-        "target_rate": round(rate), "achieved_publish_rate": round(count / took), "seconds": seconds,
-        "messages": count, "messages_per_batch": round(count / inlet.batches, 1),
-        **percentiles(total), "publish_to_read": percentiles(to_read),
+        "target_rate": round(rate),
+        "achieved_publish_rate": round(count / took),
+        "seconds": seconds,
+        "messages": count,
+        "messages_per_batch": round(count / inlet.batches, 1),
+        **percentiles(total),
+        "publish_to_read": percentiles(to_read),
     }
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     """p50 / p99 / max / mean of latencies in ms."""
     ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered), 1),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
-            "max_ms": round(ordered[-1], 1), "mean_ms": round(statistics.fmean(ordered), 1)}
+    return {
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max_ms": round(ordered[-1], 1),
+        "mean_ms": round(statistics.fmean(ordered), 1),
+    }
 
 
 # --- pure CPU -------------------------------------------------------------------------------------
@@ -629,10 +684,16 @@ async def pure_cost(count: int, batch_size: int, passes: int = 3) -> dict[str, f
     connector = MqttMeterConnector(ctx, inlet.connector.settings)
     await connector.start()
     now = datetime.now(UTC)
-    messages = [MqttMessage(topic=f"{inlet.prefix}/{topic}", payload=payload, qos=1, retain=False,
-                            mid=i % 65535 + 1, received_at=now) for i, (topic, payload) in enumerate(readings(count))]
-    batches = [Batch(messages[i:i + batch_size], {"mids": [m.mid for m in messages[i:i + batch_size]]})
-               for i in range(0, count, batch_size)]
+    messages = [
+        MqttMessage(
+            topic=f"{inlet.prefix}/{topic}", payload=payload, qos=1, retain=False, mid=i % 65535 + 1, received_at=now
+        )
+        for i, (topic, payload) in enumerate(readings(count))
+    ]
+    batches = [
+        Batch(messages[i : i + batch_size], {"mids": [m.mid for m in messages[i : i + batch_size]]})
+        for i in range(0, count, batch_size)
+    ]
     device = [DeviceContext(m.topic.split("/")[-2], ZONE, now) for m in messages]
     clock = time.thread_time
     best: dict[str, float] = {}
@@ -681,8 +742,10 @@ async def profile_inlet(env: Env, count: int) -> str:
     drain = await drain_inlet(env, "profile", readings(count), profiler)
     buf = io.StringIO()
     stats = pstats.Stats(profiler, stream=buf)
-    buf.write(f"cProfile of one inlet drain of {count} readings ({drain.rate:,.0f} msg/s under the profiler; "
-              f"event loop thread only, paho's network thread is not profiled)\n")
+    buf.write(
+        f"cProfile of one inlet drain of {count} readings ({drain.rate:,.0f} msg/s under the profiler; "
+        f"event loop thread only, paho's network thread is not profiled)\n"
+    )
     stats.sort_stats("cumulative").print_stats(30)
     stats.sort_stats("tottime").print_stats(25)
     return buf.getvalue()
@@ -703,81 +766,110 @@ async def bench(args: argparse.Namespace, env: Env, host: dict[str, Any]) -> dic
     batch_max = MqttSettings(url=env.mqtt_url, topics=["#"]).batch_max
     pure = await pure_cost(min(n, PURE_MESSAGES), batch_max)
     log("warm-up: a small inlet drain")
-    await drain_inlet(env, "warmup", messages[:min(n, WARMUP_MESSAGES)])
+    await drain_inlet(env, "warmup", messages[: min(n, WARMUP_MESSAGES)])
     drains: dict[str, list[Drain]] = {c: [] for c in CONTENDERS}
     for run in range(args.runs):
         # Contenders alternate within a run so that a noisy neighbour hits all of them alike.
-        order = CONTENDERS[run % 3:] + CONTENDERS[:run % 3]
+        order = CONTENDERS[run % 3 :] + CONTENDERS[: run % 3]
         for contender in order:
             log(f"run {run + 1}/{args.runs}: {contender}")
             if contender == "inlet":
                 d = await drain_inlet(env, f"inlet-r{run}", messages)
             else:
-                d = await drain_forwarder(env, f"{'naive' if contender == 'naive' else 'autoack'}-r{run}", messages,
-                                          ack_after_kafka=contender == "naive")
+                d = await drain_forwarder(
+                    env,
+                    f"{'naive' if contender == 'naive' else 'autoack'}-r{run}",
+                    messages,
+                    ack_after_kafka=contender == "naive",
+                )
             drains[contender].append(d)
             log(f"  {d.rate:,.0f} msg/s, {d.cpu_s / d.messages * 1e6:.1f} µs CPU per message")
     best = {c: max(ds, key=lambda d: d.rate) for c, ds in drains.items()}
     results: dict[str, Any] = {}
     for c, ds in drains.items():
-        results[c] = {**best[c].summary(), "runs_messages_per_s": [round(d.rate) for d in ds],
-                      "median_messages_per_s": round(statistics.median(d.rate for d in ds))}
+        results[c] = {
+            **best[c].summary(),
+            "runs_messages_per_s": [round(d.rate) for d in ds],
+            "median_messages_per_s": round(statistics.median(d.rate for d in ds)),
+        }
     lat = None
     if args.latency_seconds > 0:
         lat = await latency(env, best["inlet"].rate / 2, args.latency_seconds)
     profile = await profile_inlet(env, args.profile_messages) if args.profile_messages else ""
     return {
-        "benchmark": "mqtt", "machine": host, "command": shlex.join([sys.executable, *sys.argv]),
-        "messages": n, "runs": args.runs, "readings_per_message": per_message,
+        "benchmark": "mqtt",
+        "machine": host,
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "messages": n,
+        "runs": args.runs,
+        "readings_per_message": per_message,
         "mqtt_max_inflight_messages": args.mqtt_inflight if args.mqtt_inflight is not None else "20 (default)",
         "results": results,
         "ratio_inlet_over_naive": round(best["inlet"].rate / best["naive"].rate, 3),
         "ratio_inlet_over_naive_ack_on_receipt": round(best["inlet"].rate / best["naive, ack on receipt"].rate, 3),
-        "target_ratio": TARGET_RATIO, "pure_cpu_us_per_message": pure, "latency": lat, "profile": profile,
+        "target_ratio": TARGET_RATIO,
+        "pure_cpu_us_per_message": pure,
+        "latency": lat,
+        "profile": profile,
     }
 
 
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(f"\ninlet MQTT benchmark — N={r['messages']:,} Tasmota readings ({r['readings_per_message']} events each) "
-          f"drained from a persistent session, best of {r['runs']} runs")
-    print(f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
-          f"pydantic {m['pydantic']}; load avg at start {m['loadavg_at_start']}")
+    print(
+        f"\ninlet MQTT benchmark — N={r['messages']:,} Tasmota readings ({r['readings_per_message']} events each) "
+        f"drained from a persistent session, best of {r['runs']} runs"
+    )
+    print(
+        f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
+        f"pydantic {m['pydantic']}; load avg at start {m['loadavg_at_start']}"
+    )
     print(f"Mosquitto max_inflight_messages: {r['mqtt_max_inflight_messages']}; command: {r['command']}\n")
-    print(f"{'contender':<23}{'msg/s':>8}{'events/s':>10}  {'runs (msg/s)':<22}{'py CPU':>8}{'of it GC':>9}"
-          f"{'mosq.':>7}{'kafka':>7}{'others':>8}")
-    print(f"{'':<23}{'(best)':>8}{'(best)':>10}  {'':<22}{'µs/msg':>8}{'µs/msg':>9}{'µs/msg':>7}{'µs/msg':>7}"
-          f"{'cores':>8}")
+    print(
+        f"{'contender':<23}{'msg/s':>8}{'events/s':>10}  {'runs (msg/s)':<22}{'py CPU':>8}{'of it GC':>9}"
+        f"{'mosq.':>7}{'kafka':>7}{'others':>8}"
+    )
+    print(
+        f"{'':<23}{'(best)':>8}{'(best)':>10}  {'':<22}{'µs/msg':>8}{'µs/msg':>9}{'µs/msg':>7}{'µs/msg':>7}{'cores':>8}"
+    )
 
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
     for name, s in r["results"].items():
         runs = ", ".join(f"{x / 1000:.1f}k" for x in s["runs_messages_per_s"])
-        print(f"{name:<23}{s['messages_per_s']:>8,}{s['events_per_s']:>10,}  {runs:<22}"
-              f"{num(s['cpu_us_per_message']):>8}{num(s['gc_us_per_message']):>9}"
-              f"{num(s['mosquitto_cpu_us_per_message']):>7}{num(s['kafka_cpu_us_per_message']):>7}"
-              f"{s['others_cores']:>8.2f}")
+        print(
+            f"{name:<23}{s['messages_per_s']:>8,}{s['events_per_s']:>10,}  {runs:<22}"
+            f"{num(s['cpu_us_per_message']):>8}{num(s['gc_us_per_message']):>9}"
+            f"{num(s['mosquitto_cpu_us_per_message']):>7}{num(s['kafka_cpu_us_per_message']):>7}"
+            f"{s['others_cores']:>8.2f}"
+        )
     print("(py CPU: this process, all threads; others: cores busy with other processes during the best run)\n")
     ratio = r["ratio_inlet_over_naive"]
     verdict = "meets" if ratio >= r["target_ratio"] else "MISSES"
     print(f"inlet / naive (both PUBACK after Kafka): {ratio:.2f}x — {verdict} the target of {r['target_ratio']}x")
     print(f"inlet / naive acking on receipt:         {r['ratio_inlet_over_naive_ack_on_receipt']:.2f}x")
     pc, inlet = r["pure_cpu_us_per_message"], r["results"]["inlet"]
-    print(f"\ninlet CPU per message ({r['readings_per_message']} events), measured {inlet['cpu_us_per_message']} µs "
-          f"in the best drain, of which without I/O (this thread, best of 3):\n"
-          f"  process_batch {pc['process_batch']} µs = decode {pc['decode']} (Tasmota decoder {pc['tasmota_decoder']}, "
-          f"hygiene {pc['hygiene']}, routing and the rest) + identity {pc['identity']} + envelope {pc['envelope']}\n"
-          f"  the remaining {inlet['cpu_us_per_message'] - pc['process_batch']:.0f} µs: paho's thread, the "
-          f"MQTT→asyncio bridge, KafkaSink/aiokafka, the checkpoint write, the event loop, GC")
+    print(
+        f"\ninlet CPU per message ({r['readings_per_message']} events), measured {inlet['cpu_us_per_message']} µs "
+        f"in the best drain, of which without I/O (this thread, best of 3):\n"
+        f"  process_batch {pc['process_batch']} µs = decode {pc['decode']} (Tasmota decoder {pc['tasmota_decoder']}, "
+        f"hygiene {pc['hygiene']}, routing and the rest) + identity {pc['identity']} + envelope {pc['envelope']}\n"
+        f"  the remaining {inlet['cpu_us_per_message'] - pc['process_batch']:.0f} µs: paho's thread, the "
+        f"MQTT→asyncio bridge, KafkaSink/aiokafka, the checkpoint write, the event loop, GC"
+    )
     lat = r["latency"]
     if lat:
-        print(f"latency publish → Kafka ack, inlet at {lat['target_rate']:,} msg/s (achieved "
-              f"{lat['achieved_publish_rate']:,}) for {lat['seconds']:g} s, {lat['messages']:,} readings: "
-              f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms")
+        print(
+            f"latency publish → Kafka ack, inlet at {lat['target_rate']:,} msg/s (achieved "
+            f"{lat['achieved_publish_rate']:,}) for {lat['seconds']:g} s, {lat['messages']:,} readings: "
+            f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms"
+        )
         rd = lat["publish_to_read"]
-        print(f"  of which publish → batch read by the pipeline (broker, paho, batch linger): p50 {rd['p50_ms']} ms, "
-              f"p99 {rd['p99_ms']} ms; {lat['messages_per_batch']} readings per batch")
+        print(
+            f"  of which publish → batch read by the pipeline (broker, paho, batch linger): p50 {rd['p50_ms']} ms, "
+            f"p99 {rd['p99_ms']} ms; {lat['messages_per_batch']} readings per batch"
+        )
     if r["profile"]:
         print("\n" + r["profile"])
 
@@ -800,14 +892,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="readings per drain (default 100000)")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="runs of every contender (default 3)")
-    parser.add_argument("--latency-seconds", type=float, default=DEFAULT_LATENCY_SECONDS,
-                        help="length of the latency phase (default 10; 0 skips it)")
-    parser.add_argument("--kafka", default=os.environ.get("INLET_KAFKA_BOOTSTRAP"),
-                        help="an existing Kafka bootstrap (default: $INLET_KAFKA_BOOTSTRAP, else start one here)")
-    parser.add_argument("--mqtt-inflight", type=int, default=None,
-                        help="Mosquitto max_inflight_messages (default: Mosquitto's own, 20 per client; 0 = no limit)")
-    parser.add_argument("--profile-messages", type=int, default=DEFAULT_PROFILE_MESSAGES,
-                        help="readings of the profiled inlet drain (default 20000; 0 skips it)")
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=DEFAULT_LATENCY_SECONDS,
+        help="length of the latency phase (default 10; 0 skips it)",
+    )
+    parser.add_argument(
+        "--kafka",
+        default=os.environ.get("INLET_KAFKA_BOOTSTRAP"),
+        help="an existing Kafka bootstrap (default: $INLET_KAFKA_BOOTSTRAP, else start one here)",
+    )
+    parser.add_argument(
+        "--mqtt-inflight",
+        type=int,
+        default=None,
+        help="Mosquitto max_inflight_messages (default: Mosquitto's own, 20 per client; 0 = no limit)",
+    )
+    parser.add_argument(
+        "--profile-messages",
+        type=int,
+        default=DEFAULT_PROFILE_MESSAGES,
+        help="readings of the profiled inlet drain (default 20000; 0 skips it)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.messages <= 1_000_000 or not 1 <= args.runs <= 10 or not 0 <= args.latency_seconds <= 120:
         parser.error("--messages must be 1..1000000, --runs 1..10, --latency-seconds 0..120")

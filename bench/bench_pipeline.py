@@ -77,7 +77,7 @@ from inlet.core.pipeline import Pipeline, process_batch
 from inlet.core.recording import RecordingTransport, ReplayTransport
 from inlet.core.sinks.kafka import KafkaSink
 from inlet.core.supervisor import tune_gc
-from tests.servers.fhir import FhirTestServer
+from tools.servers.fhir import FhirTestServer
 from tools.services import KafkaBroker, ensure_kafka_jars, kafka_lib_dir
 
 DEFAULT_EVENTS = 50_000
@@ -152,7 +152,8 @@ class Row:
             "wall_s": round(b.wall_s, 3),
             "client_cpu_us_per_event": round(b.cpu_s / b.events * 1e6, 1) if b.cpu_s >= 0 else None,
             "broker_cpu_us_per_event": round(b.broker_cpu_s / b.events * 1e6, 1)
-            if b.broker_cpu_s is not None else None,
+            if b.broker_cpu_s is not None
+            else None,
             "others_cpu_cores": round(b.others_cpu_s / b.wall_s, 2) if b.others_cpu_s is not None else None,
             "gc_us_per_event": round(b.gc_s / b.events * 1e6, 1),
             "gc_full_collections": b.gc_full,
@@ -263,8 +264,17 @@ def measure(events: int, broker_pid: int | None, out: list[Round]) -> Iterator[N
         t1, c1, b1, m1 = time.perf_counter(), time.process_time(), _proc_cpu_s(broker_pid), _machine_cpu_s()
     broker = b1 - b0 if b0 is not None and b1 is not None else None
     others = (m1 - m0) - (c1 - c0) - (broker or 0.0) if m1 else None
-    out.append(Round(events, t1 - t0, c1 - c0, broker, None if others is None else max(0.0, others),
-                     gc_clock.seconds, gc_clock.full))
+    out.append(
+        Round(
+            events,
+            t1 - t0,
+            c1 - c0,
+            broker,
+            None if others is None else max(0.0, others),
+            gc_clock.seconds,
+            gc_clock.full,
+        )
+    )
 
 
 # --- the FHIR slice --------------------------------------------------------------------------------
@@ -310,8 +320,9 @@ def truncated_recording(recording: Path, pages: int, out: Path) -> Path:
     return out
 
 
-def pure_cost(connector: FhirObservationSearchConnector, env: Enveloper, batches: Sequence[Batch],
-              passes: int = 2) -> PureCost:
+def pure_cost(
+    connector: FhirObservationSearchConnector, env: Enveloper, batches: Sequence[Batch], passes: int = 2
+) -> PureCost:
     """CPU per event of process_batch, and of its two halves, over the recorded batches (this thread only).
 
     The halves are timed batch by batch (map the batch, then envelope it), best pass of each kept; they
@@ -415,8 +426,15 @@ async def send_raw_batches(producer: Any, topic: str, events: Sequence[Event]) -
     await asyncio.gather(*futures)
 
 
-async def run_raw(s: KafkaSettings, topic: str, events: Sequence[Event], broker_pid: int | None,
-                  out: list[Round], *, batches: bool = False) -> None:
+async def run_raw(
+    s: KafkaSettings,
+    topic: str,
+    events: Sequence[Event],
+    broker_pid: int | None,
+    out: list[Round],
+    *,
+    batches: bool = False,
+) -> None:
     sink, producer = await sink_producer(s)
     try:
         await producer.partitions_for(topic)  # metadata before the clock starts
@@ -427,8 +445,9 @@ async def run_raw(s: KafkaSettings, topic: str, events: Sequence[Event], broker_
         await sink.stop()
 
 
-async def run_sink_only(s: KafkaSettings, topic: str, batches: Sequence[Sequence[Event]],
-                        broker_pid: int | None, out: list[Round]) -> None:
+async def run_sink_only(
+    s: KafkaSettings, topic: str, batches: Sequence[Sequence[Event]], broker_pid: int | None, out: list[Round]
+) -> None:
     """Pre-built events through KafkaSink.submit, batch by batch, with the pipeline's in-flight bound."""
     sink = KafkaSink(s)
     await sink.start()
@@ -450,9 +469,15 @@ async def run_sink_only(s: KafkaSettings, topic: str, batches: Sequence[Sequence
         await sink.stop()
 
 
-async def run_pipeline(s: KafkaSettings, recording: Path, topic_template: str, state: Path,
-                       broker_pid: int | None, out: list[Round],
-                       wrap: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None) -> BatchCounts:
+async def run_pipeline(
+    s: KafkaSettings,
+    recording: Path,
+    topic_template: str,
+    state: Path,
+    broker_pid: int | None,
+    out: list[Round],
+    wrap: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
+) -> BatchCounts:
     """One measured pass: replayed pages → Pipeline → KafkaSink → checkpoint; returns the totals."""
     transport = ReplayTransport(recording)  # parses the recording: before the clock starts
     connector = connector_for(transport)
@@ -486,14 +511,16 @@ def run_producer_performance(bootstrap: str, topic: str, count: int, size: int, 
         "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5", "batch.size=262144",
         "enable.idempotence=true", "client.id=bench-pp",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=LOAD_TIMEOUT, check=False,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=LOAD_TIMEOUT, check=False, stdin=subprocess.DEVNULL
+    )
     match = None
     for line in result.stdout.splitlines():
         match = PP_LINE.search(line) or match
     if result.returncode != 0 or match is None:
-        raise RuntimeError(f"ProducerPerformance failed (exit {result.returncode}):\n"
-                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"ProducerPerformance failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
     sent, rate = int(match[1]), float(match[2])
     # Its CPU cannot be told apart from the JVM's start-up here: client CPU is left out (-1).
     return Round(sent, sent / rate, -1.0, None)
@@ -527,8 +554,10 @@ def profile_wrapper(kind: str, events_hint: int, report: list[str]) -> Callable[
             buf = io.StringIO()
             stats = pstats.Stats(prof, stream=buf)
             total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-            buf.write(f"cProfile of one pipeline pass: {total / events_hint * 1e6:.1f} µs of profiled "
-                      f"own time per event (profiler overhead included)\n")
+            buf.write(
+                f"cProfile of one pipeline pass: {total / events_hint * 1e6:.1f} µs of profiled "
+                f"own time per event (profiler overhead included)\n"
+            )
             stats.sort_stats("tottime").print_stats(30)
             report.append(buf.getvalue())
 
@@ -539,21 +568,26 @@ def profile_wrapper(kind: str, events_hint: int, report: list[str]) -> Callable[
 
 
 def quiet_logs() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # "Topic X not found" etc. on stderr otherwise
 
 
-async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, tmp: Path,
-                host: dict[str, Any]) -> dict[str, Any]:
+async def bench(
+    args: argparse.Namespace, bootstrap: str, broker_pid: int | None, tmp: Path, host: dict[str, Any]
+) -> dict[str, Any]:
     settings = KafkaSettings(bootstrap=bootstrap)  # the project defaults: acks=all, idempotent, 5 ms, 256 KB
     run_id = uuid.uuid4().hex[:8]
     recording = tmp / "http.jsonl"
 
     t0 = time.perf_counter()
     read = await record_pages(args.events, recording)
-    log(f"recorded {read} records in {sum(1 for _ in recording.open())} pages "
-        f"({recording.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    log(
+        f"recorded {read} records in {sum(1 for _ in recording.open())} pages "
+        f"({recording.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s"
+    )
 
     connector, batches = await replay_batches(recording)
     env = Enveloper("bench", "observations", topic_template=f"bench-{run_id}-pipeline.{{name}}.v{{major}}")
@@ -577,8 +611,10 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     # One topic prefix per pipeline pass: the warm-up, the rounds, the optional profiled pass.
     prefixes = [f"bench-{run_id}-pipeline-{i}" for i in range(rounds + 2)]
     contract_topics = sorted({e.topic.removeprefix(f"bench-{run_id}-pipeline.") for e in events})
-    await create_topics(bootstrap, [warm_topic, *(t for n in names for t in topics[n]),
-                                    *(f"{p}.{t}" for p in prefixes for t in contract_topics)])
+    await create_topics(
+        bootstrap,
+        [warm_topic, *(t for n in names for t in topics[n]), *(f"{p}.{t}" for p in prefixes for t in contract_topics)],
+    )
 
     warm_pages = max(1, min(len(batches) // 10, 10))
     log(f"warm-up: {min(WARMUP_EVENTS, len(events))} pre-built events, then a pipeline pass over {warm_pages} pages")
@@ -587,11 +623,11 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     warm_recording = truncated_recording(recording, warm_pages, tmp / "warm" / "http.jsonl")
     await run_pipeline(settings, warm_recording, f"{prefixes[-1]}.{{name}}.v{{major}}", tmp, broker_pid, warm)
 
-    rows = {k: Row(k) for k in ("pipeline", "sink only", "raw aiokafka", "raw aiokafka batches",
-                                "ProducerPerformance")}
+    rows = {k: Row(k) for k in ("pipeline", "sink only", "raw aiokafka", "raw aiokafka batches", "ProducerPerformance")}
     rows["pipeline"].note = "recorded pages replayed -> Pipeline -> KafkaSink -> checkpoint committed"
-    rows["sink only"].note = (f"pre-built events via KafkaSink.submit, {PAGE_SIZE} per batch, "
-                              f"{MAX_IN_FLIGHT_BATCHES} batches in flight")
+    rows["sink only"].note = (
+        f"pre-built events via KafkaSink.submit, {PAGE_SIZE} per batch, {MAX_IN_FLIGHT_BATCHES} batches in flight"
+    )
     rows["raw aiokafka"].note = "pre-built events, KafkaSink's own AIOKafkaProducer, one send() each"
     rows["raw aiokafka batches"].note = "same producer and events, create_batch()/send_batch()"
     pp_size = round(mean_value)
@@ -599,25 +635,36 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     counts: BatchCounts | None = None
     for i in range(rounds):
         log(f"round {i + 1}/{rounds}: pipeline")
-        counts = await run_pipeline(settings, recording, f"{prefixes[i]}.{{name}}.v{{major}}", tmp, broker_pid,
-                                    rows["pipeline"].rounds)
+        counts = await run_pipeline(
+            settings, recording, f"{prefixes[i]}.{{name}}.v{{major}}", tmp, broker_pid, rows["pipeline"].rounds
+        )
         log(f"round {i + 1}/{rounds}: sink only")
         await run_sink_only(settings, topics["sink"][i], event_batches, broker_pid, rows["sink only"].rounds)
         log(f"round {i + 1}/{rounds}: raw aiokafka")
         await run_raw(settings, topics["raw"][i], events, broker_pid, rows["raw aiokafka"].rounds)
-        await run_raw(settings, topics["batches"][i], events, broker_pid, rows["raw aiokafka batches"].rounds,
-                      batches=True)
+        await run_raw(
+            settings, topics["batches"][i], events, broker_pid, rows["raw aiokafka batches"].rounds, batches=True
+        )
         log(f"round {i + 1}/{rounds}: ProducerPerformance")
         rows["ProducerPerformance"].rounds.append(
-            await asyncio.to_thread(run_producer_performance, bootstrap, topics["pp"][i], pp_records, pp_size,
-                                    tmp / "pp-logs"))
+            await asyncio.to_thread(
+                run_producer_performance, bootstrap, topics["pp"][i], pp_records, pp_size, tmp / "pp-logs"
+            )
+        )
     assert counts is not None
 
     profile: list[str] = []
     if args.profile:
         log(f"profiling one more pipeline pass with {args.profile}")
-        await run_pipeline(settings, recording, f"{prefixes[rounds]}.{{name}}.v{{major}}", tmp, broker_pid, [],
-                           wrap=profile_wrapper(args.profile, len(events), profile))
+        await run_pipeline(
+            settings,
+            recording,
+            f"{prefixes[rounds]}.{{name}}.v{{major}}",
+            tmp,
+            broker_pid,
+            [],
+            wrap=profile_wrapper(args.profile, len(events), profile),
+        )
 
     best = {k: r.best().rate for k, r in rows.items()}
     return {
@@ -628,8 +675,12 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
         "pages": len(batches),
         "page_size": PAGE_SIZE,
         "rounds": rounds,
-        "counts": {"records_in": counts.records_in, "events_out": counts.events_out,
-                   "dlq": dict(counts.dlq), "filtered": dict(counts.filtered)},
+        "counts": {
+            "records_in": counts.records_in,
+            "events_out": counts.events_out,
+            "dlq": dict(counts.dlq),
+            "filtered": dict(counts.filtered),
+        },
         "mean_value_bytes": round(mean_value, 1),
         "mean_key_bytes": round(mean_key, 1),
         "mean_header_bytes": round(mean_headers, 1),
@@ -650,16 +701,21 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
 
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(f"\ninlet pipeline benchmark — N={r['events']} events ({r['pages']} pages of {r['page_size']}), "
-          f"best of {r['rounds']} rounds")
-    print(f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
-          f"pydantic {m['pydantic']}; {m['java']}; load avg at start {m['loadavg_at_start']}")
-    print(f"event size: value {r['mean_value_bytes']} B, key {r['mean_key_bytes']} B, "
-          f"{r['headers_per_event']} headers {r['mean_header_bytes']} B (means)")
+    print(
+        f"\ninlet pipeline benchmark — N={r['events']} events ({r['pages']} pages of {r['page_size']}), "
+        f"best of {r['rounds']} rounds"
+    )
+    print(
+        f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
+        f"pydantic {m['pydantic']}; {m['java']}; load avg at start {m['loadavg_at_start']}"
+    )
+    print(
+        f"event size: value {r['mean_value_bytes']} B, key {r['mean_key_bytes']} B, "
+        f"{r['headers_per_event']} headers {r['mean_header_bytes']} B (means)"
+    )
     p = r["producer"]
     print(f"producer: acks=all idempotent linger {p['linger_ms']} ms max_batch_size {p['max_batch_size']} B\n")
-    print(f"{'benchmark':<21}{'events/s':>9}  {'rounds':<22}{'py CPU':>8}{'of it GC':>9}{'broker':>8}"
-          f"{'others':>8}")
+    print(f"{'benchmark':<21}{'events/s':>9}  {'rounds':<22}{'py CPU':>8}{'of it GC':>9}{'broker':>8}{'others':>8}")
     print(f"{'':<21}{'(best)':>9}  {'':<22}{'µs/ev':>8}{'µs/ev':>9}{'µs/ev':>8}{'cores':>8}")
 
     def num(value: float | None, spec: str = ".1f") -> str:
@@ -668,10 +724,14 @@ def print_table(r: dict[str, Any]) -> None:
     for name, s in r["results"].items():
         rounds = ", ".join(f"{x / 1000:.1f}k" for x in s["rounds_events_per_s"])
         gc_us = s["gc_us_per_event"] if s["client_cpu_us_per_event"] is not None else None
-        print(f"{name:<21}{s['events_per_s']:>9,}  {rounds:<22}{num(s['client_cpu_us_per_event']):>8}"
-              f"{num(gc_us):>9}{num(s['broker_cpu_us_per_event']):>8}{num(s['others_cpu_cores'], '.2f'):>8}")
-    print("(py CPU: this process, all threads; broker: the JVM started here; others: CPU cores busy with other "
-          "processes\n during the best round, the broker included when it was not started here)")
+        print(
+            f"{name:<21}{s['events_per_s']:>9,}  {rounds:<22}{num(s['client_cpu_us_per_event']):>8}"
+            f"{num(gc_us):>9}{num(s['broker_cpu_us_per_event']):>8}{num(s['others_cpu_cores'], '.2f'):>8}"
+        )
+    print(
+        "(py CPU: this process, all threads; broker: the JVM started here; others: CPU cores busy with other "
+        "processes\n during the best round, the broker included when it was not started here)"
+    )
     for name, s in r["results"].items():
         print(f"  {name}: {s['note']}")
     print()
@@ -679,12 +739,16 @@ def print_table(r: dict[str, Any]) -> None:
         target = "   (target >= 0.40)" if k == "pipeline/raw" else ""
         print(f"{k:<30}{v:>6.1%}{target}")
     pc = r["pure_cpu_us_per_event"]
-    print(f"\npure CPU per event (no Kafka, this thread): process_batch {pc['process_batch_us']:.1f} µs = "
-          f"decode/filter/identity/map+validate {pc['read_side_us']:.1f} µs + envelope {pc['envelope_us']:.1f} µs "
-          f"(of which JSON value {pc['value_json_us']:.1f} µs)")
+    print(
+        f"\npure CPU per event (no Kafka, this thread): process_batch {pc['process_batch_us']:.1f} µs = "
+        f"decode/filter/identity/map+validate {pc['read_side_us']:.1f} µs + envelope {pc['envelope_us']:.1f} µs "
+        f"(of which JSON value {pc['value_json_us']:.1f} µs)"
+    )
     c = r["counts"]
-    print(f"last pipeline round: {c['records_in']} records in, {c['events_out']} events, dlq {c['dlq']}, "
-          f"filtered {c['filtered']}")
+    print(
+        f"last pipeline round: {c['records_in']} records in, {c['events_out']} events, dlq {c['dlq']}, "
+        f"filtered {c['filtered']}"
+    )
     for text in r["profile"]:
         print("\n" + text)
 
@@ -692,14 +756,22 @@ def print_table(r: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="Observations to generate (default 50000)")
-    parser.add_argument("--bootstrap", default=os.environ.get("INLET_KAFKA_BOOTSTRAP"),
-                        help="an existing broker (default: $INLET_KAFKA_BOOTSTRAP, else start one here)")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("INLET_KAFKA_BOOTSTRAP"),
+        help="an existing broker (default: $INLET_KAFKA_BOOTSTRAP, else start one here)",
+    )
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="measured rounds per benchmark")
-    parser.add_argument("--pp-records", type=int, default=0,
-                        help=f"records for ProducerPerformance (default: max(events, {PP_MIN_RECORDS}))")
+    parser.add_argument(
+        "--pp-records",
+        type=int,
+        default=0,
+        help=f"records for ProducerPerformance (default: max(events, {PP_MIN_RECORDS}))",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument("--profile", choices=("cprofile", "pyinstrument"),
-                        help="profile one extra pipeline pass and print the profile")
+    parser.add_argument(
+        "--profile", choices=("cprofile", "pyinstrument"), help="profile one extra pipeline pass and print the profile"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.events <= 1_000_000 or not 1 <= args.rounds <= 10:
         parser.error("--events must be 1..1000000 and --rounds 1..10")

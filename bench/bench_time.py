@@ -120,8 +120,9 @@ def main() -> None:
             fromiso(value).astimezone(UTC)
         return len(iso)
 
-    r = rates({"mix": mix, "base": iso_fromisoformat, "ours": iso_normalise, "floor": iso_wrapped,
-               "to_utc": iso_to_utc})
+    r = rates(
+        {"mix": mix, "base": iso_fromisoformat, "ours": iso_normalise, "floor": iso_wrapped, "to_utc": iso_to_utc}
+    )
     mixed, base, ours, floor, to_utc = r["mix"], r["base"], r["ours"], r["floor"], r["to_utc"]
     print(f"python {sys.version.split()[0]}, {N} values ({len(iso)} ISO with offset), best of {ROUNDS}")
     print(f"normalise, realistic mix             : {mixed:12,.0f} values/s ({1e6 / mixed:.2f} µs/value)")

@@ -59,8 +59,10 @@ def plain_decimal(value: Decimal) -> str:
     assert isinstance(exponent, int)  # finite
     size = len(digits) + exponent if exponent >= 0 else max(len(digits), -exponent) + 2
     if size > MAX_DECIMAL_CHARS:
-        raise ValueError(f"a decimal of {len(digits)} digits and exponent {exponent} would be about {size} characters "
-                         f"written out (more than {MAX_DECIMAL_CHARS})")
+        raise ValueError(
+            f"a decimal of {len(digits)} digits and exponent {exponent} would be about {size} characters "
+            f"written out (more than {MAX_DECIMAL_CHARS})"
+        )
     return format(value, "f")
 
 
@@ -164,8 +166,10 @@ def converter(source: type[C], target: type[D]) -> Callable[[Callable[[C], D]], 
     ported publish the new major). Deleting the converter retires the old major: nothing else changes.
     """
     if source.contract_name != target.contract_name or source.major() == target.major():
-        raise ValueError(f"a converter links two majors of one contract, not {source.contract_name} "
-                         f"{source.contract_version} and {target.contract_name} {target.contract_version}")
+        raise ValueError(
+            f"a converter links two majors of one contract, not {source.contract_name} "
+            f"{source.contract_version} and {target.contract_name} {target.contract_version}"
+        )
 
     def add(fn: Callable[[C], D]) -> Callable[[C], D]:
         _CONVERTERS.setdefault(source, {})[target] = fn  # type: ignore[assignment]

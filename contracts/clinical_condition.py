@@ -58,9 +58,9 @@ class ConditionV1(Contract):
     patient_id: str = Field(min_length=1)
     encounter_id: str | None = None
     clinical_status: Literal["active", "recurrence", "relapse", "inactive", "remission", "resolved"] | None = None
-    verification_status: Literal[
-        "unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"
-    ] | None = None
+    verification_status: (
+        Literal["unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"] | None
+    ) = None
     category: list[str] = Field(default_factory=list)
     code: list[Coding] = Field(default_factory=list)
     code_text: str | None = None

@@ -37,7 +37,14 @@ class EncounterV1(Contract):
     encounter_id: str = Field(min_length=1)
     patient_id: str | None = None
     status: Literal[
-        "planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "entered-in-error",
+        "planned",
+        "arrived",
+        "triaged",
+        "in-progress",
+        "onleave",
+        "finished",
+        "cancelled",
+        "entered-in-error",
         "unknown",
     ]
     encounter_class: Coding

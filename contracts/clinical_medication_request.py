@@ -49,9 +49,9 @@ class MedicationRequestV1(Contract):
     authored_on: datetime | None = None
     authored_on_precision: Precision | None = None
     dosage_text: list[str] = Field(default_factory=list)
-    requester_type: Literal[
-        "Practitioner", "PractitionerRole", "Organization", "Patient", "RelatedPerson", "Device"
-    ] | None = None
+    requester_type: (
+        Literal["Practitioner", "PractitionerRole", "Organization", "Patient", "RelatedPerson", "Device"] | None
+    ) = None
     requester_id: str | None = None
     source_last_updated: datetime | None = None
     source_version: str | None = None

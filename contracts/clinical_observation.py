@@ -32,7 +32,6 @@ from inlet.contracts.base import Contract, Part, Precision, register
 __all__ = ["Coding", "Component", "ObservationV1", "ObservationValue"]
 
 
-
 class Coding(Part):
     """A code from a code system (LOINC, SNOMED CT, UCUM, local)."""
 

@@ -65,8 +65,16 @@ from inlet.contracts.clinical_observation import (
     TimeValue,
 )
 
-__all__ = ["Component", "ObservationV2", "ObservationValue", "QuantityValue", "RangeValue", "RatioValue",
-           "SampledDataValue", "to_v1"]
+__all__ = [
+    "Component",
+    "ObservationV2",
+    "ObservationValue",
+    "QuantityValue",
+    "RangeValue",
+    "RatioValue",
+    "SampledDataValue",
+    "to_v1",
+]
 
 
 class QuantityValue(Part):
@@ -177,16 +185,24 @@ def _float(text: str, where: str) -> float:
     """The nearest binary float (v1's legacy); ValueError when there is none (beyond the float range)."""
     number = float(text)  # correctly rounded, like every JSON parser's float
     if not math.isfinite(number):
-        raise ValueError(f"clinical.observation 1.0 cannot carry {where} {text[:40]}"
-                         f"{'...' if len(text) > 40 else ''}: beyond the range of a binary float")
+        raise ValueError(
+            f"clinical.observation 1.0 cannot carry {where} {text[:40]}"
+            f"{'...' if len(text) > 40 else ''}: beyond the range of a binary float"
+        )
     return number
 
 
 def _quantity_v1(q: QuantityValue | None, where: str) -> dict[str, Any] | None:
     if q is None:
         return None
-    return {"type": "quantity", "value": _float(q.value, where), "unit": q.unit, "system": q.system,
-            "code": q.code, "comparator": q.comparator}
+    return {
+        "type": "quantity",
+        "value": _float(q.value, where),
+        "unit": q.unit,
+        "system": q.system,
+        "code": q.code,
+        "comparator": q.comparator,
+    }
 
 
 def _value_v1(v: Any, where: str) -> Any:
@@ -194,16 +210,26 @@ def _value_v1(v: Any, where: str) -> Any:
     if type(v) is QuantityValue:
         return _quantity_v1(v, where)
     if type(v) is RangeValue:
-        return {"type": "range", "low": _quantity_v1(v.low, f"{where}.low"),
-                "high": _quantity_v1(v.high, f"{where}.high")}
+        return {
+            "type": "range",
+            "low": _quantity_v1(v.low, f"{where}.low"),
+            "high": _quantity_v1(v.high, f"{where}.high"),
+        }
     if type(v) is RatioValue:
-        return {"type": "ratio", "numerator": _quantity_v1(v.numerator, f"{where}.numerator"),
-                "denominator": _quantity_v1(v.denominator, f"{where}.denominator")}
+        return {
+            "type": "ratio",
+            "numerator": _quantity_v1(v.numerator, f"{where}.numerator"),
+            "denominator": _quantity_v1(v.denominator, f"{where}.denominator"),
+        }
     if type(v) is SampledDataValue:  # lower_limit / upper_limit: v1 has no place for them
-        return {"type": "sampled_data", "origin": _quantity_v1(v.origin, f"{where}.origin"),
-                "period_ms": _float(v.period_ms, f"{where}.period_ms"),
-                "factor": _float(v.factor, f"{where}.factor") if v.factor is not None else None,
-                "dimensions": v.dimensions, "data": v.data}
+        return {
+            "type": "sampled_data",
+            "origin": _quantity_v1(v.origin, f"{where}.origin"),
+            "period_ms": _float(v.period_ms, f"{where}.period_ms"),
+            "factor": _float(v.factor, f"{where}.factor") if v.factor is not None else None,
+            "dimensions": v.dimensions,
+            "data": v.data,
+        }
     return v
 
 
@@ -216,7 +242,11 @@ def to_v1(obs: ObservationV2) -> ObservationV1:
         fields["value"] = _value_v1(obs.value, "value")
     if obs.components:
         fields["components"] = [
-            {"code": c.code, "value": _value_v1(c.value, f"components[{i}].value") if c.value is not None else None,
-             "data_absent_reason": c.data_absent_reason}
-            for i, c in enumerate(obs.components)]
+            {
+                "code": c.code,
+                "value": _value_v1(c.value, f"components[{i}].value") if c.value is not None else None,
+                "data_absent_reason": c.data_absent_reason,
+            }
+            for i, c in enumerate(obs.components)
+        ]
     return ObservationV1.model_validate(fields)

@@ -35,14 +35,58 @@ Mode = Literal["BACKWARD", "FORWARD", "FULL"]
 Schema = dict[str, Any]
 Reason = tuple[str, str]  # (path, change with {sub}/{sup} placeholders)
 
-_ANNOTATIONS = {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
-                "$comment", "$schema", "$id", "$defs", "definitions", "discriminator"}
-_KNOWN = {"type", "enum", "const", "anyOf", "oneOf", "$ref", "minLength", "maxLength", "pattern",
-          "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "items",
-          "minItems", "maxItems", "uniqueItems", "properties", "required", "additionalProperties"}
+_ANNOTATIONS = {
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$comment",
+    "$schema",
+    "$id",
+    "$defs",
+    "definitions",
+    "discriminator",
+}
+_KNOWN = {
+    "type",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "$ref",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "items",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "properties",
+    "required",
+    "additionalProperties",
+}
 # Keywords whose meaning depends on their neighbours: only identical sub-schemas are accepted.
-_ENTANGLED = {"prefixItems", "patternProperties", "unevaluatedProperties", "unevaluatedItems", "contains",
-              "if", "then", "else", "not", "dependentSchemas"}
+_ENTANGLED = {
+    "prefixItems",
+    "patternProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "contains",
+    "if",
+    "then",
+    "else",
+    "not",
+    "dependentSchemas",
+}
 _TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 
 
@@ -71,18 +115,24 @@ def check(old: Schema, new: Schema, mode: Mode = "FORWARD") -> list[Incompatibil
     out: list[Incompatibility] = []
     checked = mode if mode == "FULL" else None
     if mode in ("FORWARD", "FULL"):  # every new instance must be readable by old consumers: new ⊆ old
-        out += [Incompatibility(p, _fill(c, "the new schema", "the old one"), "FORWARD", checked)
-                for p, c in _Checker(new, old).includes(new, old, "")]
+        out += [
+            Incompatibility(p, _fill(c, "the new schema", "the old one"), "FORWARD", checked)
+            for p, c in _Checker(new, old).includes(new, old, "")
+        ]
     if mode in ("BACKWARD", "FULL"):  # every old instance must stay valid under new: old ⊆ new
-        out += [Incompatibility(p, _fill(c, "the old schema", "the new one"), "BACKWARD", checked)
-                for p, c in _Checker(old, new).includes(old, new, "")]
+        out += [
+            Incompatibility(p, _fill(c, "the old schema", "the new one"), "BACKWARD", checked)
+            for p, c in _Checker(old, new).includes(old, new, "")
+        ]
     return out
 
 
 def is_subschema(sub: Schema, sup: Schema) -> list[str]:
     """Why some instance valid under ``sub`` may be invalid under ``sup`` (empty: ``sub`` ⊆ ``sup``)."""
-    return [f"{p or '(root)'}: {_fill(c, 'the first schema', 'the second')}"
-            for p, c in _Checker(sub, sup).includes(sub, sup, "")]
+    return [
+        f"{p or '(root)'}: {_fill(c, 'the first schema', 'the second')}"
+        for p, c in _Checker(sub, sup).includes(sub, sup, "")
+    ]
 
 
 def _fill(change: str, sub: str, sup: str) -> str:
@@ -147,8 +197,11 @@ class _Checker:
             if union in node:
                 rest = {k: v for k, v in node.items() if k not in _ANNOTATIONS and k != union}
                 out = [b for member in node[union] for b in self.branches({**member, **rest} if rest else member, side)]
-                tag = node.get("discriminator", {}).get("propertyName") if isinstance(node.get("discriminator"),
-                                                                                     dict) else None
+                tag = (
+                    node.get("discriminator", {}).get("propertyName")
+                    if isinstance(node.get("discriminator"), dict)
+                    else None
+                )
                 if tag:  # tagged union (pydantic): the tag must be present and selects the member
                     out = [{**b, "required": sorted({*b.get("required", []), tag})} for b in out]
                 elif union == "oneOf" and side == 1 and not self.pairwise_disjoint(out):
@@ -169,7 +222,7 @@ class _Checker:
         return [node]
 
     def pairwise_disjoint(self, bs: list[Schema]) -> bool:
-        return all(self.disjoint(a, b) for i, a in enumerate(bs) for b in bs[i + 1:])
+        return all(self.disjoint(a, b) for i, a in enumerate(bs) for b in bs[i + 1 :])
 
     def disjoint(self, a: Schema, b: Schema) -> bool:
         if "$values" in a and "$values" in b:
@@ -189,8 +242,9 @@ class _Checker:
     @staticmethod
     def types_of(b: Schema) -> set[str] | None:
         if "$values" in b:
-            return {_jtype(v) for v in b["$values"]} | ({"number"} if any(_jtype(v) == "integer"
-                                                                          for v in b["$values"]) else set())
+            return {_jtype(v) for v in b["$values"]} | (
+                {"number"} if any(_jtype(v) == "integer" for v in b["$values"]) else set()
+            )
         t = b.get("type")
         return None if t is None else ({"integer", "number"} if t == "number" else {t})
 
@@ -220,8 +274,11 @@ class _Checker:
 
     @staticmethod
     def label(b: Schema, i: int) -> str:
-        tag = [f"{k}={_show(v['const'])}" for k, v in b.get("properties", {}).items()
-               if isinstance(v, dict) and "const" in v and k in b.get("required", [])]
+        tag = [
+            f"{k}={_show(v['const'])}"
+            for k, v in b.get("properties", {}).items()
+            if isinstance(v, dict) and "const" in v and k in b.get("required", [])
+        ]
         return tag[0] if tag else str(b.get("type", i))
 
     def branch_in_union(self, s: Schema, sups: list[Schema], path: str) -> list[Reason]:
@@ -259,8 +316,13 @@ class _Checker:
             if k not in s or self.canon(s[k], 0) != self.canon(b[k], 1):
                 return [(path, f"keyword {k!r} of {{sup}} is not supported unless {{sub}} has the same value")]
         if "$values" in b:
-            return [(path, f"{{sub}} allows any {s.get('type', 'value')} here but {{sup}} allows only "
-                           f"{', '.join(map(_show, b['$values']))}")]
+            return [
+                (
+                    path,
+                    f"{{sub}} allows any {s.get('type', 'value')} here but {{sup}} allows only "
+                    f"{', '.join(map(_show, b['$values']))}",
+                )
+            ]
         st, bt = s.get("type"), b.get("type")
         if bt is None and not (b.keys() & _KNOWN):
             return []
@@ -281,11 +343,13 @@ class _Checker:
     def string_in(self, s: Schema, b: Schema, path: str) -> list[Reason]:
         out: list[Reason] = []
         if s.get("minLength", 0) < b.get("minLength", 0):
-            out.append((path, f"minLength rises from {s.get('minLength', 0)} in {{sub}} to {b['minLength']} "
-                              "in {sup}"))
+            out.append(
+                (path, f"minLength rises from {s.get('minLength', 0)} in {{sub}} to {b['minLength']} in {{sup}}")
+            )
         if s.get("maxLength", math.inf) > b.get("maxLength", math.inf):
-            out.append((path, f"maxLength {s.get('maxLength', 'unbounded')} in {{sub}} exceeds {b['maxLength']} "
-                              "in {sup}"))
+            out.append(
+                (path, f"maxLength {s.get('maxLength', 'unbounded')} in {{sub}} exceeds {b['maxLength']} in {{sup}}")
+            )
         if "format" in b and s.get("format") != b["format"]:
             out.append((path, f"format {s.get('format', 'none')!r} in {{sub}} is not {{sup}}'s {b['format']!r}"))
         if "pattern" in b and s.get("pattern") != b["pattern"]:
@@ -295,8 +359,10 @@ class _Checker:
     def number_in(self, s: Schema, b: Schema, path: str) -> list[Reason]:
         out: list[Reason] = []
         integral = s.get("type") == "integer"
-        for side, (inc, exc, sign) in {"lower": ("minimum", "exclusiveMinimum", 1),
-                                       "upper": ("maximum", "exclusiveMaximum", -1)}.items():
+        for side, (inc, exc, sign) in {
+            "lower": ("minimum", "exclusiveMinimum", 1),
+            "upper": ("maximum", "exclusiveMaximum", -1),
+        }.items():
             sb, bb = self.bound(s, inc, exc, integral), self.bound(b, inc, exc, False)
             if bb is None:
                 continue
@@ -304,8 +370,12 @@ class _Checker:
             if not ok:
                 op = ">" if sign > 0 else "<"
                 had = "none" if sb is None else f"{op}{'' if sb[1] else '='} {sb[0]:g}"
-                out.append((path, f"{side} bound {had} in {{sub}} is looser than {op}{'' if bb[1] else '='} "
-                                  f"{bb[0]:g} in {{sup}}"))
+                out.append(
+                    (
+                        path,
+                        f"{side} bound {had} in {{sub}} is looser than {op}{'' if bb[1] else '='} {bb[0]:g} in {{sup}}",
+                    )
+                )
         if "multipleOf" in b:
             m, n = b["multipleOf"], s.get("multipleOf", 1 if integral else None)
             if n is None or (n / m) != int(n / m):
@@ -323,8 +393,11 @@ class _Checker:
         lower = inc == "minimum"
         v, x = max(cands, key=lambda c: (c[0], c[1])) if lower else min(cands, key=lambda c: (c[0], not c[1]))
         if integral:
-            v, x = (math.floor(v) + 1 if x else math.ceil(v), False) if lower else (
-                math.ceil(v) - 1 if x else math.floor(v), False)
+            v, x = (
+                (math.floor(v) + 1 if x else math.ceil(v), False)
+                if lower
+                else (math.ceil(v) - 1 if x else math.floor(v), False)
+            )
         return float(v), x
 
     def array_in(self, s: Schema, b: Schema, path: str) -> list[Reason]:
@@ -332,8 +405,9 @@ class _Checker:
         if s.get("minItems", 0) < b.get("minItems", 0):
             out.append((path, f"minItems rises from {s.get('minItems', 0)} in {{sub}} to {b['minItems']} in {{sup}}"))
         if s.get("maxItems", math.inf) > b.get("maxItems", math.inf):
-            out.append((path, f"maxItems {s.get('maxItems', 'unbounded')} in {{sub}} exceeds {b['maxItems']} "
-                              "in {sup}"))
+            out.append(
+                (path, f"maxItems {s.get('maxItems', 'unbounded')} in {{sub}} exceeds {b['maxItems']} in {{sup}}")
+            )
         if b.get("uniqueItems") and not s.get("uniqueItems"):
             out.append((path, "{sup} requires unique items, {sub} does not"))
         if s.get("maxItems", 1) > 0:

@@ -67,18 +67,20 @@ def check_contracts(models: list[type[Contract]] | None = None) -> list[str]:
         path = schema_path(model)
         current = json.loads(render_schema(model))
         if not path.exists():
-            problems.append(f"{name} {version}: no checked-in schema {path.name}; "
-                            "run python -m inlet.contracts.schemas")
+            problems.append(
+                f"{name} {version}: no checked-in schema {path.name}; run python -m inlet.contracts.schemas"
+            )
         elif json.loads(path.read_text()) != current:
-            problems.append(f"{name} {version}: the model differs from {path.name}. A compatible change needs a new "
-                            f"minor version, a breaking one a new major; then run python -m inlet.contracts.schemas")
+            problems.append(
+                f"{name} {version}: the model differs from {path.name}. A compatible change needs a new "
+                f"minor version, a breaking one a new major; then run python -m inlet.contracts.schemas"
+            )
         major = model.major()
         for old_version, old in sorted(checked_in(name).items(), key=lambda kv: _minor_key(kv[0])):
             if _minor_key(old_version)[0] != major or _minor_key(old_version) >= _minor_key(version):
                 continue
             for issue in check(old, current, model.compatibility):
-                problems.append(f"{name} {version} is not {model.compatibility} compatible with {old_version}: "
-                                f"{issue}")
+                problems.append(f"{name} {version} is not {model.compatibility} compatible with {old_version}: {issue}")
     return problems
 
 

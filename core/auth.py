@@ -112,8 +112,10 @@ def _absolute_http_url(value: str) -> str:
         url = httpx.URL("invalid:")
     if url.scheme not in ("http", "https") or not url.host:
         shown = value.split("@", 1)[-1] if "@" in value else value
-        raise ValueError(f"must be an absolute http(s) URL such as https://host/path, got {shown!r}"
-                         + ("; add the scheme (http:// or https://)" if "://" not in value else ""))
+        raise ValueError(
+            f"must be an absolute http(s) URL such as https://host/path, got {shown!r}"
+            + ("; add the scheme (http:// or https://)" if "://" not in value else "")
+        )
     return value
 
 
@@ -224,8 +226,10 @@ class SessionLoginSettings(PluginSettings):
         for name, pattern in template.items():
             unknown = set(_PLACEHOLDER.findall(pattern)) - _TEMPLATE_FIELDS
             if unknown:
-                raise ValueError(f"body_template field {name!r} uses unknown placeholder(s) {sorted(unknown)}; "
-                                 f"known: {sorted(_TEMPLATE_FIELDS)}")
+                raise ValueError(
+                    f"body_template field {name!r} uses unknown placeholder(s) {sorted(unknown)}; "
+                    f"known: {sorted(_TEMPLATE_FIELDS)}"
+                )
         return template
 
     def build(self, logger: Any = None) -> httpx.Auth:
@@ -408,8 +412,11 @@ class _RenewingAuth(httpx.Auth, abc.ABC, Generic[T]):
                 self._used(credential)
                 return
             if attempt == 1:
-                self.log.info("credential refused by the upstream (401); renewing it once",
-                              refused_by=mask(str(request.url)), token_url=self.endpoint)
+                self.log.info(
+                    "credential refused by the upstream (401); renewing it once",
+                    refused_by=mask(str(request.url)),
+                    token_url=self.endpoint,
+                )
             refused = credential
 
     def _refusal(self, response: httpx.Response, action: str) -> None:
@@ -417,8 +424,10 @@ class _RenewingAuth(httpx.Auth, abc.ABC, Generic[T]):
         if response.is_success:
             return
         detail = _server_error(response)
-        message = mask(f"{action} {response.request.method} {response.request.url} answered "
-                       f"{response.status_code} {response.reason_phrase}" + (f": {detail}" if detail else ""))
+        message = mask(
+            f"{action} {response.request.method} {response.request.url} answered "
+            f"{response.status_code} {response.reason_phrase}" + (f": {detail}" if detail else "")
+        )
         if response.status_code in _RETRIABLE_STATUSES:
             raise UpstreamError(message)
         raise AuthError(message)
@@ -447,8 +456,10 @@ def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise AuthError(f"{what} {response.request.url} answered {response.status_code} without a JSON object "
-                        f"(Content-Type {response.headers.get('Content-Type')!r})")
+        raise AuthError(
+            f"{what} {response.request.url} answered {response.status_code} without a JSON object "
+            f"(Content-Type {response.headers.get('Content-Type')!r})"
+        )
     return body
 
 
@@ -485,20 +496,23 @@ class _TokenAuth(_RenewingAuth[SecretStr]):
     def _renewal_request(self, original: httpx.Request) -> httpx.Request:
         form, headers = self._token_form()
         self.log.debug("requesting an access token", token_url=self.endpoint, grant_type=form.get("grant_type"))
-        return httpx.Request("POST", self.endpoint, data=form,
-                             headers={"Accept": "application/json", **_user_agent(original), **headers})
+        return httpx.Request(
+            "POST", self.endpoint, data=form, headers={"Accept": "application/json", **_user_agent(original), **headers}
+        )
 
     def _accept(self, response: httpx.Response) -> _Credential[SecretStr]:
         self._refusal(response, "token request")
         body = _json_object(response, "token request")
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
-            raise AuthError(f"token request {response.request.url} answered {response.status_code} "
-                            "without an access_token")
+            raise AuthError(
+                f"token request {response.request.url} answered {response.status_code} without an access_token"
+            )
         token_type = body.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise AuthError(f"token request {response.request.url}: token_type {token_type!r} is not supported "
-                            "(only Bearer)")
+            raise AuthError(
+                f"token request {response.request.url}: token_type {token_type!r} is not supported (only Bearer)"
+            )
         lifetime = _seconds(body.get("expires_in"))
         self.log.info("access token fetched", token_url=self.endpoint, expires_in=lifetime)
         return _Credential(SecretStr(token), _renew_at(lifetime, self.refresh_before))
@@ -528,9 +542,7 @@ class OAuth2ClientCredentialsAuth(_TokenAuth):
         return f"OAuth2ClientCredentialsAuth(token_url={self.endpoint!r}, client_id={self.settings.client_id!r})"
 
 
-def _load_signing_key(
-    pem: SecretStr, algorithm: str
-) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+def _load_signing_key(pem: SecretStr, algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     """The private key for ``algorithm``; ConfigError (never quoting the key) if it is not one.
 
     Offline replay has no key (an :class:`OfflineSecret`): a throwaway one of the right kind signs the
@@ -546,19 +558,23 @@ def _load_signing_key(
     try:
         key = load_pem_private_key(text.encode(), password=None)
     except (ValueError, TypeError):
-        raise ConfigError("smart_backend private_key is not an unencrypted PEM private key", key="private_key") \
-            from None
+        raise ConfigError(
+            "smart_backend private_key is not an unencrypted PEM private key", key="private_key"
+        ) from None
     if algorithm == "RS384" and isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < 2048:
-            raise ConfigError(f"smart_backend RS384 needs an RSA key of 2048 bits or more, got {key.key_size}",
-                              key="private_key")
+            raise ConfigError(
+                f"smart_backend RS384 needs an RSA key of 2048 bits or more, got {key.key_size}", key="private_key"
+            )
         return key
     if algorithm == "ES384" and isinstance(key, ec.EllipticCurvePrivateKey):
         if not isinstance(key.curve, ec.SECP384R1):
             raise ConfigError(f"smart_backend ES384 needs a P-384 key, got {key.curve.name}", key="private_key")
         return key
-    raise ConfigError(f"smart_backend private_key is a {type(key).__name__.lstrip('_')}, "
-                      f"which cannot sign {algorithm}", key="private_key")
+    raise ConfigError(
+        f"smart_backend private_key is a {type(key).__name__.lstrip('_')}, which cannot sign {algorithm}",
+        key="private_key",
+    )
 
 
 class SmartBackendAuth(_TokenAuth):
@@ -577,16 +593,26 @@ class SmartBackendAuth(_TokenAuth):
         """A new signed client assertion (single use: the server refuses a ``jti`` it has seen)."""
         s = self.settings
         now = int(time.time())
-        claims = {"iss": s.client_id, "sub": s.client_id, "aud": s.token_url, "iat": now,
-                  "exp": now + s.assertion_lifetime_seconds, "jti": _random.token_urlsafe(24)}
+        claims = {
+            "iss": s.client_id,
+            "sub": s.client_id,
+            "aud": s.token_url,
+            "iat": now,
+            "exp": now + s.assertion_lifetime_seconds,
+            "jti": _random.token_urlsafe(24),
+        }
         headers: dict[str, Any] = {"kid": s.kid, "typ": "JWT"}
         if s.jku:
             headers["jku"] = s.jku
         return jwt.encode(claims, self._key, algorithm=s.algorithm, headers=headers)
 
     def _token_form(self) -> tuple[dict[str, str], dict[str, str]]:
-        form = {"grant_type": "client_credentials", "scope": self.settings.scope,
-                "client_assertion_type": JWT_BEARER_ASSERTION, "client_assertion": self.client_assertion()}
+        form = {
+            "grant_type": "client_credentials",
+            "scope": self.settings.scope,
+            "client_assertion_type": JWT_BEARER_ASSERTION,
+            "client_assertion": self.client_assertion(),
+        }
         return form, {}
 
     def __repr__(self) -> str:
@@ -609,8 +635,11 @@ def _render_body(template: Mapping[str, str], values: Mapping[str, str | None]) 
 
 def _with_cookies(header: str | None, cookies: Mapping[str, SecretStr]) -> str:
     """A ``Cookie`` header: the request's own cookies, ours replacing any of the same name."""
-    kept = [part.strip() for part in (header or "").split(";")
-            if part.strip() and part.split("=", 1)[0].strip() not in cookies]
+    kept = [
+        part.strip()
+        for part in (header or "").split(";")
+        if part.strip() and part.split("=", 1)[0].strip() not in cookies
+    ]
     return "; ".join([*kept, *(f"{name}={value.get_secret_value()}" for name, value in cookies.items())])
 
 
@@ -627,22 +656,33 @@ class SessionLoginAuth(_RenewingAuth[dict[str, SecretStr]]):
 
     def _renewal_request(self, original: httpx.Request) -> httpx.Request:
         s = self.settings
-        body = _render_body(s.body_template, {"username": s.username, "password": s.password.get_secret_value(),
-                                              "company": s.company})
+        body = _render_body(
+            s.body_template, {"username": s.username, "password": s.password.get_secret_value(), "company": s.company}
+        )
         self.log.debug("logging in", login_url=self.endpoint, username=s.username)
-        return httpx.Request("POST", self.endpoint, json=body,
-                             headers={"Accept": "application/json", **_user_agent(original)})
+        return httpx.Request(
+            "POST", self.endpoint, json=body, headers={"Accept": "application/json", **_user_agent(original)}
+        )
 
     def _accept(self, response: httpx.Response) -> _Credential[dict[str, SecretStr]]:
         self._refusal(response, "login")
         wanted = self.settings.cookie_names
-        cookies = {c.name: SecretStr(c.value) for c in response.cookies.jar
-                   if c.value is not None and (not wanted or c.name in wanted)}
+        cookies = {
+            c.name: SecretStr(c.value)
+            for c in response.cookies.jar
+            if c.value is not None and (not wanted or c.name in wanted)
+        }
         if not cookies:
-            raise AuthError(f"login {response.request.url} answered {response.status_code} but set none of the "
-                            f"session cookies {wanted or '(any)'}")
-        self.log.info("session opened", login_url=self.endpoint, cookies=sorted(cookies),
-                      idle_timeout=self.settings.session_timeout_seconds)
+            raise AuthError(
+                f"login {response.request.url} answered {response.status_code} but set none of the "
+                f"session cookies {wanted or '(any)'}"
+            )
+        self.log.info(
+            "session opened",
+            login_url=self.endpoint,
+            cookies=sorted(cookies),
+            idle_timeout=self.settings.session_timeout_seconds,
+        )
         return _Credential(cookies, self._idle_deadline())
 
     def _idle_deadline(self) -> float | None:
@@ -657,4 +697,3 @@ class SessionLoginAuth(_RenewingAuth[dict[str, SecretStr]]):
 
     def __repr__(self) -> str:
         return f"SessionLoginAuth(login_url={self.endpoint!r}, username={self.settings.username!r})"
-

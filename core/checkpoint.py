@@ -37,8 +37,9 @@ class CheckpointStore:
 
     @staticmethod
     def _get(conn: sqlite3.Connection, customer: str, integration: str) -> Position | None:
-        row = conn.execute("SELECT position FROM checkpoints WHERE customer=? AND integration=?",
-                           (customer, integration)).fetchone()
+        row = conn.execute(
+            "SELECT position FROM checkpoints WHERE customer=? AND integration=?", (customer, integration)
+        ).fetchone()
         return None if row is None else dict(orjson.loads(row[0]))
 
     async def load(self, customer: str, integration: str) -> Position | None:

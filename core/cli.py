@@ -49,13 +49,17 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
-                                                       help="Print inlet's version and exit")] = None) -> None:
+def _root(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print inlet's version and exit")
+    ] = None,
+) -> None:
     """inlet: customer feeds to versioned events on Kafka."""
 
 
-def _load(config: Path, only: list[str] | None = None, *, offline: bool = False
-          ) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
+def _load(
+    config: Path, only: list[str] | None = None, *, offline: bool = False
+) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
     """The validated config directory, or exit 2 listing every problem (validated once)."""
     sup_cfg, loaded, errors = check_config(config, only=only, offline=offline)
     if errors:
@@ -72,8 +76,16 @@ def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) ->
     for key, s in stats.items():
         t = s.totals
         status = "FAILED" if key in failed else ("STOPPED" if s.interrupted else "yes" if t.balanced() else "NO")
-        table.add_row(key, str(t.records_in), str(t.events_out), str(t.dlq.total()), str(t.filtered.total()),
-                      str(t.drift), str(s.restarts), status)
+        table.add_row(
+            key,
+            str(t.records_in),
+            str(t.events_out),
+            str(t.dlq.total()),
+            str(t.filtered.total()),
+            str(t.drift),
+            str(s.restarts),
+            status,
+        )
         details += [f"{key}: DLQ {n} at stage {stage}" for stage, n in sorted(t.dlq.items())]
         details += [f"{key}: filtered {n}: {reason}" for reason, n in sorted(t.filtered.items())]
         if key in failed:
@@ -86,8 +98,11 @@ def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) ->
 
 
 @app.command()
-def run(config: ConfigOpt = None, only: OnlyOpt = None,
-        once: Annotated[bool, typer.Option(help="Stop each integration once it has caught up")] = False) -> None:
+def run(
+    config: ConfigOpt = None,
+    only: OnlyOpt = None,
+    once: Annotated[bool, typer.Option(help="Stop each integration once it has caught up")] = False,
+) -> None:
     """Run the supervisor: every enabled integration, until SIGTERM (or caught up, with --once)."""
     from inlet.core.supervisor import Supervisor, state_dir, tune_gc
 
@@ -96,8 +111,11 @@ def run(config: ConfigOpt = None, only: OnlyOpt = None,
     _warn(integrations)
     tune_gc()
     supervisor = Supervisor(sup_cfg, integrations, once=once)
-    target = (f"Kafka at {sup_cfg.kafka.bootstrap}" if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
-              else f"the outbox {state_dir(sup_cfg) / 'outbox.sqlite'}")
+    target = (
+        f"Kafka at {sup_cfg.kafka.bootstrap}"
+        if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
+        else f"the outbox {state_dir(sup_cfg) / 'outbox.sqlite'}"
+    )
     err.print(f"inlet: running {len(supervisor.integrations)} integration(s) into {target}")
     started = time.monotonic()
     try:
@@ -155,8 +173,7 @@ def integrations(config: ConfigOpt = None) -> None:
         for item in loaded:
             c = item.config
             env = Enveloper(c.customer, c.integration, topic_template=sup_cfg.topic_template)
-            topics = "\n".join(f"{m.contract_name} {m.contract_version} → {env.topic_for(m)}"
-                               for m in item.produces)
+            topics = "\n".join(f"{m.contract_name} {m.contract_version} → {env.topic_for(m)}" for m in item.produces)
             pos = store.load_sync(c.customer, c.integration)
             table.add_row(c.key, c.plugin, "yes" if c.enabled else "no", c.zone or "-", topics, _describe(pos))
     finally:
@@ -165,11 +182,13 @@ def integrations(config: ConfigOpt = None) -> None:
 
 
 @events_app.command("tail")
-def events_tail(config: ConfigOpt = None,
-                n: Annotated[int, typer.Option("-n", help="How many events")] = 10,
-                topic: Annotated[str | None, typer.Option(help="Only this topic")] = None,
-                follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
-                headers: Annotated[bool, typer.Option(help="Print the CloudEvents headers too")] = True) -> None:
+def events_tail(
+    config: ConfigOpt = None,
+    n: Annotated[int, typer.Option("-n", help="How many events")] = 10,
+    topic: Annotated[str | None, typer.Option(help="Only this topic")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
+    headers: Annotated[bool, typer.Option(help="Print the CloudEvents headers too")] = True,
+) -> None:
     """Print the newest events of the embedded outbox as JSON lines (DLQ records included)."""
     from inlet.core.sinks.outbox import read_outbox
     from inlet.core.supervisor import state_dir
@@ -184,8 +203,11 @@ def events_tail(config: ConfigOpt = None,
     last = 0
     while True:
         for row in rows:
-            doc: dict[str, object] = {"seq": row.seq, "topic": row.topic,
-                                      "key": row.key.decode("utf-8", "replace") if row.key else None}
+            doc: dict[str, object] = {
+                "seq": row.seq,
+                "topic": row.topic,
+                "key": row.key.decode("utf-8", "replace") if row.key else None,
+            }
             if headers:
                 doc["headers"] = row.headers
             try:
@@ -202,10 +224,13 @@ def events_tail(config: ConfigOpt = None,
 
 
 @contracts_app.callback(invoke_without_command=True)
-def contracts_list(ctx: typer.Context,
-                   config: Annotated[Path | None, typer.Option("--config", "-c", envvar="INLET_CONFIG",
-                                                               help="Also show which integrations produce each")] = None
-                   ) -> None:
+def contracts_list(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="INLET_CONFIG", help="Also show which integrations produce each"),
+    ] = None,
+) -> None:
     """List contracts, versions, topics, dual-published majors and (with --config) the integrations producing them."""
     if ctx.invoked_subcommand is not None:
         return
@@ -223,8 +248,14 @@ def contracts_list(ctx: typer.Context,
     for model in contracts.all_contracts():
         key = f"{model.contract_name} {model.contract_version}"
         also = ", ".join(f"v{t.contract_version}" for t in converters_from(model)) or "-"
-        table.add_row(model.contract_name, model.contract_version, f"{model.contract_name}.v{model.major()}",
-                      model.compatibility, also, ", ".join(producers.get(key, [])) or "-")
+        table.add_row(
+            model.contract_name,
+            model.contract_version,
+            f"{model.contract_name}.v{model.major()}",
+            model.compatibility,
+            also,
+            ", ".join(producers.get(key, [])) or "-",
+        )
     out.print(table)
 
 
@@ -243,8 +274,9 @@ def contracts_check() -> None:
 
 
 @contracts_app.command("diff")
-def contracts_diff(name: str, old: str, new: str,
-                   mode: Annotated[str | None, typer.Option(help="BACKWARD, FORWARD or FULL")] = None) -> None:
+def contracts_diff(
+    name: str, old: str, new: str, mode: Annotated[str | None, typer.Option(help="BACKWARD, FORWARD or FULL")] = None
+) -> None:
     """Explain in words whether version NEW of contract NAME can replace OLD, field by field."""
     from inlet.contracts.compat import check
     from inlet.contracts.schemas import checked_in
@@ -278,9 +310,12 @@ FixturesOpt = Annotated[Path | None, typer.Option(help="Fixture directory (defau
 
 
 @app.command("record")
-def record_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt = None,
-               idle: Annotated[float, typer.Option(
-                   help="MQTT / MLLP: stop after this many seconds without a message")] = 3.0) -> None:
+def record_cmd(
+    integration: str,
+    config: ConfigOpt = None,
+    fixtures: FixturesOpt = None,
+    idle: Annotated[float, typer.Option(help="MQTT / MLLP: stop after this many seconds without a message")] = 3.0,
+) -> None:
     """Run CUSTOMER/INTEGRATION against its upstream and write its fixtures (exchanges or messages, shape, goldens).
 
     An MQTT integration records what its persistent session receives until ``--idle`` quiet seconds; an HL7 v2
@@ -300,9 +335,12 @@ def record_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt
 
 
 @app.command("replay")
-def replay_cmd(integration: str, config: ConfigOpt = None, fixtures: FixturesOpt = None,
-               update: Annotated[bool, typer.Option(help="Rewrite the golden events after a reviewed change")] = False
-               ) -> None:
+def replay_cmd(
+    integration: str,
+    config: ConfigOpt = None,
+    fixtures: FixturesOpt = None,
+    update: Annotated[bool, typer.Option(help="Rewrite the golden events after a reviewed change")] = False,
+) -> None:
     """Run CUSTOMER/INTEGRATION offline from its fixtures and show the diff against its golden events.
 
     Needs no secret: the recording was redacted, so absent credentials are replayed with stand-ins.

@@ -21,12 +21,23 @@ __all__ = ["ConfigOpt", "OnlyOpt", "config_dir", "err", "fail_config", "out", "s
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", envvar="INLET_CONFIG",
-    help="Config directory (inlet.yaml + integrations/*.yaml); default: the nearest folder up with an inlet.yaml")]
-OnlyOpt = Annotated[list[str] | None, typer.Option(
-    "--only", metavar="CUSTOMER/INTEGRATION",
-    help="Only this integration (repeatable); the others' settings and secrets are not loaded")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="INLET_CONFIG",
+        help="Config directory (inlet.yaml + integrations/*.yaml); default: the nearest folder up with an inlet.yaml",
+    ),
+]
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        metavar="CUSTOMER/INTEGRATION",
+        help="Only this integration (repeatable); the others' settings and secrets are not loaded",
+    ),
+]
 
 
 def fail_config(errors: list[ConfigError]) -> NoReturn:

@@ -30,9 +30,9 @@ def _fail(exc: ConfigError) -> None:
 
 
 @plugins_app.callback(invoke_without_command=True)
-def plugins_list(ctx: typer.Context,
-                 as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False
-                 ) -> None:
+def plugins_list(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False
+) -> None:
     """List every plugin: name, family, distribution and version, contracts produced."""
     if ctx.invoked_subcommand is not None:
         return
@@ -41,10 +41,16 @@ def plugins_list(ctx: typer.Context,
     rows: list[dict[str, Any]] = []
     for name, cls in sorted(plugins().items()):
         origin = origin_of(name)
-        rows.append({"name": name, "family": family_of(cls), "distribution": origin.distribution,
-                     "version": origin.version,
-                     "contracts": [f"{m.contract_name} {m.contract_version}" for m in cls.contracts],
-                     "description": cls.description})
+        rows.append(
+            {
+                "name": name,
+                "family": family_of(cls),
+                "distribution": origin.distribution,
+                "version": origin.version,
+                "contracts": [f"{m.contract_name} {m.contract_version}" for m in cls.contracts],
+                "description": cls.description,
+            }
+        )
     if as_json:
         for row in rows:
             sys.stdout.write(orjson.dumps(row).decode() + "\n")
@@ -53,15 +59,16 @@ def plugins_list(ctx: typer.Context,
     for col in ("plugin", "family", "distribution", "contracts"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["name"], row["family"], f"{row['distribution']} {row['version']}",
-                      "\n".join(row["contracts"]) or "-")
+        table.add_row(
+            row["name"], row["family"], f"{row['distribution']} {row['version']}", "\n".join(row["contracts"]) or "-"
+        )
     out.print(table)
 
 
 @plugins_app.command("show")
-def plugins_show(name: str,
-                 schema: Annotated[bool, typer.Option("--schema", help="The settings as JSON Schema")] = False
-                 ) -> None:
+def plugins_show(
+    name: str, schema: Annotated[bool, typer.Option("--schema", help="The settings as JSON Schema")] = False
+) -> None:
     """One plugin's settings: every key with its type, default and documentation (or its JSON Schema)."""
     from inlet.core.registry import family_of, find_plugin, origin_of
     from inlet.core.settings_doc import setting_rows
@@ -76,10 +83,16 @@ def plugins_show(name: str,
         sys.stdout.write(orjson.dumps(model.model_json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     origin = origin_of(name)
-    out.print(f"[bold]{name}[/] ({family_of(cls)} family, {origin.distribution} {origin.version}): "
-              f"{cls.description or cls.__doc__ or ''}", highlight=False)
-    out.print(f"class {cls.__module__}.{cls.__qualname__}; settings {model.__name__}; contracts: "
-              + (", ".join(f"{m.contract_name} {m.contract_version}" for m in cls.contracts) or "-"), highlight=False)
+    out.print(
+        f"[bold]{name}[/] ({family_of(cls)} family, {origin.distribution} {origin.version}): "
+        f"{cls.description or cls.__doc__ or ''}",
+        highlight=False,
+    )
+    out.print(
+        f"class {cls.__module__}.{cls.__qualname__}; settings {model.__name__}; contracts: "
+        + (", ".join(f"{m.contract_name} {m.contract_version}" for m in cls.contracts) or "-"),
+        highlight=False,
+    )
     table = Table(title=f"settings: of {name}")
     for col in ("setting", "type", "default", "about"):
         table.add_column(col, overflow="fold")
@@ -94,8 +107,10 @@ def new_customer_cmd(
     family: Annotated[str | None, typer.Option(help="The connector family (see `inlet new families`)")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Start from this existing customer instead")] = None,
     integration: Annotated[str | None, typer.Option(help="Integration name (default: the family's)")] = None,
-    config: Annotated[Path, typer.Option("--config", "-c", envvar="INLET_CONFIG",
-                                         help="Config directory the integration YAML goes to")] = Path("."),
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", envvar="INLET_CONFIG", help="Config directory the integration YAML goes to"),
+    ] = Path("."),
     plugins_dir: Annotated[Path, typer.Option(help="Where the plugin module goes")] = Path("connectors/customers"),
     fixtures: Annotated[Path, typer.Option(help="Fixtures root")] = Path("fixtures"),
 ) -> None:
@@ -105,16 +120,25 @@ def new_customer_cmd(
     if (family is None) == (from_ is None):
         _fail(ConfigError("give exactly one of --family FAMILY or --from EXISTING-CUSTOMER"))
     try:
-        made = new_customer(name, family=family, integration=integration, existing=from_,
-                            plugins_dir=plugins_dir, config=config, fixtures=fixtures)
+        made = new_customer(
+            name,
+            family=family,
+            integration=integration,
+            existing=from_,
+            plugins_dir=plugins_dir,
+            config=config,
+            fixtures=fixtures,
+        )
     except ConfigError as exc:
         _fail(exc)
         return
     out.print(f"created customer {name} (plugin {made.plugin}):", highlight=False)
     for path in made.files:
         out.print(f"  {path}", highlight=False)
-    out.print("next: fill in the YAML, write the hooks marked 'not configured yet', then "
-              f"`inlet check --config {config}`", highlight=False)
+    out.print(
+        f"next: fill in the YAML, write the hooks marked 'not configured yet', then `inlet check --config {config}`",
+        highlight=False,
+    )
 
 
 @new_app.command("families")
@@ -127,6 +151,10 @@ def new_families() -> None:
         table.add_column(col)
     for fam, cls in families().items():
         scaffold: Any = cls.__dict__["scaffold"]
-        table.add_row(fam, f"{cls.__module__}.{cls.__qualname__}", ", ".join(scaffold.hooks) or "(settings only)",
-                      cls.settings_model.__name__)
+        table.add_row(
+            fam,
+            f"{cls.__module__}.{cls.__qualname__}",
+            ", ".join(scaffold.hooks) or "(settings only)",
+            cls.settings_model.__name__,
+        )
     out.print(table)

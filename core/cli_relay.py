@@ -28,16 +28,21 @@ from inlet.core.errors import ConfigError
 __all__ = ["relay_cmd"]
 
 
-
 def _supervisor_config(config: Path | None) -> tuple[SupervisorConfig, Path]:
     root = config_dir(config).resolve()
     return supervisor_only(root), root
 
 
 def relay_cmd(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", envvar="INLET_CONFIG",
-        help="Config directory (inlet.yaml); default: the nearest folder up with an inlet.yaml")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            envvar="INLET_CONFIG",
+            help="Config directory (inlet.yaml); default: the nearest folder up with an inlet.yaml",
+        ),
+    ] = None,
     once: Annotated[bool, typer.Option(help="Ship what the outbox holds now, then stop")] = False,
 ) -> None:
     """Ship the outbox's events and DLQ records to Kafka in order, then follow new ones (until SIGTERM).
@@ -63,8 +68,10 @@ def relay_cmd(
         err.print(f"no outbox at {outbox}: nothing to relay")
         raise typer.Exit(1)
     relay = Relay.from_config(sup_cfg, outbox, config_dir=root)
-    err.print(f"inlet: relaying {outbox} to Kafka at {sup_cfg.kafka.bootstrap}"
-              + (" (what is there now)" if once else " (following; Ctrl-C or SIGTERM stops)"))
+    err.print(
+        f"inlet: relaying {outbox} to Kafka at {sup_cfg.kafka.bootstrap}"
+        + (" (what is there now)" if once else " (following; Ctrl-C or SIGTERM stops)")
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -89,9 +96,12 @@ def relay_cmd(
     except ConfigError as exc:  # topics missing on Kafka and not created (core.topics)
         fail_config([exc])
     p = relay.progress
-    out.print(f"relay: shipped {p.shipped} event(s) in {time.monotonic() - started:.1f} s"
-              + (f" ({p.dead_lettered} refused by Kafka, as DLQ records)" if p.dead_lettered else "")
-              + f"; {p.remaining} remaining; watermark seq {p.watermark}; pruned {p.pruned}", highlight=False)
+    out.print(
+        f"relay: shipped {p.shipped} event(s) in {time.monotonic() - started:.1f} s"
+        + (f" ({p.dead_lettered} refused by Kafka, as DLQ records)" if p.dead_lettered else "")
+        + f"; {p.remaining} remaining; watermark seq {p.watermark}; pruned {p.pruned}",
+        highlight=False,
+    )
     if failed is not None:
         err.print(f"[bold red]{verdict}:[/] {failed}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -26,8 +26,9 @@ from inlet.core.errors import ConfigError, SinkRefused, TransientError
 
 __all__ = ["topics_app"]
 
-topics_app = typer.Typer(no_args_is_help=True,
-                         help="Kafka topics the configuration writes: plan (compare), apply (create the missing).")
+topics_app = typer.Typer(
+    no_args_is_help=True, help="Kafka topics the configuration writes: plan (compare), apply (create the missing)."
+)
 
 _T = TypeVar("_T")
 
@@ -40,9 +41,16 @@ def _load(config: Path | None, only: list[str] | None) -> tuple[SupervisorConfig
     if errors:
         fail_config(errors)
     if sup_cfg.kafka is None:
-        fail_config([ConfigError("no Kafka configured: topics are for the Kafka sink and the relay; set "
-                                  "kafka.bootstrap here or INLET_KAFKA_BOOTSTRAP", file=str(root / "inlet.yaml"),
-                                  key="kafka")])
+        fail_config(
+            [
+                ConfigError(
+                    "no Kafka configured: topics are for the Kafka sink and the relay; set "
+                    "kafka.bootstrap here or INLET_KAFKA_BOOTSTRAP",
+                    file=str(root / "inlet.yaml"),
+                    key="kafka",
+                )
+            ]
+        )
     return sup_cfg, loaded, root
 
 
@@ -74,14 +82,15 @@ def _print_plan(plan: Any, title: str) -> None:
         spec = s.spec
         state = {"ok": "exists", "missing": "[yellow]missing[/]", "differs": "[red]differs[/]"}[s.status]
         if s.exists:
-            partitions = str(s.actual_partitions) + ("" if s.actual_partitions == spec.partitions
-                                                     else f" (wanted {spec.partitions})")
-            replication = str(s.actual_replication) + ("" if s.actual_replication == s.replication_factor
-                                                       else f" (wanted {s.replication_factor})")
+            partitions = str(s.actual_partitions) + (
+                "" if s.actual_partitions == spec.partitions else f" (wanted {spec.partitions})"
+            )
+            replication = str(s.actual_replication) + (
+                "" if s.actual_replication == s.replication_factor else f" (wanted {s.replication_factor})"
+            )
         else:
             partitions, replication = str(spec.partitions), str(s.replication_factor)
-        table.add_row(spec.name, spec.kind, state, partitions, replication, _shown(s.configs),
-                      "\n".join(spec.writers))
+        table.add_row(spec.name, spec.kind, state, partitions, replication, _shown(s.configs), "\n".join(spec.writers))
     out.print(table)
     for s in plan.states:
         for difference in s.differences:
@@ -93,8 +102,10 @@ def _print_plan(plan: Any, title: str) -> None:
 
 
 def _counts(plan: Any) -> str:
-    return (f"{len(plan.states)} topic(s) on {plan.where}: {len(plan.states) - len(plan.missing)} exist, "
-            f"{len(plan.missing)} missing, {len(plan.differing)} differ")
+    return (
+        f"{len(plan.states)} topic(s) on {plan.where}: {len(plan.states) - len(plan.missing)} exist, "
+        f"{len(plan.missing)} missing, {len(plan.differing)} differ"
+    )
 
 
 @topics_app.command("plan")
@@ -110,8 +121,9 @@ def plan_cmd(config: ConfigOpt = None, only: OnlyOpt = None) -> None:
     if plan.missing:
         out.print(f"create the missing ones: inlet topics apply --config {root}", highlight=False)
     if plan.differing:
-        out.print("differences are not altered by apply: change them on the cluster, or the configuration",
-                  highlight=False)
+        out.print(
+            "differences are not altered by apply: change them on the cluster, or the configuration", highlight=False
+        )
     if plan.missing or plan.differing:
         raise typer.Exit(1)
 
@@ -135,15 +147,20 @@ def apply_cmd(config: ConfigOpt = None, only: OnlyOpt = None) -> None:
     for name, problem in results.items():
         if problem is None:
             state = next(s for s in before.states if s.spec.name == name)
-            out.print(f"created {name}: {state.spec.partitions} partition(s), replication {state.replication_factor}, "
-                      f"{', '.join(f'{k}={v}' for k, v in state.configs.items())}", markup=False, highlight=False,
-                      soft_wrap=True)
+            out.print(
+                f"created {name}: {state.spec.partitions} partition(s), replication {state.replication_factor}, "
+                f"{', '.join(f'{k}={v}' for k, v in state.configs.items())}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             err.print(f"[bold red]not created[/] {name}: {problem}", highlight=False, soft_wrap=True)
     _print_plan(after, f"topics of {root}")
     out.print(_counts(after), highlight=False)
     if after.differing:
-        out.print("differences are reported, not altered: change them on the cluster, or the configuration",
-                  highlight=False)
+        out.print(
+            "differences are reported, not altered: change them on the cluster, or the configuration", highlight=False
+        )
     if after.missing or after.differing:
         raise typer.Exit(1)

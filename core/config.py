@@ -106,8 +106,10 @@ class KafkaSettings(_Strict):
         root = Path(context.get("config_root") or Path.cwd())
         path = (root / Path(value).expanduser()).resolve()
         if not path.is_file():
-            raise ValueError(f"file {path} does not exist; give the PEM file's path (relative paths are relative "
-                             "to the config directory)")
+            raise ValueError(
+                f"file {path} does not exist; give the PEM file's path (relative paths are relative "
+                "to the config directory)"
+            )
         return str(path)
 
     @model_validator(mode="after")
@@ -115,31 +117,44 @@ class KafkaSettings(_Strict):
         sasl, tls = self.security_protocol.startswith("SASL_"), self.security_protocol.endswith("SSL")
         fix = "set kafka.security_protocol to SASL_SSL (or SASL_PLAINTEXT)"
         if sasl and self.sasl_mechanism is None:
-            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism: PLAIN, SCRAM-SHA-256, "
-                             "SCRAM-SHA-512 or OAUTHBEARER")
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism: PLAIN, SCRAM-SHA-256, "
+                "SCRAM-SHA-512 or OAUTHBEARER"
+            )
         if not sasl:
             used = [name for name in ("sasl_mechanism", "username", "password", "oauth") if getattr(self, name)]
             if used:
-                raise ValueError(f"{', '.join(used)} set but security_protocol is {self.security_protocol}, which "
-                                 f"does not authenticate with SASL: {fix}, or remove them")
+                raise ValueError(
+                    f"{', '.join(used)} set but security_protocol is {self.security_protocol}, which "
+                    f"does not authenticate with SASL: {fix}, or remove them"
+                )
         if self.sasl_mechanism == "OAUTHBEARER":
             if self.oauth is None:
-                raise ValueError("sasl_mechanism OAUTHBEARER needs oauth: {token_url, client_id, client_secret: "
-                                 "{env: NAME}} (OAuth2 client credentials)")
+                raise ValueError(
+                    "sasl_mechanism OAUTHBEARER needs oauth: {token_url, client_id, client_secret: "
+                    "{env: NAME}} (OAuth2 client credentials)"
+                )
             if self.username or self.password:
                 raise ValueError("sasl_mechanism OAUTHBEARER takes its token from oauth: remove username/password")
         elif sasl:
             if not self.username or self.password is None:
-                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs username and password "
-                                 "(password: {env: NAME} or {file: PATH})")
+                raise ValueError(
+                    f"sasl_mechanism {self.sasl_mechanism} needs username and password "
+                    "(password: {env: NAME} or {file: PATH})"
+                )
             if self.oauth is not None:
                 raise ValueError(f"oauth is only for sasl_mechanism OAUTHBEARER, not {self.sasl_mechanism}")
-        files = [name for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
-                 if getattr(self, name) is not None]
+        files = [
+            name
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+            if getattr(self, name) is not None
+        ]
         if not tls and (files or not self.ssl_check_hostname):
             used = files + ([] if self.ssl_check_hostname else ["ssl_check_hostname"])
-            raise ValueError(f"{', '.join(used)} set but security_protocol is {self.security_protocol}, which has no "
-                             "TLS: set it to SSL or SASL_SSL, or remove them")
+            raise ValueError(
+                f"{', '.join(used)} set but security_protocol is {self.security_protocol}, which has no "
+                "TLS: set it to SSL or SASL_SSL, or remove them"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("mutual TLS needs both ssl_certfile (the client certificate) and ssl_keyfile (its key)")
         if self.ssl_key_password is not None and self.ssl_keyfile is None:
@@ -240,11 +255,15 @@ class SupervisorConfig(_Strict):
     @model_validator(mode="after")
     def _relay_needs_kafka_and_the_outbox(self) -> SupervisorConfig:
         if self.relay.enabled and self.kafka is None:
-            raise ValueError("relay.enabled needs kafka.bootstrap (or INLET_KAFKA_BOOTSTRAP): the relay ships "
-                             "the outbox to that Kafka")
+            raise ValueError(
+                "relay.enabled needs kafka.bootstrap (or INLET_KAFKA_BOOTSTRAP): the relay ships "
+                "the outbox to that Kafka"
+            )
         if self.relay.enabled and self.sink == "kafka":
-            raise ValueError("relay.enabled needs the outbox sink (sink: auto or outbox): with sink: kafka, new "
-                             "events would reach Kafka before the outbox's older events of the same key")
+            raise ValueError(
+                "relay.enabled needs the outbox sink (sink: auto or outbox): with sink: kafka, new "
+                "events would reach Kafka before the outbox's older events of the same key"
+            )
         return self
 
     def resolved_sink(self) -> Literal["outbox", "kafka"]:
@@ -385,8 +404,9 @@ def _read_integration(path: Path) -> IntegrationConfig:
         raise _Many(_validation_errors(exc, path)) from None
 
 
-def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline: bool,
-                      state: Path | None) -> LoadedIntegration:
+def _load_integration(
+    path: Path, root: Path, cfg: IntegrationConfig, *, offline: bool, state: Path | None
+) -> LoadedIntegration:
     try:
         plugin = find_plugin(cfg.plugin)
     except ConfigError as exc:
@@ -395,8 +415,9 @@ def _load_integration(path: Path, root: Path, cfg: IntegrationConfig, *, offline
         settings = plugin.settings_model.model_validate(cfg.settings, context={"offline": offline, "config_root": root})
     except ValidationError as exc:
         raise _Many(_validation_errors(exc, path, prefix="settings.")) from None
-    ctx = IntegrationContext(customer=cfg.customer, integration=cfg.integration, zone=cfg.zone,
-                             config_root=root, state_dir=state)
+    ctx = IntegrationContext(
+        customer=cfg.customer, integration=cfg.integration, zone=cfg.zone, config_root=root, state_dir=state
+    )
     item = LoadedIntegration(config=cfg, plugin=plugin, settings=settings, file=path, context=ctx)
     try:  # what the connector refuses when constructed, check refuses too (constructors do no I/O)
         connector = item.build()
@@ -417,8 +438,9 @@ def _errors_of(exc: ConfigError | _Many) -> list[ConfigError]:
     return exc.errors if isinstance(exc, _Many) else [exc]
 
 
-def check_config(root: Path, *, only: Collection[str] | None = None, offline: bool = False
-                 ) -> tuple[SupervisorConfig, list[LoadedIntegration], list[ConfigError]]:
+def check_config(
+    root: Path, *, only: Collection[str] | None = None, offline: bool = False
+) -> tuple[SupervisorConfig, list[LoadedIntegration], list[ConfigError]]:
     """Validate a whole config directory, collecting every error instead of stopping at the first.
 
     ``only`` (``customer/integration`` keys) loads just those integrations: the other files are read for
@@ -445,25 +467,33 @@ def check_config(root: Path, *, only: Collection[str] | None = None, offline: bo
                 errors.extend(_errors_of(exc))
             continue
         if cfg.key in seen:
-            errors.append(ConfigError(f"{cfg.key} is already defined in {seen[cfg.key]}",
-                                      file=str(path), key="integration"))
+            errors.append(
+                ConfigError(f"{cfg.key} is already defined in {seen[cfg.key]}", file=str(path), key="integration")
+            )
             continue
         seen[cfg.key] = path
         if wanted is not None and cfg.key not in wanted:
             continue
         try:
-            loaded.append(_load_integration(path, root, cfg, offline=offline,
-                                            state=None if offline else Path(sup.state_dir)))
+            loaded.append(
+                _load_integration(path, root, cfg, offline=offline, state=None if offline else Path(sup.state_dir))
+            )
         except (ConfigError, _Many) as exc:
             errors.extend(_errors_of(exc))
     for key in sorted((wanted or set()) - set(seen)):
         close = difflib.get_close_matches(key, seen, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        errors.append(ConfigError(f"no integration {key} here{hint} (have: {', '.join(sorted(seen)) or 'none'})",
-                                  file=str(root)))
+        errors.append(
+            ConfigError(f"no integration {key} here{hint} (have: {', '.join(sorted(seen)) or 'none'})", file=str(root))
+        )
     if not re.fullmatch(r"[A-Za-z0-9._{}-]+", sup.topic_template):
-        errors.append(ConfigError("topic template may only hold letters, digits, . _ - and {fields}",
-                                  file=str(root / "inlet.yaml"), key="topic_template"))
+        errors.append(
+            ConfigError(
+                "topic template may only hold letters, digits, . _ - and {fields}",
+                file=str(root / "inlet.yaml"),
+                key="topic_template",
+            )
+        )
     return sup, loaded, errors
 
 
@@ -479,13 +509,16 @@ def find_config_dir(given: Path | None, *, cwd: Path | None = None) -> Path:
     for folder in (start, *start.parents):
         if (folder / "inlet.yaml").is_file():
             return folder
-    raise ConfigError(f"no config directory: none given with --config or INLET_CONFIG, and no inlet.yaml in {start} "
-                      "or any folder above it. Point --config at a directory holding inlet.yaml and "
-                      "integrations/*.yaml (e.g. --config examples/config)")
+    raise ConfigError(
+        f"no config directory: none given with --config or INLET_CONFIG, and no inlet.yaml in {start} "
+        "or any folder above it. Point --config at a directory holding inlet.yaml and "
+        "integrations/*.yaml (e.g. --config examples/config)"
+    )
 
 
-def load_config(root: Path, *, only: Collection[str] | None = None, offline: bool = False
-                ) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
+def load_config(
+    root: Path, *, only: Collection[str] | None = None, offline: bool = False
+) -> tuple[SupervisorConfig, list[LoadedIntegration]]:
     """Like :func:`check_config` but raises the first error (all of them in the message)."""
     sup, loaded, errors = check_config(root, only=only, offline=offline)
     if errors:

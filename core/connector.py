@@ -122,9 +122,11 @@ class Connector(abc.ABC, Generic[SettingsT]):
 
     def __init__(self, ctx: IntegrationContext, settings: SettingsT) -> None:
         if self.source_zone is not None and ctx.zone != self.source_zone:
-            raise ConfigError(f"{self.description or self.name}: the source writes times without an offset as "
-                              f"{self.source_zone} wall time: zone must be {self.source_zone}, got {ctx.zone!r}",
-                              key="zone")
+            raise ConfigError(
+                f"{self.description or self.name}: the source writes times without an offset as "
+                f"{self.source_zone} wall time: zone must be {self.source_zone}, got {ctx.zone!r}",
+                key="zone",
+            )
         self.ctx = ctx
         self.settings = settings
         self.log = ctx.logger()

@@ -415,9 +415,7 @@ class _Learner:
                 continue
             parent_objects = self.paths[parent].types.get("object", 0)
             stats.required = parent_objects >= MIN_REQUIRED_SUPPORT and stats.present == parent_objects
-        return Shape(
-            paths=self.paths, samples=samples, enum_paths=self.enum_paths, not_enum_paths=self.not_enum_paths
-        )
+        return Shape(paths=self.paths, samples=samples, enum_paths=self.enum_paths, not_enum_paths=self.not_enum_paths)
 
 
 def learn(
@@ -517,9 +515,7 @@ class _Found:
 def _walk(value: object, node: _Node, strict: bool, found: _Found) -> None:
     t = _JSON_TYPES.get(type(value)) or _json_type(value)
     if t not in node.types:
-        found.add(
-            node.path, "type_changed", lambda: f"{t} {_show(value)}, expected {'|'.join(sorted(node.types))}"
-        )
+        found.add(node.path, "type_changed", lambda: f"{t} {_show(value)}, expected {'|'.join(sorted(node.types))}")
         return
     if t == "string":
         enum = node.enum

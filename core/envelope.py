@@ -91,9 +91,15 @@ class DlqRecord:
 class Enveloper:
     """Builds events and DLQ records for one integration; holds its precomputed header templates."""
 
-    def __init__(self, customer: str, integration: str, *, topic_template: str = "{name}.v{major}",
-                 dlq_topic_template: str = "inlet.dlq.{customer}.{integration}",
-                 drift_topic_template: str = "inlet.drift.{customer}.{integration}") -> None:
+    def __init__(
+        self,
+        customer: str,
+        integration: str,
+        *,
+        topic_template: str = "{name}.v{major}",
+        dlq_topic_template: str = "inlet.dlq.{customer}.{integration}",
+        drift_topic_template: str = "inlet.drift.{customer}.{integration}",
+    ) -> None:
         self.customer = customer
         self.integration = integration
         self.namespace = integration_namespace(customer, integration)
@@ -119,8 +125,9 @@ class Enveloper:
     def _contract_info(self, cls: type[Contract]) -> tuple[str, bytes, bytes, bytes, str]:
         info = self._per_contract.get(cls)
         if info is None:
-            topic = self._topic_template.format(name=cls.contract_name, major=cls.major(),
-                                                customer=self.customer, integration=self.integration)
+            topic = self._topic_template.format(
+                name=cls.contract_name, major=cls.major(), customer=self.customer, integration=self.integration
+            )
             info = (
                 topic,
                 cls.contract_name.encode(),
@@ -160,12 +167,24 @@ class Enveloper:
 
     def drift(self, changes: list[dict[str, str]], source_key: str | None, position: Position | None) -> Event:
         """An upstream drift alert as an event on the integration's drift topic: what changed, and where."""
-        value = orjson.dumps({"customer": self.customer, "integration": self.integration, "source_key": source_key,
-                              "position": position, "changes": changes})
+        value = orjson.dumps(
+            {
+                "customer": self.customer,
+                "integration": self.integration,
+                "source_key": source_key,
+                "position": position,
+                "changes": changes,
+            }
+        )
         eid = self._event_id(source_key or "", orjson.dumps(changes).decode(), "inlet.drift", 0)
         headers = [*self._common, ("ce_id", eid.encode()), ("ce_type", b"inlet.drift")]
-        return Event(topic=self.drift_topic, key=f"{self.customer}/{self.integration}".encode(), value=value,
-                     headers=headers, id=eid)
+        return Event(
+            topic=self.drift_topic,
+            key=f"{self.customer}/{self.integration}".encode(),
+            value=value,
+            headers=headers,
+            id=eid,
+        )
 
     def dead_letter(self, record: DlqRecord) -> Event:
         """Wrap a DLQ record: the original payload is the value, the reason is in headers."""
@@ -183,8 +202,13 @@ class Enveloper:
         ]
         if record.source_key:
             headers.append(("dlq_source_key", record.source_key.encode()))
-        return Event(topic=self.dlq_topic, key=(record.source_key or "").encode() or None,
-                     value=record.payload, headers=headers, id=eid)
+        return Event(
+            topic=self.dlq_topic,
+            key=(record.source_key or "").encode() or None,
+            value=record.payload,
+            headers=headers,
+            id=eid,
+        )
 
 
 def payload_bytes(raw: Any) -> bytes:

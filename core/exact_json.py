@@ -50,7 +50,8 @@ _TOKEN: Final = (  # after the delimiter: a number token a float would not give 
     rb"[0-9]*\.[0-9]*[0-9]0(?=[ \t\r\n,\]}])"  # a fraction of 2+ digits ending in 0
     rb"|[0-9]*(?:\.[0-9]+)?[eE]"  # an exponent
     rb"|(?:\.?[0-9]){15}"  # 16+ digits (leading zeros counted: a false alarm costs only time)
-    rb")")
+    rb")"
+)
 PATTERNS: Final = (
     re.compile(rb':(?<=["\s]:)' + _TOKEN),  # an object member's value (not a colon inside a timestamp)
     re.compile(rb"\[" + _TOKEN),  # an array's first element

@@ -65,8 +65,12 @@ def event_doc(event: Event) -> dict[str, Any]:
         value: Any = orjson.loads(event.value)
     except orjson.JSONDecodeError:
         value = event.value.decode("utf-8", "replace")
-    return {"topic": event.topic, "key": event.key.decode("utf-8", "replace") if event.key else None,
-            "headers": {k: v.decode("utf-8", "replace") for k, v in event.headers}, "value": value}
+    return {
+        "topic": event.topic,
+        "key": event.key.decode("utf-8", "replace") if event.key else None,
+        "headers": {k: v.decode("utf-8", "replace") for k, v in event.headers},
+        "value": value,
+    }
 
 
 def event_lines(docs: list[dict[str, Any]]) -> list[str]:
@@ -74,16 +78,18 @@ def event_lines(docs: list[dict[str, Any]]) -> list[str]:
     return [orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode() + "\n" for d in docs]
 
 
-async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport,
-               sources: Callable[[MqttSettings, str], Any],
-               listeners: Callable[[MllpSettings], Any] | None = None) -> tuple[list[Event], list[Any]]:
+async def _run(
+    item: LoadedIntegration,
+    transport: httpx.AsyncBaseTransport,
+    sources: Callable[[MqttSettings, str], Any],
+    listeners: Callable[[MllpSettings], Any] | None = None,
+) -> tuple[list[Event], list[Any]]:
     """Run ``PASSES`` passes of the integration through ``transport`` / ``sources``.
 
     Returns its events and the raw records that decoded (the upstream's own shape, before any plugin logic).
     """
     # No connector state of the deployment (hygiene memory): a recording and its replay start from nothing.
-    ctx = replace(item.context, http_transport=transport, message_source=sources, mllp_source=listeners,
-                  state_dir=None)
+    ctx = replace(item.context, http_transport=transport, message_source=sources, mllp_source=listeners, state_dir=None)
     connector_cls = item.plugin
     seen: list[Any] = []
     sink = MemorySink()
@@ -111,8 +117,9 @@ async def _run(item: LoadedIntegration, transport: httpx.AsyncBaseTransport,
     return sink.events, seen
 
 
-def _replay_io(fixtures: Path) -> tuple[ReplayTransport, Callable[[MqttSettings, str], Any],
-                                        Callable[[MllpSettings], Any]]:
+def _replay_io(
+    fixtures: Path,
+) -> tuple[ReplayTransport, Callable[[MqttSettings, str], Any], Callable[[MllpSettings], Any]]:
     """Offline upstreams from a fixture directory: a request, subscription or listener with no recording fails."""
     http, mqtt, mllp = fixtures / "http.jsonl", fixtures / "mqtt.jsonl", fixtures / "mllp.jsonl"
 
@@ -123,8 +130,11 @@ def _replay_io(fixtures: Path) -> tuple[ReplayTransport, Callable[[MqttSettings,
         return MllpReplaySource(mllp)  # likewise
 
     pushed = mqtt.exists() or mllp.exists()
-    return (ReplayTransport(http, missing_ok=pushed), ReplaySource(mqtt) if mqtt.exists() else no_mqtt,
-            MllpReplaySource(mllp) if mllp.exists() else no_mllp)
+    return (
+        ReplayTransport(http, missing_ok=pushed),
+        ReplaySource(mqtt) if mqtt.exists() else no_mqtt,
+        MllpReplaySource(mllp) if mllp.exists() else no_mllp,
+    )
 
 
 def _shape_docs(records: list[Any]) -> list[dict[str, Any]]:
@@ -147,15 +157,23 @@ def pseudonym_key() -> bytes:
     """The key PHI is pseudonymised with: ``INLET_PSEUDONYM_KEY`` (env only, never in the repository)."""
     key = os.environ.get("INLET_PSEUDONYM_KEY", "")
     if len(key) < 16:
-        raise ConfigError("recording a healthcare feed pseudonymises PHI with a key: set INLET_PSEUDONYM_KEY "
-                          "(16+ characters, kept out of the repository; the same key keeps pseudonyms stable)")
+        raise ConfigError(
+            "recording a healthcare feed pseudonymises PHI with a key: set INLET_PSEUDONYM_KEY "
+            "(16+ characters, kept out of the repository; the same key keeps pseudonyms stable)"
+        )
     return key.encode()
 
 
-def record(item: LoadedIntegration, fixtures: Path, *,
-           redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-           inner: httpx.AsyncBaseTransport | None = None, replay_as: LoadedIntegration | None = None,
-           idle_s: float = 3.0, connect_s: float = 10.0) -> int:
+def record(
+    item: LoadedIntegration,
+    fixtures: Path,
+    *,
+    redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    inner: httpx.AsyncBaseTransport | None = None,
+    replay_as: LoadedIntegration | None = None,
+    idle_s: float = 3.0,
+    connect_s: float = 10.0,
+) -> int:
     """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events.
 
     ``replay_as``: the integration as it will be replayed, when it was recorded with other settings
@@ -201,9 +219,11 @@ def _replay_checked(item: LoadedIntegration, fixtures: Path, *, update: bool = F
         if update:
             listeners.rewrite_acks()
         elif differences := listeners.ack_differences():
-            raise ReplayMiss(f"{item.config.key}: replaying {listeners.path} acknowledges messages differently than "
-                             f"recorded (senders would see this change; if intended, review it and run `inlet "
-                             f"replay {item.config.key} --update`):\n  " + "\n  ".join(differences))
+            raise ReplayMiss(
+                f"{item.config.key}: replaying {listeners.path} acknowledges messages differently than "
+                f"recorded (senders would see this change; if intended, review it and run `inlet "
+                f"replay {item.config.key} --update`):\n  " + "\n  ".join(differences)
+            )
     return events, records
 
 
@@ -222,4 +242,3 @@ def golden_diff(fixtures: Path, actual: list[dict[str, Any]]) -> str:
     path = fixtures / "events.jsonl"
     golden = path.read_text().splitlines(keepends=True) if path.exists() else []
     return "".join(difflib.unified_diff(golden, event_lines(actual), fromfile=str(path), tofile="replayed"))
-

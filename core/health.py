@@ -26,8 +26,14 @@ __all__ = ["HealthServer"]
 class HealthServer:
     """Serves the three endpoints; ``status()`` returns ``{integration: error or None}``."""
 
-    def __init__(self, status: Callable[[], dict[str, str | None]], *, host: str = "127.0.0.1", port: int = 0,
-                 stale_after: float = 30.0) -> None:
+    def __init__(
+        self,
+        status: Callable[[], dict[str, str | None]],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        stale_after: float = 30.0,
+    ) -> None:
         self._status = status
         self.stale_after = stale_after
         self.last_beat = time.monotonic()
@@ -64,8 +70,11 @@ class HealthServer:
             return (200 if ok else 503), "application/json", orjson.dumps({"ok": ok, "heartbeat_age_s": round(age, 1)})
         if path == "/readyz":
             unhealthy = {k: v for k, v in self._status().items() if v is not None}
-            return ((503 if unhealthy else 200), "application/json",
-                    orjson.dumps({"ready": not unhealthy, "unhealthy": unhealthy}))
+            return (
+                (503 if unhealthy else 200),
+                "application/json",
+                orjson.dumps({"ready": not unhealthy, "unhealthy": unhealthy}),
+            )
         return 404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n"
 
     def start(self) -> None:

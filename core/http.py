@@ -63,15 +63,19 @@ log = structlog.get_logger("inlet.http")
 
 Action = Literal["retry", "fail"]
 
-STATUS_ACTIONS: Mapping[int, Action] = {408: "retry", 425: "retry", 429: "retry",
-                                        **{s: "retry" for s in range(500, 600)}}
+STATUS_ACTIONS: Mapping[int, Action] = {
+    408: "retry",
+    425: "retry",
+    429: "retry",
+    **{s: "retry" for s in range(500, 600)},
+}
 """Status code → action; any other status >= 400 fails fast."""
 
 EXCEPTION_ACTIONS: Mapping[type[Exception], Action] = {
-    httpx.TimeoutException: "retry",       # connect, read, write and pool timeouts
-    httpx.NetworkError: "retry",           # connection refused / reset
-    httpx.RemoteProtocolError: "retry",    # a body cut short, a connection closed mid-response
-    httpx.DecodingError: "retry",          # a corrupted compressed body
+    httpx.TimeoutException: "retry",  # connect, read, write and pool timeouts
+    httpx.NetworkError: "retry",  # connection refused / reset
+    httpx.RemoteProtocolError: "retry",  # a body cut short, a connection closed mid-response
+    httpx.DecodingError: "retry",  # a corrupted compressed body
 }
 """Transport exception → action (checked with isinstance, first match); anything else propagates."""
 
@@ -176,16 +180,24 @@ def retry_after_seconds(value: str | None, now: float | None = None, *, where: s
         ahead = (number / 1000.0 if unit == "ms" else number) - now
         if -EPOCH_SLACK_SECONDS <= ahead <= EPOCH_HORIZON_SECONDS:
             return max(0.0, ahead)
-        log.warning("Retry-After ignored: a number too large for a delay that is no epoch in the near future",
-                    where=mask(where), retry_after=value[:40], read_as=f"epoch {unit}", seconds_ahead=round(ahead))
+        log.warning(
+            "Retry-After ignored: a number too large for a delay that is no epoch in the near future",
+            where=mask(where),
+            retry_after=value[:40],
+            read_as=f"epoch {unit}",
+            seconds_ahead=round(ahead),
+        )
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         when = None
     if when is None or when.tzinfo is None:
-        log.warning("Retry-After ignored: neither delay-seconds, an epoch nor an HTTP-date", where=mask(where),
-                    retry_after=value[:40])
+        log.warning(
+            "Retry-After ignored: neither delay-seconds, an epoch nor an HTTP-date",
+            where=mask(where),
+            retry_after=value[:40],
+        )
         return None
     current = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
     return max(0.0, (when - current).total_seconds())
@@ -202,8 +214,11 @@ def _said(body: bytes) -> str:
     if isinstance(doc, dict):
         issues = doc.get("issue") if doc.get("resourceType") == "OperationOutcome" else None
         if isinstance(issues, list):
-            text = "; ".join(str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
-                             for i in issues if isinstance(i, dict))
+            text = "; ".join(
+                str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
+                for i in issues
+                if isinstance(i, dict)
+            )
         for key in ("error_description", "message", "detail", "error", "title"):
             if not text and isinstance(doc.get(key), str):
                 text = doc[key]
@@ -252,8 +267,9 @@ def _transport_error(method: str, url: str, exc: httpx.HTTPError) -> InletError:
 class HttpClient:
     """An integration's HTTP client. Use as ``async with HttpClient(settings, ctx) as http``."""
 
-    def __init__(self, settings: HttpSettings, ctx: IntegrationContext,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: HttpSettings, ctx: IntegrationContext, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.settings = settings
         self.log = ctx.logger()
         transport = transport or ctx.http_transport
@@ -269,9 +285,13 @@ class HttpClient:
         self._label = self._origin.host or "local"
         self._accept = {t.lower() for t in settings.content_types}
         self._client = httpx.AsyncClient(
-            base_url=settings.base_url, headers={"User-Agent": "inlet/0.1", **settings.headers},
-            auth=build_auth(settings.auth, logger=self.log), transport=transport, timeout=settings.timeout_seconds,
-            follow_redirects=False)
+            base_url=settings.base_url,
+            headers={"User-Agent": "inlet/0.1", **settings.headers},
+            auth=build_auth(settings.auth, logger=self.log),
+            transport=transport,
+            timeout=settings.timeout_seconds,
+            follow_redirects=False,
+        )
         self.retries = 0
 
     async def __aenter__(self) -> HttpClient:
@@ -284,8 +304,15 @@ class HttpClient:
         """Close the connection pool; idempotent."""
         await self._client.aclose()
 
-    async def _once(self, method: str, url: str, headers: Mapping[str, str] | None,
-                    params: Mapping[str, Any] | None, final: FinalStatus | None, strict: bool) -> HttpResponse:
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, Any] | None,
+        final: FinalStatus | None,
+        strict: bool,
+    ) -> HttpResponse:
         """One attempt; raises ``_Retryable`` for what the policy retries. ``strict`` is ``get()``'s contract:
         any status >= 400 raises and a 2xx must have a declared content type."""
         try:
@@ -325,9 +352,12 @@ class HttpClient:
             return
         where = f"{method} {resp.request.url}"
         said = resp.headers.get("Retry-After")
-        raise _Retryable(mask(f"{where} answered {status}: {_said(body)}"), str(status),
-                         retry_after_seconds(said, where=where),
-                         mask(f"from {where}" + (f", Retry-After: {said[:40]}" if said else "")))
+        raise _Retryable(
+            mask(f"{where} answered {status}: {_said(body)}"),
+            str(status),
+            retry_after_seconds(said, where=where),
+            mask(f"from {where}" + (f", Retry-After: {said[:40]}" if said else "")),
+        )
 
     async def _read_body(self, method: str, resp: httpx.Response) -> bytes:
         cap = self.settings.max_response_bytes
@@ -349,18 +379,27 @@ class HttpClient:
             if STATUS_ACTIONS.get(status) == "retry":
                 where = f"GET {resp.request.url}"
                 said = resp.headers.get("Retry-After")
-                raise _Retryable(msg, str(status), retry_after_seconds(said, where=where),
-                                 mask(f"from {where}" + (f", Retry-After: {said[:40]}" if said else "")))
+                raise _Retryable(
+                    msg,
+                    str(status),
+                    retry_after_seconds(said, where=where),
+                    mask(f"from {where}" + (f", Retry-After: {said[:40]}" if said else "")),
+                )
             raise UpstreamRefused(msg, status, raw)
         declared = resp.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > s.max_response_bytes:
-            raise UpstreamRefused(f"GET {resp.request.url}: response of {declared} bytes exceeds "
-                                  f"max_response_bytes={s.max_response_bytes}")
+            raise UpstreamRefused(
+                f"GET {resp.request.url}: response of {declared} bytes exceeds "
+                f"max_response_bytes={s.max_response_bytes}"
+            )
         ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if self._accept and ctype not in self._accept:
             preview = (await resp.aread())[:200].decode("utf-8", "replace")
-            raise _Retryable(f"GET {resp.request.url}: expected {' or '.join(sorted(self._accept))}, received "
-                             f"{ctype or 'no content type'}: {preview!r}", "content-type")
+            raise _Retryable(
+                f"GET {resp.request.url}: expected {' or '.join(sorted(self._accept))}, received "
+                f"{ctype or 'no content type'}: {preview!r}",
+                "content-type",
+            )
         return HttpResponse(status, resp.headers, await self._read_body("GET", resp))
 
     async def _attempts(self, method: str, url: str, once: Callable[[], Awaitable[_T]]) -> _T:
@@ -373,9 +412,15 @@ class HttpClient:
             exc = state.outcome.exception() if state.outcome else None
             reason = exc.reason if isinstance(exc, _Retryable) else "error"
             RETRIES.labels(self._label, reason).inc()
-            self.log.warning("upstream request failed; retrying", method=method, url=mask(url),
-                             attempt=state.attempt_number, reason=reason, error=str(exc)[:300],
-                             wait=round(state.next_action.sleep, 2) if state.next_action else None)
+            self.log.warning(
+                "upstream request failed; retrying",
+                method=method,
+                url=mask(url),
+                attempt=state.attempt_number,
+                reason=reason,
+                error=str(exc)[:300],
+                wait=round(state.next_action.sleep, 2) if state.next_action else None,
+            )
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.max_attempts) | stop_before_delay(s.deadline_seconds),  # never sleep past it
@@ -393,25 +438,35 @@ class HttpClient:
             spent = time.monotonic() - started
             why = ""
             if exc.retry_after is not None and spent + exc.retry_after > s.deadline_seconds:
-                why = (f"; the upstream asked to wait {exc.retry_after:.0f} s, past deadline_seconds="
-                       f"{s.deadline_seconds:g}")
-            raise kind(f"{exc} (gave up after {attempt.retry_state.attempt_number} attempts, "
-                       f"{spent:.1f} s{why})") from exc
+                why = (
+                    f"; the upstream asked to wait {exc.retry_after:.0f} s, past deadline_seconds="
+                    f"{s.deadline_seconds:g}"
+                )
+            raise kind(
+                f"{exc} (gave up after {attempt.retry_state.attempt_number} attempts, {spent:.1f} s{why})"
+            ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def get(self, url: str, params: Mapping[str, Any] | None = None, *,
-                  headers: Mapping[str, str] | None = None) -> tuple[bytes, httpx.Headers]:
+    async def get(
+        self, url: str, params: Mapping[str, Any] | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> tuple[bytes, httpx.Headers]:
         """GET ``url`` (relative to ``base_url`` or absolute) with retries; the body and headers. ``headers`` are
         added to this request only (e.g. Xero's ``If-Modified-Since``).
 
         Stricter than :meth:`request`: any status >= 400 raises, and the content type must be a declared one.
         """
-        answer = await self._attempts("GET", url,
-                                      lambda: self._once("GET", url, headers, params, None, strict=True))
+        answer = await self._attempts("GET", url, lambda: self._once("GET", url, headers, params, None, strict=True))
         return answer.body, answer.headers
 
-    async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-                      params: Mapping[str, Any] | None = None, final: FinalStatus | None = None) -> HttpResponse:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        final: FinalStatus | None = None,
+    ) -> HttpResponse:
         """One request (relative to ``base_url`` or absolute) with the client's limiter, auth, retries and size cap.
 
         Unlike :meth:`get`, every status the policy does not retry is *returned*, 4xx included, so protocols
@@ -420,13 +475,17 @@ class HttpClient:
         :class:`~core.errors.UpstreamError`. ``final`` lets a caller declare such an answer final after all
         (e.g. a 500 whose body says the job failed for good): it is then returned, not retried.
         """
-        return await self._attempts(
-            method, url, lambda: self._once(method, url, headers, params, final, strict=False))
+        return await self._attempts(method, url, lambda: self._once(method, url, headers, params, final, strict=False))
 
     @asynccontextmanager
-    async def stream(self, url: str, *, headers: Mapping[str, str] | None = None,
-                     send_auth: bool | Literal["cross-origin"] = True,
-                     final: FinalStatus | None = None) -> AsyncIterator[httpx.Response]:
+    async def stream(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        send_auth: bool | Literal["cross-origin"] = True,
+        final: FinalStatus | None = None,
+    ) -> AsyncIterator[httpx.Response]:
         """GET ``url`` with the body left unread: ``async with http.stream(url) as resp``; closed on exit.
 
         Opening is retried like :meth:`request` (a status the policy does not retry is yielded, its body
@@ -441,9 +500,13 @@ class HttpClient:
         """
         target = self._client.build_request("GET", url, headers=headers).url
         if send_auth is True and (target.scheme, target.netloc) != (self._origin.scheme, self._origin.netloc):
-            raise UpstreamRefused(mask(f"GET {url}: credentials are only sent to {self._origin.scheme}://"
-                                       f"{self._origin.netloc.decode()}; pass send_auth=False (or "
-                                       f"'cross-origin' to send them anyway)"))
+            raise UpstreamRefused(
+                mask(
+                    f"GET {url}: credentials are only sent to {self._origin.scheme}://"
+                    f"{self._origin.netloc.decode()}; pass send_auth=False (or "
+                    f"'cross-origin' to send them anyway)"
+                )
+            )
         auth: Any = httpx.USE_CLIENT_DEFAULT if send_auth else None
 
         async def once() -> httpx.Response:

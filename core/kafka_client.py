@@ -59,8 +59,11 @@ PROBE_TIMEOUT = 30.0
 def connection_options(settings: KafkaSettings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client (producer, admin, consumer): where and how to connect."""
     s = settings
-    options: dict[str, Any] = {"bootstrap_servers": s.bootstrap, "client_id": s.client_id,
-                               "request_timeout_ms": s.request_timeout_ms}
+    options: dict[str, Any] = {
+        "bootstrap_servers": s.bootstrap,
+        "client_id": s.client_id,
+        "request_timeout_ms": s.request_timeout_ms,
+    }
     if s.security_protocol == "PLAINTEXT":
         return options
     options["security_protocol"] = s.security_protocol
@@ -94,9 +97,13 @@ def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
             context.load_cert_chain(s.ssl_certfile, s.ssl_keyfile, password=password)
         except (ssl.SSLError, OSError) as exc:
             hint = "encrypted: set ssl_key_password" if password is None else "check ssl_key_password"
-            raise ValueError(mask(f"ssl_certfile {s.ssl_certfile} with ssl_keyfile {s.ssl_keyfile}: cannot load the "
-                                  f"client certificate and key ({exc}); the key must be the certificate's own, PEM, "
-                                  f"and if {hint}")) from None
+            raise ValueError(
+                mask(
+                    f"ssl_certfile {s.ssl_certfile} with ssl_keyfile {s.ssl_keyfile}: cannot load the "
+                    f"client certificate and key ({exc}); the key must be the certificate's own, PEM, "
+                    f"and if {hint}"
+                )
+            ) from None
     return context
 
 
@@ -115,8 +122,13 @@ def describe(settings: KafkaSettings) -> str:
 # --- telling a refusal from an outage --------------------------------------------------------------------------
 
 _SASL_STATE = (kafka_errors.IllegalSaslStateError,)
-_TLS_TRANSIENT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError,
-                  ssl.SSLWantWriteError)
+_TLS_TRANSIENT = (
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ssl.SSLSyscallError,
+    ssl.SSLWantReadError,
+    ssl.SSLWantWriteError,
+)
 _TLS_ALERT_RECORD = 0x15  # first byte of a TLS alert record: a TLS listener answering a plaintext client
 
 
@@ -137,35 +149,44 @@ def refused_reason(settings: KafkaSettings, exc: BaseException) -> str | None:
         if isinstance(error, AuthError):
             return f"the OAuth token endpoint refused the client credentials: {error}"
         if isinstance(error, kafka_errors.SaslAuthenticationFailed):
-            what = ("the token" if s.sasl_mechanism == "OAUTHBEARER"
-                    else f"username {s.username!r} and its password")
+            what = "the token" if s.sasl_mechanism == "OAUTHBEARER" else f"username {s.username!r} and its password"
             return f"SASL authentication failed: the broker rejected {what}: {error}"
         if isinstance(error, kafka_errors.UnsupportedSaslMechanismError):
-            return (f"the listener does not enable sasl_mechanism {s.sasl_mechanism}"
-                    + (f" ({error.args[0]})" if error.args and isinstance(error.args[0], str) else "")
-                    + "; use one the broker lists")
+            return (
+                f"the listener does not enable sasl_mechanism {s.sasl_mechanism}"
+                + (f" ({error.args[0]})" if error.args and isinstance(error.args[0], str) else "")
+                + "; use one the broker lists"
+            )
         if isinstance(error, _SASL_STATE):
-            return ("the listener does not expect a SASL login (it is not a SASL listener): check "
-                    "security_protocol against the broker's listener")
+            return (
+                "the listener does not expect a SASL login (it is not a SASL listener): check "
+                "security_protocol against the broker's listener"
+            )
         if isinstance(error, ssl.SSLCertVerificationError):
             detail = error.verify_message or str(error)
-            hint = {"certificate has expired": "the broker's certificate has expired: it must be renewed",
-                    "Hostname mismatch": "the broker's certificate is not issued for this host name: connect by a "
-                                         "name in its subjectAltName (or, knowingly, ssl_check_hostname: false)"}
-            fix = next((text for key, text in hint.items() if key in detail),
-                       "the broker's certificate is not signed by a CA in ssl_cafile"
-                       + (f" ({s.ssl_cafile})" if s.ssl_cafile else " (unset: the system's CAs)"))
+            hint = {
+                "certificate has expired": "the broker's certificate has expired: it must be renewed",
+                "Hostname mismatch": "the broker's certificate is not issued for this host name: connect by a "
+                "name in its subjectAltName (or, knowingly, ssl_check_hostname: false)",
+            }
+            fix = next(
+                (text for key, text in hint.items() if key in detail),
+                "the broker's certificate is not signed by a CA in ssl_cafile"
+                + (f" ({s.ssl_cafile})" if s.ssl_cafile else " (unset: the system's CAs)"),
+            )
             return f"TLS: the broker's certificate was not accepted ({detail}): {fix}"
         if isinstance(error, ssl.SSLError) and not isinstance(error, _TLS_TRANSIENT):
             reason = getattr(error, "reason", None) or str(error)
             if s.ssl_certfile is None:
                 fix = "the listener may require a client certificate (mutual TLS): set ssl_certfile and ssl_keyfile"
             else:
-                fix = (f"the broker refused the client certificate {s.ssl_certfile}: it must be signed by a CA the "
-                       "broker trusts, and be valid now")
+                fix = (
+                    f"the broker refused the client certificate {s.ssl_certfile}: it must be signed by a CA the "
+                    "broker trusts, and be valid now"
+                )
             return f"TLS handshake refused ({reason}): {fix}"
         if isinstance(error, asyncio.IncompleteReadError) and (error.expected or 0) >> 24 == _TLS_ALERT_RECORD:
-            return (f"the listener speaks TLS but security_protocol is {s.security_protocol}: use SSL or SASL_SSL")
+            return f"the listener speaks TLS but security_protocol is {s.security_protocol}: use SSL or SASL_SSL"
     return None
 
 
@@ -197,15 +218,27 @@ async def refusal(settings: KafkaSettings, error: BaseException | None = None) -
         reason = await _probe(settings)
     if reason is None:
         return None
-    return SinkRefused(mask(f"{describe(settings)} refused the connection: {reason}. Not retried: fix the "
-                            "configuration and restart"))
+    return SinkRefused(
+        mask(f"{describe(settings)} refused the connection: {reason}. Not retried: fix the configuration and restart")
+    )
 
 
 async def _probe(settings: KafkaSettings) -> str | None:
     options = connection_options(settings)
-    connect = {name: options[name] for name in (
-        "client_id", "request_timeout_ms", "security_protocol", "ssl_context", "sasl_mechanism",
-        "sasl_plain_username", "sasl_plain_password", "sasl_oauth_token_provider") if name in options}
+    connect = {
+        name: options[name]
+        for name in (
+            "client_id",
+            "request_timeout_ms",
+            "security_protocol",
+            "ssl_context",
+            "sasl_mechanism",
+            "sasl_plain_username",
+            "sasl_plain_password",
+            "sasl_oauth_token_provider",
+        )
+        if name in options
+    }
     addresses = [address.strip() for address in settings.bootstrap.split(",") if address.strip()]
     for address in addresses:
         host, _, port = address.rpartition(":")
@@ -246,7 +279,8 @@ class OAuthBearerTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
             raise kafka_errors.KafkaConnectionError(f"OAUTHBEARER: {exc}") from exc
         except (UpstreamError, httpx.HTTPError) as exc:
             raise kafka_errors.KafkaConnectionError(
-                mask(f"OAUTHBEARER: token endpoint {self.settings.token_url} unavailable: {exc!r}")) from exc
+                mask(f"OAUTHBEARER: token endpoint {self.settings.token_url} unavailable: {exc!r}")
+            ) from exc
 
     async def _token(self) -> str:
         placeholder = httpx.Request("GET", self.settings.token_url)

@@ -144,8 +144,9 @@ def open_listener(ctx: IntegrationContext, settings: MllpSettings) -> MllpSource
 class _Protocol(asyncio.StreamReaderProtocol):
     """A stream protocol that, for TLS, reads nothing until the handshake is started (no ClientHello is lost)."""
 
-    def __init__(self, reader: asyncio.StreamReader, accept: Any, *, loop: asyncio.AbstractEventLoop,
-                 tls: bool) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, accept: Any, *, loop: asyncio.AbstractEventLoop, tls: bool
+    ) -> None:
         super().__init__(reader, accept, loop=loop)
         self._tls = tls
 
@@ -221,8 +222,14 @@ class MllpListener:
             if self._tls is not None and not await self._handshake(writer, name):
                 return
             await self._serve(reader, writer, name)
-        except (asyncio.CancelledError, ConnectionError, OSError, ssl.SSLError, TimeoutError,
-                asyncio.IncompleteReadError):
+        except (
+            asyncio.CancelledError,
+            ConnectionError,
+            OSError,
+            ssl.SSLError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+        ):
             pass
         except Exception as exc:  # never let one connection's trouble escape into the event loop
             log.error("mllp connection failed", peer=name, error=repr(exc))
@@ -286,7 +293,7 @@ class MllpListener:
                     buffer.clear()
                     continue
                 self.skipped_bytes += at
-                del buffer[:at + 1]
+                del buffer[: at + 1]
                 started = True
             end = buffer.find(END)
             if end < 0:
@@ -294,7 +301,7 @@ class MllpListener:
                 take = len(buffer) - 1 if buffer.endswith(b"\x1c") else len(buffer)
                 size += take
                 if len(kept) < limit:
-                    kept += buffer[:min(take, limit - len(kept))]
+                    kept += buffer[: min(take, limit - len(kept))]
                 del buffer[:take]
                 if not buffer:
                     continue
@@ -305,16 +312,21 @@ class MllpListener:
                 continue
             size += end
             if len(kept) < limit:
-                kept += buffer[:min(end, limit - len(kept))]
-            del buffer[:end + len(END)]
+                kept += buffer[: min(end, limit - len(kept))]
+            del buffer[: end + len(END)]
             # A new start byte inside the frame means the sender restarted a message: keep the last one.
             restart = kept.rfind(START)
             if restart >= 0 and size <= limit:
                 self.skipped_bytes += restart + 1
-                del kept[:restart + 1]
+                del kept[: restart + 1]
                 size = len(kept)
-            return MllpMessage(payload=bytes(kept), serial=next(self._serials), peer=peer,
-                               received_at=datetime.now(UTC), oversized=size if size > limit else 0)
+            return MllpMessage(
+                payload=bytes(kept),
+                serial=next(self._serials),
+                peer=peer,
+                received_at=datetime.now(UTC),
+                oversized=size if size > limit else 0,
+            )
 
     async def batches(self) -> AsyncIterator[list[MllpMessage]]:
         s = self.settings

@@ -67,6 +67,7 @@ class MqttSettings(PluginSettings):
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
             raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {value.split('@', 1)[-1]!r}")
         return value
+
     topics: list[str] = Field(min_length=1)
     client_id: str | None = None
     """Fixed per integration by default (``inlet-<customer>-<integration>``): the persistent session's name."""
@@ -103,17 +104,24 @@ class MqttSettings(PluginSettings):
         context = info.context if isinstance(info.context, dict) else {}
         path = (Path(context.get("config_root") or Path.cwd()) / Path(value).expanduser()).resolve()
         if not path.is_file() and not context.get("offline"):
-            raise ValueError(f"file {path} does not exist; give the PEM file's path (relative paths are relative "
-                             "to the config directory)")
+            raise ValueError(
+                f"file {path} does not exist; give the PEM file's path (relative paths are relative "
+                "to the config directory)"
+            )
         return str(path)
 
     @model_validator(mode="after")
     def _tls_combination(self, info: ValidationInfo) -> MqttSettings:
-        used = [name for name in ("tls_cafile", "tls_certfile", "tls_keyfile", "tls_key_password", "tls_insecure")
-                if getattr(self, name)]
+        used = [
+            name
+            for name in ("tls_cafile", "tls_certfile", "tls_keyfile", "tls_key_password", "tls_insecure")
+            if getattr(self, name)
+        ]
         if used and urlsplit(self.url).scheme != "mqtts":
-            raise ValueError(f"{', '.join(used)} set but url {self.url.split('@', 1)[-1]!r} is not TLS: use "
-                             "mqtts://host:port, or remove them")
+            raise ValueError(
+                f"{', '.join(used)} set but url {self.url.split('@', 1)[-1]!r} is not TLS: use "
+                "mqtts://host:port, or remove them"
+            )
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("a client certificate needs both tls_certfile and tls_keyfile (its private key)")
         if self.tls_key_password is not None and self.tls_keyfile is None:
@@ -139,8 +147,12 @@ class MqttSettings(PluginSettings):
             try:
                 context.load_cert_chain(self.tls_certfile, self.tls_keyfile, password=password)
             except (ssl.SSLError, OSError) as exc:
-                raise ValueError(mask(f"tls_certfile {self.tls_certfile} with tls_keyfile {self.tls_keyfile}: cannot "
-                                      f"load the client certificate and key ({exc})")) from None
+                raise ValueError(
+                    mask(
+                        f"tls_certfile {self.tls_certfile} with tls_keyfile {self.tls_keyfile}: cannot "
+                        f"load the client certificate and key ({exc})"
+                    )
+                ) from None
         return context
 
 
@@ -184,12 +196,14 @@ class MqttSource:
     def __init__(self, settings: MqttSettings, client_id: str) -> None:
         url = urlsplit(settings.url)
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            raise ConfigError(f"MQTT url {settings.url!r}: expected mqtt://host:port or mqtts://host:port",
-                              key="settings.mqtt.url")
+            raise ConfigError(
+                f"MQTT url {settings.url!r}: expected mqtt://host:port or mqtts://host:port", key="settings.mqtt.url"
+            )
         self.settings = settings
         self._host, self._port = url.hostname, url.port or (8883 if url.scheme == "mqtts" else 1883)
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                   manual_ack=True)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
+        )
         self._tls: ssl.SSLContext | None = None
         if url.scheme == "mqtts":
             try:
@@ -272,21 +286,32 @@ class MqttSource:
         s = self.settings
         if isinstance(exc, ssl.SSLCertVerificationError):
             detail = exc.verify_message or str(exc)
-            return (f"TLS: the broker's certificate was not accepted ({detail}): it must be signed by a CA in "
-                    f"tls_cafile ({s.tls_cafile or 'unset: the system CAs'}), be valid now and name this host")
+            return (
+                f"TLS: the broker's certificate was not accepted ({detail}): it must be signed by a CA in "
+                f"tls_cafile ({s.tls_cafile or 'unset: the system CAs'}), be valid now and name this host"
+            )
         if not isinstance(exc, ssl.SSLError) or isinstance(exc, _TLS_NOT_REFUSED):
             return None
-        fix = ("the broker requires a client certificate: set tls_certfile and tls_keyfile"
-               if s.tls_certfile is None else
-               f"the broker refused the client certificate {s.tls_certfile}: it must be signed by a CA the "
-               "broker trusts (its cafile) and be valid now")
+        fix = (
+            "the broker requires a client certificate: set tls_certfile and tls_keyfile"
+            if s.tls_certfile is None
+            else f"the broker refused the client certificate {s.tls_certfile}: it must be signed by a CA the "
+            "broker trusts (its cafile) and be valid now"
+        )
         return f"TLS handshake refused ({exc.reason or exc}): {fix}"
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         props = getattr(msg, "properties", None)
-        message = MqttMessage(topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
-                              mid=msg.mid, received_at=datetime.now(UTC), dup=bool(msg.dup),
-                              properties=props.json() if props is not None and not props.isEmpty() else {})
+        message = MqttMessage(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            qos=msg.qos,
+            retain=bool(msg.retain),
+            mid=msg.mid,
+            received_at=datetime.now(UTC),
+            dup=bool(msg.dup),
+            properties=props.json() if props is not None and not props.isEmpty() else {},
+        )
         with self._room:
             while len(self._buffer) >= self.settings.max_buffered and not self._closing:
                 self._room.wait(timeout=1.0)  # backpressure: paho stops reading the socket meanwhile
@@ -301,8 +326,11 @@ class MqttSource:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         if self.settings.tls_insecure:
-            log.warning("mqtt TLS without verifying the broker's certificate (tls_insecure: true): the connection "
-                        "is encrypted but anyone can pose as the broker", url=self.settings.url.split("@", 1)[-1])
+            log.warning(
+                "mqtt TLS without verifying the broker's certificate (tls_insecure: true): the connection "
+                "is encrypted but anyone can pose as the broker",
+                url=self.settings.url.split("@", 1)[-1],
+            )
         self._client.connect_async(self._host, self._port, keepalive=self.settings.keepalive)
         self._client.loop_start()
 

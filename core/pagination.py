@@ -122,8 +122,10 @@ class PageDecodeError(DecodeError):
         self.body = body
         self.reason = reason
         self.content_type = content_type
-        super().__init__(f"page {url} is not a usable JSON page: {reason} (received {len(body)} bytes of "
-                         f"{content_type or 'no declared content type'}: {body[:200]!r})")
+        super().__init__(
+            f"page {url} is not a usable JSON page: {reason} (received {len(body)} bytes of "
+            f"{content_type or 'no declared content type'}: {body[:200]!r})"
+        )
 
 
 # --- pages and requests --------------------------------------------------------------------------------------
@@ -187,8 +189,14 @@ class Paginator(abc.ABC):
     default_records_paths: ClassVar[tuple[str, ...]] = ()
     """Where records are when no ``records_path`` is given; empty means the body itself is the array."""
 
-    def __init__(self, *, records_path: str | None = None, allow_missing_records: bool | None = None,
-                 max_pages: int = DEFAULT_MAX_PAGES, detect_repeated_pages: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        records_path: str | None = None,
+        allow_missing_records: bool | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        detect_repeated_pages: bool = True,
+    ) -> None:
         if max_pages < 1:
             raise ValueError(f"max_pages must be >= 1, got {max_pages}")
         self.records_paths: tuple[str, ...] = (records_path,) if records_path else self.default_records_paths
@@ -233,7 +241,9 @@ class Paginator(abc.ABC):
                 f"pagination loop after page {self._pages}: {self.step_name} {request.token or shown!r} leads to "
                 f"{shown}, which was already requested in this pass; the upstream's paging is broken "
                 "(report it to its owner), following it would never end",
-                url=shown, token=request.token)
+                url=shown,
+                token=request.token,
+            )
         if fingerprint is not None and fingerprint == previous:
             # New request, same data: the upstream ignores the parameter that should move it on (a misspelt
             # offset_param, say). Following it would read page 1 max_pages times, each a duplicate.
@@ -242,13 +252,18 @@ class Paginator(abc.ABC):
                 f"pagination loop at page {self._pages}: {here} returned the same {page.count} records as the "
                 f"page before it; the upstream seems to ignore the {self.step_name} (check the parameter names "
                 "in the pagination settings)",
-                url=here, token=request.token)
+                url=here,
+                token=request.token,
+            )
         if self._pages >= self.max_pages:
             raise PaginationLimitError(
                 f"stopped after max_pages={self.max_pages} pages: the upstream still offers {self.step_name} "
                 f"{request.token or shown!r} ({shown}); a never-ending cursor? If the listing really is that "
                 "long, raise max_pages",
-                url=shown, token=request.token, max_pages=self.max_pages)
+                url=shown,
+                token=request.token,
+                max_pages=self.max_pages,
+            )
         self._seen.add(key)
         return request
 
@@ -274,8 +289,10 @@ class Paginator(abc.ABC):
         if not self.records_paths:
             if isinstance(body, list):
                 return body
-            raise DecodeError(f"expected the body to be a JSON array of records, got {_kind(body)}; "
-                              "set records_path to where the records are")
+            raise DecodeError(
+                f"expected the body to be a JSON array of records, got {_kind(body)}; "
+                "set records_path to where the records are"
+            )
         for path in self.records_paths:
             value = _lookup(body, path)
             if value is _MISSING:
@@ -291,8 +308,15 @@ class Paginator(abc.ABC):
         keys = f"top-level keys {sorted(body)[:20]}" if isinstance(body, dict) else _kind(body)
         raise DecodeError(f"no records at {where}; the page has {keys} (check records_path)")
 
-    def make_page(self, body: Any, url: str, params: Mapping[str, Any] | None = None, *,
-                  number: int = 1, headers: Mapping[str, str] | None = None) -> Page:
+    def make_page(
+        self,
+        body: Any,
+        url: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        number: int = 1,
+        headers: Mapping[str, str] | None = None,
+    ) -> Page:
         """A :class:`Page` of a decoded body, with its records extracted."""
         return Page(body, url, params, self.records(body), number, headers if headers is not None else {})
 
@@ -351,8 +375,14 @@ class NextLinkPaginator(Paginator):
 
     step_name: ClassVar[str] = "next link"
 
-    def __init__(self, preset: NextLinkPreset | None = None, *, path: str | None = None,
-                 allow_other_origin: bool = False, **options: Unpack[PaginatorOptions]) -> None:
+    def __init__(
+        self,
+        preset: NextLinkPreset | None = None,
+        *,
+        path: str | None = None,
+        allow_other_origin: bool = False,
+        **options: Unpack[PaginatorOptions],
+    ) -> None:
         if (preset is None) == (path is None):
             raise ValueError("NextLinkPaginator needs exactly one of preset (fhir, odata4, odata2) or path")
         if preset is not None:
@@ -388,9 +418,11 @@ class NextLinkPaginator(Paginator):
         url = urljoin(page.url, raw)
         here, there = _origin(page.url), _origin(url)
         if here and there != here and not self.allow_other_origin:
-            raise PaginationError(f"the next link {url} leaves the origin {here} of page {page.url}; refusing to send "
-                                  "the integration's requests (and credentials) there. Set allow_other_origin if "
-                                  "the upstream really pages across hosts")
+            raise PaginationError(
+                f"the next link {url} leaves the origin {here} of page {page.url}; refusing to send "
+                "the integration's requests (and credentials) there. Set allow_other_origin if "
+                "the upstream really pages across hosts"
+            )
         return PageRequest(url, None, token=url)
 
 
@@ -405,8 +437,16 @@ class OffsetPaginator(Paginator):
 
     step_name: ClassVar[str] = "offset"
 
-    def __init__(self, limit: int, offset_param: str = "offset", limit_param: str | None = "limit", *,
-                 start: int = 0, total_path: str | None = None, **options: Unpack[PaginatorOptions]) -> None:
+    def __init__(
+        self,
+        limit: int,
+        offset_param: str = "offset",
+        limit_param: str | None = "limit",
+        *,
+        start: int = 0,
+        total_path: str | None = None,
+        **options: Unpack[PaginatorOptions],
+    ) -> None:
         if limit < 1 or start < 0:
             raise ValueError(f"OffsetPaginator needs limit >= 1 and start >= 0, got limit={limit}, start={start}")
         super().__init__(**options)
@@ -444,8 +484,14 @@ class PageNumberPaginator(Paginator):
 
     step_name: ClassVar[str] = "page"
 
-    def __init__(self, page_param: str = "page", start: int = 1, size_param: str | None = None,
-                 size: int | None = None, **options: Unpack[PaginatorOptions]) -> None:
+    def __init__(
+        self,
+        page_param: str = "page",
+        start: int = 1,
+        size_param: str | None = None,
+        size: int | None = None,
+        **options: Unpack[PaginatorOptions],
+    ) -> None:
         if size_param is not None and size is None:
             raise ValueError(f"PageNumberPaginator: size_param={size_param!r} needs a size")
         if size is not None and size < 1:
@@ -499,10 +545,15 @@ class CursorPaginator(Paginator):
 # --- the loop ------------------------------------------------------------------------------------------------
 
 
-async def paginate(http: HttpClient, paginator: Paginator, path: str,
-                   params: Mapping[str, Any] | None = None, *,
-                   loads: Callable[[bytes], Any] = orjson.loads,
-                   headers: Mapping[str, str] | None = None) -> AsyncIterator[Page]:
+async def paginate(
+    http: HttpClient,
+    paginator: Paginator,
+    path: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    loads: Callable[[bytes], Any] = orjson.loads,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[Page]:
     """Every page of a pass, in order: fetched with ``http.get`` (retries, bounds and limits apply per page).
 
     ``loads`` parses each body (orjson by default; ``core.exact_json.loads`` for Decimals where a float would
@@ -552,8 +603,12 @@ class _CommonSettings(PluginSettings):
 
     def options(self) -> PaginatorOptions:
         """The options every paginator takes, from these settings."""
-        return PaginatorOptions(records_path=self.records_path, allow_missing_records=self.allow_missing_records,
-                                max_pages=self.max_pages, detect_repeated_pages=self.detect_repeated_pages)
+        return PaginatorOptions(
+            records_path=self.records_path,
+            allow_missing_records=self.allow_missing_records,
+            max_pages=self.max_pages,
+            detect_repeated_pages=self.detect_repeated_pages,
+        )
 
 
 class NextLinkSettings(_CommonSettings):
@@ -571,8 +626,9 @@ class NextLinkSettings(_CommonSettings):
         return self
 
     def build(self) -> Paginator:
-        return NextLinkPaginator(self.preset, path=self.path, allow_other_origin=self.allow_other_origin,
-                                 **self.options())
+        return NextLinkPaginator(
+            self.preset, path=self.path, allow_other_origin=self.allow_other_origin, **self.options()
+        )
 
 
 class OffsetSettings(_CommonSettings):
@@ -586,8 +642,14 @@ class OffsetSettings(_CommonSettings):
     total_path: str | None = None
 
     def build(self) -> Paginator:
-        return OffsetPaginator(self.limit, self.offset_param, self.limit_param, start=self.start,
-                               total_path=self.total_path, **self.options())
+        return OffsetPaginator(
+            self.limit,
+            self.offset_param,
+            self.limit_param,
+            start=self.start,
+            total_path=self.total_path,
+            **self.options(),
+        )
 
 
 class PageNumberSettings(_CommonSettings):
@@ -620,8 +682,9 @@ class CursorSettings(_CommonSettings):
         return CursorPaginator(self.cursor_path, self.cursor_param, **self.options())
 
 
-PaginationSettings = Annotated[NextLinkSettings | OffsetSettings | PageNumberSettings | CursorSettings,
-                               Field(discriminator="kind")]
+PaginationSettings = Annotated[
+    NextLinkSettings | OffsetSettings | PageNumberSettings | CursorSettings, Field(discriminator="kind")
+]
 """How an integration pages, as YAML: ``pagination: {kind: offset, limit: 100, records_path: items}``."""
 
 
@@ -671,15 +734,21 @@ def _fingerprint(records: list[Any]) -> bytes | None:
     if not records:
         return None
     try:
-        return orjson.dumps([len(records), records[0], records[-1]], default=_json_default,
-                            option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps([len(records), records[0], records[-1]], default=_json_default, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # records that are not JSON values (a plugin's own objects): no check
         return None
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

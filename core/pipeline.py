@@ -43,8 +43,15 @@ from inlet.core.metrics import BatchCounts, Stats
 from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
 
-__all__ = ["DLQ_TRUNCATED_BYTES", "DriftCheck", "Pipeline", "UpstreamDrift", "process_batch", "refused_event",
-           "truncated"]
+__all__ = [
+    "DLQ_TRUNCATED_BYTES",
+    "DriftCheck",
+    "Pipeline",
+    "UpstreamDrift",
+    "process_batch",
+    "refused_event",
+    "truncated",
+]
 
 DLQ_TRUNCATED_BYTES = 4096
 """How much of its payload a DLQ record keeps when the sink refused it whole: enough to see what the record was,
@@ -54,15 +61,22 @@ _Span = tuple[int, int, str]
 """A mapped record's events in a batch's event list: first index, end index, source key."""
 
 
-def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseException,
-         source_key: str | None) -> Event:
+def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseException, source_key: str | None) -> Event:
     message = str(exc)
     if isinstance(exc, ValidationError):
         # "observation_id: String should have at least 1 character" reads better than pydantic's block.
         message = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
         message = f"{exc.title} does not satisfy its contract: {message}"
-    return env.dead_letter(DlqRecord(stage=stage, error_type=type(exc).__name__, message=message,
-                                     payload=payload_bytes(raw), position=position, source_key=source_key))
+    return env.dead_letter(
+        DlqRecord(
+            stage=stage,
+            error_type=type(exc).__name__,
+            message=message,
+            payload=payload_bytes(raw),
+            position=position,
+            source_key=source_key,
+        )
+    )
 
 
 @dataclass
@@ -79,8 +93,15 @@ class UpstreamDrift(DecodeError):
     """The record departs from the recorded upstream shape and the integration's drift policy is ``dlq``."""
 
 
-def _check_drift(connector: Connector[Any], env: Enveloper, drift: DriftCheck, record: Any,
-                 position: Position, events: list[Event], counts: BatchCounts) -> None:
+def _check_drift(
+    connector: Connector[Any],
+    env: Enveloper,
+    drift: DriftCheck,
+    record: Any,
+    position: Position,
+    events: list[Event],
+    counts: BatchCounts,
+) -> None:
     changes = detect(drift.shape, record, strict=drift.strict)
     if not changes:
         return
@@ -104,15 +125,17 @@ def _known_key(identity: Any, record: Any) -> str | None:
         return None
 
 
-def process_batch(connector: Connector[Any], env: Enveloper, batch: Batch,
-                  drift: DriftCheck | None = None) -> tuple[list[Event], BatchCounts]:
+def process_batch(
+    connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None = None
+) -> tuple[list[Event], BatchCounts]:
     """Turn one batch into events and DLQ records, counting each record exactly once. Pure CPU."""
     events, counts, _ = _process_batch(connector, env, batch, drift)
     return events, counts
 
 
-def _process_batch(connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None
-                   ) -> tuple[list[Event], BatchCounts, list[_Span]]:
+def _process_batch(
+    connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None
+) -> tuple[list[Event], BatchCounts, list[_Span]]:
     """:func:`process_batch`, also saying which events each mapped record became (to account for refusals)."""
     counts = BatchCounts(records_in=len(batch.records))
     events: list[Event] = []
@@ -175,14 +198,23 @@ def truncated(dead: Event, keep: int = DLQ_TRUNCATED_BYTES) -> Event:
     return Event(topic=dead.topic, key=dead.key, value=dead.value[:keep], headers=headers, id=dead.id)
 
 
-def refused_event(env: Enveloper, event: Event, rejected: Rejected, position: Position | None,
-                  source_key: str | None) -> Event:
+def refused_event(
+    env: Enveloper, event: Event, rejected: Rejected, position: Position | None, source_key: str | None
+) -> Event:
     """The DLQ record (stage ``sink``) of an event the sink refused for good: the event's value is the payload.
 
     Also the outbox relay's, for a row Kafka refuses (no position or source key there: the row's event id is)."""
     message = f"{rejected.message} (event {event.id} of {len(event.value)} bytes for topic {event.topic})"
-    dead = env.dead_letter(DlqRecord(stage="sink", error_type=rejected.error_type, message=message,
-                                     payload=event.value, position=position, source_key=source_key))
+    dead = env.dead_letter(
+        DlqRecord(
+            stage="sink",
+            error_type=rejected.error_type,
+            message=message,
+            payload=event.value,
+            position=position,
+            source_key=source_key,
+        )
+    )
     # Its own id, from the refused event's: one record's several refused events (majors) are several DLQ records.
     eid = event_id(env.namespace, event.id, "sink", "dlq", 0)
     headers = [(k, eid.encode()) if k == "ce_id" else (k, v) for k, v in dead.headers]
@@ -202,8 +234,17 @@ class _Pending:
 class Pipeline:
     """Runs one read pass of a connector into a sink, committing positions as batches are acknowledged."""
 
-    def __init__(self, connector: Connector[Any], env: Enveloper, sink: Sink, checkpoints: CheckpointStore,
-                 stats: Stats, *, max_in_flight: int = 4, drift: DriftCheck | None = None) -> None:
+    def __init__(
+        self,
+        connector: Connector[Any],
+        env: Enveloper,
+        sink: Sink,
+        checkpoints: CheckpointStore,
+        stats: Stats,
+        *,
+        max_in_flight: int = 4,
+        drift: DriftCheck | None = None,
+    ) -> None:
         self.connector = connector
         self.env = env
         self.sink = sink
@@ -300,8 +341,10 @@ class Pipeline:
             for refusal in await self.sink.send(out) or ():
                 dead = out[refusal.index]
                 if any(k == "dlq_payload_truncated" for k, _ in dead.headers):
-                    raise SinkRefused(f"the sink refused a DLQ record for {env.dlq_topic} even with its payload "
-                                      f"truncated to {len(dead.value)} bytes: {refusal.error_type}: "
-                                      f"{refusal.message}; nothing after position {item.position} is committed")
+                    raise SinkRefused(
+                        f"the sink refused a DLQ record for {env.dlq_topic} even with its payload "
+                        f"truncated to {len(dead.value)} bytes: {refusal.error_type}: "
+                        f"{refusal.message}; nothing after position {item.position} is committed"
+                    )
                 again.append(truncated(dead))
             out = again

@@ -101,10 +101,16 @@ __all__ = [
 
 log = structlog.get_logger("inlet.http.ratelimit")
 
-WAIT_SECONDS = Counter("inlet_http_rate_limit_wait_seconds",
-                       "Seconds requests waited for a rate-limit token, a concurrency slot or a pause", ("upstream",))
-PAUSES = Counter("inlet_http_rate_limit_pauses", "Pauses of a whole upstream bucket (Retry-After, budget exhausted)",
-                 ("upstream", "reason"))
+WAIT_SECONDS = Counter(
+    "inlet_http_rate_limit_wait_seconds",
+    "Seconds requests waited for a rate-limit token, a concurrency slot or a pause",
+    ("upstream",),
+)
+PAUSES = Counter(
+    "inlet_http_rate_limit_pauses",
+    "Pauses of a whole upstream bucket (Retry-After, budget exhausted)",
+    ("upstream", "reason"),
+)
 
 MAX_RESET_SECONDS: Final = 86_400.0
 """A window reset further away than this (a day) is read as this: bounds pauses caused by bogus values."""
@@ -206,8 +212,9 @@ def _reset_delta(value: float | None, now: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _window(window: str, remaining: float | None, reset: float | None,
-            limit: float | None = None) -> WindowLimit | None:
+def _window(
+    window: str, remaining: float | None, reset: float | None, limit: float | None = None
+) -> WindowLimit | None:
     """A validated :class:`WindowLimit`, or None when a value is missing or meaningless."""
     if remaining is None or reset is None or not math.isfinite(reset) or reset <= 0:
         return None  # no window to spread over, or it has already reset: no constraint
@@ -328,8 +335,12 @@ def _ietf_combined(h: Mapping[str, str], now: float) -> list[WindowLimit]:
                 fields.setdefault(key, val)
         remaining = _number(fields.get("remaining", fields.get("r")))
         reset = _reset_delta(_number(fields.get("reset", fields.get("t"))), now)
-        found = _window("ratelimit", remaining, reset if reset is not None else policies.get(""),
-                        _number(fields.get("limit", fields.get("q"))))
+        found = _window(
+            "ratelimit",
+            remaining,
+            reset if reset is not None else policies.get(""),
+            _number(fields.get("limit", fields.get("q"))),
+        )
         return [found] if found else []
     for m in members:
         if "=" in m[0] and not m[0].startswith('"'):
@@ -358,8 +369,9 @@ def _x_ratelimit(h: Mapping[str, str], now: float) -> list[WindowLimit]:
         else:
             reset = _reset_delta(_number(reset_item[0]), now) if reset_item else None
         limit_item = _first_item(h.get(prefix + "limit"))
-        found = _window("x-ratelimit", _number(remaining_item[0]), reset,
-                        _number(limit_item[0]) if limit_item else None)
+        found = _window(
+            "x-ratelimit", _number(remaining_item[0]), reset, _number(limit_item[0]) if limit_item else None
+        )
         return [found] if found else []
     return []
 
@@ -368,9 +380,11 @@ def _xero(h: Mapping[str, str], now: float) -> list[WindowLimit]:
     """Xero's counters: per tenant per minute, per app per minute, per tenant per (UTC) day."""
     out: list[WindowLimit] = []
     until_midnight = _DAY - (now % _DAY) if math.isfinite(now) else None
-    for header, window, reset in (("x-minlimit-remaining", "xero:minute", 60.0),
-                                  ("x-appminlimit-remaining", "xero:app-minute", 60.0),
-                                  ("x-daylimit-remaining", "xero:day", until_midnight)):
+    for header, window, reset in (
+        ("x-minlimit-remaining", "xero:minute", 60.0),
+        ("x-appminlimit-remaining", "xero:app-minute", 60.0),
+        ("x-daylimit-remaining", "xero:day", until_midnight),
+    ):
         item = _first_item(h.get(header))
         if item is not None:
             found = _window(window, _number(item[0]), reset)
@@ -426,8 +440,9 @@ class _Slot:
         self._state, self.waited = await self._limiter._acquire()
         return self.waited
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._state is not None:
             self._limiter._release(self._state)
             self._state = None
@@ -488,14 +503,25 @@ class UpstreamLimiter:
             return
         bound = self.max_pause_seconds
         if seconds > bound:
-            log.warning("upstream pause clipped to max_pause_minutes", upstream=self.key, reason=reason,
-                        detail=detail, asked=round(seconds, 3), seconds=bound)
+            log.warning(
+                "upstream pause clipped to max_pause_minutes",
+                upstream=self.key,
+                reason=reason,
+                detail=detail,
+                asked=round(seconds, 3),
+                seconds=bound,
+            )
             seconds = bound
         now = time.monotonic()
         until = now + seconds
         if until <= self._paused_until:
-            log.debug("rate limit pause already covers this", upstream=self.key, reason=reason,
-                      seconds=round(seconds, 3), remaining=round(self._paused_until - now, 3))
+            log.debug(
+                "rate limit pause already covers this",
+                upstream=self.key,
+                reason=reason,
+                seconds=round(seconds, 3),
+                remaining=round(self._paused_until - now, 3),
+            )
             return
         extending = self._paused_until > now
         self._paused_until = until
@@ -508,13 +534,25 @@ class UpstreamLimiter:
         self._last = until
         if extending:
             # Concurrent responses often all say "wait": one pause, not one per response.
-            log.info("upstream rate limit pause extended", upstream=self.key, reason=reason, detail=detail,
-                     seconds=round(seconds, 3), until=self.paused_until())
+            log.info(
+                "upstream rate limit pause extended",
+                upstream=self.key,
+                reason=reason,
+                detail=detail,
+                seconds=round(seconds, 3),
+                until=self.paused_until(),
+            )
         else:
             self.pauses += 1
             PAUSES.labels(self.key, reason).inc()
-            log.warning("upstream rate limit pause", upstream=self.key, reason=reason, detail=detail,
-                        seconds=round(seconds, 3), until=self.paused_until())
+            log.warning(
+                "upstream rate limit pause",
+                upstream=self.key,
+                reason=reason,
+                detail=detail,
+                seconds=round(seconds, 3),
+                until=self.paused_until(),
+            )
         self._signal()
 
     def observe(self, headers: Mapping[str, str]) -> list[WindowLimit]:
@@ -541,8 +579,13 @@ class UpstreamLimiter:
         rate, _, why = self._limits(now)
         slowed = why.startswith("adaptive")
         if slowed and not was_slowed:
-            log.info("adaptive rate limit engaged", upstream=self.key, reason=why, requests_per_second=rate,
-                     windows=[(w.window, w.remaining, round(w.reset_seconds, 3)) for w in limits])
+            log.info(
+                "adaptive rate limit engaged",
+                upstream=self.key,
+                reason=why,
+                requests_per_second=rate,
+                windows=[(w.window, w.remaining, round(w.reset_seconds, 3)) for w in limits],
+            )
         elif was_slowed and not slowed:
             log.info("adaptive rate limit lifted", upstream=self.key, requests_per_second=rate)
         if exhausted is not None:
@@ -656,8 +699,9 @@ class UpstreamLimiter:
             WAIT_SECONDS.labels(self.key).inc(waited)
             reason = "+".join(reasons)
             # Waits are normal under a limit: per-request lines at debug, long ones at info.
-            (log.info if waited >= 1.0 else log.debug)("rate limit wait", upstream=self.key, reason=reason,
-                                                       seconds=round(waited, 4))
+            (log.info if waited >= 1.0 else log.debug)(
+                "rate limit wait", upstream=self.key, reason=reason, seconds=round(waited, 4)
+            )
         return st, waited
 
     async def _enter_gate(self, st: _LoopState) -> None:
@@ -771,9 +815,13 @@ def limiter_for(upstream: str, settings: RateLimitSettings) -> UpstreamLimiter:
         if limiter.settings == settings:
             return limiter
         merged = most_restrictive(limiter.settings, settings)
-        log.warning("upstream shared with different rate limit settings; the most restrictive win",
-                    upstream=upstream, existing=limiter.settings.model_dump(), requested=settings.model_dump(),
-                    effective=merged.model_dump())
+        log.warning(
+            "upstream shared with different rate limit settings; the most restrictive win",
+            upstream=upstream,
+            existing=limiter.settings.model_dump(),
+            requested=settings.model_dump(),
+            effective=merged.model_dump(),
+        )
         if merged != limiter.settings:
             limiter.reconfigure(merged)
         return limiter

@@ -54,9 +54,19 @@ from inlet.core.errors import InletError
 from inlet.core.mllp import MllpMessage, MllpSettings, MllpSource
 from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
 
-__all__ = ["MATCH_HEADERS", "MllpRecordingSource", "MllpReplaySource", "RecordingSource",
-           "RecordingTransport", "ReplayMiss", "ReplaySource", "ReplayTransport",
-           "message_doc", "request_key", "request_match"]
+__all__ = [
+    "MATCH_HEADERS",
+    "MllpRecordingSource",
+    "MllpReplaySource",
+    "RecordingSource",
+    "RecordingTransport",
+    "ReplayMiss",
+    "ReplaySource",
+    "ReplayTransport",
+    "message_doc",
+    "request_key",
+    "request_match",
+]
 
 
 _M = TypeVar("_M")
@@ -109,8 +119,7 @@ def _full_key(line: str, match: dict[str, Any]) -> str:
 class RecordingTransport(httpx.AsyncBaseTransport):
     """Forwards to ``inner`` and appends every exchange to ``path`` (JSON lines)."""
 
-    def __init__(self, path: Path, inner: httpx.AsyncBaseTransport | None = None,
-                 redact: Any = None) -> None:
+    def __init__(self, path: Path, inner: httpx.AsyncBaseTransport | None = None, redact: Any = None) -> None:
         self.path = path
         self.inner = inner or httpx.AsyncHTTPTransport()
         self.redact = redact  # optional callable(doc) -> doc applied to each exchange before writing
@@ -133,8 +142,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             doc = self.redact(doc)
         with self.path.open("ab") as fh:
             fh.write(exact_json.dumps(doc, option=orjson.OPT_SORT_KEYS) + b"\n")
-        return httpx.Response(response.status_code, headers=response.headers, content=content,
-                              request=request)
+        return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -163,8 +171,9 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         answers = self._answers.get(key)
         if not answers:
             near = difflib.get_close_matches(key, list(self._answers), n=1, cutoff=0.0)
-            raise ReplayMiss(f"no recorded exchange for {key} in {self.path}; "
-                             f"nearest recorded: {near[0] if near else '(none)'}")
+            raise ReplayMiss(
+                f"no recorded exchange for {key} in {self.path}; nearest recorded: {near[0] if near else '(none)'}"
+            )
         i = min(self._served[key], len(answers) - 1)
         self._served[key] += 1
         resp = answers[i]
@@ -200,8 +209,13 @@ def _payload_bytes(doc: dict[str, Any]) -> bytes:
 
 def message_doc(message: MqttMessage) -> dict[str, Any]:
     """One recorded message (what ``mqtt.jsonl`` holds per line); the packet id is the broker's, not data."""
-    doc: dict[str, Any] = {"topic": message.topic, "payload": _payload_doc(message.payload), "qos": message.qos,
-                           "retain": message.retain, "received_at": message.received_at.isoformat()}
+    doc: dict[str, Any] = {
+        "topic": message.topic,
+        "payload": _payload_doc(message.payload),
+        "qos": message.qos,
+        "retain": message.retain,
+        "received_at": message.received_at.isoformat(),
+    }
     if message.properties:
         doc["properties"] = message.properties
     return doc
@@ -213,8 +227,15 @@ class RecordingSource:
     The recording ends after ``idle_s`` seconds without a message (the first wait also covers connecting).
     """
 
-    def __init__(self, inner: MessageSource, path: Path, *, idle_s: float = 3.0,
-                 redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, connect_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        inner: MessageSource,
+        path: Path,
+        *,
+        idle_s: float = 3.0,
+        redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        connect_s: float = 10.0,
+    ) -> None:
         self.inner, self.path, self.idle_s, self.redact, self.connect_s = inner, path, idle_s, redact, connect_s
 
     async def start(self) -> None:
@@ -266,7 +287,7 @@ class _RecordedMessages(Generic[_M]):
 
     async def batches(self) -> AsyncIterator[list[_M]]:
         while self._next < len(self.messages):
-            batch = self.messages[self._next:self._next + self.batch_max]
+            batch = self.messages[self._next : self._next + self.batch_max]
             self._next += len(batch)
             yield batch
 
@@ -282,9 +303,15 @@ class ReplaySource(_RecordedMessages[MqttMessage]):
             raise ReplayMiss(f"no MQTT recording at {path}: record it with `inlet record`")
         self.path, self.batch_max = path, batch_max
         self.messages = [
-            MqttMessage(topic=d["topic"], payload=_payload_bytes(d["payload"]), qos=int(d.get("qos", 1)),
-                        retain=bool(d.get("retain", False)), mid=i + 1,
-                        received_at=datetime.fromisoformat(d["received_at"]), properties=d.get("properties") or {})
+            MqttMessage(
+                topic=d["topic"],
+                payload=_payload_bytes(d["payload"]),
+                qos=int(d.get("qos", 1)),
+                retain=bool(d.get("retain", False)),
+                mid=i + 1,
+                received_at=datetime.fromisoformat(d["received_at"]),
+                properties=d.get("properties") or {},
+            )
             for i, d in enumerate(orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
         ]
         self._next = 0
@@ -328,8 +355,15 @@ class MllpRecordingSource:
     connecting: ``connect_s``). ``redact`` is applied to every line before it is written.
     """
 
-    def __init__(self, inner: MllpSource, path: Path, *, idle_s: float = 3.0,
-                 redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None, connect_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        inner: MllpSource,
+        path: Path,
+        *,
+        idle_s: float = 3.0,
+        redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        connect_s: float = 10.0,
+    ) -> None:
         self.inner, self.path, self.idle_s, self.redact, self.connect_s = inner, path, idle_s, redact, connect_s
         self._numbers: dict[int, int] = {}
         self._connections: dict[str, int] = {}
@@ -366,8 +400,12 @@ class MllpRecordingSource:
                     number += 1
                     self._numbers[m.serial] = number
                     connection = self._connections.setdefault(m.peer, len(self._connections) + 1)
-                    doc: dict[str, Any] = {"message": number, "connection": connection,
-                                           "received_at": m.received_at.isoformat(), **_hl7_doc(m.payload)}
+                    doc: dict[str, Any] = {
+                        "message": number,
+                        "connection": connection,
+                        "received_at": m.received_at.isoformat(),
+                        **_hl7_doc(m.payload),
+                    }
                     if m.oversized:
                         doc["oversized"] = m.oversized
                     self._write(doc)
@@ -403,9 +441,15 @@ class MllpReplaySource(_RecordedMessages[MllpMessage]):
                 continue
             doc = orjson.loads(line)
             if "message" in doc:
-                self.messages.append(MllpMessage(
-                    payload=_hl7_bytes(doc), serial=int(doc["message"]), peer=f"connection-{doc.get('connection', 1)}",
-                    received_at=datetime.fromisoformat(doc["received_at"]), oversized=int(doc.get("oversized", 0))))
+                self.messages.append(
+                    MllpMessage(
+                        payload=_hl7_bytes(doc),
+                        serial=int(doc["message"]),
+                        peer=f"connection-{doc.get('connection', 1)}",
+                        received_at=datetime.fromisoformat(doc["received_at"]),
+                        oversized=int(doc.get("oversized", 0)),
+                    )
+                )
             elif "ack" in doc:
                 self.recorded_acks[int(doc["ack"])] = _hl7_bytes(doc)
         self.replies: dict[int, bytes] = {}
@@ -441,6 +485,7 @@ class MllpReplaySource(_RecordedMessages[MllpMessage]):
                 lines.append(line)
                 doc = orjson.loads(line)
                 if "message" in doc and int(doc["message"]) in self.replies:
-                    lines.append(orjson.dumps({"ack": int(doc["message"]),
-                                               **_hl7_doc(self.replies[int(doc["message"])])}))
+                    lines.append(
+                        orjson.dumps({"ack": int(doc["message"]), **_hl7_doc(self.replies[int(doc["message"])])})
+                    )
         self.path.write_bytes(b"\n".join(lines) + b"\n")

@@ -88,10 +88,26 @@ __all__ = ["CREDENTIAL_NAMES", "PERSON_TYPES", "Redactor", "scan_for_leaks"]
 
 MASK: Final = "***"
 
-CREDENTIAL_NAMES: Final[frozenset[str]] = frozenset({
-    "access_token", "refresh_token", "id_token", "token", "password", "passwd", "client_secret", "secret",
-    "api_key", "apikey", "x-api-key", "authorization", "cookie", "set-cookie", "SessionId", "B1SESSION",
-})
+CREDENTIAL_NAMES: Final[frozenset[str]] = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "password",
+        "passwd",
+        "client_secret",
+        "secret",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "authorization",
+        "cookie",
+        "set-cookie",
+        "SessionId",
+        "B1SESSION",
+    }
+)
 """Member / parameter names whose value is a credential (matched case-insensitively, ``-``/``_`` ignored)."""
 
 PERSON_TYPES: Final[frozenset[str]] = frozenset({"Patient", "Practitioner", "RelatedPerson", "Person"})
@@ -104,8 +120,11 @@ def _norm(name: str) -> str:
 
 _CRED_NORM: Final = frozenset(_norm(n) for n in CREDENTIAL_NAMES)
 _CRED_ALT: Final = "|".join(
-    sorted({"[-_]?".join(re.escape(p) for p in re.split(r"[-_]", n.lower())) for n in CREDENTIAL_NAMES},
-           key=len, reverse=True)
+    sorted(
+        {"[-_]?".join(re.escape(p) for p in re.split(r"[-_]", n.lower())) for n in CREDENTIAL_NAMES},
+        key=len,
+        reverse=True,
+    )
 )
 _RE_JSONISH: Final = re.compile(rf'(?i)("(?:{_CRED_ALT})"\s*:\s*)"(?:[^"\\]|\\.)*"')
 _RE_KV: Final = re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_CRED_ALT})\s*[=:]\s*)(?!\*\*\*)[^\s&;,\"'<>]+")
@@ -129,8 +148,22 @@ _NAME_PARAMS: Final = frozenset({"name", "family", "given", "phonetic"})
 
 
 _HL7_FIELDS: Final[dict[str, dict[int, str]]] = {
-    "PID": {2: "id", 3: "id", 4: "id", 5: "name", 6: "name", 7: "year", 9: "name", 11: "address", 13: "phone",
-            14: "phone", 19: "id", 20: "id", 21: "id", 29: "year"},
+    "PID": {
+        2: "id",
+        3: "id",
+        4: "id",
+        5: "name",
+        6: "name",
+        7: "year",
+        9: "name",
+        11: "address",
+        13: "phone",
+        14: "phone",
+        19: "id",
+        20: "id",
+        21: "id",
+        29: "year",
+    },
     "MRG": {1: "id", 2: "id", 3: "id", 4: "id", 7: "name"},
     "PV1": {7: "person", 8: "person", 9: "person", 17: "person", 52: "person"},
     "PD1": {4: "person"},
@@ -226,8 +259,10 @@ class Redactor:
         elif kind == "name":  # XPN: every component that holds text
             c = [self._pseudo("Name", x, 8) if x and i < 5 else x for i, x in enumerate(c)]
         elif kind == "person":  # XCN: id, then family, given, middle
-            c = [self._pseudo("ID", x, 10) if i == 0 and x else self._pseudo("Name", x, 8) if x and 1 <= i <= 3
-                 else x for i, x in enumerate(c)]
+            c = [
+                self._pseudo("ID", x, 10) if i == 0 and x else self._pseudo("Name", x, 8) if x and 1 <= i <= 3 else x
+                for i, x in enumerate(c)
+            ]
         elif kind == "address":  # XAD: lines, city, state pseudonymised; postal prefix, country, type kept
             kept = []
             for i, x in enumerate(c[:7]):
@@ -314,14 +349,22 @@ class Redactor:
                 value = MASK
             elif self.phi:
                 if base in _ID_PARAMS or (base == "_id" and person_endpoint):
-                    value = ",".join(self._refs(v) if "/" in v else self.pseudonym_id(v) if v else v
-                                     for v in value.split(","))
+                    value = ",".join(
+                        self._refs(v) if "/" in v else self.pseudonym_id(v) if v else v for v in value.split(",")
+                    )
                 elif base == "identifier":
                     value = ",".join(self._token(v) for v in value.split(","))
                 elif person_endpoint and base in _NAME_PARAMS:
                     value = ",".join(self._pseudo("Name", v, 8) for v in value.split(","))
-                elif person_endpoint and base in {"phone", "email", "telecom", "address", "address-city",
-                                                  "address-postalcode", "address-state"}:
+                elif person_endpoint and base in {
+                    "phone",
+                    "email",
+                    "telecom",
+                    "address",
+                    "address-city",
+                    "address-postalcode",
+                    "address-state",
+                }:
                     value = ",".join(self._pseudo("ID", v, 10) for v in value.split(","))
                 elif person_endpoint and base == "birthdate":
                     m = re.match(r"^([a-z]{2})?(\d{4})", value)
@@ -360,8 +403,9 @@ class Redactor:
             text = _RE_PERSON_REF.sub(lambda m: f"{m.group(1)}/{self.pseudonym_id(m.group(2))}", text)
         if "urn:uuid:" in text:
             text = _RE_URN_UUID.sub(
-                lambda m: f"urn:uuid:{self.pseudonym_id(m.group(1))}"
-                if m.group(1) in self._person_ids else m.group(0), text)
+                lambda m: f"urn:uuid:{self.pseudonym_id(m.group(1))}" if m.group(1) in self._person_ids else m.group(0),
+                text,
+            )
         return text
 
     def _collect_person_ids(self, node: Any) -> None:
@@ -403,11 +447,15 @@ class Redactor:
             if k in {"use", "type", "country"}:
                 out[k] = self._value(v, in_resource=True, secrets=secrets)
             elif k == "line":
-                out[k] = [self._pseudo("Line", str(x), 8) for x in v] if isinstance(v, list) else \
-                    self._pseudo("Line", str(v), 8)
+                out[k] = (
+                    [self._pseudo("Line", str(x), 8) for x in v]
+                    if isinstance(v, list)
+                    else self._pseudo("Line", str(v), 8)
+                )
             elif k in {"city", "district", "state", "text"}:
-                out[k] = self._pseudo({"city": "City", "district": "District", "state": "State",
-                                       "text": "Address"}[k], str(v), 8)
+                out[k] = self._pseudo(
+                    {"city": "City", "district": "District", "state": "State", "text": "Address"}[k], str(v), 8
+                )
             elif k == "postalCode":
                 out[k] = self._postal(str(v))
         return out
@@ -443,13 +491,25 @@ class Redactor:
             return [self._identifier(x, secrets) for x in node]
         if not isinstance(node, dict):
             return self._value(node, in_resource=True, secrets=secrets)
-        return {k: self._pseudo("ID", str(v), 10) if k == "value" and v is not None
-                else self._value(v, in_resource=True, secrets=secrets) for k, v in node.items()}
+        return {
+            k: self._pseudo("ID", str(v), 10)
+            if k == "value" and v is not None
+            else self._value(v, in_resource=True, secrets=secrets)
+            for k, v in node.items()
+        }
 
     def _note(self, notes: list[Any], secrets: list[str]) -> list[Any]:
-        return [{nk: self._pseudo("Text", nv, 8) if nk == "text" and isinstance(nv, str)
-                 else self._value(nv, in_resource=True, secrets=secrets) for nk, nv in n.items()}
-                if isinstance(n, dict) else self._value(n, in_resource=True, secrets=secrets) for n in notes]
+        return [
+            {
+                nk: self._pseudo("Text", nv, 8)
+                if nk == "text" and isinstance(nv, str)
+                else self._value(nv, in_resource=True, secrets=secrets)
+                for nk, nv in n.items()
+            }
+            if isinstance(n, dict)
+            else self._value(n, in_resource=True, secrets=secrets)
+            for n in notes
+        ]
 
     def _year(self, value: Any) -> Any:
         m = _RE_YEAR.match(value) if isinstance(value, str) else None
@@ -478,7 +538,9 @@ class Redactor:
         rtype = node.get("resourceType")
         person = isinstance(rtype, str) and rtype in PERSON_TYPES
         handlers: dict[str, Callable[[Any, list[str]], Any]] = {
-            "telecom": self._telecom, "address": self._address, "valueAddress": self._address,
+            "telecom": self._telecom,
+            "address": self._address,
+            "valueAddress": self._address,
             "identifier": self._identifier,
         }
         out: dict[str, Any] = {}
@@ -501,8 +563,10 @@ class Redactor:
                 if year is not None:
                     out[k] = year
             elif k == "text" and isinstance(v, dict):
-                out[k] = {tk: _REDACTED_DIV if tk == "div" else self._value(tv, in_resource=True, secrets=secrets)
-                          for tk, tv in v.items()}
+                out[k] = {
+                    tk: _REDACTED_DIV if tk == "div" else self._value(tv, in_resource=True, secrets=secrets)
+                    for tk, tv in v.items()
+                }
             elif k == "extension" and person:
                 out[k] = self._extension(v, secrets)
             elif k == "comment" and isinstance(v, str):
@@ -526,8 +590,11 @@ class Redactor:
         if self.phi and isinstance(node.get("resourceType"), str):
             return self._resource(node, secrets)
         out: dict[Any, Any] = {}
-        person_ref = self.phi and isinstance(node.get("reference"), str) and bool(
-            _RE_PERSON_REF.search(node["reference"]) or node["reference"].split(":")[-1] in self._person_ids)
+        person_ref = (
+            self.phi
+            and isinstance(node.get("reference"), str)
+            and bool(_RE_PERSON_REF.search(node["reference"]) or node["reference"].split(":")[-1] in self._person_ids)
+        )
         for k, v in node.items():
             key = self._mask(k, secrets) if isinstance(k, str) else k
             if isinstance(k, str) and _norm(k) in _CRED_NORM and v is not None:

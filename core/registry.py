@@ -53,8 +53,10 @@ def plugins() -> dict[str, type[Connector[Any]]]:
     def add(name: str, cls: type[Connector[Any]], origin: str) -> None:
         other = found.get(name)
         if other is not None and other is not cls:
-            raise ConfigError(f"plugin name {name!r} is claimed by {other.__module__}.{other.__qualname__} "
-                              f"and by {cls.__module__}.{cls.__qualname__} ({origin})")
+            raise ConfigError(
+                f"plugin name {name!r} is claimed by {other.__module__}.{other.__qualname__} "
+                f"and by {cls.__module__}.{cls.__qualname__} ({origin})"
+            )
         found[name] = cls
 
     from inlet import __version__

@@ -84,8 +84,17 @@ from inlet.core.sinks.outbox import open_outbox
 from inlet.core.sqlite import SqliteStore
 from inlet.core.topics import Kind, ensure_topics, topic_specs
 
-__all__ = ["Relay", "RelayBusy", "RelayError", "RelayFailed", "RelayProgress", "RelayRefused", "lock_path",
-           "read_watermark", "unshipped"]
+__all__ = [
+    "Relay",
+    "RelayBusy",
+    "RelayError",
+    "RelayFailed",
+    "RelayProgress",
+    "RelayRefused",
+    "lock_path",
+    "read_watermark",
+    "unshipped",
+]
 
 log = structlog.get_logger("inlet.relay")
 
@@ -189,17 +198,24 @@ def _remaining(conn: sqlite3.Connection, after: int) -> int:
 
 def _page(conn: sqlite3.Connection, after: int, end: int | None, limit: int) -> list[_Row]:
     if end is None:
-        return conn.execute("SELECT seq, event_id, topic, key, value, headers FROM events WHERE seq > ? ORDER BY seq "
-                            "LIMIT ?", (after, limit)).fetchall()
-    return conn.execute("SELECT seq, event_id, topic, key, value, headers FROM events WHERE seq > ? AND seq <= ? "
-                        "ORDER BY seq LIMIT ?", (after, end, limit)).fetchall()
+        return conn.execute(
+            "SELECT seq, event_id, topic, key, value, headers FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+    return conn.execute(
+        "SELECT seq, event_id, topic, key, value, headers FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        (after, end, limit),
+    ).fetchall()
 
 
 def _targets(conn: sqlite3.Connection, after: int) -> list[_Target]:
     """Each topic the rows above ``after`` target, with the integrations writing it and their ``ce_type``."""
-    return conn.execute("SELECT DISTINCT topic, json_extract(headers, '$.ce_customer'), "
-                        "json_extract(headers, '$.ce_integration'), json_extract(headers, '$.ce_type') "
-                        "FROM events WHERE seq > ?", (after,)).fetchall()
+    return conn.execute(
+        "SELECT DISTINCT topic, json_extract(headers, '$.ce_customer'), "
+        "json_extract(headers, '$.ce_integration'), json_extract(headers, '$.ce_type') "
+        "FROM events WHERE seq > ?",
+        (after,),
+    ).fetchall()
 
 
 def _mark(conn: sqlite3.Connection, upto: int, now: float, granularity: float) -> None:
@@ -255,8 +271,17 @@ class _Lane:
         self.sent: list[int] = []
         self.sent_bytes = 0
 
-    def append(self, producer: Any, seq: int, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]],
-               size: int, *, alone: bool = False) -> None:
+    def append(
+        self,
+        producer: Any,
+        seq: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        size: int,
+        *,
+        alone: bool = False,
+    ) -> None:
         """Add a row to the open batch; ``alone``: in a batch of its own (a row to tell apart after a refusal)."""
         if alone:
             self._close()
@@ -322,31 +347,41 @@ class _Triage:
         poison = self.poison[seq] = _Poison(refused.error_type, refused.message)
         return poison
 
-    def record(self, row: _Parsed, poison: _Poison | None
-               ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]], int]:
+    def record(
+        self, row: _Parsed, poison: _Poison | None
+    ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]], int]:
         """What to produce for ``row``: itself, or (poisoned) its DLQ record; topic, key, value, headers, size."""
         seq, eid, topic, key, value, headers, headers_size = row
         if poison is None:
-            return topic, key, value, [(k, v.encode()) for k, v in headers.items()], len(value) + len(key or b"") + \
-                headers_size
+            return (
+                topic,
+                key,
+                value,
+                [(k, v.encode()) for k, v in headers.items()],
+                len(value) + len(key or b"") + headers_size,
+            )
         customer, integration = headers.get("ce_customer"), headers.get("ce_integration")
         what = f"outbox row seq {seq} (event {eid}, {len(value)} bytes for topic {topic})"
         if not customer or not integration:
-            raise RelayRefused(f"Kafka refused {what} for good: {poison.error_type}: {poison.message}; the row names "
-                               "no integration (headers ce_customer, ce_integration) whose DLQ topic could take it. "
-                               "Not retried: nothing after it is marked shipped; make Kafka take it (or delete the "
-                               "row from the outbox), then run the relay again")
+            raise RelayRefused(
+                f"Kafka refused {what} for good: {poison.error_type}: {poison.message}; the row names "
+                "no integration (headers ce_customer, ce_integration) whose DLQ topic could take it. "
+                "Not retried: nothing after it is marked shipped; make Kafka take it (or delete the "
+                "row from the outbox), then run the relay again"
+            )
         env = self._envs.get((customer, integration))
         if env is None:
-            env = self._envs[customer, integration] = Enveloper(customer, integration,
-                                                                dlq_topic_template=self.dlq_topic_template)
-        event = Event(topic=topic, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()],
-                      id=eid)
+            env = self._envs[customer, integration] = Enveloper(
+                customer, integration, dlq_topic_template=self.dlq_topic_template
+            )
+        event = Event(topic=topic, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()], id=eid)
         if headers.get("ce_type") == "inlet.dlq" or topic == env.dlq_topic:  # a DLQ record itself: truncated
             if "dlq_payload_truncated" in headers:
-                raise RelayRefused(f"Kafka refused {what}, a DLQ record already truncated, for good: "
-                                   f"{poison.error_type}: {poison.message}. Not retried: nothing after it is marked "
-                                   "shipped")
+                raise RelayRefused(
+                    f"Kafka refused {what}, a DLQ record already truncated, for good: "
+                    f"{poison.error_type}: {poison.message}. Not retried: nothing after it is marked "
+                    "shipped"
+                )
             dead = truncated(event)
         else:
             dead = refused_event(env, event, Rejected(0, poison.error_type, poison.message), None, None)
@@ -379,13 +414,16 @@ class _Triage:
                     error = _Isolate(f"Kafka refused {where} for good: {exc!r}; it is shipped as a DLQ record")
                 elif not poison.truncated:
                     poison.truncate = True
-                    error = _Isolate(f"Kafka refused the DLQ record of outbox row seq {seq} ({poison.dlq_topic}): "
-                                     f"{exc!r}; it is sent again with its payload truncated")
+                    error = _Isolate(
+                        f"Kafka refused the DLQ record of outbox row seq {seq} ({poison.dlq_topic}): "
+                        f"{exc!r}; it is sent again with its payload truncated"
+                    )
                 else:
                     error = RelayRefused(
                         f"Kafka refused the DLQ record of outbox row seq {seq} (event {poison.event_id} for "
                         f"{poison.topic}) on {poison.dlq_topic} even with its payload truncated: "
-                        f"{rejection(0, exc).message}. Not retried: nothing after it is marked shipped")
+                        f"{rejection(0, exc).message}. Not retried: nothing after it is marked shipped"
+                    )
             error.__cause__ = exc
             worst = _worst(worst, error)
         return worst
@@ -395,29 +433,46 @@ class _Triage:
         for seq in [s for s in self.poison if s <= upto]:
             poison = self.poison.pop(seq)
             progress.dead_lettered += 1
-            log.warning("outbox row refused by Kafka for good: shipped as a DLQ record", seq=seq,
-                        event_id=poison.event_id, topic=poison.topic, dlq_topic=poison.dlq_topic,
-                        error=f"{poison.error_type}: {poison.message}", truncated=poison.truncated)
+            log.warning(
+                "outbox row refused by Kafka for good: shipped as a DLQ record",
+                seq=seq,
+                event_id=poison.event_id,
+                topic=poison.topic,
+                dlq_topic=poison.dlq_topic,
+                error=f"{poison.error_type}: {poison.message}",
+                truncated=poison.truncated,
+            )
         if self.alone:
             self.alone = {s for s in self.alone if s > upto}
 
     def refused(self, error: BaseException) -> RelayRefused:
-        return RelayRefused(f"{describe(self.kafka)} refused inlet: {rejection(0, error).message}. Not retried: no row "
-                            "is to blame; fix the cluster's permissions or the configuration and restart")
+        return RelayRefused(
+            f"{describe(self.kafka)} refused inlet: {rejection(0, error).message}. Not retried: no row "
+            "is to blame; fix the cluster's permissions or the configuration and restart"
+        )
 
 
 def _worst(a: RelayError | None, b: RelayError | None) -> RelayError | None:
     """The error that decides how a session ends: a refusal (stop), an outage (back off), else a triage (resend)."""
+
     def rank(e: RelayError | None) -> int:
         return -1 if e is None else 2 if isinstance(e, RelayRefused) else 0 if isinstance(e, _Isolate) else 1
+
     return a if rank(a) >= rank(b) else b
 
 
 class _Shipment:
     """One producer session's state: the lanes, what was read, what Kafka acknowledged."""
 
-    def __init__(self, producer: Any, partitioner: KeyHashPartitioner, wake: asyncio.Event, cursor: int,
-                 triage: _Triage, skip: set[int]) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        partitioner: KeyHashPartitioner,
+        wake: asyncio.Event,
+        cursor: int,
+        triage: _Triage,
+        skip: set[int],
+    ) -> None:
         self.producer = producer
         self.skip = skip  # rows an earlier session of this run had acknowledged: not sent again
         self.partitioner = partitioner
@@ -462,9 +517,11 @@ class _Shipment:
                         self.refused_topics[topic] = exc
                         continue
                     if action == "dlq":
-                        raise RelayRefused(f"Kafka refuses the DLQ topic {topic} of outbox row seq {seq}: "
-                                           f"{rejection(0, exc).message}. Not retried: nothing after it is marked "
-                                           "shipped") from exc
+                        raise RelayRefused(
+                            f"Kafka refuses the DLQ topic {topic} of outbox row seq {seq}: "
+                            f"{rejection(0, exc).message}. Not retried: nothing after it is marked "
+                            "shipped"
+                        ) from exc
                     if action == "fatal":
                         raise triage.refused(exc) from exc
                     raise RelayError(f"topic {topic}: {exc!r}") from exc
@@ -536,9 +593,18 @@ class _Shipment:
 class Relay:
     """Ships ``outbox`` to the Kafka of ``kafka``; see the module's documentation for the guarantees."""
 
-    def __init__(self, outbox: Path, kafka: KafkaSettings, settings: RelaySettings, *,
-                 dlq_topic_template: str = _DLQ_TOPIC_TEMPLATE, topics: TopicsSettings | None = None,
-                 config_dir: Path | None = None, backoff_initial: float = 1.0, backoff_max: float = 30.0) -> None:
+    def __init__(
+        self,
+        outbox: Path,
+        kafka: KafkaSettings,
+        settings: RelaySettings,
+        *,
+        dlq_topic_template: str = _DLQ_TOPIC_TEMPLATE,
+        topics: TopicsSettings | None = None,
+        config_dir: Path | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+    ) -> None:
         """``topics``: check the topics the rows target as the supervisor's start-up does (None: not checked);
         ``config_dir``: where ``inlet.yaml`` is, for the messages."""
         self.outbox = outbox
@@ -575,17 +641,25 @@ class Relay:
     def from_config(cls, cfg: SupervisorConfig, outbox: Path, *, config_dir: Path | None = None) -> Relay:
         """The relay of a configuration: its Kafka, ``relay:``, DLQ topic template, ``topics:`` and backoff."""
         assert cfg.kafka is not None
-        return cls(outbox, cfg.kafka, cfg.relay, dlq_topic_template=cfg.dlq_topic_template, topics=cfg.topics,
-                   config_dir=config_dir, backoff_initial=cfg.restart_backoff_initial,
-                   backoff_max=cfg.restart_backoff_max)
+        return cls(
+            outbox,
+            cfg.kafka,
+            cfg.relay,
+            dlq_topic_template=cfg.dlq_topic_template,
+            topics=cfg.topics,
+            config_dir=config_dir,
+            backoff_initial=cfg.restart_backoff_initial,
+            backoff_max=cfg.restart_backoff_max,
+        )
 
     def finish(self) -> None:
         """Ship what the outbox holds now, then let :meth:`run` return (``inlet run --once``)."""
         self._finishing = True
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event, *, once: bool = False, max_failures: int | None = None,
-                  wait_for_lock: bool = False) -> RelayProgress:
+    async def run(
+        self, stop: asyncio.Event, *, once: bool = False, max_failures: int | None = None, wait_for_lock: bool = False
+    ) -> RelayProgress:
         """Ship until ``stop`` is set (or, with ``once`` / after :meth:`finish`, until what was there is shipped).
 
         A failed session is restarted from the watermark with jittered exponential backoff; after
@@ -611,8 +685,13 @@ class Relay:
             self._db = open_outbox(self.outbox)
             self._committed = self._acked_upto = self.progress.watermark = await self._db.acall(_watermark)
             self.progress.remaining = await self._db.acall(lambda c: _remaining(c, self._committed))
-            log.info("relay started", outbox=str(self.outbox), bootstrap=self.kafka.bootstrap,
-                     watermark=self._committed, remaining=self.progress.remaining)
+            log.info(
+                "relay started",
+                outbox=str(self.outbox),
+                bootstrap=self.kafka.bootstrap,
+                watermark=self._committed,
+                remaining=self.progress.remaining,
+            )
             self._next_progress = loop.time() + self.settings.progress_interval
             self._next_prune = loop.time()
             if await self._sessions(stop, max_failures) and self.settings.retention_hours is not None:
@@ -630,9 +709,14 @@ class Relay:
                 with contextlib.suppress(sqlite3.Error):
                     after = self._committed
                     self.progress.remaining = await self._db.acall(lambda c: _remaining(c, after))
-                log.info("relay stopped", shipped=self.progress.shipped, remaining=self.progress.remaining,
-                         watermark=self._committed, pruned=self.progress.pruned,
-                         seconds=round(loop.time() - self._started, 1))
+                log.info(
+                    "relay stopped",
+                    shipped=self.progress.shipped,
+                    remaining=self.progress.remaining,
+                    watermark=self._committed,
+                    pruned=self.progress.pruned,
+                    seconds=round(loop.time() - self._started, 1),
+                )
                 self._db.close()
                 self._db = None
             if lock is not None:
@@ -649,8 +733,11 @@ class Relay:
             except (RelayFailed, RelayRefused):
                 raise
             except _Isolate as exc:  # progress, not a failure: resend from the watermark at once
-                log.warning("kafka refused outbox rows for good; resending from the watermark", error=str(exc),
-                            watermark=self._committed)
+                log.warning(
+                    "kafka refused outbox rows for good; resending from the watermark",
+                    error=str(exc),
+                    watermark=self._committed,
+                )
                 continue
             except (KafkaError, OSError, TimeoutError, sqlite3.Error, TransientError, RelayError) as exc:
                 if self._committed > before:
@@ -658,11 +745,17 @@ class Relay:
                 failures += 1
                 self.progress.failures += 1
                 self.progress.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("relay failed; resending from the watermark", error=repr(exc),
-                            watermark=self._committed, retry_in=round(backoff, 2), failures=failures)
+                log.warning(
+                    "relay failed; resending from the watermark",
+                    error=repr(exc),
+                    watermark=self._committed,
+                    retry_in=round(backoff, 2),
+                    failures=failures,
+                )
                 if max_failures is not None and failures >= max_failures:
-                    raise RelayFailed(f"gave up after {failures} failures in a row; last: "
-                                      f"{self.progress.last_error}") from exc
+                    raise RelayFailed(
+                        f"gave up after {failures} failures in a row; last: {self.progress.last_error}"
+                    ) from exc
                 await self._sleep(stop, backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.backoff_max)
         return False
@@ -678,8 +771,9 @@ class Relay:
             await self._check_topics(await self._db.acall(lambda c: _targets(c, after)))
             self._scanned = True
         # linger 0: a lane's batch fills while its previous one is in flight; lingering again only adds latency.
-        producer = AIOKafkaProducer(**connection_options(k), acks="all", enable_idempotence=True,
-                                    linger_ms=0, max_batch_size=k.max_batch_size)
+        producer = AIOKafkaProducer(
+            **connection_options(k), acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=k.max_batch_size
+        )
         try:
             await start_client(producer, k)  # an outage is SinkUnavailable (retried), a refusal is not
         except SinkRefused as refused:
@@ -728,8 +822,10 @@ class Relay:
             if room and more and now >= next_poll:
                 after, limit = ship.cursor, min(s.page_size, s.max_in_flight_events - len(ship.unacked))
                 rows = await db.acall(functools.partial(_page, after=after, end=end, limit=limit))
-                parsed = [(seq, eid, topic, key, value, orjson.loads(headers), len(headers))
-                          for seq, eid, topic, key, value, headers in rows]
+                parsed = [
+                    (seq, eid, topic, key, value, orjson.loads(headers), len(headers))
+                    for seq, eid, topic, key, value, headers in rows
+                ]
                 try:
                     if self.topics is not None:
                         await self._check_topics(self._new_targets(parsed))
@@ -791,8 +887,13 @@ class Relay:
             return
         apply = "inlet topics apply" + (f" --config {self.config_dir}" if self.config_dir is not None else "")
         try:
-            await ensure_topics(self.kafka, topics, topic_specs(topics, wanted), config_dir=self.config_dir,
-                                fix=f"(those of the configured integrations) with `{apply}`, or by hand")
+            await ensure_topics(
+                self.kafka,
+                topics,
+                topic_specs(topics, wanted),
+                config_dir=self.config_dir,
+                fix=f"(those of the configured integrations) with `{apply}`, or by hand",
+            )
         except SinkRefused as exc:
             raise RelayRefused(str(exc)) from exc
         self._checked.update((topic, customer, integration) for topic, customer, integration, _ in targets)
@@ -811,8 +912,9 @@ class Relay:
                 if deadline is None:
                     deadline = now + 2 * self.kafka.request_timeout_ms / 1000
                 if now >= deadline:
-                    log.warning("stopping before Kafka answered; those rows are sent again next time",
-                                batches=len(pending))
+                    log.warning(
+                        "stopping before Kafka answered; those rows are sent again next time", batches=len(pending)
+                    )
                     return
             await self._periodic(ship)
             timeout = min(self._next_progress, self._give_up_at(ship), deadline or float("inf")) - now
@@ -868,12 +970,22 @@ class Relay:
             silent = now - ship.last_ack
             if ship.flying and silent > 2 * self.kafka.request_timeout_ms / 1000:
                 self.progress.last_error = f"Kafka has not acknowledged anything for {silent:.0f} s"
-                log.warning("relay waiting for Kafka", bootstrap=self.kafka.bootstrap, silent_s=round(silent),
-                            remaining=self.progress.remaining, watermark=self._committed)
+                log.warning(
+                    "relay waiting for Kafka",
+                    bootstrap=self.kafka.bootstrap,
+                    silent_s=round(silent),
+                    remaining=self.progress.remaining,
+                    watermark=self._committed,
+                )
             else:
-                log.info("relay progress", shipped=self.progress.shipped, remaining=self.progress.remaining,
-                         watermark=self._committed, in_flight=len(ship.unacked),
-                         per_s=round(self.progress.shipped / max(now - self._started, 1e-3)))
+                log.info(
+                    "relay progress",
+                    shipped=self.progress.shipped,
+                    remaining=self.progress.remaining,
+                    watermark=self._committed,
+                    in_flight=len(ship.unacked),
+                    per_s=round(self.progress.shipped / max(now - self._started, 1e-3)),
+                )
         if s.retention_hours is not None and now >= self._next_prune:
             self._next_prune = now + s.prune_interval
             if self._prune_task is None or self._prune_task.done():

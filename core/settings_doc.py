@@ -104,13 +104,21 @@ def setting_rows(model: type[BaseModel], prefix: str = "") -> list[SettingRow]:
         models = _models(field.annotation)
         default = "required" if field.is_required() else _shown(_default(field))
         if len(models) == 1 and get_origin(field.annotation) is not list:
-            rows.append(SettingRow(path, models[0].__name__, default, field.is_required(), _doc(field)
-                                   or " ".join((models[0].__doc__ or "").split())))
+            rows.append(
+                SettingRow(
+                    path,
+                    models[0].__name__,
+                    default,
+                    field.is_required(),
+                    _doc(field) or " ".join((models[0].__doc__ or "").split()),
+                )
+            )
             rows += setting_rows(models[0], prefix=f"{path}.")
         elif len(models) > 1:
             kinds = [_kind(m) for m in models]
-            rows.append(SettingRow(path, "one of kind: " + " | ".join(kinds), default, field.is_required(),
-                                   _doc(field)))
+            rows.append(
+                SettingRow(path, "one of kind: " + " | ".join(kinds), default, field.is_required(), _doc(field))
+            )
             for m, kind in zip(models, kinds, strict=True):
                 rows += [r for r in setting_rows(m, prefix=f"{path}[kind={kind}].") if not r.path.endswith(".kind")]
         else:
@@ -132,8 +140,14 @@ def _about(name: str, field: FieldInfo, type_text: str) -> str:
     return f"{name} ({type_text}){': ' + doc if doc else ''}"
 
 
-def settings_yaml(model: type[BaseModel], values: dict[str, Any] | None = None, indent: str = "  ",
-                  *, commented: bool = False, in_module: Collection[str] = ()) -> list[str]:
+def settings_yaml(
+    model: type[BaseModel],
+    values: dict[str, Any] | None = None,
+    indent: str = "  ",
+    *,
+    commented: bool = False,
+    in_module: Collection[str] = (),
+) -> list[str]:
     """The settings of ``model`` as YAML lines, every field documented in a comment above it.
 
     Fields given in ``values`` (what the scaffold fills in) and required ones are written; the others are
@@ -160,8 +174,9 @@ def settings_yaml(model: type[BaseModel], values: dict[str, Any] | None = None, 
             sub = values.get(name) if isinstance(values.get(name), dict) else {}
             lines += settings_yaml(models[0], sub, indent + "  ", commented=not live)
             continue
-        type_text = ("one of kind: " + " | ".join(_kind(m) for m in models)) if len(models) > 1 \
-            else type_name(field.annotation)
+        type_text = (
+            ("one of kind: " + " | ".join(_kind(m) for m in models)) if len(models) > 1 else type_name(field.annotation)
+        )
         lines.append(f"{indent}# {_about(name, field, type_text)}")
         if given:
             lines.append(f"{indent}{off}{name}: {_scalar(values[name])}")

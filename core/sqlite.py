@@ -48,6 +48,7 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close the connection and the thread; idempotent."""
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()

@@ -87,8 +87,14 @@ def build_sink(cfg: SupervisorConfig) -> Sink:
 class Supervisor:
     """Runs integrations until stopped (or, with ``once``, until each has caught up once)."""
 
-    def __init__(self, cfg: SupervisorConfig, integrations: list[LoadedIntegration], *, once: bool = False,
-                 max_failures: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SupervisorConfig,
+        integrations: list[LoadedIntegration],
+        *,
+        once: bool = False,
+        max_failures: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.integrations = [i for i in integrations if i.config.enabled]
         self.once = once
@@ -113,8 +119,11 @@ class Supervisor:
             from inlet.core.relay import unshipped
 
             if left := unshipped(state_dir(cfg) / "outbox.sqlite"):
-                log.warning("the outbox holds events never shipped to Kafka: `inlet relay --once` ships them; "
-                            "shipped after newer ones, they would land behind those of their keys", unshipped=left)
+                log.warning(
+                    "the outbox holds events never shipped to Kafka: `inlet relay --once` ships them; "
+                    "shipped after newer ones, they would land behind those of their keys",
+                    unshipped=left,
+                )
 
     def stop(self) -> None:
         """Ask every integration to drain and the run to end."""
@@ -124,8 +133,12 @@ class Supervisor:
 
     def status(self) -> dict[str, str | None]:
         """Per integration: None when healthy, else why it stopped or its last error (for /readyz)."""
-        status = {k: self.failed.get(k) or (None if s.healthy else (s.last_error or "failing"))
-                  or paused_for(s.customer, s.integration) for k, s in self.stats.items()}
+        status = {
+            k: self.failed.get(k)
+            or (None if s.healthy else (s.last_error or "failing"))
+            or paused_for(s.customer, s.integration)
+            for k, s in self.stats.items()
+        }
         if self.relay is not None:
             status["relay"] = self.failed.get("relay") or self.relay.progress.last_error
         return status
@@ -165,9 +178,13 @@ class Supervisor:
         try:
             await self._check_topics()
         except (TransientError, SinkRefused) as exc:
-            log.warning("kafka topics not checked yet: Kafka is not reachable or refuses inlet; checked again before "
-                        "each integration reads" if self.cfg.resolved_sink() == "kafka" else
-                        "kafka topics not checked: Kafka is not reachable or refuses inlet", error=str(exc))
+            log.warning(
+                "kafka topics not checked yet: Kafka is not reachable or refuses inlet; checked again before "
+                "each integration reads"
+                if self.cfg.resolved_sink() == "kafka"
+                else "kafka topics not checked: Kafka is not reachable or refuses inlet",
+                error=str(exc),
+            )
 
     async def _heartbeat(self) -> None:
         while self.health is not None:
@@ -195,8 +212,9 @@ class Supervisor:
                 raise self.refused
             if self.failed and not self.once and self.health is not None and not self.stop_event.is_set():
                 # Stopped for good (SinkRefused): keep /readyz saying why until the operator has seen it.
-                log.error("no integration is running; /readyz reports why; waiting for SIGTERM",
-                          failed=sorted(self.failed))
+                log.error(
+                    "no integration is running; /readyz reports why; waiting for SIGTERM", failed=sorted(self.failed)
+                )
                 await self.stop_event.wait()
             if relay is not None and self.relay is not None:
                 self.relay.finish()  # once: ship what was written, then end; stopping: it drains and ends
@@ -229,9 +247,13 @@ class Supervisor:
         cfg = item.config
         stats = self.stats[cfg.key]
         bound = log.bind(customer=cfg.customer, integration=cfg.integration)
-        env = Enveloper(cfg.customer, cfg.integration, topic_template=self.cfg.topic_template,
-                        dlq_topic_template=self.cfg.dlq_topic_template,
-                        drift_topic_template=self.cfg.drift_topic_template)
+        env = Enveloper(
+            cfg.customer,
+            cfg.integration,
+            topic_template=self.cfg.topic_template,
+            dlq_topic_template=self.cfg.dlq_topic_template,
+            drift_topic_template=self.cfg.drift_topic_template,
+        )
         drift = None
         if cfg.drift is not None:
             shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())
@@ -246,8 +268,15 @@ class Supervisor:
                 async with connector:
                     position = await self.checkpoints.load(cfg.customer, cfg.integration)
                     while not self.stop_event.is_set():
-                        pipeline = Pipeline(connector, env, self.sink, self.checkpoints, stats,
-                                            max_in_flight=cfg.max_in_flight, drift=drift)
+                        pipeline = Pipeline(
+                            connector,
+                            env,
+                            self.sink,
+                            self.checkpoints,
+                            stats,
+                            max_in_flight=cfg.max_in_flight,
+                            drift=drift,
+                        )
                         position = await pipeline.run(position, self.stop_event)
                         if self.stop_event.is_set() and (paused := paused_for(cfg.customer, cfg.integration)):
                             # Stopped while waiting out a pause: not caught up, whatever the books say.
@@ -271,12 +300,20 @@ class Supervisor:
                 level = bound.warning if isinstance(exc, TransientError) else bound.error
                 if self.max_failures is not None and failures >= self.max_failures:
                     self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
-                    level("integration failed", error=repr(exc), failures=failures,
-                          exc_info=not isinstance(exc, TransientError))
+                    level(
+                        "integration failed",
+                        error=repr(exc),
+                        failures=failures,
+                        exc_info=not isinstance(exc, TransientError),
+                    )
                     bound.error("integration given up after repeated failures", failures=failures)
                     return
-                level("integration failed; restarting from its last checkpoint", error=repr(exc),
-                      retry_in=round(backoff, 2), failures=failures,
-                      exc_info=not isinstance(exc, TransientError))
+                level(
+                    "integration failed; restarting from its last checkpoint",
+                    error=repr(exc),
+                    retry_in=round(backoff, 2),
+                    failures=failures,
+                    exc_info=not isinstance(exc, TransientError),
+                )
                 await self._sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.cfg.restart_backoff_max)

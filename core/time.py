@@ -58,8 +58,16 @@ from zoneinfo import ZoneInfo
 
 from inlet.core.errors import TimestampError
 
-__all__ = ["Ambiguous", "Instant", "Nonexistent", "Precision", "TimestampError", "normalise", "normalise_series",
-           "zone"]
+__all__ = [
+    "Ambiguous",
+    "Instant",
+    "Nonexistent",
+    "Precision",
+    "TimestampError",
+    "normalise",
+    "normalise_series",
+    "zone",
+]
 
 Precision = Literal["year", "month", "day", "minute", "second", "millisecond", "microsecond"]
 Ambiguous = Literal["raise", "earliest", "latest"]
@@ -105,8 +113,15 @@ _OFFSETS: Final = {
 }
 _ZONES: dict[str, ZoneInfo] = {}
 _TIMESPECS: Final = {"millisecond": "milliseconds", "microsecond": "microseconds"}
-_SUBSECOND: Final[tuple[Precision, ...]] = ("second", "millisecond", "millisecond", "millisecond", "microsecond",
-                                            "microsecond", "microsecond")
+_SUBSECOND: Final[tuple[Precision, ...]] = (
+    "second",
+    "millisecond",
+    "millisecond",
+    "millisecond",
+    "microsecond",
+    "microsecond",
+    "microsecond",
+)
 _ONE_US: Final = timedelta(microseconds=1)
 
 
@@ -158,9 +173,16 @@ def _fail(value: object, zone_name: str | None, expected: str) -> TimestampError
     return TimestampError(f"timestamp {text} (zone {zone_name or 'not given'}): expected {expected}")
 
 
-def normalise(value: object, zone: str | None = None, *, ambiguous: Ambiguous = "raise",
-              nonexistent: Nonexistent = "raise", now: datetime | None = None,
-              max_future_seconds: float | None = None, near: datetime | None = None) -> Instant:
+def normalise(
+    value: object,
+    zone: str | None = None,
+    *,
+    ambiguous: Ambiguous = "raise",
+    nonexistent: Nonexistent = "raise",
+    now: datetime | None = None,
+    max_future_seconds: float | None = None,
+    near: datetime | None = None,
+) -> Instant:
     """Normalise one timestamp to an :class:`Instant`; see the module docstring for the rules.
 
     ``near`` (aware) is when the value was received: a wall time that occurs twice, or falls in a gap, takes
@@ -182,31 +204,53 @@ def normalise(value: object, zone: str | None = None, *, ambiguous: Ambiguous = 
                 pass  # 24:00, leap second, bad digits, out of range: the strict path explains
             else:
                 if moment.tzinfo is None:
-                    moment = _localise(moment, shape[0], value, zone, ambiguous=ambiguous,
-                                       nonexistent=nonexistent, previous=None, near=near)
+                    moment = _localise(
+                        moment,
+                        shape[0],
+                        value,
+                        zone,
+                        ambiguous=ambiguous,
+                        nonexistent=nonexistent,
+                        previous=None,
+                        near=near,
+                    )
                 if max_future_seconds is not None:
                     _check_future(moment, value, zone, now, max_future_seconds)
                 return _new(Instant, (moment, shape[0]))
     return _strict(value, zone, ambiguous, nonexistent, now, max_future_seconds, None, near)
 
 
-def _strict(value: object, zone: str | None, ambiguous: Ambiguous, nonexistent: Nonexistent,
-            now: datetime | None, max_future_seconds: float | None, previous: datetime | None,
-            near: datetime | None = None) -> Instant:
+def _strict(
+    value: object,
+    zone: str | None,
+    ambiguous: Ambiguous,
+    nonexistent: Nonexistent,
+    now: datetime | None,
+    max_future_seconds: float | None,
+    previous: datetime | None,
+    near: datetime | None = None,
+) -> Instant:
     """The full path: parse, localise a naive value (``previous`` orders a series, ``near`` picks the closest
     reading of a repeated or skipped wall time), check the future bound."""
     moment, precision = _parse(value, zone)
     if moment.tzinfo is None:
-        moment = _localise(moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent,
-                           previous=previous, near=near)
+        moment = _localise(
+            moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent, previous=previous, near=near
+        )
     if max_future_seconds is not None:
         _check_future(moment, value, zone, now, max_future_seconds)
     return _new(Instant, (moment, precision))
 
 
-def normalise_series(values: Iterable[object], zone: str | None = None, *, ambiguous: Ambiguous = "raise",
-                     nonexistent: Nonexistent = "raise", now: datetime | None = None,
-                     max_future_seconds: float | None = None) -> list[Instant]:
+def normalise_series(
+    values: Iterable[object],
+    zone: str | None = None,
+    *,
+    ambiguous: Ambiguous = "raise",
+    nonexistent: Nonexistent = "raise",
+    now: datetime | None = None,
+    max_future_seconds: float | None = None,
+) -> list[Instant]:
     """Normalise a device's readings, in order, resolving DST fall-back by monotonicity.
 
     A local wall time in the repeated hour takes the earliest occurrence *after* the previous reading: the
@@ -225,8 +269,9 @@ def normalise_series(values: Iterable[object], zone: str | None = None, *, ambig
     return out
 
 
-def _check_future(moment: datetime, value: object, zone_name: str | None, now: datetime | None,
-                  max_future_seconds: float) -> None:
+def _check_future(
+    moment: datetime, value: object, zone_name: str | None, now: datetime | None, max_future_seconds: float
+) -> None:
     if now is None:
         now = datetime.now(UTC)
     elif now.utcoffset() is None:
@@ -256,8 +301,9 @@ def _parse(value: object, zone_name: str | None) -> tuple[datetime, Precision | 
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             # naive: a fresh wall time drops a tzinfo that does not know and the fold (the policy decides)
-            return _wall(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                         value.microsecond), None
+            return _wall(
+                value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond
+            ), None
         try:
             return value.astimezone(UTC), None
         except OverflowError:
@@ -359,15 +405,31 @@ def _parse_iso(
     return _combine(wall, wall.time(), UTC), precision
 
 
-def _wall(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-          microsecond: int = 0, fold: int = 0) -> datetime:
+def _wall(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    microsecond: int = 0,
+    fold: int = 0,
+) -> datetime:
     """A naive local wall time: deliberately zone-less until _localise applies the zone and DST policy."""
     return datetime(year, month, day, hour, minute, second, microsecond, fold=fold)  # noqa: DTZ001
 
 
-def _localise(wall: datetime, precision: Precision | None, value: object, zone_name: str | None, *,
-              ambiguous: Ambiguous, nonexistent: Nonexistent, previous: datetime | None,
-              near: datetime | None = None) -> datetime:
+def _localise(
+    wall: datetime,
+    precision: Precision | None,
+    value: object,
+    zone_name: str | None,
+    *,
+    ambiguous: Ambiguous,
+    nonexistent: Nonexistent,
+    previous: datetime | None,
+    near: datetime | None = None,
+) -> datetime:
     """UTC for a naive wall time in ``zone_name``, applying the DST policies (``previous``: series order)."""
     if zone_name is None:
         raise _fail(value, zone_name, "an offset (Z or ±HH:MM) in the value, or a zone for local times")
@@ -398,8 +460,12 @@ def _localise(wall: datetime, precision: Precision | None, value: object, zone_n
         elif ambiguous in ("earliest", "latest"):
             chosen = first if ambiguous == "earliest" else second
         else:
-            raise _fail(value, zone_name, f"an unambiguous local time ({wall} occurs twice in {zone_name}; "
-                                          "pass ambiguous='earliest' or 'latest')")
+            raise _fail(
+                value,
+                zone_name,
+                f"an unambiguous local time ({wall} occurs twice in {zone_name}; "
+                "pass ambiguous='earliest' or 'latest')",
+            )
     elif start_of_day or nonexistent == "shift_forward":  # gap (spring-forward): first is the later one
         chosen = first
     elif nonexistent == "shift_backward":
@@ -408,9 +474,13 @@ def _localise(wall: datetime, precision: Precision | None, value: object, zone_n
         edge = _gap_end(second, first, tz)
         chosen = edge if nonexistent == "snap_forward" else edge - _ONE_US
     else:
-        raise _fail(value, zone_name, f"an existing local time ({wall} falls in a DST gap of {zone_name}; "
-                                      "pass nonexistent='shift_forward', 'shift_backward', 'snap_forward' or "
-                                      "'snap_backward')")
+        raise _fail(
+            value,
+            zone_name,
+            f"an existing local time ({wall} falls in a DST gap of {zone_name}; "
+            "pass nonexistent='shift_forward', 'shift_backward', 'snap_forward' or "
+            "'snap_backward')",
+        )
     return _combine(chosen, chosen.time(), UTC)
 
 

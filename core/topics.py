@@ -133,12 +133,18 @@ class TopicSpec:
         return configs
 
 
-def _settings_for(topics: TopicsSettings, kind: Kind, name: str, contract: str | None
-                  ) -> tuple[int, int | None, dict[str, str]]:
+def _settings_for(
+    topics: TopicsSettings, kind: Kind, name: str, contract: str | None
+) -> tuple[int, int | None, dict[str, str]]:
     """Partitions, replication and configs of one topic: the most specific layer that sets a field wins."""
     kind_settings = {"contract": topics.contracts, "dlq": topics.dlq, "drift": topics.drift}[kind]
-    layers = [topics.overrides.get(name), topics.overrides.get(contract) if contract else None, kind_settings,
-              TopicSettings(replication_factor=topics.replication_factor), DEFAULTS[kind]]
+    layers = [
+        topics.overrides.get(name),
+        topics.overrides.get(contract) if contract else None,
+        kind_settings,
+        TopicSettings(replication_factor=topics.replication_factor),
+        DEFAULTS[kind],
+    ]
     chosen = [layer for layer in layers if layer is not None]
 
     def pick(attribute: str) -> Any:
@@ -169,8 +175,13 @@ def required_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedIntegrat
         c = item.config
         if not c.enabled:
             continue
-        env = Enveloper(c.customer, c.integration, topic_template=cfg.topic_template,
-                        dlq_topic_template=cfg.dlq_topic_template, drift_topic_template=cfg.drift_topic_template)
+        env = Enveloper(
+            c.customer,
+            c.integration,
+            topic_template=cfg.topic_template,
+            dlq_topic_template=cfg.dlq_topic_template,
+            drift_topic_template=cfg.drift_topic_template,
+        )
         for model in item.produces:
             for written in (model, *converters_from(model)):
                 add(env.topic_for(written), "contract", c.key, written)
@@ -194,14 +205,14 @@ def topic_specs(topics: TopicsSettings, wanted: Iterable[tuple[str, Kind, str | 
     return _specs(topics, found)
 
 
-def _specs(topics: TopicsSettings, found: Mapping[str, tuple[Kind, str | None, set[str], set[str]]]
-           ) -> list[TopicSpec]:
+def _specs(topics: TopicsSettings, found: Mapping[str, tuple[Kind, str | None, set[str], set[str]]]) -> list[TopicSpec]:
     order = {"contract": 0, "dlq": 1, "drift": 2}
     specs = []
     for name, (kind, contract, writers, contracts) in sorted(found.items(), key=lambda kv: (order[kv[1][0]], kv[0])):
         partitions, replication, configs = _settings_for(topics, kind, name, contract)
-        specs.append(TopicSpec(name, kind, partitions, replication, configs, tuple(sorted(writers)),
-                               tuple(sorted(contracts))))
+        specs.append(
+            TopicSpec(name, kind, partitions, replication, configs, tuple(sorted(writers)), tuple(sorted(contracts)))
+        )
     return specs
 
 
@@ -269,8 +280,7 @@ def _same(key: str, wanted: str, actual: str | None) -> bool:
     return wanted == actual
 
 
-async def _configs(admin: AIOKafkaAdminClient, resources: Sequence[ConfigResource]
-                   ) -> dict[str, dict[str, str] | None]:
+async def _configs(admin: AIOKafkaAdminClient, resources: Sequence[ConfigResource]) -> dict[str, dict[str, str] | None]:
     """Each resource's config values by name; None for one that could not be described (authorization)."""
     if not resources:
         return {}
@@ -297,8 +307,9 @@ async def plan_topics(settings: KafkaSettings, specs: Sequence[TopicSpec]) -> To
         topic_configs = await _configs(admin, [ConfigResource(ConfigResourceType.TOPIC, n) for n in present])
         auto_create = None
         if brokers:
-            broker = await _configs(admin, [ConfigResource(ConfigResourceType.BROKER, str(brokers[0]),
-                                                           {"auto.create.topics.enable": None})])
+            broker = await _configs(
+                admin, [ConfigResource(ConfigResourceType.BROKER, str(brokers[0]), {"auto.create.topics.enable": None})]
+            )
             value = (broker.get(str(brokers[0])) or {}).get("auto.create.topics.enable")
             auto_create = None if value is None else value == "true"
     states = []
@@ -315,8 +326,9 @@ async def plan_topics(settings: KafkaSettings, specs: Sequence[TopicSpec]) -> To
         if state.actual_partitions != spec.partitions:
             state.differences.append(f"partitions: {state.actual_partitions} (configured {spec.partitions})")
         if state.actual_replication != state.replication_factor:
-            state.differences.append(f"replication factor: {state.actual_replication} "
-                                     f"(configured {state.replication_factor})")
+            state.differences.append(
+                f"replication factor: {state.actual_replication} (configured {state.replication_factor})"
+            )
         actual = topic_configs.get(spec.name)
         if actual is None:
             state.note = "its configs could not be read (DescribeConfigs not allowed): not compared"
@@ -327,8 +339,9 @@ async def plan_topics(settings: KafkaSettings, specs: Sequence[TopicSpec]) -> To
                 state.differences.append(f"{key}: {actual.get(key)} (configured {wanted})")
     plan = TopicPlan(describe(settings), len(brokers), auto_create, states)
     if brokers and len(brokers) < DEFAULT_REPLICATION and any(s.spec.replication_factor is None for s in states):
-        plan.notes.append(f"replication: the default {DEFAULT_REPLICATION} is capped to the {len(brokers)} broker(s) "
-                          "of this cluster")
+        plan.notes.append(
+            f"replication: the default {DEFAULT_REPLICATION} is capped to the {len(brokers)} broker(s) of this cluster"
+        )
     return plan
 
 
@@ -342,7 +355,8 @@ async def create_missing(settings: KafkaSettings, plan: TopicPlan) -> dict[str, 
     async with _admin(settings) as admin:
         response = await admin.create_topics(
             [NewTopic(s.spec.name, s.spec.partitions, s.replication_factor, topic_configs=s.configs) for s in missing],
-            timeout_ms=CREATE_TIMEOUT_MS)
+            timeout_ms=CREATE_TIMEOUT_MS,
+        )
         for entry in response.topic_errors:
             name, code = entry[0], entry[1]
             message = entry[2] if len(entry) > 2 else None
@@ -368,8 +382,9 @@ def _apply_hint(config_dir: Path | None) -> str:
     return f"inlet topics apply --config {config_dir}" if config_dir is not None else "inlet topics apply"
 
 
-async def check_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedIntegration], *,
-                       config_dir: Path | None = None) -> list[str]:
+async def check_topics(
+    cfg: SupervisorConfig, integrations: Sequence[LoadedIntegration], *, config_dir: Path | None = None
+) -> list[str]:
     """The start-up check of a run writing to Kafka: the topics it creates (empty: all were there).
 
     Raises :class:`TopicsMissing` (one error naming every missing topic and the command to fix it) when topics
@@ -380,8 +395,14 @@ async def check_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedInteg
     return await ensure_topics(cfg.kafka, cfg.topics, required_topics(cfg, integrations), config_dir=config_dir)
 
 
-async def ensure_topics(kafka: KafkaSettings, topics: TopicsSettings, specs: Sequence[TopicSpec], *,
-                        config_dir: Path | None = None, fix: str | None = None) -> list[str]:
+async def ensure_topics(
+    kafka: KafkaSettings,
+    topics: TopicsSettings,
+    specs: Sequence[TopicSpec],
+    *,
+    config_dir: Path | None = None,
+    fix: str | None = None,
+) -> list[str]:
     """:func:`check_topics` for given ``specs`` (the relay checks the topics its outbox rows target).
 
     ``fix``: how to create missing topics, when ``inlet topics apply`` alone would not (the default hint).
@@ -390,8 +411,11 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicsSettings, specs: Seq
         return []
     plan = await plan_topics(kafka, specs)
     for state in plan.differing:
-        log.warning("kafka topic differs from the configuration; not altered", topic=state.spec.name,
-                    differences="; ".join(state.differences))
+        log.warning(
+            "kafka topic differs from the configuration; not altered",
+            topic=state.spec.name,
+            differences="; ".join(state.differences),
+        )
     missing = plan.missing
     if not missing:
         log.info("kafka topics checked", topics=len(specs))
@@ -401,16 +425,21 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicsSettings, specs: Seq
     create = topics.create
     if create == "auto":
         create = plan.auto_create is True
-        why = ("topics.create is auto and this cluster does not create topics on first write: "
-               + ("auto.create.topics.enable is false" if plan.auto_create is False
-                  else "its auto.create.topics.enable could not be read"))
+        why = "topics.create is auto and this cluster does not create topics on first write: " + (
+            "auto.create.topics.enable is false"
+            if plan.auto_create is False
+            else "its auto.create.topics.enable could not be read"
+        )
     else:
         why = "topics.create is false"
     if not create:
         how = fix or f"with `{_apply_hint(config_dir)}` (review first with `inlet topics plan`)"
         raise TopicsMissing(
             f"{len(missing)} topic(s) this configuration writes are missing on {plan.where}: {names}. Create them "
-            f"{how}, or set topics.create: true to create them at start-up ({why})", file=inlet_yaml, key="topics")
+            f"{how}, or set topics.create: true to create them at start-up ({why})",
+            file=inlet_yaml,
+            key="topics",
+        )
     results = await create_missing(kafka, plan)
     failed = {name: problem for name, problem in results.items() if problem is not None}
     if failed:
@@ -418,5 +447,7 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicsSettings, specs: Seq
             f"creating {len(failed)} topic(s) on {plan.where} failed: "
             + "; ".join(f"{name}: {problem}" for name, problem in failed.items())
             + f". Fix topics: in inlet.yaml (or create them by hand) and run `{_apply_hint(config_dir)}`",
-            file=inlet_yaml, key="topics")
+            file=inlet_yaml,
+            key="topics",
+        )
     return sorted(results)

@@ -87,9 +87,21 @@ _WHERE: dict[str, str] = {
     "normalise": "inlet.core.time",
     "normalise_series": "inlet.core.time",
     # errors
-    **{name: "inlet.core.errors" for name in (
-        "ConfigError", "ContractViolation", "DecodeError", "InletError", "MappingError", "RecordError",
-        "SinkUnavailable", "TimestampError", "TransientError", "UpstreamError")},
+    **{
+        name: "inlet.core.errors"
+        for name in (
+            "ConfigError",
+            "ContractViolation",
+            "DecodeError",
+            "InletError",
+            "MappingError",
+            "RecordError",
+            "SinkUnavailable",
+            "TimestampError",
+            "TransientError",
+            "UpstreamError",
+        )
+    },
     # families
     "FhirBulkExportConnector": "inlet.connectors.fhir.bulk",
     "FhirBulkSettings": "inlet.connectors.fhir.bulk",
@@ -102,10 +114,25 @@ _WHERE: dict[str, str] = {
     "MqttMeterSettings": "inlet.connectors.mqtt_meter.connector",
     "Route": "inlet.connectors.mqtt_meter.connector",
     # contracts
-    **{name: "inlet.contracts" for name in (
-        "ConditionV1", "Contract", "DataQualityV1", "DeletionV1", "DeviceStatusV1", "EncounterV1", "InvoiceV1",
-        "MedicationRequestV1", "MeterReadingV1", "ObservationV1", "ObservationV2", "PartyV1", "PatientV1",
-        "PaymentV1")},
+    **{
+        name: "inlet.contracts"
+        for name in (
+            "ConditionV1",
+            "Contract",
+            "DataQualityV1",
+            "DeletionV1",
+            "DeviceStatusV1",
+            "EncounterV1",
+            "InvoiceV1",
+            "MedicationRequestV1",
+            "MeterReadingV1",
+            "ObservationV1",
+            "ObservationV2",
+            "PartyV1",
+            "PatientV1",
+            "PaymentV1",
+        )
+    },
 }
 
 __all__ = [

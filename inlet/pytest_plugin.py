@@ -75,11 +75,19 @@ _SETTINGS = pytest.StashKey[_Settings]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini("inlet_config", type="linelist", default=[],
-                  help="inlet: config directories (inlet.yaml + integrations/*.yaml), relative to rootdir; "
-                       "each integration with a fixture directory becomes one generated contract test")
-    parser.addini("inlet_fixtures", type="string", default="fixtures",
-                  help="inlet: fixtures root (<root>/<customer>/<integration>/), relative to rootdir")
+    parser.addini(
+        "inlet_config",
+        type="linelist",
+        default=[],
+        help="inlet: config directories (inlet.yaml + integrations/*.yaml), relative to rootdir; "
+        "each integration with a fixture directory becomes one generated contract test",
+    )
+    parser.addini(
+        "inlet_fixtures",
+        type="string",
+        default="fixtures",
+        help="inlet: fixtures root (<root>/<customer>/<integration>/), relative to rootdir",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,15 +99,18 @@ def pytest_configure(config: pytest.Config) -> None:
     configs = tuple((root / name).resolve() for name in names)
     for name, path in zip(names, configs, strict=True):
         if not (path / "inlet.yaml").is_file():
-            raise pytest.UsageError(f"inlet_config: {name} ({path}) has no inlet.yaml; the plugin collects a config "
-                                    "directory through its inlet.yaml (an empty file will do)")
+            raise pytest.UsageError(
+                f"inlet_config: {name} ({path}) has no inlet.yaml; the plugin collects a config "
+                "directory through its inlet.yaml (an empty file will do)"
+            )
     if config.args_source is pytest.Config.ArgsSource.TESTPATHS and not config.option.pyargs:
         walked = [(config.invocation_params.dir / arg).resolve() for arg in config.args]
         for name, path in zip(names, configs, strict=True):
             if not any(path == w or w in path.parents for w in walked):
                 raise pytest.UsageError(
                     f"inlet_config: {name} is not under any testpaths entry ({', '.join(config.getini('testpaths'))}), "
-                    f"so its fixture tests would never run; add {name!r} to testpaths")
+                    f"so its fixture tests would never run; add {name!r} to testpaths"
+                )
     config.stash[_SETTINGS] = _Settings(configs, (root / config.getini("inlet_fixtures")).resolve())
 
 
@@ -130,9 +141,11 @@ class InletConfigFile(pytest.File):
 
         fixtures = self.config.stash[_SETTINGS].fixtures
         if not fixtures.is_dir():
-            raise self.CollectError(f"inlet_fixtures: {fixtures} is not a directory; record the integrations "
-                                    "(`inlet record CUSTOMER/INTEGRATION --config DIR --fixtures DIR`) or point "
-                                    "inlet_fixtures at their fixtures root")
+            raise self.CollectError(
+                f"inlet_fixtures: {fixtures} is not a directory; record the integrations "
+                "(`inlet record CUSTOMER/INTEGRATION --config DIR --fixtures DIR`) or point "
+                "inlet_fixtures at their fixtures root"
+            )
         try:
             cases = fixture_cases([self.path.parent], fixtures)
         except AssertionError as exc:  # fixture_cases reports config errors this way, all of them at once
@@ -154,8 +167,9 @@ class InletFixtureItem(pytest.Item):
 
         check_fixture(self.case)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: TracebackStyle | None = None) -> str | TerminalRepr:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
         """The message alone for what inlet reports on purpose: a golden diff or contract violation
         (AssertionError) and inlet's own errors, such as a request that was never recorded. Anything else
         is a bug and keeps its traceback, in pytest's short style unless ``--tb`` says otherwise."""

@@ -101,7 +101,8 @@ def check_fixture(case: FixtureCase) -> None:
     if diff:
         raise AssertionError(
             f"{case}: replaying the recording in {case.fixtures} no longer gives the golden events. If the change "
-            f"is intended, review it and run `{_update_command(case)}`.\n{diff}")
+            f"is intended, review it and run `{_update_command(case)}`.\n{diff}"
+        )
     for i, doc in enumerate(actual):
         headers = doc["headers"]
         if headers.get("ce_type") in ("inlet.dlq", "inlet.drift"):
@@ -111,5 +112,6 @@ def check_fixture(case: FixtureCase) -> None:
         try:
             model.model_validate(doc["value"])
         except ValueError as exc:
-            raise AssertionError(f"{case}: event {i} ({headers.get('ce_subject')}) breaks {name} {version}: "
-                                 f"{exc}") from exc
+            raise AssertionError(
+                f"{case}: event {i} ({headers.get('ce_subject')}) breaks {name} {version}: {exc}"
+            ) from exc

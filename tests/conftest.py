@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.secure_kafka import Pki, make_pki, secure_broker
-from tests.servers import sample_data_dir
+from tools.servers import sample_data_dir
 from tools.services import KafkaBroker, Mosquitto, ServiceError
 
 _Service = TypeVar("_Service", KafkaBroker, Mosquitto)

@@ -51,12 +51,17 @@ class ListConnector(Connector[NoSettings]):
             raise MappingError("unsupported value type valueFoo")
         if record.get("bad") == "bug":
             raise KeyError("plugin bug")
-        return [ObservationV1.model_validate({
-            "observation_id": record["id"], "patient_id": record.get("patient", "p1"),
-            "status": record.get("status", "final"),
-            "code": [{"system": "http://loinc.org", "code": "8302-2"}],
-            "effective_start": datetime(2024, 1, 1, tzinfo=UTC),
-        })]
+        return [
+            ObservationV1.model_validate(
+                {
+                    "observation_id": record["id"],
+                    "patient_id": record.get("patient", "p1"),
+                    "status": record.get("status", "final"),
+                    "code": [{"system": "http://loinc.org", "code": "8302-2"}],
+                    "effective_start": datetime(2024, 1, 1, tzinfo=UTC),
+                }
+            )
+        ]
 
     async def acknowledge(self, position: Position) -> None:
         self.acknowledged.append(position)
@@ -85,35 +90,62 @@ class GatedSink(Sink):
 # --- config directories and Kafka read-back -------------------------------------------------------------
 
 
-def write_config(root: Path, *, base_url: str, kafka: str | None = None, topic_prefix: str = "",
-                 plugin: str = "fhir.observation_search", page_size: int = 100, zone: str = "Europe/Berlin",
-                 poll_interval: float = 0.5, backoff: float = 0.2, http: dict[str, Any] | None = None) -> Path:
+def write_config(
+    root: Path,
+    *,
+    base_url: str,
+    kafka: str | None = None,
+    topic_prefix: str = "",
+    plugin: str = "fhir.observation_search",
+    page_size: int = 100,
+    zone: str = "Europe/Berlin",
+    poll_interval: float = 0.5,
+    backoff: float = 0.2,
+    http: dict[str, Any] | None = None,
+) -> Path:
     """A config directory with one FHIR search integration (``acme/observations``) for tests."""
     (root / "integrations").mkdir(parents=True, exist_ok=True)
-    sup: dict[str, Any] = {"state_dir": str(root / "state"), "restart_backoff_initial": backoff,
-                           "restart_backoff_max": max(backoff, 2.0),
-                           "topic_template": topic_prefix + "{name}.v{major}",
-                           "dlq_topic_template": topic_prefix + "inlet.dlq.{customer}.{integration}"}
+    sup: dict[str, Any] = {
+        "state_dir": str(root / "state"),
+        "restart_backoff_initial": backoff,
+        "restart_backoff_max": max(backoff, 2.0),
+        "topic_template": topic_prefix + "{name}.v{major}",
+        "dlq_topic_template": topic_prefix + "inlet.dlq.{customer}.{integration}",
+    }
     if kafka:
         sup["kafka"] = {"bootstrap": kafka, "request_timeout_ms": 5000}
     (root / "inlet.yaml").write_text(yaml.safe_dump(sup))
-    integration = {"customer": "acme", "integration": "observations", "plugin": plugin, "zone": zone,
-                   "poll_interval": poll_interval,
-                   "settings": {"page_size": page_size,
-                                "http": {"base_url": base_url, "backoff_initial": 0.05, "backoff_max": 0.5,
-                                         **(http or {})}}}
+    integration = {
+        "customer": "acme",
+        "integration": "observations",
+        "plugin": plugin,
+        "zone": zone,
+        "poll_interval": poll_interval,
+        "settings": {
+            "page_size": page_size,
+            "http": {"base_url": base_url, "backoff_initial": 0.05, "backoff_max": 0.5, **(http or {})},
+        },
+    }
     (root / "integrations" / "acme.yaml").write_text(yaml.safe_dump(integration))
     return root
 
 
-async def consume(bootstrap: str, topics: list[str], *, expect: int | None = None, idle: float = 3.0,
-                  timeout: float = 90.0, until: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+async def consume(
+    bootstrap: str,
+    topics: list[str],
+    *,
+    expect: int | None = None,
+    idle: float = 3.0,
+    timeout: float = 90.0,
+    until: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
     """Every record on ``topics`` from the beginning: until ``expect`` are read (or ``until(records)`` holds),
     or, with neither given, until ``idle`` seconds bring nothing new."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     out: list[Any] = []
     loop = asyncio.get_running_loop()
@@ -150,8 +182,9 @@ def start_supervisor(root: Path, *, once: bool = False, log_level: str = "warnin
     env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": log_level}
     args = [sys.executable, "-m", "inlet", "run", "--config", str(root), *(["--once"] if once else [])]
     with (root / "supervisor.log").open("ab") as log:
-        return subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], env=env,
-                                stdout=subprocess.DEVNULL, stderr=log)
+        return subprocess.Popen(
+            args, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
 
 
 def supervisor_log(root: Path) -> str:

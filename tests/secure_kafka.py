@@ -35,17 +35,28 @@ def make_pki(root: Path) -> Pki:
     """The CA, the broker's certificates (one expired) and client certificates (one with an encrypted key, one
     expired, one from another CA) in ``root``."""
     ca, other = CertAuthority(root / "ca"), CertAuthority(root / "other", name="some other CA")
-    return Pki(ca=ca, server=ca.issue("broker", server=True),
-               expired_server=ca.issue("expired-broker", server=True, expired=True),
-               client=ca.issue("inlet"), client_encrypted=ca.issue("inlet-enc", key_password=KEY_PASSWORD),
-               expired_client=ca.issue("inlet-expired", expired=True), other_ca=other,
-               other_client=other.issue("inlet"))
+    return Pki(
+        ca=ca,
+        server=ca.issue("broker", server=True),
+        expired_server=ca.issue("expired-broker", server=True, expired=True),
+        client=ca.issue("inlet"),
+        client_encrypted=ca.issue("inlet-enc", key_password=KEY_PASSWORD),
+        expired_client=ca.issue("inlet-expired", expired=True),
+        other_ca=other,
+        other_client=other.issue("inlet"),
+    )
 
 
 def secure_broker(pki: Pki) -> KafkaBroker:
     """The secured broker (not started yet)."""
     return KafkaBroker(
-        fast_jit=True, keystore=pki.server.keystore, truststore=pki.ca.cert, sasl_users={USER: PASSWORD},
-        listeners=[KafkaListener("SASL_SSL", "SASL_SSL", ("SCRAM-SHA-512", "OAUTHBEARER")),
-                   KafkaListener("MTLS", "SSL", client_auth=True),
-                   KafkaListener("EXPIRED", "SSL", keystore=pki.expired_server.keystore)])
+        fast_jit=True,
+        keystore=pki.server.keystore,
+        truststore=pki.ca.cert,
+        sasl_users={USER: PASSWORD},
+        listeners=[
+            KafkaListener("SASL_SSL", "SASL_SSL", ("SCRAM-SHA-512", "OAUTHBEARER")),
+            KafkaListener("MTLS", "SSL", client_auth=True),
+            KafkaListener("EXPIRED", "SSL", keystore=pki.expired_server.keystore),
+        ],
+    )

@@ -26,8 +26,14 @@ from pathlib import Path
 START, END = b"\x0b", b"\x1c\x0d"
 
 
-async def _send_one(host: str, port: int, payload: bytes, ack_timeout: float, deadline: float,
-                    conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]) -> tuple[str, int, float]:
+async def _send_one(
+    host: str,
+    port: int,
+    payload: bytes,
+    ack_timeout: float,
+    deadline: float,
+    conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None],
+) -> tuple[str, int, float]:
     attempts = 0
     while time.monotonic() < deadline:
         attempts += 1
@@ -51,8 +57,16 @@ async def _send_one(host: str, port: int, payload: bytes, ack_timeout: float, de
     return "TIMEOUT", attempts, 0.0
 
 
-async def _sender(host: str, port: int, messages: list[bytes], ack_timeout: float, deadline: float,
-                  out: list[dict[str, object]], interval: float = 0.0, start: float = 0.0) -> None:
+async def _sender(
+    host: str,
+    port: int,
+    messages: list[bytes],
+    ack_timeout: float,
+    deadline: float,
+    out: list[dict[str, object]],
+    interval: float = 0.0,
+    start: float = 0.0,
+) -> None:
     conn: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = [None]
     for n, payload in enumerate(messages):
         if interval:
@@ -66,15 +80,21 @@ async def _sender(host: str, port: int, messages: list[bytes], ack_timeout: floa
         conn[0][1].close()
 
 
-async def send_all(host: str, port: int, messages: list[bytes], senders: int, ack_timeout: float,
-                   within: float, rate: float = 0.0) -> list[dict[str, object]]:
+async def send_all(
+    host: str, port: int, messages: list[bytes], senders: int, ack_timeout: float, within: float, rate: float = 0.0
+) -> list[dict[str, object]]:
     deadline = time.monotonic() + within
     out: list[dict[str, object]] = []
     shares = [messages[i::senders] for i in range(senders)]
     interval = senders / rate if rate > 0 else 0.0
     start = time.monotonic()
-    await asyncio.gather(*(_sender(host, port, s, ack_timeout, deadline, out, interval, start + i * interval / senders)
-                           for i, s in enumerate(shares) if s))
+    await asyncio.gather(
+        *(
+            _sender(host, port, s, ack_timeout, deadline, out, interval, start + i * interval / senders)
+            for i, s in enumerate(shares)
+            if s
+        )
+    )
     return out
 
 

@@ -58,8 +58,12 @@ def session_for(key: str, config: Path) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.publish_meters", description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("integration", nargs="?", metavar="CUSTOMER/INTEGRATION",
-                        help="create this integration's persistent session first (needs --config)")
+    parser.add_argument(
+        "integration",
+        nargs="?",
+        metavar="CUSTOMER/INTEGRATION",
+        help="create this integration's persistent session first (needs --config)",
+    )
     parser.add_argument("--config", type=Path, help="the config directory holding that integration")
     parser.add_argument("--url", help="broker to publish to (default: the integration's mqtt.url)")
     parser.add_argument("--traffic", choices=("municipal", "grid"), default="municipal")

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from inlet.connectors.fhir.synth import generate_dataset
 from inlet.core.config import load_config
 from inlet.core.fixtures import record
-from tests.servers.auth import AuthTestServer, SmartClient
-from tests.servers.fhir_bulk import BulkFaults, FhirBulkServer
 from tools.recording import origin, rewrite_origins
+from tools.servers.auth import AuthTestServer, SmartClient
+from tools.servers.fhir_bulk import BulkFaults, FhirBulkServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "customers"
@@ -38,8 +38,9 @@ KEY_ENV = "SPITAL_WIEN_SMART_KEY"
 def throwaway_key() -> ec.EllipticCurvePrivateKey:
     """A fresh P-384 key (ES384), set as ``SPITAL_WIEN_SMART_KEY`` unless one is already there."""
     key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     os.environ.setdefault(KEY_ENV, pem)
     return key
 
@@ -57,16 +58,25 @@ def record_bulk(target: Path = ROOT / "fixtures") -> dict[str, int]:
     cohort = [p["id"] for p in data.patients[:-1]]  # the last patient is not in the research cohort
     faults = BulkFaults(pending_polls=1, retry_after="1")
     counts: dict[str, int] = {}
-    with AuthTestServer() as auth, FhirBulkServer(data.all_resources(), faults=faults,
-                                                  groups={"research-cohort-7": cohort}, file_lines=200) as bulk:
+    with (
+        AuthTestServer() as auth,
+        FhirBulkServer(
+            data.all_resources(), faults=faults, groups={"research-cohort-7": cohort}, file_lines=200
+        ) as bulk,
+    ):
         for name in ("nightly", "hourly"):
             item = next(i for i in loaded if i.config.key == f"spital-wien/{name}")
             s: Any = item.settings
-            auth.smart_clients[s.http.auth.client_id] = SmartClient(s.http.auth.client_id, key.public_key(), "ES384",
-                                                                    s.http.auth.kid)
+            auth.smart_clients[s.http.auth.client_id] = SmartClient(
+                s.http.auth.client_id, key.public_key(), "ES384", s.http.auth.kid
+            )
             assert httpx.URL(s.http.base_url).path == httpx.URL(bulk.base_url).path, "same path as the test server"
-            redact = rewrite_origins([(origin(bulk.base_url), origin(s.http.base_url)),
-                                      (origin(auth.smart_token_url), origin(str(s.http.auth.token_url)))])
+            redact = rewrite_origins(
+                [
+                    (origin(bulk.base_url), origin(s.http.base_url)),
+                    (origin(auth.smart_token_url), origin(str(s.http.auth.token_url))),
+                ]
+            )
             auth_live = s.http.auth.model_copy(update={"token_url": auth.smart_token_url})
             http = s.http.model_copy(update={"base_url": bulk.base_url, "replay": None, "auth": auth_live})
             live = replace(item, settings=s.model_copy(update={"http": http}))

@@ -4,7 +4,7 @@ Serves *generated* data (``connectors.erp_rest.synth``, seeded — never the thi
 the customer's Business Central writes it, quirk included (webshop drafts numbered ``WS-…``), plus a record the
 DLQ must catch (an unknown status), and records the integration with ``core.fixtures.record`` into
 ``fixtures/brandt-moebel/invoices/`` (exchanges, shape, golden events). Kōwhai Kitchens the same way from the
-Xero test server (``tests.servers.xero``): generated NZD invoices and bills, some bills numbered only by their
+Xero test server (``tools.servers.xero``): generated NZD invoices and bills, some bills numbered only by their
 ``Reference`` (the quirk), one with neither (the DLQ must show it), into ``fixtures/kowhai-kitchens/invoices/``.
 
     .venv/bin/python -m tools.record_erp
@@ -22,10 +22,10 @@ from inlet.connectors.erp_rest.synth import bc_customers, bc_sales_invoices, xer
 from inlet.core import exact_json
 from inlet.core.config import load_config
 from inlet.core.fixtures import record
-from tests.servers.odata import OdataTestServer
-from tests.servers.xero import XeroTestServer
 from tools.record_hospitals import CONFIG, ROOT
 from tools.recording import origin
+from tools.servers.odata import OdataTestServer
+from tools.servers.xero import XeroTestServer
 
 __all__ = ["brandt_invoices", "kowhai_invoices", "record_erp", "record_xero"]
 
@@ -75,16 +75,29 @@ def _record(key: str, serve: Callable[[Any], Any], rows: int) -> None:
 def record_xero() -> None:
     """Record Kōwhai Kitchens' invoices integration (a Xero test server)."""
     invoices = kowhai_invoices()
-    _record("kowhai-kitchens/invoices", lambda s: XeroTestServer(
-        invoices, tenant_id=s.tenant_id, page_size=15, base_path=httpx.URL(s.http.base_url).path), len(invoices))
+    _record(
+        "kowhai-kitchens/invoices",
+        lambda s: XeroTestServer(
+            invoices, tenant_id=s.tenant_id, page_size=15, base_path=httpx.URL(s.http.base_url).path
+        ),
+        len(invoices),
+    )
 
 
 def record_erp() -> None:
     """Record Brandt Möbel's invoices integration (an OData v4 test server)."""
     invoices = brandt_invoices()
-    _record(f"{CUSTOMER}/invoices", lambda s: OdataTestServer(
-        {"salesInvoices": invoices}, dialect="odata4", company=COMPANY, expand={"salesInvoices": "salesInvoiceLines"},
-        base_path=httpx.URL(s.http.base_url).path), len(invoices))
+    _record(
+        f"{CUSTOMER}/invoices",
+        lambda s: OdataTestServer(
+            {"salesInvoices": invoices},
+            dialect="odata4",
+            company=COMPANY,
+            expand={"salesInvoices": "salesInvoiceLines"},
+            base_path=httpx.URL(s.http.base_url).path,
+        ),
+        len(invoices),
+    )
 
 
 def record_all() -> None:

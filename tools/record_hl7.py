@@ -31,10 +31,19 @@ PSEUDONYM_KEY = "hl7-hospitals-synthetic-data-only"
 """The data is synthetic, so a fixed key is fine *here*; a real customer's key comes from the environment."""
 
 FEEDS: dict[str, Any] = {
-    "st-marien/hl7": lambda: hospital_feed(6, seed=21, facility="ST MARIEN", zone="Europe/Berlin", zpv=True,
-                                           lab_codes={"system": "99SML"}, id_prefix="SM"),
-    "hopital-du-lac/hl7": lambda: hospital_feed(5, seed=22, facility="HOPITAL DU LAC", zone="Europe/Zurich",
-                                                separator="\n", charset="latin-1", msh18="", id_prefix="HL"),
+    "st-marien/hl7": lambda: hospital_feed(
+        6, seed=21, facility="ST MARIEN", zone="Europe/Berlin", zpv=True, lab_codes={"system": "99SML"}, id_prefix="SM"
+    ),
+    "hopital-du-lac/hl7": lambda: hospital_feed(
+        5,
+        seed=22,
+        facility="HOPITAL DU LAC",
+        zone="Europe/Zurich",
+        separator="\n",
+        charset="latin-1",
+        msh18="",
+        id_prefix="HL",
+    ),
 }
 
 
@@ -53,8 +62,9 @@ def record_integration(key: str, messages: list[bytes], fixtures: Path | None = 
     mllp = settings.mllp.model_copy(update={"host": "127.0.0.1", "port": port})
     live = replace(item, settings=settings.model_copy(update={"mllp": mllp}))
     results: list[Any] = []
-    sender = threading.Thread(target=lambda: results.extend(
-        asyncio.run(send_all("127.0.0.1", port, messages, 1, 10.0, 120.0))), daemon=True)
+    sender = threading.Thread(
+        target=lambda: results.extend(asyncio.run(send_all("127.0.0.1", port, messages, 1, 10.0, 120.0))), daemon=True
+    )
     sender.start()
     count = record(live, fixtures or ROOT / "fixtures" / key, replay_as=item, idle_s=1.0)
     sender.join(timeout=30)

@@ -68,8 +68,10 @@ def hospital_encounters(patients: list[FhirResource]) -> list[FhirResource]:
     # The night the clocks went back (2023-10-29, 03:00 CEST -> 02:00 CET): admitted at 02:30 the first
     # time, seen until 02:10 the second time, so the end is after the start only on the later offset.
     fall_back = copy.deepcopy(encounters[1])
-    fall_back["id"], fall_back["period"] = "fall-back-night", {"start": "2023-10-29T02:30:00",
-                                                               "end": "2023-10-29T02:10:00"}
+    fall_back["id"], fall_back["period"] = (
+        "fall-back-night",
+        {"start": "2023-10-29T02:30:00", "end": "2023-10-29T02:10:00"},
+    )
     bad_ward = copy.deepcopy(encounters[2])
     bad_ward["id"], bad_ward["extension"] = "bad-ward", [{"url": WARD_URL, "valueInteger": 3}]
     no_class = copy.deepcopy(encounters[3])
@@ -94,11 +96,15 @@ def hospital_observations(patients: list[FhirResource], encounters: list[FhirRes
         obs["encounter"] = {"reference": f"Encounter/{stay['id']}"}
         coding = obs["code"]["coding"][0]
         if coding["code"] in _LOINC_TO_LAB:  # the lab system's own code, not LOINC
-            obs["code"] = {"coding": [{"system": LAB_SYSTEM, "code": _LOINC_TO_LAB[coding["code"]]}],
-                           "text": coding["display"]}
+            obs["code"] = {
+                "coding": [{"system": LAB_SYSTEM, "code": _LOINC_TO_LAB[coding["code"]]}],
+                "text": coding["display"],
+            }
     unmapped = copy.deepcopy(next(o for o in observations if o["code"]["coding"][0]["system"] == LAB_SYSTEM))
-    unmapped["id"], unmapped["code"] = "local-lactate", {"coding": [{"system": LAB_SYSTEM, "code": "LAKT"}],
-                                                        "text": "Laktat"}
+    unmapped["id"], unmapped["code"] = (
+        "local-lactate",
+        {"coding": [{"system": LAB_SYSTEM, "code": "LAKT"}], "text": "Laktat"},
+    )
     bad_time = copy.deepcopy(observations[7])
     bad_time["id"], bad_time["effectiveDateTime"] = "bad-effective-time", "2024-02-30T10:00:00+01:00"
     error = copy.deepcopy(observations[9])
@@ -110,8 +116,7 @@ def hospital_resources() -> dict[str, list[FhirResource]]:
     """What the hospital's EHR serves, by integration."""
     patients = hospital_patients()
     encounters = hospital_encounters(patients)
-    return {"patients": patients, "encounters": encounters,
-            "observations": hospital_observations(patients, encounters)}
+    return {"patients": patients, "encounters": encounters, "observations": hospital_observations(patients, encounters)}
 
 
 def configured(integration: str) -> LoadedIntegration:
@@ -129,8 +134,9 @@ def record_hospitals() -> None:
         item = configured(integration)
         fixtures = ROOT / "fixtures" / CUSTOMER / integration
         count = record_from_fhir_server(item, resources[integration], fixtures)
-        print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(resources[integration])} "
-              "resources")
+        print(
+            f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {len(resources[integration])} resources"
+        )
 
 
 if __name__ == "__main__":

@@ -51,14 +51,20 @@ def northwind_resources(poc_system: str, poc_to_loinc: dict[str, tuple[str, str]
     for r in obs:
         coding = r["code"]["coding"][0]
         if coding["code"] in local_of:  # the bedside meters know only the clinic's own codes
-            r["code"] = {"coding": [{"system": poc_system, "code": local_of[coding["code"]],
-                                     "display": f"{coding['display']} (point of care)"}]}
+            r["code"] = {
+                "coding": [
+                    {
+                        "system": poc_system,
+                        "code": local_of[coding["code"]],
+                        "display": f"{coding['display']} (point of care)",
+                    }
+                ]
+            }
     glucose = next(r for r in obs if r["code"]["coding"][0]["system"] == poc_system)
     ketones = copy.deepcopy(glucose)
     ketones["id"] = "poc-ketones-1"
     ketones["code"] = {"coding": [{"system": poc_system, "code": "KET", "display": "Ketones (point of care)"}]}
-    ketones["valueQuantity"] = {"value": 0.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
-                                "code": "mmol/L"}
+    ketones["valueQuantity"] = {"value": 0.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}
     ketones["meta"] = {**obs[-1]["meta"], "versionId": "1"}  # written last, at the final watermark
     return [*obs, ketones]
 

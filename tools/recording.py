@@ -18,7 +18,7 @@ import orjson
 
 from inlet.core.config import LoadedIntegration
 from inlet.core.fixtures import record
-from tests.servers.fhir import FhirTestServer
+from tools.servers.fhir import FhirTestServer
 
 __all__ = ["origin", "record_from_fhir_server", "rewrite_origins"]
 

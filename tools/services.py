@@ -208,33 +208,90 @@ class CertAuthority:
         (directory / "index.txt").write_text("")
         (directory / "serial").write_text(f"{uuid.uuid4().int >> 64:016X}\n")
         self._config.write_text(_CA_CONFIG.format(dir=directory))
-        self._run("req", "-x509", "-new", *self._new_key(self.key), "-days", "30",
-                  "-subj", f"/CN={name}", "-out", str(self.cert))
+        self._run(
+            "req",
+            "-x509",
+            "-new",
+            *self._new_key(self.key),
+            "-days",
+            "30",
+            "-subj",
+            f"/CN={name}",
+            "-out",
+            str(self.cert),
+        )
 
-    def issue(self, name: str, *, server: bool = False, expired: bool = False,
-              key_password: str | None = None) -> CertFiles:
+    def issue(
+        self, name: str, *, server: bool = False, expired: bool = False, key_password: str | None = None
+    ) -> CertFiles:
         """Sign ``<name>.pem`` (and ``<name>.key``, ``<name>.p12``): CN ``name``; a server certificate carries
         the loopback SAN; ``key_password`` encrypts the PEM key (AES-256)."""
         key, csr = self.directory / f"{name}.key", self.directory / f"{name}.csr"
         cert, keystore = self.directory / f"{name}.pem", self.directory / f"{name}.p12"
         ext = self.directory / f"{name}.ext"
         usage = "serverAuth" if server else "clientAuth"
-        ext.write_text("basicConstraints = critical, CA:FALSE\n"
-                       f"extendedKeyUsage = {usage}\n"
-                       + ("subjectAltName = IP:127.0.0.1, DNS:localhost\n" if server else ""))
+        ext.write_text(
+            "basicConstraints = critical, CA:FALSE\n"
+            f"extendedKeyUsage = {usage}\n" + ("subjectAltName = IP:127.0.0.1, DNS:localhost\n" if server else "")
+        )
         self._run("req", "-new", *self._new_key(key), "-subj", f"/CN={name}", "-out", str(csr))
         now = datetime.now(UTC)
-        start, end = (now - timedelta(days=3), now - timedelta(days=1)) if expired else \
-            (now - timedelta(hours=1), now + timedelta(days=30))
-        self._run("ca", "-batch", "-notext", "-config", str(self._config), "-cert", str(self.cert),
-                  "-keyfile", str(self.key), "-in", str(csr), "-out", str(cert), "-extfile", str(ext),
-                  "-startdate", start.strftime("%Y%m%d%H%M%SZ"), "-enddate", end.strftime("%Y%m%d%H%M%SZ"))
-        self._run("pkcs12", "-export", "-in", str(cert), "-inkey", str(key), "-certfile", str(self.cert),
-                  "-name", name, "-out", str(keystore), "-passout", f"pass:{KEYSTORE_PASSWORD}")
+        start, end = (
+            (now - timedelta(days=3), now - timedelta(days=1))
+            if expired
+            else (now - timedelta(hours=1), now + timedelta(days=30))
+        )
+        self._run(
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            str(self._config),
+            "-cert",
+            str(self.cert),
+            "-keyfile",
+            str(self.key),
+            "-in",
+            str(csr),
+            "-out",
+            str(cert),
+            "-extfile",
+            str(ext),
+            "-startdate",
+            start.strftime("%Y%m%d%H%M%SZ"),
+            "-enddate",
+            end.strftime("%Y%m%d%H%M%SZ"),
+        )
+        self._run(
+            "pkcs12",
+            "-export",
+            "-in",
+            str(cert),
+            "-inkey",
+            str(key),
+            "-certfile",
+            str(self.cert),
+            "-name",
+            name,
+            "-out",
+            str(keystore),
+            "-passout",
+            f"pass:{KEYSTORE_PASSWORD}",
+        )
         if key_password is not None:
             encrypted = key.with_suffix(".key.enc")
-            self._run("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", str(key), "-out", str(encrypted),
-                      "-passout", f"pass:{key_password}")
+            self._run(
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes-256-cbc",
+                "-in",
+                str(key),
+                "-out",
+                str(encrypted),
+                "-passout",
+                f"pass:{key_password}",
+            )
             encrypted.replace(key)
         return CertFiles(cert=cert, key=key, keystore=keystore)
 
@@ -243,11 +300,18 @@ class CertAuthority:
         return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(path)]
 
     def _run(self, *args: str) -> None:
-        result = subprocess.run([self._openssl, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, check=False, cwd=self.directory)
+        result = subprocess.run(
+            [self._openssl, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.directory,
+        )
         if result.returncode != 0:
-            raise ServiceError(f"`openssl {args[0]}` failed (exit {result.returncode}):\n"
-                               f"{_last_lines(result.stdout + result.stderr)}")
+            raise ServiceError(
+                f"`openssl {args[0]}` failed (exit {result.returncode}):\n{_last_lines(result.stdout + result.stderr)}"
+            )
 
 
 # --- lifecycle shared by the brokers --------------------------------------------------------------
@@ -317,9 +381,7 @@ class _Service:
             )
         while not self._ready():
             if (code := self._proc.poll()) is not None:
-                raise ServiceError(
-                    f"{self.name} exited with code {code} while starting\n{self._diagnostics()}"
-                )
+                raise ServiceError(f"{self.name} exited with code {code} while starting\n{self._diagnostics()}")
             if time.monotonic() - began > self.startup_timeout:
                 self.stop()
                 raise ServiceError(
@@ -388,13 +450,17 @@ class KafkaListener:
     keystore: Path | None = None
 
     def __post_init__(self) -> None:
-        if not self.name.replace("_", "").isalnum() or not self.name.isupper() or self.name in (
-                "PLAINTEXT", "CONTROLLER"):
+        if (
+            not self.name.replace("_", "").isalnum()
+            or not self.name.isupper()
+            or self.name in ("PLAINTEXT", "CONTROLLER")
+        ):
             raise ValueError(f"listener name {self.name!r}: upper case, not PLAINTEXT or CONTROLLER")
         sasl = self.protocol.startswith("SASL_")
         if sasl != bool(self.mechanisms) or not set(self.mechanisms) <= set(_SASL_MECHANISMS):
-            raise ValueError(f"listener {self.name}: SASL listeners need mechanisms from {_SASL_MECHANISMS}, "
-                             "others none")
+            raise ValueError(
+                f"listener {self.name}: SASL listeners need mechanisms from {_SASL_MECHANISMS}, others none"
+            )
         if self.client_auth and self.protocol == "SASL_PLAINTEXT":
             raise ValueError(f"listener {self.name}: client_auth needs TLS")
 
@@ -467,8 +533,11 @@ class KafkaBroker(_Service):
         """``server.properties`` lines of the extra listeners (as verified in RECIPES.md, per listener name)."""
         out: dict[str, str] = {}
         if self.keystore is not None:
-            out |= {"ssl.keystore.type": "PKCS12", "ssl.keystore.location": str(self.keystore),
-                    "ssl.keystore.password": self.keystore_password}
+            out |= {
+                "ssl.keystore.type": "PKCS12",
+                "ssl.keystore.location": str(self.keystore),
+                "ssl.keystore.password": self.keystore_password,
+            }
         if self.truststore is not None:
             out |= {"ssl.truststore.type": "PEM", "ssl.truststore.location": str(self.truststore)}
         mechanisms = sorted({m for listener in self.listeners for m in listener.mechanisms})
@@ -477,9 +546,11 @@ class KafkaBroker(_Service):
         for listener in self.listeners:
             prefix = f"listener.name.{listener.name.lower()}."
             if listener.keystore is not None:
-                out |= {prefix + "ssl.keystore.type": "PKCS12",
-                        prefix + "ssl.keystore.location": str(listener.keystore),
-                        prefix + "ssl.keystore.password": self.keystore_password}
+                out |= {
+                    prefix + "ssl.keystore.type": "PKCS12",
+                    prefix + "ssl.keystore.location": str(listener.keystore),
+                    prefix + "ssl.keystore.password": self.keystore_password,
+                }
             if listener.client_auth:
                 out[prefix + "ssl.client.auth"] = "required"
             if listener.mechanisms:
@@ -495,8 +566,10 @@ class KafkaBroker(_Service):
             users = "".join(f' user_{name}="{password}"' for name, password in self.sasl_users.items())
             return f"org.apache.kafka.common.security.plain.PlainLoginModule required{users};"
         # OAUTHBEARER without a sasl.server.callback.handler.class: Kafka's unsecured validator (unsigned JWTs).
-        return ('org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required '
-                'unsecuredLoginStringClaim_sub="broker";')
+        return (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+            'unsecuredLoginStringClaim_sub="broker";'
+        )
 
     def _settings(self) -> dict[str, str]:
         # As verified in RECIPES.md; every replication setting is 1 because there is one node.
@@ -508,7 +581,7 @@ class KafkaBroker(_Service):
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-                         + (f",{listeners}" if listeners else ""),
+            + (f",{listeners}" if listeners else ""),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}" + (f",{listeners}" if listeners else ""),
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" + protocols,
             "controller.listener.names": "CONTROLLER",
@@ -550,9 +623,7 @@ class KafkaBroker(_Service):
             "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self._properties),
             *self._scram_arguments(),
         ]  # fmt: skip
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServiceError(
                 f"formatting Kafka storage in {self._log_dirs} failed (exit {result.returncode}):\n"
@@ -562,8 +633,12 @@ class KafkaBroker(_Service):
     def _scram_arguments(self) -> list[str]:
         """``--add-scram`` per SCRAM mechanism and user: KRaft stores SCRAM credentials from the format on."""
         scram = sorted({m for listener in self.listeners for m in listener.mechanisms if m.startswith("SCRAM-")})
-        return [arg for mechanism in scram for name, password in self.sasl_users.items()
-                for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+        return [
+            arg
+            for mechanism in scram
+            for name, password in self.sasl_users.items()
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
     def _command(self) -> list[str]:
         jit = ["-XX:TieredStopAtLevel=1"] if self.fast_jit else []
@@ -690,9 +765,13 @@ class Mosquitto(_Service):
         if self.log_packets:
             lines.append("log_type all")
         if self.tls is not None:  # listener options below apply to this listener (mosquitto.conf(5))
-            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {self.tls.cafile}",
-                      f"certfile {self.tls.certfile}", f"keyfile {self.tls.keyfile}",
-                      f"require_certificate {str(self.tls.require_certificate).lower()}"]
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.tls.cafile}",
+                f"certfile {self.tls.certfile}",
+                f"keyfile {self.tls.keyfile}",
+                f"require_certificate {str(self.tls.require_certificate).lower()}",
+            ]
         self.config.write_text("\n".join(lines) + "\n")
 
     def _command(self) -> list[str]:
@@ -784,9 +863,7 @@ def _serve(service: KafkaBroker | Mosquitto, env_line: Callable[[], str]) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.services", description=(__doc__ or "").split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tools.services", description=(__doc__ or "").split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fetch-kafka", help="fetch the Kafka jars into the cache (Maven) and print the dir")
     commands.add_parser("install-mosquitto", help="apt-get install mosquitto if missing; print its path")

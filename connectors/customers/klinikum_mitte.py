@@ -40,8 +40,16 @@ from inlet.core.connector import PluginSettings
 from inlet.core.errors import MappingError
 from inlet.core.time import Instant, normalise, normalise_series
 
-__all__ = ["LAB_SYSTEM", "LAB_TO_LOINC", "WARD_SYSTEM", "WARD_URL", "ZONE", "KlinikumMitteEncounters",
-           "KlinikumMitteObservations", "KlinikumMittePatients"]
+__all__ = [
+    "LAB_SYSTEM",
+    "LAB_TO_LOINC",
+    "WARD_SYSTEM",
+    "WARD_URL",
+    "ZONE",
+    "KlinikumMitteEncounters",
+    "KlinikumMitteObservations",
+    "KlinikumMittePatients",
+]
 
 ZONE: Final = "Europe/Berlin"
 WARD_URL: Final = "https://fhir.klinikum-mitte.example/StructureDefinition/ward"
@@ -81,9 +89,12 @@ class _KlinikumMitteSearch(FhirSearchConnector):
             update["type"] = [*mapped.type, *wards]
         if (p := record.get("period")) is not None:
             start, end = _local_period(obj(p, f"{where}.period"), f"{where}.period")
-            update.update(period_start=start.utc if start else None,
-                          period_start_precision=start.precision if start else None,
-                          period_end=end.utc if end else None, period_end_precision=end.precision if end else None)
+            update.update(
+                period_start=start.utc if start else None,
+                period_start_precision=start.precision if start else None,
+                period_end=end.utc if end else None,
+                period_end_precision=end.precision if end else None,
+            )
         return mapped.model_copy(update=update) if update else mapped
 
 
@@ -96,8 +107,9 @@ def _wards(record: dict[str, Any], where: str) -> list[Coding]:
         ward = ext.get("valueString")
         if not isinstance(ward, str) or not ward.strip():
             given = {k: v for k, v in ext.items() if k != "url"}
-            raise MappingError(f"{where}.extension[{i}] (ward, {WARD_URL}): expected a non-empty valueString, "
-                               f"got {given!r}")
+            raise MappingError(
+                f"{where}.extension[{i}] (ward, {WARD_URL}): expected a non-empty valueString, got {given!r}"
+            )
         out.append(Coding(system=WARD_SYSTEM, code=ward.strip()))
     return out
 

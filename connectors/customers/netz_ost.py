@@ -33,8 +33,9 @@ METRICS = {
     "Messung/Wirkleistung": MetricMap(metric="power", unit="kW", signed=True),
     "Messung/Spannung L1": MetricMap(metric="voltage", unit="V", phase="L1"),
 }
-ROUTES = (Route(topic="spBv1.0/netz-ost/#", decoder="sparkplug", device_level=3, zone="Europe/Zurich",
-                metrics=METRICS),)
+ROUTES = (
+    Route(topic="spBv1.0/netz-ost/#", decoder="sparkplug", device_level=3, zone="Europe/Zurich", metrics=METRICS),
+)
 
 
 class NetzOstSettings(MqttMeterSettings):

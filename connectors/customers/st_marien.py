@@ -61,8 +61,11 @@ class StMarienHl7(Hl7v2Connector):
         location = _location(record)
         out: list[Contract] = []
         for mapped in super().map_message(record):
-            event = mapped.model_copy(update={"type": [*mapped.type, *location]}) \
-                if isinstance(mapped, EncounterV1) and location else mapped
+            event = (
+                mapped.model_copy(update={"type": [*mapped.type, *location]})
+                if isinstance(mapped, EncounterV1) and location
+                else mapped
+            )
             out.append(with_standard_codes(event, LAB_SYSTEM, LAB_TO_LOINC))
         return out
 

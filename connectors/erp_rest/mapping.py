@@ -30,8 +30,14 @@ log = structlog.get_logger("inlet.erp_rest")
 
 EMPTY_GUID: Final = "00000000-0000-0000-0000-000000000000"
 BC_BLANK_DATE: Final = "0001-01-01"
-BC_STATUS: Final = {"Draft": "draft", "In Review": "submitted", "Open": "open", "Paid": "paid",
-                    "Canceled": "void", "Corrective": "void"}
+BC_STATUS: Final = {
+    "Draft": "draft",
+    "In Review": "submitted",
+    "Open": "open",
+    "Paid": "paid",
+    "Canceled": "void",
+    "Corrective": "void",
+}
 BC_BLOCK: Final = {"Ship": "ship", "Invoice": "invoice", "Payment": "payment", "All": "all"}
 
 Mapper = Callable[[dict[str, Any], str, str | None, str | None], Any]
@@ -83,8 +89,9 @@ def _currency(code: Any, local: str | None, where: str) -> str:
     if isinstance(code, str) and code.strip():
         return code.strip().upper()
     if local is None:
-        raise MappingError(f"{where}: no currency code (empty means the company's local currency); set "
-                           "settings.local_currency")
+        raise MappingError(
+            f"{where}: no currency code (empty means the company's local currency); set settings.local_currency"
+        )
     return local
 
 
@@ -98,19 +105,29 @@ def _required(record: dict[str, Any], key: str, where: str) -> Any:
 def _check_totals(doc: str, lines: list[InvoiceLine], net: str, tax: str, gross: str) -> None:
     """Flag (log) totals that do not add up; the document is passed on as the ERP states it."""
     if Decimal(net) + Decimal(tax) != Decimal(gross):
-        log.warning("invoice totals do not add up: net + tax != gross (passed on as stated)", document=doc,
-                    net=net, tax=tax, gross=gross)
+        log.warning(
+            "invoice totals do not add up: net + tax != gross (passed on as stated)",
+            document=doc,
+            net=net,
+            tax=tax,
+            gross=gross,
+        )
     if lines and sum(Decimal(line.line_amount) for line in lines) != Decimal(net):
-        log.warning("invoice lines do not add up to the net total (passed on as stated)", document=doc, net=net,
-                    lines=str(sum(Decimal(line.line_amount) for line in lines)))
+        log.warning(
+            "invoice lines do not add up to the net total (passed on as stated)",
+            document=doc,
+            net=net,
+            lines=str(sum(Decimal(line.line_amount) for line in lines)),
+        )
 
 
 # --- OData v4: Business Central API v2.0 -----------------------------------------------------------------------
 
 
 def _bc_invoice(kind: str) -> Mapper:
-    party_key, lines_key = (("customerNumber", "salesInvoiceLines") if kind == "sales"
-                            else ("vendorNumber", "purchaseInvoiceLines"))
+    party_key, lines_key = (
+        ("customerNumber", "salesInvoiceLines") if kind == "sales" else ("vendorNumber", "purchaseInvoiceLines")
+    )
 
     def mapper(r: dict[str, Any], where: str, zone: str | None, local: str | None) -> InvoiceV1:
         status = BC_STATUS.get(str(r.get("status")))
@@ -122,17 +139,25 @@ def _bc_invoice(kind: str) -> Mapper:
             lw = f"{where}.{lines_key}[{i}]"
             if line.get("lineType") == "Comment" or line.get("amountExcludingTax") is None:
                 continue  # a comment line carries no amount: not an invoice line
-            lines.append(InvoiceLine(
-                line_number=len(lines) + 1, source_line_id=line.get("id"), item_number=line.get("lineObjectNumber")
-                or None, description=line.get("description") or None,
-                quantity=money(line.get("quantity"), f"{lw}.quantity"),
-                unit_of_measure=line.get("unitOfMeasureCode") or None,
-                unit_price=money(line.get("unitPrice"), f"{lw}.unitPrice"),
-                line_amount=money(line.get("amountExcludingTax"), f"{lw}.amountExcludingTax"),
-                tax_amount=money(line["totalTaxAmount"], f"{lw}.totalTaxAmount")
-                if line.get("totalTaxAmount") is not None else None,
-                tax_rate=money(line["taxPercent"], f"{lw}.taxPercent") if line.get("taxPercent") is not None else None,
-                tax_code=line.get("taxCode") or None))
+            lines.append(
+                InvoiceLine(
+                    line_number=len(lines) + 1,
+                    source_line_id=line.get("id"),
+                    item_number=line.get("lineObjectNumber") or None,
+                    description=line.get("description") or None,
+                    quantity=money(line.get("quantity"), f"{lw}.quantity"),
+                    unit_of_measure=line.get("unitOfMeasureCode") or None,
+                    unit_price=money(line.get("unitPrice"), f"{lw}.unitPrice"),
+                    line_amount=money(line.get("amountExcludingTax"), f"{lw}.amountExcludingTax"),
+                    tax_amount=money(line["totalTaxAmount"], f"{lw}.totalTaxAmount")
+                    if line.get("totalTaxAmount") is not None
+                    else None,
+                    tax_rate=money(line["taxPercent"], f"{lw}.taxPercent")
+                    if line.get("taxPercent") is not None
+                    else None,
+                    tax_code=line.get("taxCode") or None,
+                )
+            )
         issue = parse_date(_required(r, "invoiceDate", where), f"{where}.invoiceDate")
         assert issue is not None
         modified = _instant(r.get("lastModifiedDateTime"), f"{where}.lastModifiedDateTime", "UTC")
@@ -142,15 +167,25 @@ def _bc_invoice(kind: str) -> Mapper:
         number = str(_required(r, "number", where))
         _check_totals(f"{kind} invoice {number}", lines, net, tax, gross)
         return InvoiceV1(
-            kind=kind, invoice_id=str(_required(r, "id", where)), invoice_number=number,
-            party_number=str(_required(r, party_key, where)), status=status,
-            issue_date=issue, due_date=parse_date(r.get("dueDate"), f"{where}.dueDate"),
+            kind=kind,
+            invoice_id=str(_required(r, "id", where)),
+            invoice_number=number,
+            party_number=str(_required(r, party_key, where)),
+            status=status,
+            issue_date=issue,
+            due_date=parse_date(r.get("dueDate"), f"{where}.dueDate"),
             currency=_currency(r.get("currencyCode"), local, f"{where}.currencyCode"),
-            prices_include_tax=bool(r.get("pricesIncludeTax")), net_amount=net, tax_amount=tax, gross_amount=gross,
+            prices_include_tax=bool(r.get("pricesIncludeTax")),
+            net_amount=net,
+            tax_amount=tax,
+            gross_amount=gross,
             amount_due=money(r["remainingAmount"], f"{where}.remainingAmount")
-            if r.get("remainingAmount") is not None else None,
-            lines=lines, last_modified=modified.utc if modified else None,
-            last_modified_precision=modified.precision if modified else None)
+            if r.get("remainingAmount") is not None
+            else None,
+            lines=lines,
+            last_modified=modified.utc if modified else None,
+            last_modified_precision=modified.precision if modified else None,
+        )
 
     return mapper
 
@@ -164,15 +199,21 @@ def _bc_party(kind: str) -> Mapper:
         modified = _instant(r.get("lastModifiedDateTime"), f"{where}.lastModifiedDateTime", "UTC")
         country = (r.get("country") or "").strip().upper() or None
         return PartyV1(
-            kind=kind, party_id=str(_required(r, "id", where)),
-            number=str(_required(r, "number", where)), name=str(r.get("displayName") or ""),
+            kind=kind,
+            party_id=str(_required(r, "id", where)),
+            number=str(_required(r, "number", where)),
+            name=str(r.get("displayName") or ""),
             party_type={"Company": "company", "Person": "person"}.get(ptype) if kind == "customer" else None,  # type: ignore[arg-type]
-            tax_id=r.get("taxRegistrationNumber") or None, country=country,
+            tax_id=r.get("taxRegistrationNumber") or None,
+            country=country,
             currency=_currency(r.get("currencyCode"), local, f"{where}.currencyCode")
-            if (r.get("currencyCode") or local) else None,
-            blocked=bool(blocked), block_scope=BC_BLOCK.get(blocked),
+            if (r.get("currencyCode") or local)
+            else None,
+            blocked=bool(blocked),
+            block_scope=BC_BLOCK.get(blocked),
             last_modified=modified.utc if modified else None,
-            last_modified_precision=modified.precision if modified else None)
+            last_modified_precision=modified.precision if modified else None,
+        )
 
     return mapper
 
@@ -186,14 +227,19 @@ def _bc_payment(direction: str) -> Mapper:
         modified = _instant(r.get("lastModifiedDateTime"), f"{where}.lastModifiedDateTime", "UTC")
         applies = r.get("appliesToInvoiceNumber")
         return PaymentV1(
-            direction=direction, payment_id=str(_required(r, "id", where)),
-            payment_number=r.get("documentNumber") or None, party_number=r.get(party_key) or None,
-            status="pending", amount=money(r.get("amount"), f"{where}.amount"),
+            direction=direction,
+            payment_id=str(_required(r, "id", where)),
+            payment_number=r.get("documentNumber") or None,
+            party_number=r.get(party_key) or None,
+            status="pending",
+            amount=money(r.get("amount"), f"{where}.amount"),
             currency=_currency(r.get("currencyCode"), local, f"{where}.currency"),
-            paid_at=paid.utc, paid_at_precision=paid.precision,
+            paid_at=paid.utc,
+            paid_at_precision=paid.precision,
             invoices=[InvoiceAllocation(invoice_number=str(applies))] if applies else [],
             last_modified=modified.utc if modified else None,
-            last_modified_precision=modified.precision if modified else None)
+            last_modified_precision=modified.precision if modified else None,
+        )
 
     return mapper
 
@@ -208,15 +254,20 @@ def _sap_billing(r: dict[str, Any], where: str, zone: str | None, local: str | N
     items = r.get("to_Item")
     for i, item in enumerate(items.get("results", []) if isinstance(items, dict) else (items or [])):
         lw = f"{where}.to_Item[{i}]"
-        lines.append(InvoiceLine(
-            line_number=i + 1, source_line_id=str(item.get("BillingDocumentItem") or "") or None,
-            item_number=item.get("Material") or None, description=item.get("BillingDocumentItemText") or None,
-            quantity=money(item.get("BillingQuantity"), f"{lw}.BillingQuantity"),
-            unit_of_measure=item.get("BillingQuantityUnit") or None,
-            unit_price=money(item.get("NetPriceAmount"), f"{lw}.NetPriceAmount"),
-            line_amount=money(item.get("NetAmount"), f"{lw}.NetAmount"),
-            tax_amount=money(item["TaxAmount"], f"{lw}.TaxAmount") if item.get("TaxAmount") is not None else None,
-            tax_code=item.get("TaxCode") or None))
+        lines.append(
+            InvoiceLine(
+                line_number=i + 1,
+                source_line_id=str(item.get("BillingDocumentItem") or "") or None,
+                item_number=item.get("Material") or None,
+                description=item.get("BillingDocumentItemText") or None,
+                quantity=money(item.get("BillingQuantity"), f"{lw}.BillingQuantity"),
+                unit_of_measure=item.get("BillingQuantityUnit") or None,
+                unit_price=money(item.get("NetPriceAmount"), f"{lw}.NetPriceAmount"),
+                line_amount=money(item.get("NetAmount"), f"{lw}.NetAmount"),
+                tax_amount=money(item["TaxAmount"], f"{lw}.TaxAmount") if item.get("TaxAmount") is not None else None,
+                tax_code=item.get("TaxCode") or None,
+            )
+        )
     issue = parse_date(_required(r, "BillingDocumentDate", where), f"{where}.BillingDocumentDate")
     assert issue is not None
     net = money(r.get("TotalNetAmount"), f"{where}.TotalNetAmount")
@@ -226,12 +277,21 @@ def _sap_billing(r: dict[str, Any], where: str, zone: str | None, local: str | N
     _check_totals(f"billing document {number}", lines, net, tax, gross)
     modified = _instant(r.get("LastChangeDateTime"), f"{where}.LastChangeDateTime", "UTC")
     return InvoiceV1(
-        kind="sales", invoice_id=number, invoice_number=number, party_number=str(_required(r, "SoldToParty", where)),
-        status="void" if r.get("BillingDocumentIsCancelled") else "open", issue_date=issue, due_date=None,
+        kind="sales",
+        invoice_id=number,
+        invoice_number=number,
+        party_number=str(_required(r, "SoldToParty", where)),
+        status="void" if r.get("BillingDocumentIsCancelled") else "open",
+        issue_date=issue,
+        due_date=None,
         currency=_currency(r.get("TransactionCurrency"), local, f"{where}.TransactionCurrency"),
-        net_amount=net, tax_amount=tax, gross_amount=gross, lines=lines,
+        net_amount=net,
+        tax_amount=tax,
+        gross_amount=gross,
+        lines=lines,
         last_modified=modified.utc if modified else None,
-        last_modified_precision=modified.precision if modified else None)
+        last_modified_precision=modified.precision if modified else None,
+    )
 
 
 MAPPERS: Final[dict[str, Mapper]] = {

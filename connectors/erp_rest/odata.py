@@ -76,8 +76,15 @@ ENTITIES: Final[dict[str, Entity]] = {
 }
 """Entity sets the family reads (policy as data): Business Central v2.0 (OData v4) and SAP billing (OData v2)."""
 
-EntityName = Literal["salesInvoices", "purchaseInvoices", "customers", "vendors", "customerPayments",
-                     "vendorPayments", "A_BillingDocument"]
+EntityName = Literal[
+    "salesInvoices",
+    "purchaseInvoices",
+    "customers",
+    "vendors",
+    "customerPayments",
+    "vendorPayments",
+    "A_BillingDocument",
+]
 
 
 class ErpODataSettings(PluginSettings):
@@ -140,8 +147,11 @@ def _v2_loads(body: bytes) -> Any:
 def _clean(value: Any) -> Any:
     """Without ``__metadata`` / ``__deferred`` (v2 noise), empty GUIDs as null, ``{"results": [...]}`` kept."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()
-                if k != "__metadata" and not (isinstance(v, dict) and "__deferred" in v)}
+        return {
+            k: _clean(v)
+            for k, v in value.items()
+            if k != "__metadata" and not (isinstance(v, dict) and "__deferred" in v)
+        }
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return None if value == EMPTY_GUID else value
@@ -156,10 +166,18 @@ class ErpODataConnector(Connector[ErpODataSettings]):
     description: ClassVar[str] = "ERP over OData v4 (Business Central) or v2 (SAP): delta on modification time"
     zone_needed: ClassVar[str] = "posting dates (payments) are read as the start of that day in the ERP's zone"
     scaffold: ClassVar[Scaffold] = Scaffold(
-        family="erp_rest", integration="invoices", hooks=("filter",), zone="Europe/Berlin",
-        settings={"entity": "salesInvoices", "company_id": "00000000-0000-0000-0000-000000000001",
-                  "local_currency": "EUR", "http": {"base_url": "https://erp.{customer}.invalid/api/v2.0"}},
-        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server")
+        family="erp_rest",
+        integration="invoices",
+        hooks=("filter",),
+        zone="Europe/Berlin",
+        settings={
+            "entity": "salesInvoices",
+            "company_id": "00000000-0000-0000-0000-000000000001",
+            "local_currency": "EUR",
+            "http": {"base_url": "https://erp.{customer}.invalid/api/v2.0"},
+        },
+        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server",
+    )
 
     http: HttpClient
     _seen: frozenset[str] = frozenset()
@@ -217,8 +235,9 @@ class ErpODataConnector(Connector[ErpODataSettings]):
         overlap = timedelta(seconds=s.overlap_seconds)
         bound = watermark - overlap if watermark is not None else None
         loads = exact_json.loads if self.entity.dialect == "odata4" else _v2_loads
-        pages = paginate(self.http, NextLinkPaginator(self.entity.dialect), self._path(), self._params(bound),
-                         loads=loads)
+        pages = paginate(
+            self.http, NextLinkPaginator(self.entity.dialect), self._path(), self._params(bound), loads=loads
+        )
         while True:
             try:
                 page = await anext(pages)
@@ -248,8 +267,9 @@ class ErpODataConnector(Connector[ErpODataSettings]):
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
         if isinstance(raw, UndecodablePage):
-            raise DecodeError(f"page {raw.url} is not a usable OData page: {raw.reason}; first bytes: "
-                              f"{raw.body[:120]!r}")
+            raise DecodeError(
+                f"page {raw.url} is not a usable OData page: {raw.reason}; first bytes: {raw.body[:120]!r}"
+            )
         if not isinstance(raw, dict):
             raise DecodeError(f"{self.settings.entity}: a record that is not a JSON object: {str(raw)[:200]}")
         return _clean(raw)
@@ -265,8 +285,10 @@ class ErpODataConnector(Connector[ErpODataSettings]):
         return None
 
     def identity(self, record: Any) -> tuple[str, str]:
-        return (f"{self.settings.entity}/{record.get(self.entity.id_field)}",
-                str(record.get(self.entity.modified_field) or ""))
+        return (
+            f"{self.settings.entity}/{record.get(self.entity.id_field)}",
+            str(record.get(self.entity.modified_field) or ""),
+        )
 
     def map(self, record: Any) -> Sequence[Contract]:
         where = f"{self.settings.entity}/{record.get(self.entity.id_field)}"
@@ -277,5 +299,3 @@ class ErpODataConnector(Connector[ErpODataSettings]):
         if self.entity.contract is PaymentV1:
             return super().config_warnings()
         return []
-
-

@@ -19,15 +19,27 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-__all__ = ["EMPTY_GUID", "bc_customers", "bc_payments", "bc_sales_invoices", "bc_time", "sap_billing_documents",
-           "xero_date", "xero_invoices"]
+__all__ = [
+    "EMPTY_GUID",
+    "bc_customers",
+    "bc_payments",
+    "bc_sales_invoices",
+    "bc_time",
+    "sap_billing_documents",
+    "xero_date",
+    "xero_invoices",
+]
 
 EMPTY_GUID: Final = "00000000-0000-0000-0000-000000000000"
 START: Final = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
-ITEMS: Final = [("1896-S", "ATHENS Desk", "PCS", "1000.8"), ("1928-S", "AMSTERDAM Lamp", "PCS", "54.9"),
-                ("1920-S", "ANTWERP Conference Table", "PCS", "420.4"), ("70000", "Side Panel", "PCS", "12.5"),
-                ("2000-S", "SYDNEY Swivel Chair", "PCS", "99.95"), ("766BC-A", "Contoso Conference System", "PCS",
-                                                                     "1120.1")]
+ITEMS: Final = [
+    ("1896-S", "ATHENS Desk", "PCS", "1000.8"),
+    ("1928-S", "AMSTERDAM Lamp", "PCS", "54.9"),
+    ("1920-S", "ANTWERP Conference Table", "PCS", "420.4"),
+    ("70000", "Side Panel", "PCS", "12.5"),
+    ("2000-S", "SYDNEY Swivel Chair", "PCS", "99.95"),
+    ("766BC-A", "Contoso Conference System", "PCS", "1120.1"),
+]
 TAX: Final = [("STANDARD", Decimal(19)), ("REDUCED", Decimal(7))]
 
 
@@ -62,13 +74,20 @@ def bc_customers(count: int, *, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     out = []
     for i, moment in enumerate(_times(rng, count)):
-        out.append({
-            "id": _guid(rng), "number": f"{10000 + i * 10}", "displayName": f"Kunde {i:03d} GmbH",
-            "type": "Company" if i % 5 else "Person", "country": rng.choice(["DE", "AT", "CH", "NL"]),
-            "taxRegistrationNumber": f"DE{rng.randint(100000000, 999999999)}" if i % 3 else "",
-            "currencyId": EMPTY_GUID, "currencyCode": "" if i % 4 else "USD",
-            "blocked": " " if i % 7 else rng.choice(["Ship", "Invoice", "All"]),
-            "lastModifiedDateTime": bc_time(moment, rng.randint(0, 7))})
+        out.append(
+            {
+                "id": _guid(rng),
+                "number": f"{10000 + i * 10}",
+                "displayName": f"Kunde {i:03d} GmbH",
+                "type": "Company" if i % 5 else "Person",
+                "country": rng.choice(["DE", "AT", "CH", "NL"]),
+                "taxRegistrationNumber": f"DE{rng.randint(100000000, 999999999)}" if i % 3 else "",
+                "currencyId": EMPTY_GUID,
+                "currencyCode": "" if i % 4 else "USD",
+                "blocked": " " if i % 7 else rng.choice(["Ship", "Invoice", "All"]),
+                "lastModifiedDateTime": bc_time(moment, rng.randint(0, 7)),
+            }
+        )
     return out
 
 
@@ -88,26 +107,62 @@ def bc_sales_invoices(count: int, customers: list[dict[str, Any]], *, seed: int 
             net = (qty * Decimal(price)).quantize(Decimal("0.01"))
             tax = (net * rate / 100).quantize(Decimal("0.01"))
             net_total, tax_total = net_total + net, tax_total + tax
-            lines.append({"id": _guid(rng), "documentId": invoice_id, "sequence": (n + 1) * 10000,
-                          "itemId": _guid(rng), "accountId": EMPTY_GUID, "lineType": "Item",
-                          "lineObjectNumber": code, "description": text, "unitOfMeasureCode": unit,
-                          "unitPrice": _number(Decimal(price)), "quantity": _number(qty),
-                          "amountExcludingTax": _number(net), "taxCode": tax_code, "taxPercent": _number(rate),
-                          "totalTaxAmount": _number(tax), "amountIncludingTax": _number(net + tax)})
+            lines.append(
+                {
+                    "id": _guid(rng),
+                    "documentId": invoice_id,
+                    "sequence": (n + 1) * 10000,
+                    "itemId": _guid(rng),
+                    "accountId": EMPTY_GUID,
+                    "lineType": "Item",
+                    "lineObjectNumber": code,
+                    "description": text,
+                    "unitOfMeasureCode": unit,
+                    "unitPrice": _number(Decimal(price)),
+                    "quantity": _number(qty),
+                    "amountExcludingTax": _number(net),
+                    "taxCode": tax_code,
+                    "taxPercent": _number(rate),
+                    "totalTaxAmount": _number(tax),
+                    "amountIncludingTax": _number(net + tax),
+                }
+            )
         if i % 6 == 2:
-            lines.append({"id": _guid(rng), "documentId": invoice_id, "sequence": 90000, "lineType": "Comment",
-                          "lineObjectNumber": "", "description": "Lieferung frei Haus", "amountExcludingTax": None})
+            lines.append(
+                {
+                    "id": _guid(rng),
+                    "documentId": invoice_id,
+                    "sequence": 90000,
+                    "lineType": "Comment",
+                    "lineObjectNumber": "",
+                    "description": "Lieferung frei Haus",
+                    "amountExcludingTax": None,
+                }
+            )
         status = rng.choice(["Open", "Open", "Paid", "Draft", "Canceled"])
-        out.append({
-            "id": invoice_id, "number": f"S-INV{103000 + i}", "externalDocumentNumber": "",
-            "invoiceDate": issued.isoformat(), "postingDate": issued.isoformat(),
-            "dueDate": (issued + timedelta(days=14)).isoformat() if i % 9 else "0001-01-01",
-            "customerId": customer["id"], "customerNumber": customer["number"], "currencyId": EMPTY_GUID,
-            "currencyCode": "" if i % 4 else "USD", "orderId": EMPTY_GUID, "pricesIncludeTax": False,
-            "remainingAmount": _number(Decimal(0) if status == "Paid" else net_total + tax_total),
-            "totalAmountExcludingTax": _number(net_total), "totalTaxAmount": _number(tax_total),
-            "totalAmountIncludingTax": _number(net_total + tax_total), "status": status,
-            "lastModifiedDateTime": bc_time(moment, rng.randint(0, 7)), "salesInvoiceLines": lines})
+        out.append(
+            {
+                "id": invoice_id,
+                "number": f"S-INV{103000 + i}",
+                "externalDocumentNumber": "",
+                "invoiceDate": issued.isoformat(),
+                "postingDate": issued.isoformat(),
+                "dueDate": (issued + timedelta(days=14)).isoformat() if i % 9 else "0001-01-01",
+                "customerId": customer["id"],
+                "customerNumber": customer["number"],
+                "currencyId": EMPTY_GUID,
+                "currencyCode": "" if i % 4 else "USD",
+                "orderId": EMPTY_GUID,
+                "pricesIncludeTax": False,
+                "remainingAmount": _number(Decimal(0) if status == "Paid" else net_total + tax_total),
+                "totalAmountExcludingTax": _number(net_total),
+                "totalTaxAmount": _number(tax_total),
+                "totalAmountIncludingTax": _number(net_total + tax_total),
+                "status": status,
+                "lastModifiedDateTime": bc_time(moment, rng.randint(0, 7)),
+                "salesInvoiceLines": lines,
+            }
+        )
     return out
 
 
@@ -117,11 +172,20 @@ def bc_payments(count: int, invoices: list[dict[str, Any]], *, seed: int = 3) ->
     out = []
     for i, moment in enumerate(_times(rng, count)):
         inv = invoices[i % len(invoices)]
-        out.append({"id": _guid(rng), "lineNumber": (i + 1) * 10000, "customerId": inv["customerId"],
-                    "customerNumber": inv["customerNumber"], "postingDate": inv["invoiceDate"],
-                    "documentNumber": f"G{2000 + i}", "amount": inv["totalAmountIncludingTax"],
-                    "appliesToInvoiceNumber": inv["number"] if i % 5 else "", "description": "",
-                    "lastModifiedDateTime": bc_time(moment, rng.randint(0, 7))})
+        out.append(
+            {
+                "id": _guid(rng),
+                "lineNumber": (i + 1) * 10000,
+                "customerId": inv["customerId"],
+                "customerNumber": inv["customerNumber"],
+                "postingDate": inv["invoiceDate"],
+                "documentNumber": f"G{2000 + i}",
+                "amount": inv["totalAmountIncludingTax"],
+                "appliesToInvoiceNumber": inv["number"] if i % 5 else "",
+                "description": "",
+                "lastModifiedDateTime": bc_time(moment, rng.randint(0, 7)),
+            }
+        )
     return out
 
 
@@ -143,27 +207,53 @@ def sap_billing_documents(count: int, *, seed: int = 4) -> list[dict[str, Any]]:
             net = (qty * Decimal(price)).quantize(Decimal("0.01"))
             tax = (net * Decimal("0.19")).quantize(Decimal("0.01"))
             net_total, tax_total = net_total + net, tax_total + tax
-            items.append({"__metadata": {"type": "API_BILLING_DOCUMENT_SRV.A_BillingDocumentItemType"},
-                          "BillingDocument": number, "BillingDocumentItem": f"{(n + 1) * 10}", "Material": code,
-                          "BillingDocumentItemText": text, "BillingQuantity": f"{qty}.000",
-                          "BillingQuantityUnit": "PC", "NetPriceAmount": price, "NetAmount": f"{net}",
-                          "TaxAmount": f"{tax}", "TaxCode": "A1",
-                          "to_BillingDocument": {"__deferred": {"uri": f"A_BillingDocument('{number}')"}}})
+            items.append(
+                {
+                    "__metadata": {"type": "API_BILLING_DOCUMENT_SRV.A_BillingDocumentItemType"},
+                    "BillingDocument": number,
+                    "BillingDocumentItem": f"{(n + 1) * 10}",
+                    "Material": code,
+                    "BillingDocumentItemText": text,
+                    "BillingQuantity": f"{qty}.000",
+                    "BillingQuantityUnit": "PC",
+                    "NetPriceAmount": price,
+                    "NetAmount": f"{net}",
+                    "TaxAmount": f"{tax}",
+                    "TaxCode": "A1",
+                    "to_BillingDocument": {"__deferred": {"uri": f"A_BillingDocument('{number}')"}},
+                }
+            )
         day = datetime(2024, 2, 1 + i % 28, tzinfo=UTC)
-        out.append({"__metadata": {"type": "API_BILLING_DOCUMENT_SRV.A_BillingDocumentType",
-                                   "uri": f"A_BillingDocument('{number}')"},
-                    "BillingDocument": number, "SDDocumentCategory": "M", "BillingDocumentDate": _dotnet(day, False),
-                    "SoldToParty": f"{17100000 + i % 7}", "TransactionCurrency": "EUR",
-                    "TotalNetAmount": f"{net_total}", "TotalTaxAmount": f"{tax_total}",
-                    "TotalGrossAmount": f"{net_total + tax_total}", "BillingDocumentIsCancelled": i % 11 == 5,
-                    "LastChangeDateTime": _dotnet(moment, bool(i % 2)),
-                    "to_Item": {"results": items}, "to_Partner": {"__deferred": {"uri": "to_Partner"}}})
+        out.append(
+            {
+                "__metadata": {
+                    "type": "API_BILLING_DOCUMENT_SRV.A_BillingDocumentType",
+                    "uri": f"A_BillingDocument('{number}')",
+                },
+                "BillingDocument": number,
+                "SDDocumentCategory": "M",
+                "BillingDocumentDate": _dotnet(day, False),
+                "SoldToParty": f"{17100000 + i % 7}",
+                "TransactionCurrency": "EUR",
+                "TotalNetAmount": f"{net_total}",
+                "TotalTaxAmount": f"{tax_total}",
+                "TotalGrossAmount": f"{net_total + tax_total}",
+                "BillingDocumentIsCancelled": i % 11 == 5,
+                "LastChangeDateTime": _dotnet(moment, bool(i % 2)),
+                "to_Item": {"results": items},
+                "to_Partner": {"__deferred": {"uri": "to_Partner"}},
+            }
+        )
     return out
 
 
-XERO_ITEMS: Final = [("FLAT-WHITE", "Flat white beans 1kg", "38.5"), ("KAWAKAWA-TEA", "Kawakawa tea 250g", "14.9"),
-                     ("PAVLOVA-MIX", "Pavlova mix", "7.25"), ("CATERING", "Catering, per head", "29.95"),
-                     ("DELIVERY", "Delivery Auckland CBD", "12")]
+XERO_ITEMS: Final = [
+    ("FLAT-WHITE", "Flat white beans 1kg", "38.5"),
+    ("KAWAKAWA-TEA", "Kawakawa tea 250g", "14.9"),
+    ("PAVLOVA-MIX", "Pavlova mix", "7.25"),
+    ("CATERING", "Catering, per head", "29.95"),
+    ("DELIVERY", "Delivery Auckland CBD", "12"),
+]
 XERO_STATUSES: Final = ["AUTHORISED", "AUTHORISED", "PAID", "DRAFT", "SUBMITTED", "VOIDED", "DELETED"]
 
 
@@ -192,10 +282,20 @@ def xero_invoices(count: int, *, seed: int = 5, currency: str = "NZD") -> list[d
                 tax = (amount * Decimal("0.15")).quantize(Decimal("0.01"))
                 net = amount
             net_total, tax_total = net_total + net, tax_total + tax
-            lines.append({"LineItemID": _guid(rng), "ItemCode": code, "Description": text,
-                          "Quantity": _number(qty), "UnitAmount": _number(Decimal(price)), "TaxType": "OUTPUT2",
-                          "TaxAmount": _number(tax), "LineAmount": _number(amount), "AccountCode": "200",
-                          "Tracking": []})
+            lines.append(
+                {
+                    "LineItemID": _guid(rng),
+                    "ItemCode": code,
+                    "Description": text,
+                    "Quantity": _number(qty),
+                    "UnitAmount": _number(Decimal(price)),
+                    "TaxType": "OUTPUT2",
+                    "TaxAmount": _number(tax),
+                    "LineAmount": _number(amount),
+                    "AccountCode": "200",
+                    "Tracking": [],
+                }
+            )
         issued = datetime(2024, 2, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 28))
         status = XERO_STATUSES[rng.randrange(len(XERO_STATUSES))]
         kind = "ACCPAY" if i % 5 == 4 else "ACCREC"
@@ -203,16 +303,31 @@ def xero_invoices(count: int, *, seed: int = 5, currency: str = "NZD") -> list[d
         contact: dict[str, Any] = {"ContactID": _guid(rng), "Name": f"Customer {i % 9:02d} Ltd"}
         if i % 3:
             contact["ContactNumber"] = f"C{100 + i % 9}"
-        out.append({
-            "Type": kind, "InvoiceID": _guid(rng), "InvoiceNumber": f"INV-{1000 + i}" if kind == "ACCREC"
-            else f"BILL-{500 + i}", "Reference": f"PO {7000 + i}" if i % 2 else "", "Contact": contact,
-            "Date": xero_date(issued), "DateString": issued.strftime("%Y-%m-%dT00:00:00"),
-            "DueDate": xero_date(issued + timedelta(days=20)),
-            "DueDateString": (issued + timedelta(days=20)).strftime("%Y-%m-%dT00:00:00"),
-            "Status": status, "LineAmountTypes": "Inclusive" if inclusive else "Exclusive", "LineItems": lines,
-            "SubTotal": _number(net_total), "TotalTax": _number(tax_total), "Total": _number(total),
-            "AmountDue": _number(Decimal(0) if status in ("PAID", "VOIDED", "DELETED") else total),
-            "AmountPaid": _number(total if status == "PAID" else Decimal(0)), "AmountCredited": 0,
-            "CurrencyCode": currency, "CurrencyRate": 1, "HasAttachments": False, "IsDiscounted": False,
-            "UpdatedDateUTC": xero_date(moment)})
+        out.append(
+            {
+                "Type": kind,
+                "InvoiceID": _guid(rng),
+                "InvoiceNumber": f"INV-{1000 + i}" if kind == "ACCREC" else f"BILL-{500 + i}",
+                "Reference": f"PO {7000 + i}" if i % 2 else "",
+                "Contact": contact,
+                "Date": xero_date(issued),
+                "DateString": issued.strftime("%Y-%m-%dT00:00:00"),
+                "DueDate": xero_date(issued + timedelta(days=20)),
+                "DueDateString": (issued + timedelta(days=20)).strftime("%Y-%m-%dT00:00:00"),
+                "Status": status,
+                "LineAmountTypes": "Inclusive" if inclusive else "Exclusive",
+                "LineItems": lines,
+                "SubTotal": _number(net_total),
+                "TotalTax": _number(tax_total),
+                "Total": _number(total),
+                "AmountDue": _number(Decimal(0) if status in ("PAID", "VOIDED", "DELETED") else total),
+                "AmountPaid": _number(total if status == "PAID" else Decimal(0)),
+                "AmountCredited": 0,
+                "CurrencyCode": currency,
+                "CurrencyRate": 1,
+                "HasAttachments": False,
+                "IsDiscounted": False,
+                "UpdatedDateUTC": xero_date(moment),
+            }
+        )
     return out

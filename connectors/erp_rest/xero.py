@@ -51,8 +51,14 @@ from inlet.core.types import Position
 
 __all__ = ["XERO_STATUS", "ErpXeroConnector", "ErpXeroSettings", "if_modified_since", "xero_invoice"]
 
-XERO_STATUS: Final = {"DRAFT": "draft", "SUBMITTED": "submitted", "AUTHORISED": "open", "PAID": "paid",
-                      "VOIDED": "void", "DELETED": "deleted"}
+XERO_STATUS: Final = {
+    "DRAFT": "draft",
+    "SUBMITTED": "submitted",
+    "AUTHORISED": "open",
+    "PAID": "paid",
+    "VOIDED": "void",
+    "DELETED": "deleted",
+}
 """Xero invoice status → ``erp.invoice`` status: VOIDED is void, DELETED (a draft thrown away) is deleted."""
 XERO_KIND: Final = {"ACCREC": "sales", "ACCPAY": "purchase"}
 
@@ -110,8 +116,14 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
         headers = {}
         if start is not None:
             headers["If-Modified-Since"] = if_modified_since(start, s.overlap_seconds).strftime("%Y-%m-%dT%H:%M:%S")
-        pages = paginate(self.http, PageNumberPaginator("page", records_path="Invoices"), "Invoices",
-                         {"order": "UpdatedDateUTC ASC"}, loads=exact_json.loads, headers=headers)
+        pages = paginate(
+            self.http,
+            PageNumberPaginator("page", records_path="Invoices"),
+            "Invoices",
+            {"order": "UpdatedDateUTC ASC"},
+            loads=exact_json.loads,
+            headers=headers,
+        )
         newest, versions, shifted = start, dict[str, str](), False
         while True:
             self._seen = frozenset(seen)  # what was delivered before this page: filter() leaves those out
@@ -149,8 +161,9 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
         if isinstance(raw, UndecodablePage):
-            raise DecodeError(f"page {raw.url} is not a usable Xero page: {raw.reason}; first bytes: "
-                              f"{raw.body[:120]!r}")
+            raise DecodeError(
+                f"page {raw.url} is not a usable Xero page: {raw.reason}; first bytes: {raw.body[:120]!r}"
+            )
         if not isinstance(raw, dict):
             raise DecodeError(f"Invoices: a record that is not a JSON object: {str(raw)[:200]}")
         return raw
@@ -189,12 +202,19 @@ def xero_invoice(r: dict[str, Any], where: str) -> InvoiceV1:
         amount = money(item.get("LineAmount"), f"{lw}.LineAmount")
         tax = money(item["TaxAmount"], f"{lw}.TaxAmount") if item.get("TaxAmount") is not None else None
         net = str(Decimal(amount) - Decimal(tax)) if inclusive and tax is not None else amount
-        lines.append(InvoiceLine(
-            line_number=len(lines) + 1, source_line_id=item.get("LineItemID"), item_number=item.get("ItemCode")
-            or None, description=item.get("Description") or None,
-            quantity=money(item.get("Quantity"), f"{lw}.Quantity"),
-            unit_price=money(item.get("UnitAmount"), f"{lw}.UnitAmount"), line_amount=net, tax_amount=tax,
-            tax_code=item.get("TaxType") or None))
+        lines.append(
+            InvoiceLine(
+                line_number=len(lines) + 1,
+                source_line_id=item.get("LineItemID"),
+                item_number=item.get("ItemCode") or None,
+                description=item.get("Description") or None,
+                quantity=money(item.get("Quantity"), f"{lw}.Quantity"),
+                unit_price=money(item.get("UnitAmount"), f"{lw}.UnitAmount"),
+                line_amount=net,
+                tax_amount=tax,
+                tax_code=item.get("TaxType") or None,
+            )
+        )
     contact = r.get("Contact") or {}
     party = contact.get("ContactNumber") or contact.get("ContactID")
     if not party:
@@ -208,12 +228,20 @@ def xero_invoice(r: dict[str, Any], where: str) -> InvoiceV1:
     _check_totals(f"{kind} invoice {number}", lines, net_total, tax_total, gross)
     modified = _instant(r.get("UpdatedDateUTC"), f"{where}.UpdatedDateUTC", "UTC")
     return InvoiceV1(
-        kind=kind, invoice_id=str(_required(r, "InvoiceID", where)), invoice_number=number,
-        party_number=str(party), status=status,
-        issue_date=issue, due_date=parse_date(r.get("DueDate"), f"{where}.DueDate"),
-        currency=_currency(r.get("CurrencyCode"), None, f"{where}.CurrencyCode"), prices_include_tax=inclusive,
-        net_amount=net_total, tax_amount=tax_total, gross_amount=gross,
+        kind=kind,
+        invoice_id=str(_required(r, "InvoiceID", where)),
+        invoice_number=number,
+        party_number=str(party),
+        status=status,
+        issue_date=issue,
+        due_date=parse_date(r.get("DueDate"), f"{where}.DueDate"),
+        currency=_currency(r.get("CurrencyCode"), None, f"{where}.CurrencyCode"),
+        prices_include_tax=inclusive,
+        net_amount=net_total,
+        tax_amount=tax_total,
+        gross_amount=gross,
         amount_due=money(r["AmountDue"], f"{where}.AmountDue") if r.get("AmountDue") is not None else None,
-        lines=lines, last_modified=modified.utc if modified else None,
-        last_modified_precision=modified.precision if modified else None)
-
+        lines=lines,
+        last_modified=modified.utc if modified else None,
+        last_modified_precision=modified.precision if modified else None,
+    )

@@ -75,8 +75,16 @@ from inlet.core.secrets import mask
 from inlet.core.time import normalise
 from inlet.core.types import Position
 
-__all__ = ["BulkDeletion", "BulkExportError", "BulkExportExpired", "ExportErrorRecord", "FhirBulkExportConnector",
-           "FhirBulkSettings", "ManifestCountMismatch", "SubsettedResource"]
+__all__ = [
+    "BulkDeletion",
+    "BulkExportError",
+    "BulkExportExpired",
+    "ExportErrorRecord",
+    "FhirBulkExportConnector",
+    "FhirBulkSettings",
+    "ManifestCountMismatch",
+    "SubsettedResource",
+]
 
 FHIR_JSON = "application/fhir+json"
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson", "application/octet-stream")
@@ -136,8 +144,9 @@ SUBSETTED_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 def _subsetted(res: dict[str, Any]) -> bool:
     meta = res.get("meta")
     tags = meta.get("tag") if type(meta) is dict else None
-    return isinstance(tags, list) and any(type(t) is dict and t.get("code") == "SUBSETTED"
-                                          and t.get("system") in (SUBSETTED_SYSTEM, None) for t in tags)
+    return isinstance(tags, list) and any(
+        type(t) is dict and t.get("code") == "SUBSETTED" and t.get("system") in (SUBSETTED_SYSTEM, None) for t in tags
+    )
 
 
 class ExportErrorRecord(DecodeError):
@@ -180,9 +189,11 @@ class FhirBulkSettings(PluginSettings):
         if self.poll_min_seconds > self.poll_max_seconds:
             raise ValueError("poll_min_seconds must not exceed poll_max_seconds")
         if "_elements" in self.params:
-            raise ValueError("params._elements is refused: the server then trims resources (meta.tag SUBSETTED), "
-                             "and every contract this family maps needs the complete resource; export whole "
-                             "resources and leave fields out in the customer's map hook instead")
+            raise ValueError(
+                "params._elements is refused: the server then trims resources (meta.tag SUBSETTED), "
+                "and every contract this family maps needs the complete resource; export whole "
+                "resources and leave fields out in the customer's map hook instead"
+            )
         return self
 
 
@@ -204,16 +215,26 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
 
     name: ClassVar[str] = "fhir.bulk_export"
     settings_model: ClassVar[type[PluginSettings]] = FhirBulkSettings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV2, ConditionV1,
-                                                       MedicationRequestV1, DeletionV1)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (
+        PatientV1,
+        EncounterV1,
+        ObservationV2,
+        ConditionV1,
+        MedicationRequestV1,
+        DeletionV1,
+    )
     description: ClassVar[str] = "FHIR Bulk Data $export (system/group/patient), NDJSON streamed, _since incremental"
     phi: ClassVar[bool] = True
     zone_needed: ClassVar[str] = ZONE_NEEDED
     mapped_types: ClassVar[frozenset[str]] = frozenset(MAPPERS)
     scaffold: ClassVar[Scaffold] = Scaffold(
-        family="fhir_bulk", integration="nightly", hooks=("filter", "map"), zone="Europe/Berlin",
+        family="fhir_bulk",
+        integration="nightly",
+        hooks=("filter", "map"),
+        zone="Europe/Berlin",
         settings={"http": {"base_url": "https://fhir.{customer}.invalid/fhir"}},
-        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server")
+        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server",
+    )
 
     http: HttpClient
     _finished: str | None = None  # status URL to DELETE once the final position is committed
@@ -267,16 +288,18 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             params["_type"] = ",".join(s.types)
         if since is not None:
             params["_since"] = since
-        answer = await self.http.request("GET", path, headers={"Accept": FHIR_JSON, "Prefer": "respond-async"},
-                                         params=params, final=final_outcome)
+        answer = await self.http.request(
+            "GET", path, headers={"Accept": FHIR_JSON, "Prefer": "respond-async"}, params=params, final=final_outcome
+        )
         if answer.status != 202:
             raise self._refusal(f"$export kick-off ({s.level})", answer)
         location = answer.headers.get("Content-Location")
         if not location:
             raise BulkExportError("$export kick-off answered 202 without a Content-Location status URL")
         status_url = str(httpx.URL(s.http.base_url).join(location))
-        self.log.info("bulk export kicked off", level=s.level, since=since, types=list(s.types),
-                      status_url=mask(status_url))
+        self.log.info(
+            "bulk export kicked off", level=s.level, since=since, types=list(s.types), status_url=mask(status_url)
+        )
         return status_url
 
     async def _resume(self, export: Mapping[str, Any]) -> _Manifest | None:
@@ -285,15 +308,17 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         try:
             manifest = await self._wait(url)
         except (OperationOutcomeError, BulkExportError) as exc:
-            self.log.warning("bulk export to resume is gone; kicking off a new one", status_url=mask(url),
-                             error=str(exc))
+            self.log.warning(
+                "bulk export to resume is gone; kicking off a new one", status_url=mask(url), error=str(exc)
+            )
             if getattr(exc, "status", None) not in (404, 410):
                 await self._delete(url, "abandoned: it failed")  # a failed export may still hold files
             return None
         index, file_url = int(export["file"]), export.get("file_url")
         if file_url is not None and (index >= len(manifest.files) or manifest.files[index].url != file_url):
-            self.log.warning("bulk export manifest changed since the checkpoint; kicking off a new one",
-                             status_url=mask(url))
+            self.log.warning(
+                "bulk export manifest changed since the checkpoint; kicking off a new one", status_url=mask(url)
+            )
             await self._delete(url, "abandoned: its manifest changed")
             return None
         page = manifest.files[index].page if index < len(manifest.files) else manifest.pages
@@ -305,8 +330,9 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         deadline = time.monotonic() + s.export_deadline_seconds
         delay = max(s.poll_min_seconds, 0.05)
         while True:
-            answer = await self.http.request("GET", status_url, headers={"Accept": "application/json"},
-                                             final=final_outcome)
+            answer = await self.http.request(
+                "GET", status_url, headers={"Accept": "application/json"}, final=final_outcome
+            )
             if answer.status == 200:
                 return await self._manifest_pages(answer.body, status_url)
             if answer.status != 202:
@@ -317,16 +343,21 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             delay = min(delay * 2, s.poll_max_seconds)
             if time.monotonic() + wait > deadline:
                 await self._delete(status_url, "deadline")
-                raise BulkExportError(f"bulk export {mask(status_url)} not complete after "
-                                      f"export_deadline_seconds={s.export_deadline_seconds}; cancelled")
+                raise BulkExportError(
+                    f"bulk export {mask(status_url)} not complete after "
+                    f"export_deadline_seconds={s.export_deadline_seconds}; cancelled"
+                )
             self.log.info("bulk export in progress", progress=answer.headers.get("X-Progress"), wait=round(wait, 2))
             await asyncio.sleep(wait)
 
     def _refusal(self, what: str, answer: HttpResponse) -> InletError:
         issues = outcome_issues(answer.body)
         if answer.status >= 500 or (answer.status in (404, 410) and what.startswith("$export status")):
-            return BulkExportError(f"{what} answered {answer.status}: {describe_issues(issues) or answer.body[:300]!r}",
-                                   issues, status=answer.status)
+            return BulkExportError(
+                f"{what} answered {answer.status}: {describe_issues(issues) or answer.body[:300]!r}",
+                issues,
+                status=answer.status,
+            )
         return OperationOutcomeError(what, answer.status, issues, answer.body)
 
     async def _manifest_pages(self, body: bytes, status_url: str) -> _Manifest:
@@ -337,8 +368,10 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         url, page, seen = first[1], 1, {status_url}
         while url is not None:
             if url in seen or page >= MAX_MANIFEST_PAGES:
-                raise BulkExportError(f"bulk export manifest of {mask(status_url)}: page {page + 1} "
-                                      f"{'repeats a page' if url in seen else 'is past MAX_MANIFEST_PAGES'}")
+                raise BulkExportError(
+                    f"bulk export manifest of {mask(status_url)}: page {page + 1} "
+                    f"{'repeats a page' if url in seen else 'is past MAX_MANIFEST_PAGES'}"
+                )
             seen.add(url)
             page += 1
             answer = await self.http.request("GET", url, headers={"Accept": "application/json"}, final=final_outcome)
@@ -346,14 +379,15 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                 raise self._refusal(f"$export status (manifest page {page})", answer)
             tt, url, _ = self._manifest(answer.body, url, page, files)
             if tt != first[0]:
-                raise BulkExportError(f"bulk export manifest page {page} of {mask(status_url)} has transactionTime "
-                                      f"{tt}, page 1 has {first[0]}")
+                raise BulkExportError(
+                    f"bulk export manifest page {page} of {mask(status_url)} has transactionTime "
+                    f"{tt}, page 1 has {first[0]}"
+                )
         counts = {kind: sum(f.kind == kind for f in files) for kind in ("output", "deleted", "error")}
         self.log.info("bulk export manifest read", status_url=mask(status_url), pages=page, **counts)
         return _Manifest(first[0], first[2], files, page)
 
-    def _manifest(self, body: bytes, url: str, page: int,
-                  files: list[NdjsonFile]) -> tuple[str, str | None, bool]:
+    def _manifest(self, body: bytes, url: str, page: int, files: list[NdjsonFile]) -> tuple[str, str | None, bool]:
         """Appends one manifest page's files (output, deleted, error) to ``files``; its (transactionTime, next page
         URL or None, requiresAccessToken)."""
         try:
@@ -365,20 +399,30 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             for kind in kinds:
                 for item in doc.get(kind) or ():
                     count = item.get("count")
-                    files.append(NdjsonFile(len(files), str(httpx.URL(url).join(str(item["url"]))),
-                                            str(item.get("type", "")), kind, page,
-                                            count if type(count) is int and kind == "output" else None))
+                    files.append(
+                        NdjsonFile(
+                            len(files),
+                            str(httpx.URL(url).join(str(item["url"]))),
+                            str(item.get("type", "")),
+                            kind,
+                            page,
+                            count if type(count) is int and kind == "output" else None,
+                        )
+                    )
             following = None
             for link in doc.get("link") or ():
                 if (link.get("relation") or link.get("rel")) == "next" and link.get("url"):
                     following = str(httpx.URL(url).join(str(link["url"])))
             return tt, following, bool(doc.get("requiresAccessToken", False))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise BulkExportError(f"bulk export manifest page {page} from {mask(url)} is not usable: "
-                                  f"{type(exc).__name__}: {exc}; body {body[:300]!r}") from exc
+            raise BulkExportError(
+                f"bulk export manifest page {page} from {mask(url)} is not usable: "
+                f"{type(exc).__name__}: {exc}; body {body[:300]!r}"
+            ) from exc
 
-    async def _download(self, manifest: _Manifest, export: Mapping[str, Any],
-                        since: str | None) -> AsyncIterator[Batch]:
+    async def _download(
+        self, manifest: _Manifest, export: Mapping[str, Any], since: str | None
+    ) -> AsyncIterator[Batch]:
         """Batches of lines, file after file; each held back until the next exists, so the last one can carry
         the final position (the new transactionTime)."""
         s = self.settings
@@ -388,10 +432,16 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         for file in manifest.files[first:]:
             same_origin = (httpx.URL(file.url).scheme, httpx.URL(file.url).netloc) == (origin.scheme, origin.netloc)
             if manifest.requires_token and not same_origin:
-                raise BulkExportError(f"bulk export file {mask(file.url)} requires the access token but is not on "
-                                      f"{origin.host}: credentials are only sent to their own upstream")
-            async with self.http.stream(file.url, headers={"Accept": "application/fhir+ndjson"},
-                                        send_auth=manifest.requires_token, final=final_outcome) as resp:
+                raise BulkExportError(
+                    f"bulk export file {mask(file.url)} requires the access token but is not on "
+                    f"{origin.host}: credentials are only sent to their own upstream"
+                )
+            async with self.http.stream(
+                file.url,
+                headers={"Accept": "application/fhir+ndjson"},
+                send_auth=manifest.requires_token,
+                final=final_outcome,
+            ) as resp:
                 if resp.status_code >= 300:
                     body = (await resp.aread())[:2000]
                     refused = OperationOutcomeError(f"GET {file.url}", resp.status_code, outcome_issues(body), body)
@@ -400,8 +450,10 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                     raise refused
                 ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
                 if ctype not in NDJSON_TYPES:
-                    raise BulkExportError(f"bulk export file {mask(file.url)} has content type {ctype!r}, "
-                                          f"expected one of {', '.join(NDJSON_TYPES)}")
+                    raise BulkExportError(
+                        f"bulk export file {mask(file.url)} has content type {ctype!r}, "
+                        f"expected one of {', '.join(NDJSON_TYPES)}"
+                    )
                 pending: list[Any] = []
                 read = last = 0
                 async for lines in ndjson_lines(resp, file, s.max_line_bytes):
@@ -413,7 +465,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                     # Resuming: the lines up to the committed one are in the sink already.
                     pending.extend([r for r in records if r.line > skip] if skip and file.index == first else records)
                     while len(pending) >= s.batch_size:
-                        chunk, pending = pending[: s.batch_size], pending[s.batch_size:]
+                        chunk, pending = pending[: s.batch_size], pending[s.batch_size :]
                         if held is not None:
                             yield held
                         held = Batch(chunk, self._at(since, status_url, file, _done(chunk[-1])))
@@ -433,15 +485,29 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
     def _count_mismatch(self, file: NdjsonFile, read: int) -> None:
         short = file.count is not None and read < file.count
         (self.log.error if short else self.log.warning)(
-            "bulk export file holds fewer resources than its manifest count" if short else
-            "bulk export file holds more resources than its manifest count", file=file.index, page=file.page,
-            type=file.type, url=mask(file.url.split("?", 1)[0]), count=file.count, read=read)
+            "bulk export file holds fewer resources than its manifest count"
+            if short
+            else "bulk export file holds more resources than its manifest count",
+            file=file.index,
+            page=file.page,
+            type=file.type,
+            url=mask(file.url.split("?", 1)[0]),
+            count=file.count,
+            read=read,
+        )
 
     @staticmethod
     def _at(since: str | None, status_url: str, file: NdjsonFile, line: int) -> Position:
-        return {"transaction_time": since,
-                "export": {"status_url": status_url, "page": file.page, "file": file.index, "file_url": file.url,
-                           "line": line}}
+        return {
+            "transaction_time": since,
+            "export": {
+                "status_url": status_url,
+                "page": file.page,
+                "file": file.index,
+                "file_url": file.url,
+                "line": line,
+            },
+        }
 
     async def acknowledge(self, position: Position) -> None:
         if self._finished is not None and "export" not in position:
@@ -464,7 +530,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             raise ManifestCountMismatch(
                 f"output file #{raw.file.index} {raw.file.type} ({raw.file.url.split('?', 1)[0]}, manifest page "
                 f"{raw.file.page}): the manifest announced {raw.file.count} resources, the file held {raw.read}: "
-                f"{(raw.file.count or 0) - raw.read} missing")
+                f"{(raw.file.count or 0) - raw.read} missing"
+            )
         if not isinstance(raw, NdjsonLine):
             raise DecodeError(f"expected an NDJSON line, got {type(raw).__name__}")
         if raw.problem:
@@ -477,14 +544,17 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         if type(res) is not dict:
             raise DecodeError(f"{raw.where()}: a JSON {type(res).__name__}, not a resource object")
         if raw.file.kind == "deleted":  # only a line that is not a Bundle of entries gets here
-            raise DecodeError(f"{raw.where()}: a {res.get('resourceType')} without entries, not a Bundle of "
-                              f"DELETE requests")
+            raise DecodeError(
+                f"{raw.where()}: a {res.get('resourceType')} without entries, not a Bundle of DELETE requests"
+            )
         if raw.file.kind == "error" or res.get("resourceType") == "OperationOutcome":
             said = describe_issues(outcome_issues(res)) or "an OperationOutcome without issues"
             raise ExportErrorRecord(f"{raw.where()}: the server could not export a resource: {said}")
         if _subsetted(res):
-            raise SubsettedResource(f"{raw.where()}: {res.get('resourceType')}/{res.get('id')} is tagged SUBSETTED "
-                                    f"(trimmed by the server): not the complete resource, never an event")
+            raise SubsettedResource(
+                f"{raw.where()}: {res.get('resourceType')}/{res.get('id')} is tagged SUBSETTED "
+                f"(trimmed by the server): not the complete resource, never an event"
+            )
         if self.settings.strict:
             validate_strict(res)
         return res
@@ -505,8 +575,10 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             rtype, rid, version = record.target()
             return f"{rtype}/{rid}", f"deleted@{version or record.time()}"
         meta = record.get("meta") or {}
-        return (f"{record.get('resourceType')}/{record.get('id')}",
-                str(meta.get("versionId") or meta.get("lastUpdated") or ""))
+        return (
+            f"{record.get('resourceType')}/{record.get('id')}",
+            str(meta.get("versionId") or meta.get("lastUpdated") or ""),
+        )
 
     def map(self, record: Any) -> Sequence[Contract]:
         if isinstance(record, BulkDeletion):
@@ -539,6 +611,9 @@ def _deletions(lines: list[NdjsonLine], transaction_time: str) -> list[Any]:
             continue
         listed = (doc.get("meta") or {}).get("lastUpdated") or doc.get("timestamp") or transaction_time  # type: ignore[union-attr]
         for n, entry in enumerate(entries):
-            out.append(BulkDeletion(entry, listed, where=f"{ln.where()} entry {n + 1}", line=ln.line,
-                                    complete=n == len(entries) - 1))
+            out.append(
+                BulkDeletion(
+                    entry, listed, where=f"{ln.where()} entry {n + 1}", line=ln.line, complete=n == len(entries) - 1
+                )
+            )
     return out

@@ -112,14 +112,21 @@ class HistoryScan:
         return records
 
 
-
-async def read_deletions(http: HttpClient, log: Any, resource_type: str, page_size: int,
-                         search_position: Position, since: str | None, seen: set[str]) -> AsyncIterator[Batch]:
+async def read_deletions(
+    http: HttpClient,
+    log: Any,
+    resource_type: str,
+    page_size: int,
+    search_position: Position,
+    since: str | None,
+    seen: set[str],
+) -> AsyncIterator[Batch]:
     """The DELETE entries of ``<Type>/_history?_since=<since>``; the last batch moves the deletion watermark.
 
     A page's batch is held until the next page has arrived: history lists newest first, so only after
     the last page is the newest instant known, and that batch alone carries it.
     """
+
     def position(deleted_since: str | None, keys: set[str]) -> Position:
         return {**search_position, "deleted_since": deleted_since, "deleted_at_watermark": sorted(keys)}
 
@@ -134,16 +141,24 @@ async def read_deletions(http: HttpClient, log: Any, resource_type: str, page_si
             page = await anext(pages)
             body = page.body
             if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-                raise UpstreamRefused("answered an OperationOutcome: " + "; ".join(
-                    str(i.get("diagnostics") or i.get("code")) for i in body.get("issue") or ()
-                    if isinstance(i, dict)))
+                raise UpstreamRefused(
+                    "answered an OperationOutcome: "
+                    + "; ".join(
+                        str(i.get("diagnostics") or i.get("code"))
+                        for i in body.get("issue") or ()
+                        if isinstance(i, dict)
+                    )
+                )
             if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
                 raise PageDecodeError(page.url, orjson.dumps(body), "not a FHIR Bundle")
         except StopAsyncIteration:
             break
         except UpstreamRefused as exc:
-            log.warning("the server refuses the history of deletions; none read this pass",
-                             resource_type=resource_type, error=str(exc)[:300])
+            log.warning(
+                "the server refuses the history of deletions; none read this pass",
+                resource_type=resource_type,
+                error=str(exc)[:300],
+            )
             if held is not None:
                 yield Batch(held, position(since, seen))
             return
@@ -155,8 +170,13 @@ async def read_deletions(http: HttpClient, log: Any, resource_type: str, page_si
         if held is not None:
             yield Batch(held, position(since, seen))
         held = scan.take(page.records, (body.get("meta") or {}).get("lastUpdated"))
-    log.info("history read", resource_type=resource_type, since=since, deletions=scan.deletions,
-                  versions_skipped=scan.versions)
+    log.info(
+        "history read",
+        resource_type=resource_type,
+        since=since,
+        deletions=scan.deletions,
+        versions_skipped=scan.versions,
+    )
     yield Batch(held or [], position(scan.newest.isoformat() if scan.newest else since, scan.keys))
 
 
@@ -172,5 +192,10 @@ def map_deletion(record: HistoryDeletion, resource_type: str) -> DeletionV1:
     if when is None:
         raise MappingError(f"{where}: no response.lastModified and no Bundle meta.lastUpdated")
     deleted = normalise(when, "UTC")
-    return DeletionV1(resource_type=rtype, resource_id=rid, deleted_at=deleted.utc,
-                      deleted_at_precision=deleted.precision, source_version=version)
+    return DeletionV1(
+        resource_type=rtype,
+        resource_id=rid,
+        deleted_at=deleted.utc,
+        deleted_at_precision=deleted.precision,
+        source_version=version,
+    )

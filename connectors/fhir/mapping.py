@@ -43,9 +43,28 @@ from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.core.errors import MappingError
 from inlet.core.time import Instant, normalise
 
-__all__ = ["LOINC", "VALUE_KEYS", "BundleIndex", "Resource", "bundle_index", "codings", "fhir_decimal", "items",
-           "map_observation", "obj", "period", "quantity", "reference_id", "reference_type", "require_id", "resolve",
-           "resolve_resource", "source_meta", "when", "with_standard_codes"]
+__all__ = [
+    "LOINC",
+    "VALUE_KEYS",
+    "BundleIndex",
+    "Resource",
+    "bundle_index",
+    "codings",
+    "fhir_decimal",
+    "items",
+    "map_observation",
+    "obj",
+    "period",
+    "quantity",
+    "reference_id",
+    "reference_type",
+    "require_id",
+    "resolve",
+    "resolve_resource",
+    "source_meta",
+    "when",
+    "with_standard_codes",
+]
 
 LOINC = "http://loinc.org"
 
@@ -56,13 +75,31 @@ BundleIndex = dict[str, Resource]
 # Parsed JSON is always dicts and lists: exact-type checks (``type(x) is dict``) instead of ``Mapping``
 # ABC checks keep this module inside the hot-path budget; the contract validates the result in one pass.
 
-VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
-              "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+VALUE_KEYS = (
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueInteger",
+    "valueRange",
+    "valueRatio",
+    "valueSampledData",
+    "valueTime",
+    "valueDateTime",
+    "valuePeriod",
+)
 _VALUE_KEY_SET = frozenset(VALUE_KEYS)
 _PLAIN_DECIMAL: Final = re.compile(DECIMAL_PATTERN)
 _TIME: Final = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?")  # FHIR ``time``
-_JSON_KINDS: Final = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-                      float: "a number", type(None): "null"}
+_JSON_KINDS: Final = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
 
 
 # -- references ------------------------------------------------------------------------------------------
@@ -110,8 +147,10 @@ def bundle_index(bundle: Any) -> BundleIndex:
     each resource is mapped (or sent to the DLQ) on its own.
     """
     if type(bundle) is not dict or bundle.get("resourceType") != "Bundle":
-        raise MappingError(f"expected a Bundle, got {_kind(bundle)} with resourceType "
-                           f"{bundle.get('resourceType') if type(bundle) is dict else None!r}")
+        raise MappingError(
+            f"expected a Bundle, got {_kind(bundle)} with resourceType "
+            f"{bundle.get('resourceType') if type(bundle) is dict else None!r}"
+        )
     index: BundleIndex = {}
     for entry in items(bundle.get("entry"), f"Bundle/{bundle.get('id')}.entry"):
         res = entry.get("resource") if type(entry) is dict else None
@@ -201,8 +240,10 @@ def fhir_decimal(value: Any, where: str) -> str:
         text = repr(value)
         # A repr of at most 16 characters has at most 15 digits (it always has a '.' or an 'e').
         if len(text) > 16 and len(text.split("e")[0].lstrip("-").replace(".", "").strip("0")) > 15:
-            raise MappingError(f"{where}: {text} is a binary float of more than 15 significant digits, which may "
-                               "have rounded the source's decimal; parse the JSON with inlet.core.exact_json.loads")
+            raise MappingError(
+                f"{where}: {text} is a binary float of more than 15 significant digits, which may "
+                "have rounded the source's decimal; parse the JSON with inlet.core.exact_json.loads"
+            )
         if "e" not in text:
             return text  # already plain notation (repr writes an exponent only below 1e-4 and from 1e16)
         value = Decimal(text)
@@ -225,8 +266,14 @@ def quantity(q: Any, where: str) -> dict[str, Any]:
     """A Quantity as the contract's tagged ``quantity`` value, its ``value`` an exact decimal string."""
     if type(q) is not dict or "value" not in q:
         raise MappingError(f"{where} must be a Quantity with a value")
-    return {"type": "quantity", "value": fhir_decimal(q["value"], f"{where}.value"), "unit": q.get("unit"),
-            "system": q.get("system"), "code": q.get("code"), "comparator": q.get("comparator")}
+    return {
+        "type": "quantity",
+        "value": fhir_decimal(q["value"], f"{where}.value"),
+        "unit": q.get("unit"),
+        "system": q.get("system"),
+        "code": q.get("code"),
+        "comparator": q.get("comparator"),
+    }
 
 
 def when(value: Any, zone: str | None, where: str) -> Instant:
@@ -241,16 +288,20 @@ def period(p: Any, zone: str | None, where: str) -> tuple[Instant | None, Instan
     """A Period's start and end (each None when open)."""
     p = obj(p, where)
     start, end = p.get("start"), p.get("end")
-    return (when(start, zone, f"{where}.start") if start is not None else None,
-            when(end, zone, f"{where}.end") if end is not None else None)
+    return (
+        when(start, zone, f"{where}.start") if start is not None else None,
+        when(end, zone, f"{where}.end") if end is not None else None,
+    )
 
 
 def require_id(res: Resource, rtype: str) -> str:
     """The resource's id; an event is keyed on it, so a resource without one is a MappingError."""
     rid = res.get("id")
     if not isinstance(rid, str) or not rid:
-        raise MappingError(f"{rtype}/{rid}: no id (a transaction entry the server has not stored yet has none; "
-                           "map what the server returns)")
+        raise MappingError(
+            f"{rtype}/{rid}: no id (a transaction entry the server has not stored yet has none; "
+            "map what the server returns)"
+        )
     return rid
 
 
@@ -270,8 +321,10 @@ def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None
     if _VALUE_KEY_SET.isdisjoint(res):
         # Only scanned when no known value[x] is present: FHIR allows one value[x] per element.
         if unknown := [k for k in res if k.startswith("value")]:
-            raise MappingError(f"{where}: unsupported value type {unknown[0]} (clinical.observation v2.0 "
-                               f"supports {', '.join(VALUE_KEYS)})")
+            raise MappingError(
+                f"{where}: unsupported value type {unknown[0]} (clinical.observation v2.0 "
+                f"supports {', '.join(VALUE_KEYS)})"
+            )
         return None
     if (q := res.get("valueQuantity")) is not None:
         return quantity(q, f"{where}.valueQuantity")
@@ -287,25 +340,33 @@ def _value(res: Resource, zone: str | None, where: str) -> dict[str, Any] | None
         return {"type": "time", "value": t}
     if (r := res.get("valueRange")) is not None:
         r = obj(r, f"{where}.valueRange")
-        return {"type": "range",
-                "low": quantity(r["low"], f"{where}.valueRange.low") if r.get("low") else None,
-                "high": quantity(r["high"], f"{where}.valueRange.high") if r.get("high") else None}
+        return {
+            "type": "range",
+            "low": quantity(r["low"], f"{where}.valueRange.low") if r.get("low") else None,
+            "high": quantity(r["high"], f"{where}.valueRange.high") if r.get("high") else None,
+        }
     if (r := res.get("valueRatio")) is not None:
         r = obj(r, f"{where}.valueRatio")
-        return {"type": "ratio",
-                "numerator": quantity(r["numerator"], f"{where}.valueRatio.numerator")
-                if r.get("numerator") else None,
-                "denominator": quantity(r["denominator"], f"{where}.valueRatio.denominator")
-                if r.get("denominator") else None}
+        return {
+            "type": "ratio",
+            "numerator": quantity(r["numerator"], f"{where}.valueRatio.numerator") if r.get("numerator") else None,
+            "denominator": quantity(r["denominator"], f"{where}.valueRatio.denominator")
+            if r.get("denominator")
+            else None,
+        }
     if (sd := res.get("valueSampledData")) is not None:
         at = f"{where}.valueSampledData"
         sd = obj(sd, at)
-        return {"type": "sampled_data", "origin": quantity(sd.get("origin"), f"{at}.origin"),
-                "period_ms": _opt_decimal(sd.get("period"), f"{at}.period"),
-                "factor": _opt_decimal(sd.get("factor"), f"{at}.factor"),
-                "lower_limit": _opt_decimal(sd.get("lowerLimit"), f"{at}.lowerLimit"),
-                "upper_limit": _opt_decimal(sd.get("upperLimit"), f"{at}.upperLimit"),
-                "dimensions": sd.get("dimensions"), "data": sd.get("data")}
+        return {
+            "type": "sampled_data",
+            "origin": quantity(sd.get("origin"), f"{at}.origin"),
+            "period_ms": _opt_decimal(sd.get("period"), f"{at}.period"),
+            "factor": _opt_decimal(sd.get("factor"), f"{at}.factor"),
+            "lower_limit": _opt_decimal(sd.get("lowerLimit"), f"{at}.lowerLimit"),
+            "upper_limit": _opt_decimal(sd.get("upperLimit"), f"{at}.upperLimit"),
+            "dimensions": sd.get("dimensions"),
+            "data": sd.get("data"),
+        }
     if "valueDateTime" in res:
         inst = when(res["valueDateTime"], zone, f"{where}.valueDateTime")
         return {"type": "datetime", "value": inst.utc, "precision": inst.precision}
@@ -336,17 +397,23 @@ def _effective(res: Resource, zone: str | None, where: str) -> dict[str, Any]:
     elif (timing := res.get("effectiveTiming")) is not None:
         timing = obj(timing, f"{where}.effectiveTiming")
         if events := items(timing.get("event"), f"{where}.effectiveTiming.event"):
-            times = sorted((when(e, zone, f"{where}.effectiveTiming.event[{i}]") for i, e in enumerate(events)),
-                           key=lambda inst: inst.utc)
+            times = sorted(
+                (when(e, zone, f"{where}.effectiveTiming.event[{i}]") for i, e in enumerate(events)),
+                key=lambda inst: inst.utc,
+            )
             start, end = times[0], times[-1] if len(times) > 1 else None
-        elif (repeat := timing.get("repeat")) is not None and \
-                (bounds := obj(repeat, f"{where}.effectiveTiming.repeat").get("boundsPeriod")) is not None:
+        elif (repeat := timing.get("repeat")) is not None and (
+            bounds := obj(repeat, f"{where}.effectiveTiming.repeat").get("boundsPeriod")
+        ) is not None:
             start, end = period(bounds, zone, f"{where}.effectiveTiming.repeat.boundsPeriod")
     else:
         return {}
     first = start or end
-    return {"effective_start": start.utc if start else None, "effective_end": end.utc if end else None,
-            "effective_precision": first.precision if first else None}
+    return {
+        "effective_start": start.utc if start else None,
+        "effective_end": end.utc if end else None,
+        "effective_precision": first.precision if first else None,
+    }
 
 
 def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> ObservationV2:
@@ -366,35 +433,44 @@ def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | Non
         at = f"{where}.component[{i}]"
         c = obj(raw, at)
         code = c.get("code")
-        components.append({"code": codings(code, f"{at}.code") if code is not None else [],
-                           "value": _value(c, zone, at), "data_absent_reason": _absent(c, at)})
+        components.append(
+            {
+                "code": codings(code, f"{at}.code") if code is not None else [],
+                "value": _value(c, zone, at),
+                "data_absent_reason": _absent(c, at),
+            }
+        )
     code = res.get("code")
     ref = reference_id if index is None else lambda r: resolve(r, index)
-    return ObservationV2.model_validate({
-        "observation_id": oid,
-        "patient_id": ref(res.get("subject")),
-        "encounter_id": ref(res.get("encounter")),
-        "status": res.get("status"),
-        "category": [c["code"] for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
-                     for c in codings(cat, f"{where}.category[{i}]")],
-        "code": codings(code, f"{where}.code") if code is not None else [],
-        "code_text": code.get("text") if type(code) is dict else None,
-        **_effective(res, zone, where),
-        "issued": when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
-        "value": _value(res, zone, where),
-        "data_absent_reason": _absent(res, where),
-        "components": components,
-        "has_member": [mid for m in items(res.get("hasMember"), f"{where}.hasMember") if (mid := ref(m))],
-        "source_last_updated": last_updated,
-        "source_version": version,
-    })
+    return ObservationV2.model_validate(
+        {
+            "observation_id": oid,
+            "patient_id": ref(res.get("subject")),
+            "encounter_id": ref(res.get("encounter")),
+            "status": res.get("status"),
+            "category": [
+                c["code"]
+                for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
+                for c in codings(cat, f"{where}.category[{i}]")
+            ],
+            "code": codings(code, f"{where}.code") if code is not None else [],
+            "code_text": code.get("text") if type(code) is dict else None,
+            **_effective(res, zone, where),
+            "issued": when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
+            "value": _value(res, zone, where),
+            "data_absent_reason": _absent(res, where),
+            "components": components,
+            "has_member": [mid for m in items(res.get("hasMember"), f"{where}.hasMember") if (mid := ref(m))],
+            "source_last_updated": last_updated,
+            "source_version": version,
+        }
+    )
 
 
 _C = TypeVar("_C", bound=Contract)
 
 
-def with_standard_codes(obs: _C, local_system: str, table: dict[str, tuple[str, str]],
-                        system: str = LOINC) -> _C:
+def with_standard_codes(obs: _C, local_system: str, table: dict[str, tuple[str, str]], system: str = LOINC) -> _C:
     """``obs`` with a ``system`` coding put first for each of its ``local_system`` codes in ``table``
     (local code → (standard code, display)); the local coding stays, a standard code already there is not
     repeated. The customer plugins' local-code quirk: consumers query by LOINC.
@@ -407,7 +483,11 @@ def with_standard_codes(obs: _C, local_system: str, table: dict[str, tuple[str, 
     if obs.contract_name != "clinical.observation" or not isinstance(codes, list):
         return obs
     have = {c.code for c in codes if c.system == system}
-    extra: list[Coding] = [Coding(system=system, code=code, display=display)
-                           for c in codes if c.system == local_system and c.code in table
-                           for code, display in (table[c.code],) if code not in have]
+    extra: list[Coding] = [
+        Coding(system=system, code=code, display=display)
+        for c in codes
+        if c.system == local_system and c.code in table
+        for code, display in (table[c.code],)
+        if code not in have
+    ]
     return obs.model_copy(update={"code": [*extra, *codes]}) if extra else obs  # model_copy keeps the type

@@ -52,8 +52,9 @@ class NdjsonLine(bytes):
         return f"{self.file.kind} file #{self.file.index}{page} {self.file.type} ({shown}) line {self.line}"
 
 
-def _line(data: bytes, file: NdjsonFile, number: int, problem: str | None = None,
-          unterminated: bool = False) -> NdjsonLine:
+def _line(
+    data: bytes, file: NdjsonFile, number: int, problem: str | None = None, unterminated: bool = False
+) -> NdjsonLine:
     out = NdjsonLine(data)
     out.file, out.line, out.problem, out.unterminated = file, number, problem, unterminated
     return out
@@ -109,8 +110,9 @@ async def ndjson_lines(resp: httpx.Response, file: NdjsonFile, max_line: int) ->
             if out:
                 yield out
     except httpx.HTTPError as exc:  # cut mid-body: transient, resume from the checkpoint
-        raise UpstreamError(mask(f"download of {file.url} broke off after line {number}: "
-                                 f"{type(exc).__name__}: {exc}")) from exc
+        raise UpstreamError(
+            mask(f"download of {file.url} broke off after line {number}: {type(exc).__name__}: {exc}")
+        ) from exc
     if over:
         yield [_line(bytes(buf), file, number + 1, _too_long(over, max_line))]
     elif buf and not buf.isspace():

@@ -16,8 +16,7 @@ import orjson
 from inlet.core.http import HttpResponse, UpstreamRefused
 from inlet.core.secrets import mask
 
-__all__ = ["TRANSIENT_CODES", "Issue", "OperationOutcomeError", "describe_issues", "final_outcome",
-           "outcome_issues"]
+__all__ = ["TRANSIENT_CODES", "Issue", "OperationOutcomeError", "describe_issues", "final_outcome", "outcome_issues"]
 
 TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "lock-error", "no-store", "incomplete"})
 """OperationOutcome issue codes that say "try again"; a 5xx whose issues carry none of them is final."""

@@ -62,8 +62,19 @@ from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.core.errors import MappingError
 
-__all__ = ["CONTRACTS", "FILTERS", "MAPPERS", "ZONE_NEEDED", "Mapper", "filter_reason", "map_condition",
-           "map_encounter", "map_medication_request", "map_patient", "map_resource"]
+__all__ = [
+    "CONTRACTS",
+    "FILTERS",
+    "MAPPERS",
+    "ZONE_NEEDED",
+    "Mapper",
+    "filter_reason",
+    "map_condition",
+    "map_encounter",
+    "map_medication_request",
+    "map_patient",
+    "map_resource",
+]
 
 _FHIR_DATE: Final = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 _AGE_YEARS: Final = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25}  # UCUM code → years
@@ -117,11 +128,16 @@ def map_patient(res: Resource, zone: str | None, *, index: BundleIndex | None = 
     where = _start(res, "Patient")
     last_updated, version = source_meta(res, zone, where)
     out: dict[str, Any] = {
-        "patient_id": res.get("id"), "active": res.get("active"), "gender": res.get("gender"),
-        "identifiers": [{"system": ident.get("system"), "value": ident["value"]}
-                        for i, raw in enumerate(items(res.get("identifier"), f"{where}.identifier"))
-                        if (ident := obj(raw, f"{where}.identifier[{i}]")).get("value") not in (None, "")],
-        "source_last_updated": last_updated, "source_version": version,
+        "patient_id": res.get("id"),
+        "active": res.get("active"),
+        "gender": res.get("gender"),
+        "identifiers": [
+            {"system": ident.get("system"), "value": ident["value"]}
+            for i, raw in enumerate(items(res.get("identifier"), f"{where}.identifier"))
+            if (ident := obj(raw, f"{where}.identifier[{i}]")).get("value") not in (None, "")
+        ],
+        "source_last_updated": last_updated,
+        "source_version": version,
     }
     if (birth := res.get("birthDate")) is not None:
         out["birth_date"], out["birth_date_precision"] = _birth_date(birth, f"{where}.birthDate")
@@ -148,24 +164,31 @@ def map_encounter(res: Resource, zone: str | None, *, index: BundleIndex | None 
     last_updated, version = source_meta(res, zone, where)
     cls = res.get("class")
     if type(cls) is not dict:
-        raise MappingError(f"{where}.class: expected one Coding (R4 Encounter.class is 1..1), "
-                           f"got {'nothing' if cls is None else type(cls).__name__}")
+        raise MappingError(
+            f"{where}.class: expected one Coding (R4 Encounter.class is 1..1), "
+            f"got {'nothing' if cls is None else type(cls).__name__}"
+        )
     types = [obj(t, f"{where}.type[{i}]") for i, t in enumerate(items(res.get("type"), f"{where}.type"))]
     start = end = None
     if (p := res.get("period")) is not None:
         start, end = period(p, zone, f"{where}.period")
-    return EncounterV1.model_validate({
-        "encounter_id": res.get("id"),
-        "patient_id": _ref(res.get("subject"), index),
-        "status": res.get("status"),
-        "encounter_class": {"system": cls.get("system"), "code": cls.get("code"), "display": cls.get("display")},
-        "type": [c for i, t in enumerate(types) for c in codings(t, f"{where}.type[{i}]")],
-        "type_text": types[0].get("text") if types else None,
-        "period_start": start.utc if start else None, "period_start_precision": start.precision if start else None,
-        "period_end": end.utc if end else None, "period_end_precision": end.precision if end else None,
-        "service_provider_id": _ref(res.get("serviceProvider"), index),
-        "source_last_updated": last_updated, "source_version": version,
-    })
+    return EncounterV1.model_validate(
+        {
+            "encounter_id": res.get("id"),
+            "patient_id": _ref(res.get("subject"), index),
+            "status": res.get("status"),
+            "encounter_class": {"system": cls.get("system"), "code": cls.get("code"), "display": cls.get("display")},
+            "type": [c for i, t in enumerate(types) for c in codings(t, f"{where}.type[{i}]")],
+            "type_text": types[0].get("text") if types else None,
+            "period_start": start.utc if start else None,
+            "period_start_precision": start.precision if start else None,
+            "period_end": end.utc if end else None,
+            "period_end_precision": end.precision if end else None,
+            "service_provider_id": _ref(res.get("serviceProvider"), index),
+            "source_last_updated": last_updated,
+            "source_version": version,
+        }
+    )
 
 
 # -- Condition -------------------------------------------------------------------------------------------
@@ -196,8 +219,9 @@ def _age_years(age: Any, where: str) -> float:
     q = quantity(age, where)  # the value a FHIR decimal: MappingError when it is not a finite JSON number
     factor = _AGE_YEARS.get(q["code"]) if isinstance(q["code"], str) else None
     if factor is None:
-        raise MappingError(f"{where}: expected a numeric Age in UCUM a, mo, wk or d, got value {q['value']!r} "
-                           f"code {q['code']!r}")
+        raise MappingError(
+            f"{where}: expected a numeric Age in UCUM a, mo, wk or d, got value {q['value']!r} code {q['code']!r}"
+        )
     years = float(q["value"]) * factor
     if not math.isfinite(years):
         raise MappingError(f"{where}: an age of {q['value'][:40]} {q['code']} is beyond any number of years")
@@ -212,8 +236,11 @@ def _onset(res: Resource, element: str, field: str, zone: str | None, where: str
     if (p := res.get(f"{element}Period")) is not None:
         start, end = period(p, zone, f"{where}.{element}Period")
         first = start or end
-        return {f"{field}_start": start.utc if start else None, f"{field}_end": end.utc if end else None,
-                f"{field}_precision": first.precision if first else None}
+        return {
+            f"{field}_start": start.utc if start else None,
+            f"{field}_end": end.utc if end else None,
+            f"{field}_precision": first.precision if first else None,
+        }
     if (age := res.get(f"{element}Age")) is not None:
         return {f"{field}_age_years": _age_years(age, f"{where}.{element}Age")}
     if (text := res.get(f"{element}String")) is not None:
@@ -222,8 +249,9 @@ def _onset(res: Resource, element: str, field: str, zone: str | None, where: str
         return {f"{field}_text": _range_text(r, f"{where}.{element}Range")}
     unknown = [k for k in res if k.startswith(element) and k != "abatementBoolean"]
     if unknown:
-        raise MappingError(f"{where}: unsupported {unknown[0]} (FHIR R4 {element}[x] is dateTime, Age, Period, "
-                           "Range or string)")
+        raise MappingError(
+            f"{where}: unsupported {unknown[0]} (FHIR R4 {element}[x] is dateTime, Age, Period, Range or string)"
+        )
     return {}
 
 
@@ -235,24 +263,31 @@ def map_condition(res: Resource, zone: str | None, *, index: BundleIndex | None 
     abatement = _onset(res, "abatement", "abatement", zone, where)
     abated = res.get("abatementBoolean")
     recorded = when(res["recordedDate"], zone, f"{where}.recordedDate") if res.get("recordedDate") else None
-    return ConditionV1.model_validate({
-        "condition_id": res.get("id"),
-        "patient_id": _ref(res.get("subject"), index),
-        "encounter_id": _ref(res.get("encounter"), index),
-        "clinical_status": _status_code(res.get("clinicalStatus"), _CLINICAL, f"{where}.clinicalStatus"),
-        "verification_status": _status_code(res.get("verificationStatus"), _VERIFICATION,
-                                            f"{where}.verificationStatus"),
-        "category": [c["code"] for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
-                     for c in codings(cat, f"{where}.category[{i}]")],
-        "code": codings(code, f"{where}.code") if code is not None else [],
-        "code_text": code.get("text") if type(code) is dict else None,
-        **_onset(res, "onset", "onset", zone, where),
-        **abatement,
-        "abated": abated if abated is not None else True if abatement else None,
-        "recorded_date": recorded.utc if recorded else None,
-        "recorded_date_precision": recorded.precision if recorded else None,
-        "source_last_updated": last_updated, "source_version": version,
-    })
+    return ConditionV1.model_validate(
+        {
+            "condition_id": res.get("id"),
+            "patient_id": _ref(res.get("subject"), index),
+            "encounter_id": _ref(res.get("encounter"), index),
+            "clinical_status": _status_code(res.get("clinicalStatus"), _CLINICAL, f"{where}.clinicalStatus"),
+            "verification_status": _status_code(
+                res.get("verificationStatus"), _VERIFICATION, f"{where}.verificationStatus"
+            ),
+            "category": [
+                c["code"]
+                for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
+                for c in codings(cat, f"{where}.category[{i}]")
+            ],
+            "code": codings(code, f"{where}.code") if code is not None else [],
+            "code_text": code.get("text") if type(code) is dict else None,
+            **_onset(res, "onset", "onset", zone, where),
+            **abatement,
+            "abated": abated if abated is not None else True if abatement else None,
+            "recorded_date": recorded.utc if recorded else None,
+            "recorded_date_precision": recorded.precision if recorded else None,
+            "source_last_updated": last_updated,
+            "source_version": version,
+        }
+    )
 
 
 # -- MedicationRequest -----------------------------------------------------------------------------------
@@ -273,8 +308,9 @@ def _medication(res: Resource, index: BundleIndex | None, where: str) -> dict[st
         return {"medication": codings(concept, f"{where}.medicationCodeableConcept"), "medication_text": text}
     ref = res.get("medicationReference")
     if ref is None:
-        raise MappingError(f"{where}: no medication[x] (FHIR R4 requires medicationCodeableConcept or "
-                           "medicationReference)")
+        raise MappingError(
+            f"{where}: no medication[x] (FHIR R4 requires medicationCodeableConcept or medicationReference)"
+        )
     ref = obj(ref, f"{where}.medicationReference")
     contained = _contained(res, ref, where, "medicationReference")
     target = contained if contained is not None else resolve_resource(ref, index) if index is not None else None
@@ -296,32 +332,38 @@ def _requester(res: Resource, index: BundleIndex | None, where: str) -> dict[str
     if (contained := _contained(res, ref, where, "requester")) is not None:
         return {"requester_type": contained.get("resourceType"), "requester_id": None}  # no id outside res
     target = resolve_resource(ref, index) if index is not None else None
-    return {"requester_type": target.get("resourceType") if target is not None else reference_type(ref),
-            "requester_id": _ref(ref, index)}
+    return {
+        "requester_type": target.get("resourceType") if target is not None else reference_type(ref),
+        "requester_id": _ref(ref, index),
+    }
 
 
-def map_medication_request(res: Resource, zone: str | None, *,
-                           index: BundleIndex | None = None) -> MedicationRequestV1:
+def map_medication_request(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> MedicationRequestV1:
     """Map one MedicationRequest: medication (concept, contained or bundled Medication), dates, dosage text."""
     where = _start(res, "MedicationRequest")
     last_updated, version = source_meta(res, zone, where)
     authored = when(res["authoredOn"], zone, f"{where}.authoredOn") if res.get("authoredOn") else None
-    dosages = [obj(d, f"{where}.dosageInstruction[{i}]")
-               for i, d in enumerate(items(res.get("dosageInstruction"), f"{where}.dosageInstruction"))]
+    dosages = [
+        obj(d, f"{where}.dosageInstruction[{i}]")
+        for i, d in enumerate(items(res.get("dosageInstruction"), f"{where}.dosageInstruction"))
+    ]
     dosages.sort(key=lambda d: (0, d["sequence"]) if type(d.get("sequence")) is int else (1, 0))
-    return MedicationRequestV1.model_validate({
-        "medication_request_id": res.get("id"),
-        "patient_id": _ref(res.get("subject"), index),
-        "encounter_id": _ref(res.get("encounter"), index),
-        "status": res.get("status"),
-        "intent": res.get("intent"),
-        **_medication(res, index, where),
-        "authored_on": authored.utc if authored else None,
-        "authored_on_precision": authored.precision if authored else None,
-        "dosage_text": [d["text"] for d in dosages if d.get("text") is not None],
-        **_requester(res, index, where),
-        "source_last_updated": last_updated, "source_version": version,
-    })
+    return MedicationRequestV1.model_validate(
+        {
+            "medication_request_id": res.get("id"),
+            "patient_id": _ref(res.get("subject"), index),
+            "encounter_id": _ref(res.get("encounter"), index),
+            "status": res.get("status"),
+            "intent": res.get("intent"),
+            **_medication(res, index, where),
+            "authored_on": authored.utc if authored else None,
+            "authored_on_precision": authored.precision if authored else None,
+            "dosage_text": [d["text"] for d in dosages if d.get("text") is not None],
+            **_requester(res, index, where),
+            "source_last_updated": last_updated,
+            "source_version": version,
+        }
+    )
 
 
 # -- dispatch and filters --------------------------------------------------------------------------------
@@ -343,8 +385,10 @@ CONTRACTS: dict[str, type[Contract]] = {
 }
 """``resourceType`` → the contract its mapper emits (what an integration reading that type produces)."""
 
-ZONE_NEEDED = ("FHIR dates and date-times without an offset (e.g. effectiveDateTime '2026-03-01') cannot be placed "
-               "in time, so such records go to the DLQ (stage map)")
+ZONE_NEEDED = (
+    "FHIR dates and date-times without an offset (e.g. effectiveDateTime '2026-03-01') cannot be placed "
+    "in time, so such records go to the DLQ (stage map)"
+)
 """Why a FHIR integration needs its ``zone`` (``inlet check`` warns with this when it is missing)."""
 
 
@@ -354,8 +398,7 @@ def map_resource(res: Resource, zone: str | None, *, index: BundleIndex | None =
     mapper = MAPPERS.get(rtype) if isinstance(rtype, str) else None
     if mapper is None:
         what = f"{rtype}/{res.get('id')}" if rtype else f"a JSON {type(res).__name__}"
-        raise MappingError(f"{what}: no clinical contract for resourceType {rtype!r} "
-                           f"(supported: {', '.join(MAPPERS)})")
+        raise MappingError(f"{what}: no clinical contract for resourceType {rtype!r} (supported: {', '.join(MAPPERS)})")
     return mapper(res, zone, index=index)
 
 

@@ -58,8 +58,14 @@ from inlet.core.scaffold import Scaffold
 from inlet.core.time import Instant, normalise
 from inlet.core.types import Position
 
-__all__ = ["FhirObservationSearchConnector", "FhirSearchConnector", "FhirSearchSettings", "ResourceType",
-           "pinned_settings", "watermark_key"]
+__all__ = [
+    "FhirObservationSearchConnector",
+    "FhirSearchConnector",
+    "FhirSearchSettings",
+    "ResourceType",
+    "pinned_settings",
+    "watermark_key",
+]
 
 ResourceType = Literal["Observation", "Patient", "Encounter", "Condition", "MedicationRequest"]
 """The resource types the family maps to a contract (``connectors.fhir.resources.MAPPERS``)."""
@@ -88,8 +94,12 @@ def pinned_settings(resource_type: ResourceType) -> type[FhirSearchSettings]:
     """Settings that accept only ``resource_type`` (the default): for a plugin bound to one type, so a YAML
     asking it for another type fails ``inlet check`` instead of mapping the wrong resources."""
     only: Any = Literal[resource_type]  # a Literal built at run time: the one type this model accepts
-    return create_model(f"{resource_type}SearchSettings", __base__=FhirSearchSettings, __module__=__name__,
-                        resource_type=(only, resource_type))
+    return create_model(
+        f"{resource_type}SearchSettings",
+        __base__=FhirSearchSettings,
+        __module__=__name__,
+        resource_type=(only, resource_type),
+    )
 
 
 def watermark_key(res: Any) -> str:
@@ -105,15 +115,25 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
 
     name: ClassVar[str] = "fhir.search"
     settings_model: ClassVar[type[PluginSettings]] = FhirSearchSettings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV2, PatientV1, EncounterV1, ConditionV1,
-                                                       MedicationRequestV1, DeletionV1)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (
+        ObservationV2,
+        PatientV1,
+        EncounterV1,
+        ConditionV1,
+        MedicationRequestV1,
+        DeletionV1,
+    )
     description: ClassVar[str] = "FHIR R4 search (any mapped resource type) with a _lastUpdated watermark"
     phi: ClassVar[bool] = True
     zone_needed: ClassVar[str] = ZONE_NEEDED
     scaffold: ClassVar[Scaffold] = Scaffold(
-        family="fhir", integration="observations", hooks=("filter", "map"), zone="Europe/Berlin",
+        family="fhir",
+        integration="observations",
+        hooks=("filter", "map"),
+        zone="Europe/Berlin",
         settings={"resource_type": "Observation", "http": {"base_url": "https://fhir.{customer}.invalid/fhir"}},
-        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server")
+        record="inlet record {key} --config {config}   # with settings.http.base_url pointing at a test server",
+    )
 
     http: HttpClient
     _seen: frozenset[str] = frozenset()
@@ -125,8 +145,10 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         super().__init__(ctx, settings)
         allowed = get_args(self.settings_model.model_fields["resource_type"].annotation)
         if settings.resource_type not in allowed:  # settings built in code rather than validated from YAML
-            raise ConfigError(f"{self.name} searches {' or '.join(allowed)}, not {settings.resource_type!r}",
-                              key="settings.resource_type")
+            raise ConfigError(
+                f"{self.name} searches {' or '.join(allowed)}, not {settings.resource_type!r}",
+                key="settings.resource_type",
+            )
         self.resource_type: str = settings.resource_type
 
     @override
@@ -170,8 +192,10 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
                 if isinstance(res, dict) and (mode == "outcome" or res.get("resourceType") == "OperationOutcome"):
-                    self.log.warning("server sent an OperationOutcome with the search",
-                                     issues=[i.get("diagnostics") for i in res.get("issue") or ()])
+                    self.log.warning(
+                        "server sent an OperationOutcome with the search",
+                        issues=[i.get("diagnostics") for i in res.get("issue") or ()],
+                    )
                     continue
                 records.append(res if res is not None else entry)
                 lu = (res or {}).get("meta", {}).get("lastUpdated") if isinstance(res, dict) else None
@@ -190,9 +214,14 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 watermark = advanced.isoformat()
             yield Batch(records, self._position(watermark, ids, *deleted))
         if s.history_deletes:
-            async for batch in read_deletions(self.http, self.log, self.resource_type, s.page_size,
-                                              {"last_updated": watermark, "ids_at_watermark": sorted(ids)},
-                                              *deleted):
+            async for batch in read_deletions(
+                self.http,
+                self.log,
+                self.resource_type,
+                s.page_size,
+                {"last_updated": watermark, "ids_at_watermark": sorted(ids)},
+                *deleted,
+            ):
                 yield batch
 
     async def _next_page(self, pages: AsyncIterator[Page]) -> Page:
@@ -209,8 +238,9 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             raise PageDecodeError(page.url, exact_json.dumps(page.body), "not a FHIR Bundle")
         return page
 
-    def _position(self, watermark: str | None, ids: set[str], deleted_since: str | None,
-                  deleted_seen: set[str]) -> Position:
+    def _position(
+        self, watermark: str | None, ids: set[str], deleted_since: str | None, deleted_seen: set[str]
+    ) -> Position:
         now: dict[str, Any] = {"last_updated": watermark, "ids_at_watermark": sorted(ids)}
         if self.settings.history_deletes:  # only then: with the flag off positions (and fixtures) keep their shape
             now |= {"deleted_since": deleted_since, "deleted_at_watermark": sorted(deleted_seen)}
@@ -254,17 +284,22 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             rtype, rid, version = record.target()
             return f"{rtype}/{rid}", f"deleted@{version or record.time()}"
         meta = record.get("meta") or {}
-        return (f"{record.get('resourceType')}/{record.get('id')}",
-                str(meta.get("versionId") or meta.get("lastUpdated") or ""))
+        return (
+            f"{record.get('resourceType')}/{record.get('id')}",
+            str(meta.get("versionId") or meta.get("lastUpdated") or ""),
+        )
 
     def map(self, record: Any) -> Sequence[Contract]:
         if isinstance(record, HistoryDeletion):
             return [map_deletion(record, self.resource_type)]
         rtype = record.get("resourceType")
         if rtype != self.resource_type and isinstance(rtype, str):
-            raise MappingError(f"{rtype}/{record.get('id')}: the search for {self.resource_type} returned a "
-                               f"{rtype} (an _include or a server bug); this integration maps {self.resource_type}")
+            raise MappingError(
+                f"{rtype}/{record.get('id')}: the search for {self.resource_type} returned a "
+                f"{rtype} (an _include or a server bug); this integration maps {self.resource_type}"
+            )
         return [map_resource(record, self.ctx.zone)]
+
 
 class FhirObservationSearchConnector(FhirSearchConnector):
     """Observations by incremental ``_lastUpdated`` search, mapped to ``clinical.observation`` v2 (and published
@@ -274,4 +309,3 @@ class FhirObservationSearchConnector(FhirSearchConnector):
     settings_model: ClassVar[type[PluginSettings]] = pinned_settings("Observation")
     contracts: ClassVar[tuple[type[Contract], ...]] = (ObservationV2,)
     description: ClassVar[str] = "FHIR R4 Observation search with a _lastUpdated watermark"
-

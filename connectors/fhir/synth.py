@@ -85,7 +85,12 @@ _VITALS: Final[dict[str, _Quantity]] = {
     "rr": ("9279-1", "Respiratory rate", "/min", 12.0, 20.0, 0),
 }
 _PAIN: Final[_Quantity] = (
-    "72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported", "{score}", 0.0, 10.0, 0,
+    "72514-3",
+    "Pain severity - 0-10 verbal numeric rating [Score] - Reported",
+    "{score}",
+    0.0,
+    10.0,
+    0,
 )
 _METABOLIC_PANEL: Final[tuple[_Quantity, ...]] = (
     ("2339-0", "Glucose", "mg/dL", 65.0, 140.0, 1),
@@ -117,7 +122,9 @@ _BP_DIASTOLIC: Final = ("8462-4", "Diastolic Blood Pressure", 60.0, 92.0)
 
 # (LOINC code, display, category, answers as (system, code, display))
 _SMOKING: Final = (
-    "72166-2", "Tobacco smoking status NHIS", "survey",
+    "72166-2",
+    "Tobacco smoking status NHIS",
+    "survey",
     (
         (_SNOMED, "266919005", "Never smoker"),
         (_SNOMED, "8517006", "Former smoker"),
@@ -131,7 +138,9 @@ _INSURANCE: Final = (
     ((_LOINC, "LA33-6", "Yes"), (_LOINC, "LA32-8", "No")),
 )
 _HOUSING: Final = (
-    "71802-3", "Housing status", "social-history",
+    "71802-3",
+    "Housing status",
+    "social-history",
     ("Patient has stable housing", "Patient lives with family", "Patient lives in temporary housing"),
 )
 
@@ -145,12 +154,22 @@ _ENCOUNTER_KINDS: Final = (
 _ENCOUNTER_WEIGHTS: Final = [kind[4] for kind in _ENCOUNTER_KINDS]
 
 _UTC_OFFSETS: Final = tuple(
-    timezone(timedelta(minutes=minutes))
-    for minutes in (0, -300, -240, 60, 120, 330, -480, 540, -210)
+    timezone(timedelta(minutes=minutes)) for minutes in (0, -300, -240, 60, 120, 330, -480, 540, -210)
 )
 
 _GIVEN_HEADS: Final = (
-    "Avo", "Brel", "Cael", "Dorv", "Esk", "Faro", "Gilm", "Hesk", "Ilv", "Jarn", "Kelo", "Lum",
+    "Avo",
+    "Brel",
+    "Cael",
+    "Dorv",
+    "Esk",
+    "Faro",
+    "Gilm",
+    "Hesk",
+    "Ilv",
+    "Jarn",
+    "Kelo",
+    "Lum",
 )
 _GIVEN_TAILS: Final = ("a", "en", "ix", "o", "ara", "eth", "ika", "un")
 _FAMILY_HEADS: Final = ("Ambr", "Quill", "Zand", "Vex", "Orv", "Thrane", "Yssel", "Kvor", "Brumm", "Xand")
@@ -283,9 +302,7 @@ class _Generator:
         self.patient_offsets.append(rng.choice(_UTC_OFFSETS))
         return len(self.patients) - 1
 
-    def new_encounter(
-        self, patient_index: int, kind: tuple[str, str, str, str, int], begin: datetime
-    ) -> str:
+    def new_encounter(self, patient_index: int, kind: tuple[str, str, str, str, int], begin: datetime) -> str:
         encounter_id = self.uuid()
         end = begin + timedelta(minutes=self.rng.randint(15, 90))
         _name, act_class, type_code, type_display, _weight = kind
@@ -297,8 +314,7 @@ class _Generator:
                 "status": "finished",
                 "class": {"system": _ACT_CODE, "code": act_class},
                 "type": [
-                    {"coding": [{"system": _SNOMED, "code": type_code, "display": type_display}],
-                     "text": type_display}
+                    {"coding": [{"system": _SNOMED, "code": type_code, "display": type_display}], "text": type_display}
                 ],
                 "subject": {"reference": f"Patient/{self.patients[patient_index]['id']}"},
                 "period": {
@@ -373,9 +389,7 @@ class _Generator:
             batch = 1 if r < 0.6 else 2 if r < 0.8 else 3 if r < 0.93 else rng.randint(4, 6)
             last_updated = self.stamp()
             window = (self.clock - begin).total_seconds()
-            issued = (begin + timedelta(seconds=round(rng.random() * window, 3))).isoformat(
-                timespec="milliseconds"
-            )
+            issued = (begin + timedelta(seconds=round(rng.random() * window, 3))).isoformat(timespec="milliseconds")
             for category, body in bodies[index : index + batch]:
                 amended = rng.random() < 0.03
                 # Key order follows Synthea's: category, code, subject, encounter, times, then the value.
@@ -384,9 +398,7 @@ class _Generator:
                     "id": self.uuid(),
                     "meta": self.meta(last_updated, "2" if amended else "1"),
                     "status": "amended" if amended else "final",
-                    "category": [
-                        {"coding": [{"system": _OBS_CATEGORY, "code": category, "display": category}]}
-                    ],
+                    "category": [{"coding": [{"system": _OBS_CATEGORY, "code": category, "display": category}]}],
                     "code": body["code"],
                     "subject": dict(subject),
                     "encounter": {"reference": f"Encounter/{encounter_id}"},
@@ -432,9 +444,7 @@ def _blood_pressure_body(rng: random.Random) -> dict[str, Any]:
     return {"code": _concept(_LOINC, "55284-4", "Blood Pressure"), "component": components}
 
 
-def _coded_body(
-    rng: random.Random, spec: tuple[str, str, str, tuple[tuple[str, str, str], ...]]
-) -> dict[str, Any]:
+def _coded_body(rng: random.Random, spec: tuple[str, str, str, tuple[tuple[str, str, str], ...]]) -> dict[str, Any]:
     code, display, _category, answers = spec
     return {"code": _concept(_LOINC, code, display), "valueCodeableConcept": _concept(*rng.choice(answers))}
 
@@ -455,8 +465,12 @@ _STREET_KINDS: Final = ("Row", "Way", "Gasse", "Allee", "Ring", "Lane")
 _PLACES: Final = (("Brelstadt", "Norland"), ("Kvorhaven", "Ostmark"), ("Zandow", "Norland"), ("Vexberg", "Suedgau"))
 _MARITAL: Final = (("M", "Married"), ("S", "Never Married"), ("D", "Divorced"), ("W", "Widowed"))
 _V2_0203: Final = "http://terminology.hl7.org/CodeSystem/v2-0203"
-_REASONS: Final = (("10509002", "Acute bronchitis (disorder)"), ("444814009", "Viral sinusitis (disorder)"),
-                   ("195662009", "Acute viral pharyngitis (disorder)"), ("72892002", "Normal pregnancy"))
+_REASONS: Final = (
+    ("10509002", "Acute bronchitis (disorder)"),
+    ("444814009", "Viral sinusitis (disorder)"),
+    ("195662009", "Acute viral pharyngitis (disorder)"),
+    ("72892002", "Normal pregnancy"),
+)
 _INPATIENT: Final = ("inpatient", "IMP", "32485007", "Hospital admission (procedure)", 10)
 _STAY_KINDS: Final = (*_ENCOUNTER_KINDS, _INPATIENT)
 _STAY_WEIGHTS: Final = [kind[4] for kind in _STAY_KINDS]
@@ -484,8 +498,9 @@ def _write_batches(gen: _Generator, count: int) -> list[tuple[str, str]]:
     return out
 
 
-def generate_patients(count: int, seed: int = 0, start: datetime = DEFAULT_START, *, country: str = "US",
-                      language: str = "en-US") -> list[FhirResource]:
+def generate_patients(
+    count: int, seed: int = 0, start: datetime = DEFAULT_START, *, country: str = "US", language: str = "en-US"
+) -> list[FhirResource]:
     """``count`` Synthea-shaped Patients ordered by ``meta.lastUpdated``, deterministic for the arguments.
 
     Every direct identifier a real record would have is present and fake — names, mother's maiden name,
@@ -508,53 +523,100 @@ def generate_patients(count: int, seed: int = 0, start: datetime = DEFAULT_START
             "resourceType": "Patient",
             "id": pid,
             "meta": gen.meta(last_updated, version),
-            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">Generated by '
-                     f"connectors.fhir.synth. {given} {family}, seed {seed}</div>"},
+            "text": {
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">Generated by '
+                f"connectors.fhir.synth. {given} {family}, seed {seed}</div>",
+            },
             "extension": [
-                {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
-                 "valueString": " ".join(_fake_name(rng))},
-                {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex",
-                 "valueCode": "F" if gender == "female" else "M"},
-                {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
-                 "valueAddress": {"city": rng.choice(_PLACES)[0], "state": state, "country": country}},
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+                    "valueString": " ".join(_fake_name(rng)),
+                },
+                {
+                    "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex",
+                    "valueCode": "F" if gender == "female" else "M",
+                },
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+                    "valueAddress": {"city": rng.choice(_PLACES)[0], "state": state, "country": country},
+                },
             ],
             "identifier": [
                 {"system": PERSON_SYSTEM, "value": gen.uuid()},
-                {"type": {"coding": [{"system": _V2_0203, "code": "MR", "display": "Medical Record Number"}],
-                          "text": "Medical Record Number"},
-                 "system": IDENTIFIER_SYSTEM, "value": f"SYN-{rng.getrandbits(32):08x}"},
-                {"type": {"coding": [{"system": _V2_0203, "code": "SS", "display": "Social Security Number"}],
-                          "text": "Social Security Number"},
-                 "system": NATIONAL_ID_SYSTEM, "value": f"999-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"},
+                {
+                    "type": {
+                        "coding": [{"system": _V2_0203, "code": "MR", "display": "Medical Record Number"}],
+                        "text": "Medical Record Number",
+                    },
+                    "system": IDENTIFIER_SYSTEM,
+                    "value": f"SYN-{rng.getrandbits(32):08x}",
+                },
+                {
+                    "type": {
+                        "coding": [{"system": _V2_0203, "code": "SS", "display": "Social Security Number"}],
+                        "text": "Social Security Number",
+                    },
+                    "system": NATIONAL_ID_SYSTEM,
+                    "value": f"999-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
+                },
             ],
-            "name": [{"use": "official", "family": family, "given": [given],
-                      "prefix": ["Ms." if gender == "female" else "Mr."]}],
-            "telecom": [{"system": "phone", "value": f"555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
-                         "use": "home"}],
+            "name": [
+                {
+                    "use": "official",
+                    "family": family,
+                    "given": [given],
+                    "prefix": ["Ms." if gender == "female" else "Mr."],
+                }
+            ],
+            "telecom": [
+                {"system": "phone", "value": f"555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}", "use": "home"}
+            ],
             "gender": gender,
             "birthDate": birth.date().isoformat(),
         }
         if rng.random() < 0.04:
             died = birth + timedelta(days=rng.randint(365 * 40, 365 * 89))
             patient["deceasedDateTime"] = min(died, start - timedelta(days=1)).isoformat(timespec="seconds")
-        patient["address"] = [{
-            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/geolocation", "extension": [
-                {"url": "latitude", "valueDecimal": round(rng.uniform(47.3, 55.0), 6)},
-                {"url": "longitude", "valueDecimal": round(rng.uniform(5.9, 15.0), 6)}]}],
-            "line": [f"{rng.randint(1, 999)} {rng.choice(_STREETS)} {rng.choice(_STREET_KINDS)}"],
-            "city": city, "state": state, "postalCode": f"{rng.randint(1000, 99999):05d}", "country": country,
-        }]
-        patient["maritalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
-                                                "code": marital[0], "display": marital[1]}], "text": marital[1]}
+        patient["address"] = [
+            {
+                "extension": [
+                    {
+                        "url": "http://hl7.org/fhir/StructureDefinition/geolocation",
+                        "extension": [
+                            {"url": "latitude", "valueDecimal": round(rng.uniform(47.3, 55.0), 6)},
+                            {"url": "longitude", "valueDecimal": round(rng.uniform(5.9, 15.0), 6)},
+                        ],
+                    }
+                ],
+                "line": [f"{rng.randint(1, 999)} {rng.choice(_STREETS)} {rng.choice(_STREET_KINDS)}"],
+                "city": city,
+                "state": state,
+                "postalCode": f"{rng.randint(1000, 99999):05d}",
+                "country": country,
+            }
+        ]
+        patient["maritalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+                    "code": marital[0],
+                    "display": marital[1],
+                }
+            ],
+            "text": marital[1],
+        }
         patient["multipleBirthBoolean"] = rng.random() < 0.02
-        patient["communication"] = [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": language}],
-                                                  "text": language}}]
+        patient["communication"] = [
+            {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": language}], "text": language}}
+        ]
         patients.append(patient)
     return patients
 
 
-def generate_encounters(patients: Sequence[FhirResource], count: int, seed: int = 0,
-                        start: datetime = DEFAULT_START) -> list[FhirResource]:
+def generate_encounters(
+    patients: Sequence[FhirResource], count: int, seed: int = 0, start: datetime = DEFAULT_START
+) -> list[FhirResource]:
     """``count`` Synthea-shaped Encounters of ``patients``, ordered by ``meta.lastUpdated``, deterministic.
 
     Ambulatory, emergency and inpatient stays (inpatient ones last days; about a third of those are still
@@ -597,20 +659,35 @@ def generate_encounters(patients: Sequence[FhirResource], count: int, seed: int 
             "status": "finished" if end is not None else "in-progress",
             "class": {"system": _ACT_CODE, "code": act_class},
             "type": [_concept(_SNOMED, type_code, type_display)],
-            "subject": {"reference": f"Patient/{pid}",
-                        "display": " ".join([*name.get("prefix", ()), *name.get("given", ()), name.get("family", "")])},
-            "participant": [{
-                "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                      "code": "PPRF", "display": "primary performer"}], "text": "primary performer"}],
-                "period": dict(period),
-                "individual": {"reference": f"Practitioner/{gen.uuid()}", "display": f"Dr. {doctor}"},
-            }],
+            "subject": {
+                "reference": f"Patient/{pid}",
+                "display": " ".join([*name.get("prefix", ()), *name.get("given", ()), name.get("family", "")]),
+            },
+            "participant": [
+                {
+                    "type": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                    "code": "PPRF",
+                                    "display": "primary performer",
+                                }
+                            ],
+                            "text": "primary performer",
+                        }
+                    ],
+                    "period": dict(period),
+                    "individual": {"reference": f"Practitioner/{gen.uuid()}", "display": f"Dr. {doctor}"},
+                }
+            ],
             "period": period,
         }
         if rng.random() < 0.3:
             encounter["reasonCode"] = [_concept(_SNOMED, *rng.choice(_REASONS))]
-        encounter["location"] = [{"location": {"reference": f"Location/{gen.uuid()}",
-                                               "display": "SYNTHETIC GENERAL HOSPITAL"}}]
+        encounter["location"] = [
+            {"location": {"reference": f"Location/{gen.uuid()}", "display": "SYNTHETIC GENERAL HOSPITAL"}}
+        ]
         encounter["serviceProvider"] = dict(provider)
         encounters.append(encounter)
     return encounters

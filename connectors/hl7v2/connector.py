@@ -93,8 +93,14 @@ def _escape(text: str, msg: Message | None) -> str:
     return " ".join(out.split())[:200]
 
 
-def ack_message(code: str, msg: Message | None, received_at: datetime, error: str | None = None,
-                receiving_application: str = "INLET", charset: str = "utf-8") -> bytes:
+def ack_message(
+    code: str,
+    msg: Message | None,
+    received_at: datetime,
+    error: str | None = None,
+    receiving_application: str = "INLET",
+    charset: str = "utf-8",
+) -> bytes:
     """The HL7 acknowledgement (original mode) of ``msg``: MSH, MSA and, for AE/AR, ERR (HL7 table 0357:
     207 application internal error for AE, 200 unsupported/unreadable for AR)."""
     d = msg.delimiters if msg is not None else None
@@ -108,14 +114,28 @@ def ack_message(code: str, msg: Message | None, received_at: datetime, error: st
     stamp = received_at.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
     trigger = get(9, 2)
     comp = d.component if d else "^"
-    msh = f.join(["MSH", enc, receiving_application, get(5) or get(6), get(3), get(4), stamp, "",
-                  f"ACK{comp}{trigger}{comp}ACK" if trigger else "ACK", f"ACK-{control}"[:199], get(11) or "P",
-                  get(12) or "2.5.1"])
+    msh = f.join(
+        [
+            "MSH",
+            enc,
+            receiving_application,
+            get(5) or get(6),
+            get(3),
+            get(4),
+            stamp,
+            "",
+            f"ACK{comp}{trigger}{comp}ACK" if trigger else "ACK",
+            f"ACK-{control}"[:199],
+            get(11) or "P",
+            get(12) or "2.5.1",
+        ]
+    )
     segments = [msh, f.join(["MSA", code, control] + ([_escape(error, msg)] if error else []))]
     if error:
         number, name = ("207", "Application internal error") if code == "AE" else ("200", "Unsupported message")
-        segments.append(f.join(["ERR", "", "", comp.join([number, name, "HL70357"]), "E", "", "", "",
-                                _escape(error, msg)]))
+        segments.append(
+            f.join(["ERR", "", "", comp.join([number, name, "HL70357"]), "E", "", "", "", _escape(error, msg)])
+        )
     return ("\r".join(segments) + "\r").encode(msg.charset if msg is not None else charset, "replace")
 
 
@@ -129,9 +149,13 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
     phi: ClassVar[bool] = True
     zone_needed: ClassVar[str] = "HL7 timestamps without an offset are the sending facility's wall time"
     scaffold: ClassVar[Scaffold] = Scaffold(
-        family="hl7v2", integration="adt", zone="Europe/Berlin", hooks=("map_message",),
+        family="hl7v2",
+        integration="adt",
+        zone="Europe/Berlin",
+        hooks=("map_message",),
         settings={"mllp": {"host": "127.0.0.1", "port": 2575}},
-        record="python -m tools.record_hl7   # a generated feed sent over MLLP, recorded with its ACKs")
+        record="python -m tools.record_hl7   # a generated feed sent over MLLP, recorded with its ACKs",
+    )
 
     source: MllpSource
 
@@ -162,8 +186,9 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
         s = self.settings
         for serial in position.get("serials", ()):
             code, msg, error, received = self._outcome.pop(serial, ("AA", None, None, datetime.now(UTC)))
-            self.source.reply(serial, ack_message(code, msg, received, error, s.receiving_application,
-                                                  s.default_charset))
+            self.source.reply(
+                serial, ack_message(code, msg, received, error, s.receiving_application, s.default_charset)
+            )
 
     def _fail(self, raw: MllpMessage, code: str, msg: Message | None, exc: BaseException) -> None:
         self._outcome[raw.serial] = (code, msg, str(exc), raw.received_at)
@@ -172,8 +197,10 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
         limit = self.settings.mllp.max_message_bytes
         try:
             if raw.oversized:
-                raise DecodeError(f"message of {raw.oversized} bytes exceeds max_message_bytes={limit} "
-                                  f"(the DLQ keeps its first {limit} bytes)")
+                raise DecodeError(
+                    f"message of {raw.oversized} bytes exceeds max_message_bytes={limit} "
+                    f"(the DLQ keeps its first {limit} bytes)"
+                )
             message = parse(raw.payload, self.settings.default_charset)
         except Exception as exc:
             self._fail(raw, self.settings.ack_codes.parse, None, exc)

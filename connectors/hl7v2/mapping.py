@@ -49,18 +49,41 @@ from .parser import Message, Segment
 
 __all__ = ["ADT_EVENTS", "Unsupported", "hl7_time", "map_adt", "map_merge", "map_message", "map_oru", "message_type"]
 
-ADT_EVENTS: Final = {"A01": "in-progress", "A04": "arrived", "A08": None, "A03": "finished", "A11": "cancelled",
-                     "A13": "in-progress"}
+ADT_EVENTS: Final = {
+    "A01": "in-progress",
+    "A04": "arrived",
+    "A08": None,
+    "A03": "finished",
+    "A11": "cancelled",
+    "A13": "in-progress",
+}
 _CLASS: Final = {"I": "IMP", "O": "AMB", "E": "EMER", "P": "PRENC", "R": "AMB", "B": "AMB"}
 _GENDER: Final = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
-_STATUS: Final = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary", "S": "preliminary",
-                  "X": "cancelled", "I": "registered", "O": "registered", "D": "entered-in-error",
-                  "W": "entered-in-error"}
-_SYSTEMS: Final = {"LN": "http://loinc.org", "SCT": "http://snomed.info/sct", "SNM": "http://snomed.info/sct",
-                   "UCUM": "http://unitsofmeasure.org", "L": None, "99ZZZ": None}
+_STATUS: Final = {
+    "F": "final",
+    "C": "corrected",
+    "P": "preliminary",
+    "R": "preliminary",
+    "S": "preliminary",
+    "X": "cancelled",
+    "I": "registered",
+    "O": "registered",
+    "D": "entered-in-error",
+    "W": "entered-in-error",
+}
+_SYSTEMS: Final = {
+    "LN": "http://loinc.org",
+    "SCT": "http://snomed.info/sct",
+    "SNM": "http://snomed.info/sct",
+    "UCUM": "http://unitsofmeasure.org",
+    "L": None,
+    "99ZZZ": None,
+}
 _ACTCODE: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-_DTM: Final = re.compile(r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2}(?:\.[0-9]{1,4})?)?"
-                         r"([+-][0-9]{4})?")
+_DTM: Final = re.compile(
+    r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2}(?:\.[0-9]{1,4})?)?"
+    r"([+-][0-9]{4})?"
+)
 
 
 class Unsupported(MappingError):
@@ -103,8 +126,13 @@ def _coding(msg: Message, text: str) -> list[Coding]:
         code = c[at].strip() if len(c) > at else ""
         if code:
             system_name = c[at + 2].strip() if len(c) > at + 2 else ""
-            out.append(Coding(system=_SYSTEMS.get(system_name, system_name or None), code=code,
-                              display=(c[at + 1].strip() or None) if len(c) > at + 1 else None))
+            out.append(
+                Coding(
+                    system=_SYSTEMS.get(system_name, system_name or None),
+                    code=code,
+                    display=(c[at + 1].strip() or None) if len(c) > at + 1 else None,
+                )
+            )
     return out
 
 
@@ -151,16 +179,24 @@ def _patient(msg: Message, zone: str | None, updated: Instant | None) -> Patient
             home = c
     postal = re.sub(r"\s+", "", home[4]).upper() if home and len(home) > 4 else ""
     return PatientV1(
-        patient_id=patient_id, identifiers=identifiers, gender=_GENDER.get(_f(msg, pid, 8).upper()),
-        birth_date=birth, birth_date_precision=precision, deceased=deceased,
-        deceased_at=died.utc if died else None, deceased_precision=died.precision if died else None,
+        patient_id=patient_id,
+        identifiers=identifiers,
+        gender=_GENDER.get(_f(msg, pid, 8).upper()),
+        birth_date=birth,
+        birth_date_precision=precision,
+        deceased=deceased,
+        deceased_at=died.utc if died else None,
+        deceased_precision=died.precision if died else None,
         address_country=(home[5].strip() or None) if home and len(home) > 5 else None,
         postal_prefix=postal[:3] if len(postal) >= 3 else None,
-        source_last_updated=updated.utc if updated else None, source_version=msg.get("MSH", 10).strip() or None)
+        source_last_updated=updated.utc if updated else None,
+        source_version=msg.get("MSH", 10).strip() or None,
+    )
 
 
-def _encounter(msg: Message, trigger: str, zone: str | None, patient_id: str | None,
-               updated: Instant | None) -> EncounterV1 | None:
+def _encounter(
+    msg: Message, trigger: str, zone: str | None, patient_id: str | None, updated: Instant | None
+) -> EncounterV1 | None:
     pv1, pid = msg.first("PV1"), msg.first("PID")
     encounter_id = _f(msg, pv1, 19) or _f(msg, pid, 18)
     if not encounter_id:
@@ -171,12 +207,18 @@ def _encounter(msg: Message, trigger: str, zone: str | None, patient_id: str | N
     klass = _f(msg, pv1, 2).upper()
     service = _f(msg, pv1, 10)
     return EncounterV1(
-        encounter_id=encounter_id, patient_id=patient_id, status=status,
+        encounter_id=encounter_id,
+        patient_id=patient_id,
+        status=status,
         encounter_class=Coding(system=_ACTCODE, code=_CLASS.get(klass, klass or "UNK")),
         type=[Coding(system="http://terminology.hl7.org/CodeSystem/v2-0069", code=service)] if service else [],
-        period_start=start.utc if start else None, period_start_precision=start.precision if start else None,
-        period_end=end.utc if end else None, period_end_precision=end.precision if end else None,
-        source_last_updated=updated.utc if updated else None, source_version=msg.get("MSH", 10).strip() or None)
+        period_start=start.utc if start else None,
+        period_start_precision=start.precision if start else None,
+        period_end=end.utc if end else None,
+        period_end_precision=end.precision if end else None,
+        source_last_updated=updated.utc if updated else None,
+        source_version=msg.get("MSH", 10).strip() or None,
+    )
 
 
 def map_adt(msg: Message, trigger: str, zone: str | None) -> list[Contract]:
@@ -223,10 +265,18 @@ def map_merge(msg: Message, zone: str | None) -> list[Contract]:
             merged_id = merged[0]["value"] if merged else _f(msg, seg, 4)
             if not merged_id:
                 raise MappingError(f"ADT^A40: MRG {n} names no prior patient (MRG-1 and MRG-4 are empty)")
-            out.append(PatientMergeV1.model_validate({
-                "patient_id": survivor_id, "merged_patient_id": merged_id, "merged_identifiers": merged,
-                "merged_at": at.utc if at else None, "merged_at_precision": at.precision if at else None,
-                "source_version": control}))
+            out.append(
+                PatientMergeV1.model_validate(
+                    {
+                        "patient_id": survivor_id,
+                        "merged_patient_id": merged_id,
+                        "merged_identifiers": merged,
+                        "merged_at": at.utc if at else None,
+                        "merged_at_precision": at.precision if at else None,
+                        "source_version": control,
+                    }
+                )
+            )
             pid = None
     if not out:
         raise MappingError("ADT^A40 without an MRG segment: nothing to merge")
@@ -249,8 +299,11 @@ def _unit(msg: Message, obx: Segment) -> dict[str, Any]:
     if not code:
         return {}
     ucum = len(c) > 2 and c[2].strip().upper() in ("UCUM", "ANS+")
-    return {"unit": (c[1].strip() if len(c) > 1 else "") or code, "system": _SYSTEMS["UCUM"] if ucum else None,
-            "code": code if ucum else None}
+    return {
+        "unit": (c[1].strip() if len(c) > 1 else "") or code,
+        "system": _SYSTEMS["UCUM"] if ucum else None,
+        "code": code if ucum else None,
+    }
 
 
 def _value(msg: Message, obx: Segment, zone: str | None, where: str) -> dict[str, Any] | None:
@@ -270,15 +323,25 @@ def _value(msg: Message, obx: Segment, zone: str | None, where: str) -> dict[str
             raise MappingError(f"{where} OBX-5 (SN): comparator {comparator!r}")
         unit = _unit(msg, obx)
         if sep in ("-", "+") and n2:
-            return {"type": "range", "low": {"value": _decimal(n1, where), **unit},
-                    "high": {"value": _decimal(n2, where), **unit}}
+            return {
+                "type": "range",
+                "low": {"value": _decimal(n1, where), **unit},
+                "high": {"value": _decimal(n2, where), **unit},
+            }
         if sep in (":", "/") and n2:
-            return {"type": "ratio", "numerator": {"value": _decimal(n1, where)},
-                    "denominator": {"value": _decimal(n2, where)}}
+            return {
+                "type": "ratio",
+                "numerator": {"value": _decimal(n1, where)},
+                "denominator": {"value": _decimal(n2, where)},
+            }
         if comparator == "<>":
             raise MappingError(f"{where} OBX-5 (SN): comparator <> without a range")
-        return {"type": "quantity", "value": _decimal(n1, f"{where} OBX-5 (SN)"), "comparator": comparator or None,
-                **unit}
+        return {
+            "type": "quantity",
+            "value": _decimal(n1, f"{where} OBX-5 (SN)"),
+            "comparator": comparator or None,
+            **unit,
+        }
     if kind in ("ST", "TX", "FT"):
         return {"type": "string", "value": "\n".join(msg.unescape(r) for r in reps)}
     if kind in ("CE", "CWE", "CNE", "CF"):
@@ -293,8 +356,10 @@ def _value(msg: Message, obx: Segment, zone: str | None, where: str) -> dict[str
     if kind in ("DT", "DTM", "TS"):
         at = hl7_time(msg.components(first)[0], zone, f"{where} OBX-5 ({kind})")
         return None if at is None else {"type": "datetime", "value": at.utc, "precision": at.precision}
-    raise MappingError(f"{where}: OBX-2 value type {kind or '(empty)'!r} is not mapped (NM, SN, ST, TX, FT, CE, CWE, "
-                       "CNE, DT, DTM, TS are)")
+    raise MappingError(
+        f"{where}: OBX-2 value type {kind or '(empty)'!r} is not mapped (NM, SN, ST, TX, FT, CE, CWE, "
+        "CNE, DT, DTM, TS are)"
+    )
 
 
 def map_oru(msg: Message, zone: str | None) -> list[Contract]:
@@ -324,15 +389,24 @@ def map_oru(msg: Message, zone: str | None) -> list[Contract]:
         issued = hl7_time(_f(msg, obr, 22), zone, "OBR-22")
         status = _f(msg, seg, 11).upper()
         category = [c for c in (_f(msg, obr, 24),) if c]
-        out.append(ObservationV2.model_validate({
-            "observation_id": f"{order}/{sub}/{codes[0].code}", "patient_id": patient_id,
-            "encounter_id": encounter_id, "status": _STATUS.get(status, "unknown"), "category": category,
-            "code": codes, "code_text": codes[0].display,
-            "effective_start": effective.utc if effective else None,
-            "effective_precision": effective.precision if effective else None,
-            "issued": issued.utc if issued else None, "value": _value(msg, seg, zone, where),
-            "source_version": control or None,
-        }))
+        out.append(
+            ObservationV2.model_validate(
+                {
+                    "observation_id": f"{order}/{sub}/{codes[0].code}",
+                    "patient_id": patient_id,
+                    "encounter_id": encounter_id,
+                    "status": _STATUS.get(status, "unknown"),
+                    "category": category,
+                    "code": codes,
+                    "code_text": codes[0].display,
+                    "effective_start": effective.utc if effective else None,
+                    "effective_precision": effective.precision if effective else None,
+                    "issued": issued.utc if issued else None,
+                    "value": _value(msg, seg, zone, where),
+                    "source_version": control or None,
+                }
+            )
+        )
     if not out:
         raise MappingError("ORU^R01 without OBX segments: no result to publish")
     return out
@@ -347,5 +421,7 @@ def map_message(msg: Message, zone: str | None) -> list[Contract]:
         return map_merge(msg, zone)
     if kind == "ORU" and trigger in ("R01", ""):
         return map_oru(msg, zone)
-    raise Unsupported(f"message type {kind}^{trigger} is not mapped by the hl7v2 family "
-                      f"(ADT^A01/A03/A04/A08/A11/A13/A40 and ORU^R01 are)")
+    raise Unsupported(
+        f"message type {kind}^{trigger} is not mapped by the hl7v2 family "
+        f"(ADT^A01/A03/A04/A08/A11/A13/A40 and ORU^R01 are)"
+    )

@@ -40,8 +40,14 @@ class ParseError(DecodeError):
 
 
 CHARSETS: Final = {
-    "": None, "ASCII": None, "8859/1": "latin-1", "8859/15": "iso8859-15", "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8", "UTF-8": "utf-8", "8859/2": "iso8859-2",
+    "": None,
+    "ASCII": None,
+    "8859/1": "latin-1",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UNICODE": "utf-8",
+    "UTF-8": "utf-8",
+    "8859/2": "iso8859-2",
 }
 _SEGMENT_SPLIT: Final = re.compile(r"\r\n|\r|\n")
 _SEGMENT_NAME: Final = re.compile(r"[A-Z][A-Z0-9]{2}")
@@ -142,16 +148,24 @@ class Message:
             if end < 0:
                 out.append(text[i:])
                 break
-            code = text[i + 1:end]
+            code = text[i + 1 : end]
             replacement = _escape(code, d, self.charset)
-            out.append(text[i:end + 1] if replacement is None else replacement)
+            out.append(text[i : end + 1] if replacement is None else replacement)
             i = end + 1
         return "".join(out)
 
 
 def _escape(code: str, d: Delimiters, charset: str) -> str | None:
-    simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition, "E": d.escape,
-              ".br": "\n", "H": "", "N": ""}
+    simple = {
+        "F": d.field,
+        "S": d.component,
+        "T": d.subcomponent,
+        "R": d.repetition,
+        "E": d.escape,
+        ".br": "\n",
+        "H": "",
+        "N": "",
+    }
     if code in simple:
         return simple[code]
     if code[:1] == "X" and len(code) > 1 and len(code) % 2 == 1:
@@ -171,13 +185,15 @@ def charset_of(data: bytes, default: str = "utf-8") -> str:
     start = data.find(b"MSH")
     if start < 0 or len(data) < start + 4:
         return default
-    sep = data[start + 3:start + 4]
+    sep = data[start + 3 : start + 4]
     line = _SEGMENT_SPLIT.split(data[start:].decode("latin-1"), maxsplit=1)[0]
     fields = line.split(sep.decode("latin-1"))
     name = fields[17].split("~")[0].split("^")[0].strip().upper() if len(fields) > 17 else ""
     if name not in CHARSETS:
-        raise ParseError(f"MSH-18 names character set {name!r}, which is not supported "
-                         f"(supported: {', '.join(k for k in CHARSETS if k)})")
+        raise ParseError(
+            f"MSH-18 names character set {name!r}, which is not supported "
+            f"(supported: {', '.join(k for k in CHARSETS if k)})"
+        )
     return CHARSETS[name] or default
 
 
@@ -196,8 +212,10 @@ def parse(data: bytes, default_charset: str = "utf-8") -> Message:
     try:
         text = data[at:].decode(charset)
     except UnicodeDecodeError as exc:
-        raise ParseError(f"not valid {charset} at byte {exc.start + at} (MSH-18 "
-                         f"{'names no charset' if charset == default_charset else 'says ' + charset})") from None
+        raise ParseError(
+            f"not valid {charset} at byte {exc.start + at} (MSH-18 "
+            f"{'names no charset' if charset == default_charset else 'says ' + charset})"
+        ) from None
     if len(text) < 8:
         raise ParseError("MSH segment too short to hold its delimiters")
     sep = text[3]
@@ -207,8 +225,13 @@ def parse(data: bytes, default_charset: str = "utf-8") -> Message:
     enc = text[4:end] if end >= 0 else ""
     if not 2 <= len(enc) <= 5 or sep in enc or any(c.isalnum() or c in "\r\n" for c in enc):
         raise ParseError(f"MSH-2 encoding characters {enc!r} are not 2 to 5 delimiters")
-    d = Delimiters(field=sep, component=enc[0], repetition=enc[1],
-                   escape=enc[2] if len(enc) > 2 else "", subcomponent=enc[3] if len(enc) > 3 else "\x00")
+    d = Delimiters(
+        field=sep,
+        component=enc[0],
+        repetition=enc[1],
+        escape=enc[2] if len(enc) > 2 else "",
+        subcomponent=enc[3] if len(enc) > 3 else "\x00",
+    )
     segments: list[Segment] = []
     for written in _SEGMENT_SPLIT.split(text):
         line = written.strip("\x00")
@@ -220,8 +243,7 @@ def parse(data: bytes, default_charset: str = "utf-8") -> Message:
         if name == "MSH" and segments:
             break  # a second message: split_batch's job
         if not _SEGMENT_NAME.fullmatch(name) or (len(line) > 3 and line[3] != sep):
-            raise ParseError(f"segment {len(segments) + 1} {line[:20]!r}: not a segment (3-character name and "
-                             f"{sep!r})")
+            raise ParseError(f"segment {len(segments) + 1} {line[:20]!r}: not a segment (3-character name and {sep!r})")
         fields = line.split(sep)
         if name == "MSH":
             fields = ["MSH", sep, *fields[1:]]  # MSH-1 is the separator itself, MSH-2 the encoding characters

@@ -26,12 +26,34 @@ from zoneinfo import ZoneInfo
 
 __all__ = ["LOINC_TESTS", "Patient", "hospital_feed"]
 
-FAMILY = ("Schneider", "Müller", "Weiß", "Jäger", "Dubois", "Lefèvre", "Nowak", "Okafor", "García", "Björk",
-          "Brandt", "Köhler", "Sørensen", "Rossi", "Haddad", "Nguyen")
+FAMILY = (
+    "Schneider",
+    "Müller",
+    "Weiß",
+    "Jäger",
+    "Dubois",
+    "Lefèvre",
+    "Nowak",
+    "Okafor",
+    "García",
+    "Björk",
+    "Brandt",
+    "Köhler",
+    "Sørensen",
+    "Rossi",
+    "Haddad",
+    "Nguyen",
+)
 GIVEN = ("Anna", "Jürgen", "Zoë", "René", "Chloé", "Mehmet", "Lena", "Paul", "Éloïse", "Ines", "Jonas", "Aylin")
 STREETS = ("Hauptstraße", "Rue de la Gare", "Lindenallee", "Chemin des Prés", "Am Mühlbach", "Bahnhofplatz")
-CITIES = (("Berlin", "10115"), ("Potsdam", "14467"), ("Lausanne", "1003"), ("Genève", "1201"),
-          ("Zürich", "8001"), ("Hamburg", "20095"))
+CITIES = (
+    ("Berlin", "10115"),
+    ("Potsdam", "14467"),
+    ("Lausanne", "1003"),
+    ("Genève", "1201"),
+    ("Zürich", "8001"),
+    ("Hamburg", "20095"),
+)
 
 LOINC_TESTS: tuple[tuple[str, str, str, str, str, tuple[float, float]], ...] = (
     # (local code, LOINC, name, unit, decimals, reference range)
@@ -74,19 +96,37 @@ def _patient(rng: random.Random, i: int, start: datetime, prefix: str) -> Patien
     city, postal = rng.choice(CITIES)
     born = date(1930, 1, 1) + timedelta(days=rng.randrange(0, 33_000))
     return Patient(
-        mrn=f"{prefix}{100_000 + i * 37 + rng.randrange(30)}", ssn=f"{rng.randrange(10**8, 10**9)}",
-        family=rng.choice(FAMILY), given=rng.choice(GIVEN), birth=born.strftime("%Y%m%d"),
-        sex=rng.choice("MFFMMFUO"[: 6 + (i % 3)]), street=f"{rng.choice(STREETS)} {rng.randrange(1, 120)}",
-        city=city, postal=postal, phone=f"+49 30 {rng.randrange(1_000_000, 9_999_999)}",
-        visit=f"V{prefix}{500_000 + i}", admit=start + timedelta(minutes=rng.randrange(0, 240)),
-        ward=rng.choice(("K3", "C2", "INT1", "M4")), bed=f"{rng.randrange(1, 30):02d}")
+        mrn=f"{prefix}{100_000 + i * 37 + rng.randrange(30)}",
+        ssn=f"{rng.randrange(10**8, 10**9)}",
+        family=rng.choice(FAMILY),
+        given=rng.choice(GIVEN),
+        birth=born.strftime("%Y%m%d"),
+        sex=rng.choice("MFFMMFUO"[: 6 + (i % 3)]),
+        street=f"{rng.choice(STREETS)} {rng.randrange(1, 120)}",
+        city=city,
+        postal=postal,
+        phone=f"+49 30 {rng.randrange(1_000_000, 9_999_999)}",
+        visit=f"V{prefix}{500_000 + i}",
+        admit=start + timedelta(minutes=rng.randrange(0, 240)),
+        ward=rng.choice(("K3", "C2", "INT1", "M4")),
+        bed=f"{rng.randrange(1, 30):02d}",
+    )
 
 
 def hospital_feed(  # noqa: PLR0915 (one message builder per kind, kept together)
-        patients: int = 6, *, seed: int = 21, facility: str = "GEN HOSP", zone: str = "Europe/Berlin",
-                  separator: str = "\r", charset: str = "utf-8", msh18: str = "UNICODE UTF-8", zpv: bool = False,
-                  lab_codes: Mapping[str, str] | None = None, id_prefix: str = "M",
-                  start: datetime | None = None) -> list[bytes]:
+    patients: int = 6,
+    *,
+    seed: int = 21,
+    facility: str = "GEN HOSP",
+    zone: str = "Europe/Berlin",
+    separator: str = "\r",
+    charset: str = "utf-8",
+    msh18: str = "UNICODE UTF-8",
+    zpv: bool = False,
+    lab_codes: Mapping[str, str] | None = None,
+    id_prefix: str = "M",
+    start: datetime | None = None,
+) -> list[bytes]:
     """One hospital's morning of ADT and ORU traffic (module docstring), as the bytes a sender sends.
 
     ``lab_codes``: OBX-3 in this local coding system (``{"system": "99LAB"}``-style name → written as
@@ -100,20 +140,69 @@ def hospital_feed(  # noqa: PLR0915 (one message builder per kind, kept together
     messages: list[str] = []
 
     def msh(kind: str, at: datetime, *, offset: bool = True) -> str:
-        return "|".join(["MSH", "^~\\&", "ADT" if kind.startswith("ADT") else "LAB", facility, "INLET", "DWH",
-                         _dtm(at, tz, offset=offset), "", kind, f"{facility[:3].upper()}{next(control):05d}",
-                         "P", "2.5.1", "", "", "AL", "NE", "", msh18])
+        return "|".join(
+            [
+                "MSH",
+                "^~\\&",
+                "ADT" if kind.startswith("ADT") else "LAB",
+                facility,
+                "INLET",
+                "DWH",
+                _dtm(at, tz, offset=offset),
+                "",
+                kind,
+                f"{facility[:3].upper()}{next(control):05d}",
+                "P",
+                "2.5.1",
+                "",
+                "",
+                "AL",
+                "NE",
+                "",
+                msh18,
+            ]
+        )
 
     def pid(p: Patient) -> str:
-        return "|".join(["PID", "1", "", f"{p.mrn}^^^{facility}^MR~{p.ssn}^^^SSA^SS", "",
-                         f"{p.family}^{p.given}^^^^^L", f"{p.family}^^^^^^M", p.birth, p.sex, "", "",
-                         f"{p.street}^^{p.city}^^{p.postal}^DEU^H~Alte Gasse 1^^{p.city}^^{p.postal}^DEU^O", "",
-                         f"{p.phone}^PRN^PH", "", "", "", "", f"A{p.visit}"])
+        return "|".join(
+            [
+                "PID",
+                "1",
+                "",
+                f"{p.mrn}^^^{facility}^MR~{p.ssn}^^^SSA^SS",
+                "",
+                f"{p.family}^{p.given}^^^^^L",
+                f"{p.family}^^^^^^M",
+                p.birth,
+                p.sex,
+                "",
+                "",
+                f"{p.street}^^{p.city}^^{p.postal}^DEU^H~Alte Gasse 1^^{p.city}^^{p.postal}^DEU^O",
+                "",
+                f"{p.phone}^PRN^PH",
+                "",
+                "",
+                "",
+                "",
+                f"A{p.visit}",
+            ]
+        )
 
     def pv1(p: Patient, trigger: str, discharged: datetime | None) -> str:
         klass = "E" if trigger == "A04" else "I"
-        fields = ["PV1", "1", klass, f"{p.ward}^{p.bed}^1^{facility}", "R", "", "",
-                  f"D{rng.randrange(100, 999)}^Doktor^Eva^^^Dr.", "", "", "MED" if klass == "I" else "EME"]
+        fields = [
+            "PV1",
+            "1",
+            klass,
+            f"{p.ward}^{p.bed}^1^{facility}",
+            "R",
+            "",
+            "",
+            f"D{rng.randrange(100, 999)}^Doktor^Eva^^^Dr.",
+            "",
+            "",
+            "MED" if klass == "I" else "EME",
+        ]
         fields += [""] * 8 + [p.visit] + [""] * 24
         fields += [_dtm(p.admit, tz, offset=False), _dtm(discharged, tz, offset=False) if discharged else ""]
         return "|".join(fields)
@@ -121,11 +210,15 @@ def hospital_feed(  # noqa: PLR0915 (one message builder per kind, kept together
     def zpv_seg(p: Patient) -> list[str]:
         return [f"ZPV|1|{p.ward}|{p.bed}|{'Station ' + p.ward}"] if zpv else []
 
-    def adt(p: Patient, trigger: str, at: datetime, discharged: datetime | None = None,
-            offset: bool = True) -> str:
-        segs = [msh(f"ADT^{trigger}^ADT_A01", at, offset=offset), f"EVN|{trigger}|{_dtm(at, tz, offset=offset)}",
-                pid(p), f"NK1|1|{rng.choice(FAMILY)}^{rng.choice(GIVEN)}|SPO^Spouse|{p.street}^^{p.city}",
-                pv1(p, trigger, discharged), *zpv_seg(p)]
+    def adt(p: Patient, trigger: str, at: datetime, discharged: datetime | None = None, offset: bool = True) -> str:
+        segs = [
+            msh(f"ADT^{trigger}^ADT_A01", at, offset=offset),
+            f"EVN|{trigger}|{_dtm(at, tz, offset=offset)}",
+            pid(p),
+            f"NK1|1|{rng.choice(FAMILY)}^{rng.choice(GIVEN)}|SPO^Spouse|{p.street}^^{p.city}",
+            pv1(p, trigger, discharged),
+            *zpv_seg(p),
+        ]
         return separator.join(segs) + separator
 
     def obx3(local: str, loinc: str, name: str) -> str:
@@ -135,9 +228,14 @@ def hospital_feed(  # noqa: PLR0915 (one message builder per kind, kept together
 
     def oru(p: Patient, at: datetime, order: int, *, status: str = "F", bad: bool = False) -> str:
         taken = at - timedelta(minutes=40)
-        segs = [msh("ORU^R01^ORU_R01", at), pid(p), pv1(p, "A01", None), f"ORC|RE|PL{order}|FI{order}",
-                f"OBR|1|PL{order}|FI{order}|24323-8^Comprehensive metabolic panel^LN|||{_dtm(taken, tz, offset=True)}"
-                f"||||||||D{order % 7}^Labor^Leo||||||{_dtm(at, tz, offset=True)}|||{status}|CH"]
+        segs = [
+            msh("ORU^R01^ORU_R01", at),
+            pid(p),
+            pv1(p, "A01", None),
+            f"ORC|RE|PL{order}|FI{order}",
+            f"OBR|1|PL{order}|FI{order}|24323-8^Comprehensive metabolic panel^LN|||{_dtm(taken, tz, offset=True)}"
+            f"||||||||D{order % 7}^Labor^Leo||||||{_dtm(at, tz, offset=True)}|||{status}|CH",
+        ]
         tests = rng.sample(LOINC_TESTS, 3)
         set_id = 0
         for local, loinc, name, unit, decimals, (low, high) in tests:
@@ -145,13 +243,16 @@ def hospital_feed(  # noqa: PLR0915 (one message builder per kind, kept together
             value = rng.uniform(low * 0.7, high * 1.3)
             text = f"{value:.{decimals}f}" if not bad or set_id > 1 else "see note"
             flag = "H" if value > high else "L" if value < low else "N"
-            segs.append(f"OBX|{set_id}|NM|{obx3(local, loinc, name)}||{text}|{unit}^{unit}^UCUM|"
-                        f"{low:g}-{high:g}|{flag}|||{status}|||{_dtm(taken, tz, offset=True)}")
+            segs.append(
+                f"OBX|{set_id}|NM|{obx3(local, loinc, name)}||{text}|{unit}^{unit}^UCUM|"
+                f"{low:g}-{high:g}|{flag}|||{status}|||{_dtm(taken, tz, offset=True)}"
+            )
         set_id += 1
         segs.append(f"OBX|{set_id}|SN|2160-0^Creatinine clearance^LN||>^90|mL/min^mL/min^UCUM|||||{status}")
         set_id += 1
-        segs.append(f"OBX|{set_id}|CWE|882-1^ABO and Rh group^LN||{rng.choice(('A', 'B', 'O'))}^Blood group^L"
-                    f"||||||{status}")
+        segs.append(
+            f"OBX|{set_id}|CWE|882-1^ABO and Rh group^LN||{rng.choice(('A', 'B', 'O'))}^Blood group^L||||||{status}"
+        )
         set_id += 1
         comment = rng.choice(("Probe leicht hämolysiert", "Sérum légèrement hémolysé", "Kein Befund"))
         segs.append(f"OBX|{set_id}|TX|11526-1^Lab comment^LN||{comment}\\.br\\Labor \\T\\ Diagnostik||||||{status}")
@@ -185,11 +286,19 @@ def hospital_feed(  # noqa: PLR0915 (one message builder per kind, kept together
             messages.append(adt(p, "A13", at))
     # A duplicate record of the first patient, merged into it (ADT^A40, MRG-1 names the retired id).
     first = people[0]
-    dup = f"{id_prefix}9{first.mrn[len(id_prefix):]}"
+    dup = f"{id_prefix}9{first.mrn[len(id_prefix) :]}"
     at = start + timedelta(hours=6)
-    messages.append(separator.join([
-        msh("ADT^A40^ADT_A39", at), f"EVN|A40|{_dtm(at, tz, offset=True)}", pid(first),
-        f"MRG|{dup}^^^{facility}^MR||{first.visit}"]) + separator)
+    messages.append(
+        separator.join(
+            [
+                msh("ADT^A40^ADT_A39", at),
+                f"EVN|A40|{_dtm(at, tz, offset=True)}",
+                pid(first),
+                f"MRG|{dup}^^^{facility}^MR||{first.visit}",
+            ]
+        )
+        + separator
+    )
     # What the interface does not take, and a result it cannot read.
     messages.append(separator.join([msh("SIU^S12^SIU_S12", at), "SCH|1|1|||||ROUTINE"]) + separator)
     order += 1

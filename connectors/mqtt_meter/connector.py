@@ -95,17 +95,21 @@ def decode_json(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRea
     if direction is None and doc.get("unit") in _FLOW_UNITS and isinstance(value, int | float):
         # A signed power or energy value: negative is export (the contract carries the magnitude).
         value, direction = abs(value), ("export" if value < 0 else "import")
-    return [MeterReadingV1.model_validate({
-        "device_id": doc.get("device") or ctx.device_id,
-        "metric": doc.get("metric"),
-        "quantity": value,
-        "unit": doc.get("unit"),
-        "direction": direction,
-        "kind": doc.get("kind", "instantaneous"),
-        "measured_at": when.utc if when else ctx.received_at,
-        "measured_at_precision": when.precision if when else None,
-        "time_source": "device" if when else "receive",
-    })]
+    return [
+        MeterReadingV1.model_validate(
+            {
+                "device_id": doc.get("device") or ctx.device_id,
+                "metric": doc.get("metric"),
+                "quantity": value,
+                "unit": doc.get("unit"),
+                "direction": direction,
+                "kind": doc.get("kind", "instantaneous"),
+                "measured_at": when.utc if when else ctx.received_at,
+                "measured_at_precision": when.precision if when else None,
+                "time_source": "device" if when else "receive",
+            }
+        )
+    ]
 
 
 def _decoder(route: Route) -> Decoder:
@@ -142,24 +146,33 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1, DeviceStatusV1, DataQualityV1)
     description: ClassVar[str] = "MQTT meter hub (QoS 1, persistent session, PUBACK after the sink)"
     scaffold: ClassVar[Scaffold] = Scaffold(
-        family="mqtt_meter", integration="meters", zone="Europe/Berlin",
+        family="mqtt_meter",
+        integration="meters",
+        zone="Europe/Berlin",
         settings={"mqtt": {"url": "mqtt://127.0.0.1:1883", "topics": ["tele/+/SENSOR"]}},
-        imports="from pydantic import Field", in_module=("routes",),
-        extra=_ROUTES_STUB, class_body=_SETTINGS_BODY,
-        record="inlet record {key} --config {config} --idle 3   # drains what the hub's session receives")
+        imports="from pydantic import Field",
+        in_module=("routes",),
+        extra=_ROUTES_STUB,
+        class_body=_SETTINGS_BODY,
+        record="inlet record {key} --config {config} --idle 3   # drains what the hub's session receives",
+    )
 
     source: MessageSource
 
     def config_warnings(self) -> list[str]:
         """Routes of devices that report naive local time (Tasmota) need a zone, on the route or the integration."""
-        return [f"route {r.topic!r} (decoder {r.decoder}) has no zone and the integration none: the devices' naive "
-                "local times cannot be placed in time, so their readings go to the DLQ (stage map)"
-                for r in self.settings.routes if r.decoder == "tasmota" and r.zone is None and self.ctx.zone is None]
+        return [
+            f"route {r.topic!r} (decoder {r.decoder}) has no zone and the integration none: the devices' naive "
+            "local times cannot be placed in time, so their readings go to the DLQ (stage map)"
+            for r in self.settings.routes
+            if r.decoder == "tasmota" and r.zone is None and self.ctx.zone is None
+        ]
 
     async def open(self) -> None:
         s = self.settings
-        self.source = open_source(self.ctx, s.mqtt,
-                                  s.mqtt.client_id or f"inlet-{self.ctx.customer}-{self.ctx.integration}")
+        self.source = open_source(
+            self.ctx, s.mqtt, s.mqtt.client_id or f"inlet-{self.ctx.customer}-{self.ctx.integration}"
+        )
         self._routes = [(r, _decoder(r)) for r in s.routes]
         self._route_cache: dict[str, tuple[Route, Decoder] | None] = {}
         self.hygiene = Hygiene()
@@ -220,8 +233,10 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     def decode(self, raw: MqttMessage) -> Decoded:
         """Route and decode the message, then apply the cross-message hygiene rules (in arrival order)."""
         if len(raw.payload) > self.settings.mqtt.max_payload_bytes:
-            raise DecodeError(f"topic {raw.topic}: payload of {len(raw.payload)} bytes exceeds "
-                              f"max_payload_bytes={self.settings.mqtt.max_payload_bytes}")
+            raise DecodeError(
+                f"topic {raw.topic}: payload of {len(raw.payload)} bytes exceeds "
+                f"max_payload_bytes={self.settings.mqtt.max_payload_bytes}"
+            )
         routed = self._route(raw.topic)
         if routed is None:
             return Decoded(raw, [], "no route for this topic")
@@ -240,15 +255,15 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
         others = [e for e in decoded if not isinstance(e, MeterReadingV1)]
         verdict = self.hygiene.apply(readings)
         if verdict.conflicts and self.settings.time_conflicts == "dlq":
-            raise MappingError(f"topic {raw.topic}: {verdict.conflicts} reading(s) with a different value at a device "
-                               "time already seen (the device clock is suspect; time_conflicts: dlq)")
+            raise MappingError(
+                f"topic {raw.topic}: {verdict.conflicts} reading(s) with a different value at a device "
+                "time already seen (the device clock is suspect; time_conflicts: dlq)"
+            )
         kept = verdict.kept
         if not kept and not others:
-            return Decoded(raw, [], "duplicate readings (same device, metric, time and value as readings already "
-                                    "sent)")
+            return Decoded(raw, [], "duplicate readings (same device, metric, time and value as readings already sent)")
         if verdict.duplicates:
-            self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=verdict.duplicates,
-                          kept=len(kept))
+            self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=verdict.duplicates, kept=len(kept))
         if raw.qos > 0 and kept:
             self._pending.setdefault(raw.mid, []).extend(kept)
         return Decoded(raw, [*others, *kept], None)

@@ -79,8 +79,7 @@ class Hygiene:
                 if seen is not None:
                     conflicts += 1
                     if "clock_suspect" not in r.quality:
-                        out.append(self._flag(series, r.model_copy(update={"quality": [*r.quality,
-                                                                                        "clock_suspect"]})))
+                        out.append(self._flag(series, r.model_copy(update={"quality": [*r.quality, "clock_suspect"]})))
                         continue
             out.append(self._flag(series, r))
         if out and duplicates:
@@ -113,15 +112,18 @@ class Hygiene:
     # -- surviving a restart ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state, least recently seen first (so a restore keeps the same eviction order)."""
-        return {"newest": [[*series, at.isoformat(), wh] for series, (at, wh) in self._newest.items()],
-                "stamps": [[*series, at.isoformat(), [list(v) for v in values]]
-                           for (series, at), values in self._stamps.items()]}
+        return {
+            "newest": [[*series, at.isoformat(), wh] for series, (at, wh) in self._newest.items()],
+            "stamps": [
+                [*series, at.isoformat(), [list(v) for v in values]] for (series, at), values in self._stamps.items()
+            ],
+        }
 
     def restore(self, doc: dict[str, Any]) -> None:
         """Load a :meth:`snapshot` (bounded by this instance's limits: the most recent entries win)."""
-        for *series, at, wh in doc.get("newest", ())[-self.max_series:]:
+        for *series, at, wh in doc.get("newest", ())[-self.max_series :]:
             self._set_newest(_series(series), datetime.fromisoformat(at), wh)
-        for *series, at, values in doc.get("stamps", ())[-self.max_stamps:]:
+        for *series, at, values in doc.get("stamps", ())[-self.max_stamps :]:
             key = (_series(series), datetime.fromisoformat(at))
             self._stamps[key] = frozenset((float(q), str(u)) for q, u in values)
             if len(self._stamps) > self.max_stamps:

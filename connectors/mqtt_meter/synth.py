@@ -43,11 +43,21 @@ def tasmota_sensor(device_index: int, step: int, *, start: datetime | None = Non
     """One Tasmota ``tele/<dev>/SENSOR`` frame with an ``ENERGY`` block (the benchmark's reading)."""
     at = (start or datetime(2026, 3, 29, 0, 30, tzinfo=UTC)) + timedelta(seconds=10 * step)
     total = 1000.0 + device_index * 10 + step * 0.0125
-    body = {"Time": _local(at), "ENERGY": {
-        "TotalStartTime": "2024-01-08T11:21:04", "Total": round(total, 4), "Yesterday": 5.12,
-        "Today": round(2.0 + step * 0.0125, 4), "Power": 300 + (step * 7 + device_index) % 200,
-        "ApparentPower": 320, "ReactivePower": 40, "Factor": 0.94, "Voltage": 229 + step % 4,
-        "Current": 1.312}}
+    body = {
+        "Time": _local(at),
+        "ENERGY": {
+            "TotalStartTime": "2024-01-08T11:21:04",
+            "Total": round(total, 4),
+            "Yesterday": 5.12,
+            "Today": round(2.0 + step * 0.0125, 4),
+            "Power": 300 + (step * 7 + device_index) % 200,
+            "ApparentPower": 320,
+            "ReactivePower": 40,
+            "Factor": 0.94,
+            "Voltage": 229 + step % 4,
+            "Current": 1.312,
+        },
+    }
     return f"tele/meter-{device_index:05d}/SENSOR", orjson.dumps(body)
 
 
@@ -66,29 +76,86 @@ def municipal_traffic(steps: int = 12, *, seed: int = 7) -> list[Message]:
         totals["hh-0101"] += rng.uniform(0.02, 0.09)
         power = round(rng.uniform(180, 900))
         household = len(out)
-        out.append(("tele/hh-0101/SENSOR", orjson.dumps({"Time": local, "ENERGY": {
-            "TotalStartTime": "2023-11-02T09:14:51", "Total": round(totals["hh-0101"], 3), "Yesterday": 6.114,
-            "Today": round(0.35 + 0.06 * step, 3), "Power": power, "ApparentPower": power + 21,
-            "ReactivePower": 35, "Factor": 0.96, "Voltage": rng.randint(227, 234),
-            "Current": round(power / 230, 3)}})))
+        out.append(
+            (
+                "tele/hh-0101/SENSOR",
+                orjson.dumps(
+                    {
+                        "Time": local,
+                        "ENERGY": {
+                            "TotalStartTime": "2023-11-02T09:14:51",
+                            "Total": round(totals["hh-0101"], 3),
+                            "Yesterday": 6.114,
+                            "Today": round(0.35 + 0.06 * step, 3),
+                            "Power": power,
+                            "ApparentPower": power + 21,
+                            "ReactivePower": 35,
+                            "Factor": 0.96,
+                            "Voltage": rng.randint(227, 234),
+                            "Current": round(power / 230, 3),
+                        },
+                    }
+                ),
+            )
+        )
         # Tasmota three-phase (array-valued channels).
         if step == 7:  # the meter was replaced this morning: the new one counts from almost zero
             totals["hh-0102"] = 0.4
         totals["hh-0102"] += rng.uniform(0.05, 0.2)
         phases = [round(rng.uniform(100, 1400)) for _ in range(3)]
-        out.append(("tele/hh-0102/SENSOR", orjson.dumps({"Time": local, "ENERGY": {
-            "TotalStartTime": "2025-02-17T08:00:00", "Total": round(totals["hh-0102"], 3), "Yesterday": 11.02,
-            "Today": round(0.8 + 0.1 * step, 3), "Power": phases, "Voltage": [231, 229, 232],
-            "Current": [round(p / 230, 3) for p in phases], "Factor": [0.91, 0.93, 0.95]}})))
+        out.append(
+            (
+                "tele/hh-0102/SENSOR",
+                orjson.dumps(
+                    {
+                        "Time": local,
+                        "ENERGY": {
+                            "TotalStartTime": "2025-02-17T08:00:00",
+                            "Total": round(totals["hh-0102"], 3),
+                            "Yesterday": 11.02,
+                            "Today": round(0.8 + 0.1 * step, 3),
+                            "Power": phases,
+                            "Voltage": [231, 229, 232],
+                            "Current": [round(p / 230, 3) for p in phases],
+                            "Factor": [0.91, 0.93, 0.95],
+                        },
+                    }
+                ),
+            )
+        )
         # Tasmota SML reader on a bidirectional smart meter with PV: negative power is export.
         totals["pv-0201"] += rng.uniform(0.0, 0.05)
-        out.append(("tele/pv-0201/SENSOR", orjson.dumps({"Time": local, "SML": {
-            "Total_in": round(totals["pv-0201"], 4), "Total_out": round(2210.5 + 0.3 * step, 4),
-            "Power_curr": -round(rng.uniform(400, 2600)), "Meter_id": "0a01445a4e0003b6c2d1"}})))
+        out.append(
+            (
+                "tele/pv-0201/SENSOR",
+                orjson.dumps(
+                    {
+                        "Time": local,
+                        "SML": {
+                            "Total_in": round(totals["pv-0201"], 4),
+                            "Total_out": round(2210.5 + 0.3 * step, 4),
+                            "Power_curr": -round(rng.uniform(400, 2600)),
+                            "Meter_id": "0a01445a4e0003b6c2d1",
+                        },
+                    }
+                ),
+            )
+        )
         if step % 4 == 0:
-            out.append(("tele/hh-0101/STATE", orjson.dumps({
-                "Time": local, "Uptime": f"3T0{step % 10}:12:44", "Heap": 25, "POWER": "ON",
-                "Wifi": {"AP": 1, "SSId": "swn-meters", "RSSI": 76, "Signal": -62}})))
+            out.append(
+                (
+                    "tele/hh-0101/STATE",
+                    orjson.dumps(
+                        {
+                            "Time": local,
+                            "Uptime": f"3T0{step % 10}:12:44",
+                            "Heap": 25,
+                            "POWER": "ON",
+                            "Wifi": {"AP": 1, "SSId": "swn-meters", "RSSI": 76, "Signal": -62},
+                        }
+                    ),
+                )
+            )
         # Shelly 3EM (Gen1): one topic per value; energy counters in Wh on the EM API.
         for i in range(3):
             gen1_wh[i][0] += rng.uniform(5, 40)
@@ -100,12 +167,32 @@ def municipal_traffic(steps: int = 12, *, seed: int = 7) -> list[Message]:
         # Shelly Pro 3EM (Gen2): NotifyStatus with the em:0 component, ts in epoch seconds.
         gen2_wh[0] += rng.uniform(200, 900)
         pw = [round(rng.uniform(1000, 9000), 1) for _ in range(3)]
-        out.append(("swn/shellypro3em-a0b1c2/events/rpc", orjson.dumps({
-            "src": "shellypro3em-a0b1c2", "dst": "swn/shellypro3em-a0b1c2/events", "method": "NotifyStatus",
-            "params": {"ts": round(at.timestamp() + 0.37, 2), "em:0": {
-                "id": 0, "a_act_power": pw[0], "b_act_power": pw[1], "c_act_power": pw[2],
-                "a_voltage": 230.1, "b_voltage": 229.8, "c_voltage": 231.0, "total_act_power": round(sum(pw), 1)},
-                "emdata:0": {"id": 0, "total_act": round(gen2_wh[0], 2), "total_act_ret": gen2_wh[1]}}})))
+        out.append(
+            (
+                "swn/shellypro3em-a0b1c2/events/rpc",
+                orjson.dumps(
+                    {
+                        "src": "shellypro3em-a0b1c2",
+                        "dst": "swn/shellypro3em-a0b1c2/events",
+                        "method": "NotifyStatus",
+                        "params": {
+                            "ts": round(at.timestamp() + 0.37, 2),
+                            "em:0": {
+                                "id": 0,
+                                "a_act_power": pw[0],
+                                "b_act_power": pw[1],
+                                "c_act_power": pw[2],
+                                "a_voltage": 230.1,
+                                "b_voltage": 229.8,
+                                "c_voltage": 231.0,
+                                "total_act_power": round(sum(pw), 1),
+                            },
+                            "emdata:0": {"id": 0, "total_act": round(gen2_wh[0], 2), "total_act_ret": gen2_wh[1]},
+                        },
+                    }
+                ),
+            )
+        )
         if step == 3:  # the hub resent the previous household frame (same Time): a duplicate
             out.append(out[household])
         if step == 9:  # a frame cut off mid-way by a flaky uplink
@@ -125,10 +212,14 @@ _FEEDER: tuple[tuple[str, int, DataType, str | None], ...] = (
 
 
 def _birth_metrics(bd_seq: int, values: list[float], at_ms: int) -> list[Metric]:
-    metrics = [Metric("bdSeq", None, at_ms, DataType.UInt64, False, bd_seq),
-               Metric("Node Control/Rebirth", 1, at_ms, DataType.Boolean, False, False)]
-    metrics += [Metric(name, alias, at_ms, dtype, False, v, {"engUnit": unit} if unit else {})
-                for (name, alias, dtype, unit), v in zip(_FEEDER, values, strict=True)]
+    metrics = [
+        Metric("bdSeq", None, at_ms, DataType.UInt64, False, bd_seq),
+        Metric("Node Control/Rebirth", 1, at_ms, DataType.Boolean, False, False),
+    ]
+    metrics += [
+        Metric(name, alias, at_ms, dtype, False, v, {"engUnit": unit} if unit else {})
+        for (name, alias, dtype, unit), v in zip(_FEEDER, values, strict=True)
+    ]
     return metrics
 
 
@@ -137,8 +228,10 @@ def _data_metrics(values: list[float], at_ms: int, only: int | None = None) -> l
 
     ``only``: report by exception — just the first ``only`` metrics changed beyond their deadband.
     """
-    return [Metric(None, alias, at_ms, DataType.Unknown, False, v)
-            for (_, alias, _, _), v in list(zip(_FEEDER, values, strict=True))[:only]]
+    return [
+        Metric(None, alias, at_ms, DataType.Unknown, False, v)
+        for (_, alias, _, _), v in list(zip(_FEEDER, values, strict=True))[:only]
+    ]
 
 
 def grid_traffic(*, steps: int = 262, seed: int = 5) -> list[Message]:
@@ -156,11 +249,17 @@ def grid_traffic(*, steps: int = 262, seed: int = 5) -> list[Message]:
     def values(node: str) -> list[float]:
         imp, exp = state[node]
         state[node] = [imp + rng.uniform(0.5, 3.0), exp + rng.uniform(0.0, 0.4)]
-        return [round(state[node][0], 3), round(state[node][1], 3), round(rng.uniform(-800, 2400), 1),
-                round(rng.uniform(229, 233), 1), round(rng.uniform(35, 60), 1)]
+        return [
+            round(state[node][0], 3),
+            round(state[node][1], 3),
+            round(rng.uniform(-800, 2400), 1),
+            round(rng.uniform(229, 233), 1),
+            round(rng.uniform(35, 60), 1),
+        ]
 
-    def publish(kind: str, node: str, seq: int | None, metrics: list[Metric], at_ms: int,
-                device: str | None = None) -> None:
+    def publish(
+        kind: str, node: str, seq: int | None, metrics: list[Metric], at_ms: int, device: str | None = None
+    ) -> None:
         topic = f"spBv1.0/{group}/{kind}/{node}" + (f"/{device}" if device else "")
         out.append((topic, encode_payload(Payload(at_ms, seq, None, metrics))))
 
@@ -185,16 +284,28 @@ def grid_traffic(*, steps: int = 262, seed: int = 5) -> list[Message]:
                 out.append(out[-1])  # the edge node's outbox resent a message: a duplicate
         if step == 5:  # a meter behind uw-winterthur announces itself and reports
             seq["uw-winterthur"] = (seq["uw-winterthur"] + 1) % 256
-            publish("DBIRTH", "uw-winterthur", seq["uw-winterthur"],
-                    [Metric("Zaehler/Bezug", 20, at, DataType.Double, False, 1200.5, {"engUnit": "kWh"})],
-                    at, device="zaehler-3")
+            publish(
+                "DBIRTH",
+                "uw-winterthur",
+                seq["uw-winterthur"],
+                [Metric("Zaehler/Bezug", 20, at, DataType.Double, False, 1200.5, {"engUnit": "kWh"})],
+                at,
+                device="zaehler-3",
+            )
         if step in (6, 7):
             seq["uw-winterthur"] = (seq["uw-winterthur"] + 1) % 256
-            publish("DDATA", "uw-winterthur", seq["uw-winterthur"],
-                    [Metric(None, 20, at, DataType.Unknown, False, 1200.5 + step)], at, device="zaehler-3")
+            publish(
+                "DDATA",
+                "uw-winterthur",
+                seq["uw-winterthur"],
+                [Metric(None, 20, at, DataType.Unknown, False, 1200.5 + step)],
+                at,
+                device="zaehler-3",
+            )
         if step == 45:  # uw-baden restarts: its will (NDEATH) and a new birth with the next bdSeq
-            publish("NDEATH", "uw-baden", None, [Metric("bdSeq", None, None, DataType.UInt64, False, bd["uw-baden"])],
-                    at)
+            publish(
+                "NDEATH", "uw-baden", None, [Metric("bdSeq", None, None, DataType.UInt64, False, bd["uw-baden"])], at
+            )
             bd["uw-baden"] += 1
             seq["uw-baden"] = 0
             publish("NBIRTH", "uw-baden", 0, _birth_metrics(bd["uw-baden"], values("uw-baden"), at + 1), at + 1)

@@ -46,8 +46,11 @@ EventTooLarge = "EventTooLarge"
 
 def reject_oversized(events: Sequence[Event], limit: int, where: str) -> list[Rejected]:
     """The events whose value is over ``limit`` bytes, refused (for sinks with a size limit of their own)."""
-    return [Rejected(i, EventTooLarge, f"{len(e.value)} bytes is more than the {limit} bytes {where} takes")
-            for i, e in enumerate(events) if len(e.value) > limit]
+    return [
+        Rejected(i, EventTooLarge, f"{len(e.value)} bytes is more than the {limit} bytes {where} takes")
+        for i, e in enumerate(events)
+        if len(e.value) > limit
+    ]
 
 
 class Sink(abc.ABC):

@@ -66,15 +66,15 @@ SinkAction = Literal["retry", "dlq", "fatal"]
 _E = kafka_errors
 ERROR_ACTIONS: Mapping[type[BaseException], SinkAction] = {
     # dlq: the broker refuses this event (its batch) for good; the same bytes to the same topic get the same answer.
-    _E.MessageSizeTooLargeError: "dlq",          # over message.max.bytes (the topic's max.message.bytes)
-    _E.RecordListTooLargeError: "dlq",           # a record batch over the broker's limit
-    _E.RecordTooLargeError: "dlq",               # a record over the client's max_request_size
-    _E.CorruptRecordException: "dlq",            # errno 2: a record the broker will not store (e.g. no key on a
-    _E.InvalidMessageError: "dlq",               # ... compacted topic), both class names aiokafka uses for it
-    _E.InvalidTimestampError: "dlq",             # outside the topic's message.timestamp.*.max.ms
-    _E.InvalidTopicError: "dlq",                 # a topic name Kafka does not allow
-    _E.TopicAuthorizationFailedError: "dlq",     # no WRITE on this topic: its events are refused, the others flow
-    _E.PolicyViolationError: "dlq",              # a broker-side policy refuses the record
+    _E.MessageSizeTooLargeError: "dlq",  # over message.max.bytes (the topic's max.message.bytes)
+    _E.RecordListTooLargeError: "dlq",  # a record batch over the broker's limit
+    _E.RecordTooLargeError: "dlq",  # a record over the client's max_request_size
+    _E.CorruptRecordException: "dlq",  # errno 2: a record the broker will not store (e.g. no key on a
+    _E.InvalidMessageError: "dlq",  # ... compacted topic), both class names aiokafka uses for it
+    _E.InvalidTimestampError: "dlq",  # outside the topic's message.timestamp.*.max.ms
+    _E.InvalidTopicError: "dlq",  # a topic name Kafka does not allow
+    _E.TopicAuthorizationFailedError: "dlq",  # no WRITE on this topic: its events are refused, the others flow
+    _E.PolicyViolationError: "dlq",  # a broker-side policy refuses the record
     _E.UnsupportedForMessageFormatError: "dlq",  # headers on a topic kept in a pre-0.11 message format
     # fatal: inlet itself is refused; nothing passes until the configuration changes, no event is to blame.
     _E.ClusterAuthorizationFailedError: "fatal",  # e.g. IDEMPOTENT_WRITE (or CLUSTER_ACTION) not granted
@@ -85,14 +85,14 @@ ERROR_ACTIONS: Mapping[type[BaseException], SinkAction] = {
     _E.UnsupportedSaslMechanismError: "fatal",
     _E.IllegalSaslStateError: "fatal",
     _E.SecurityDisabled: "fatal",
-    _E.UnsupportedVersionError: "fatal",         # a broker too old for what the producer needs
+    _E.UnsupportedVersionError: "fatal",  # a broker too old for what the producer needs
     _E.IncompatibleBrokerVersion: "fatal",
     _E.UnrecognizedBrokerVersion: "fatal",
     _E.InvalidRequiredAcksError: "fatal",
     _E.KafkaConfigurationError: "fatal",
     _E.UnsupportedCodecError: "fatal",
     # retry: Kafka is away, busy or electing; the batch is redelivered from its position after a backoff.
-    _E.UnknownTopicOrPartitionError: "retry",    # not (yet) known: the start-up check refuses missing topics
+    _E.UnknownTopicOrPartitionError: "retry",  # not (yet) known: the start-up check refuses missing topics
     _E.NotEnoughReplicasError: "retry",
     _E.NotEnoughReplicasAfterAppendError: "retry",
     _E.NotLeaderForPartitionError: "retry",
@@ -101,12 +101,12 @@ ERROR_ACTIONS: Mapping[type[BaseException], SinkAction] = {
     _E.KafkaTimeoutError: "retry",
     _E.KafkaConnectionError: "retry",
     _E.NodeNotReadyError: "retry",
-    _E.OutOfOrderSequenceNumber: "retry",        # the producer's sequence state is lost: a fresh producer
+    _E.OutOfOrderSequenceNumber: "retry",  # the producer's sequence state is lost: a fresh producer
     _E.UnknownProducerId: "retry",
     _E.InvalidProducerEpoch: "retry",
     _E.ProducerFenced: "retry",
     _E.ProducerClosed: "retry",
-    _E.KafkaError: "retry",                      # anything else aiokafka raises is not assumed to be the event's fault
+    _E.KafkaError: "retry",  # anything else aiokafka raises is not assumed to be the event's fault
     OSError: "retry",
     TimeoutError: "retry",
 }
@@ -144,6 +144,7 @@ async def topic_partitions(producer: Any, topic: str) -> list[int]:
     if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
         raise kafka_errors.InvalidTopicError(f"{topic!r} is not a valid Kafka topic name")
     return sorted(await producer.partitions_for(topic))
+
 
 _Partition = tuple[str, int]
 
@@ -228,10 +229,17 @@ class KafkaSink(Sink):
             await start_client(producer, s)  # a refusal of inlet's credentials is fatal, an outage retried
             self._producer = producer
             if s.security_protocol.endswith("SSL") and not s.ssl_check_hostname:
-                log.warning("kafka TLS without host name verification (ssl_check_hostname: false): any certificate "
-                            "of a trusted CA is accepted for this broker", bootstrap=s.bootstrap)
-            log.info("kafka producer started", bootstrap=s.bootstrap, security_protocol=s.security_protocol,
-                     sasl_mechanism=s.sasl_mechanism)
+                log.warning(
+                    "kafka TLS without host name verification (ssl_check_hostname: false): any certificate "
+                    "of a trusted CA is accepted for this broker",
+                    bootstrap=s.bootstrap,
+                )
+            log.info(
+                "kafka producer started",
+                bootstrap=s.bootstrap,
+                security_protocol=s.security_protocol,
+                sasl_mechanism=s.sasl_mechanism,
+            )
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -343,15 +351,17 @@ class KafkaSink(Sink):
         """
         gathered = asyncio.gather(*futures, return_exceptions=True)
         try:
-            results = await asyncio.wait_for(asyncio.shield(gathered),
-                                             timeout=2 * self.settings.request_timeout_ms / 1000)
+            results = await asyncio.wait_for(
+                asyncio.shield(gathered), timeout=2 * self.settings.request_timeout_ms / 1000
+            )
         except TimeoutError:
             gathered.add_done_callback(_swallow)
             raise
         return [r if isinstance(r, BaseException) else None for r in results]
 
-    async def _settle(self, sub: _Submission, previous: asyncio.Future[Sequence[Rejected]] | None
-                      ) -> Sequence[Rejected]:
+    async def _settle(
+        self, sub: _Submission, previous: asyncio.Future[Sequence[Rejected]] | None
+    ) -> Sequence[Rejected]:
         """Wait for a submission's batches, after the one submitted before it: its refused events, or raise."""
         try:
             if previous is not None:  # in submission order: a repair of an earlier one resends before this one
@@ -404,8 +414,9 @@ class KafkaSink(Sink):
                 rejected += await self._resend(sub, work)
                 self._resent.update(tp for _, tp, _ in work)
         if rejected:
-            log.warning("kafka refused events for good; they go to the DLQ", refused=len(rejected),
-                        error=rejected[0].message)
+            log.warning(
+                "kafka refused events for good; they go to the DLQ", refused=len(rejected), error=rejected[0].message
+            )
         return sorted(rejected, key=lambda r: r.index)
 
     async def _retire(self, producer: Any) -> None:
@@ -414,11 +425,10 @@ class KafkaSink(Sink):
         while self._sending:  # let submissions that are queueing finish: their batches are settled in order
             await self._idle.wait()
         for sub in self._unsettled:  # this one and every later one (earlier ones are settled): queued before the
-            sub.retired = True       # resend, whichever producer they went through
+            sub.retired = True  # resend, whichever producer they went through
         if self._producer is producer:
             self._producer = None
-        log.warning("kafka producer retired after a refused batch; later batches of its partitions are resent in "
-                    "order")
+        log.warning("kafka producer retired after a refused batch; later batches of its partitions are resent in order")
         with contextlib.suppress(Exception):  # flushes: later batches of broken partitions fail at once
             await asyncio.wait_for(producer.stop(), timeout=self.settings.request_timeout_ms / 1000 + 5)  # idempotent
 
@@ -483,8 +493,13 @@ class KafkaSink(Sink):
         """The producer of a repair: acks=all, not idempotent (a refused batch does not fail the next ones)."""
         if self._careful is None:
             s = self.settings
-            producer = AIOKafkaProducer(**connection_options(s), acks="all", enable_idempotence=False, linger_ms=0,
-                                        max_batch_size=s.max_batch_size)
+            producer = AIOKafkaProducer(
+                **connection_options(s),
+                acks="all",
+                enable_idempotence=False,
+                linger_ms=0,
+                max_batch_size=s.max_batch_size,
+            )
             await start_client(producer, s)
             self._careful = producer
         return self._careful
@@ -508,8 +523,10 @@ class KafkaSink(Sink):
             self._open.set()
 
     def _refused(self, error: BaseException) -> SinkRefused:
-        return SinkRefused(f"{describe(self.settings)} refused inlet: {_reason(error)}. Not retried: no event is to "
-                           "blame; fix the cluster's permissions or the configuration and restart")
+        return SinkRefused(
+            f"{describe(self.settings)} refused inlet: {_reason(error)}. Not retried: no event is to "
+            "blame; fix the cluster's permissions or the configuration and restart"
+        )
 
     def _release(self, count: int) -> None:
         self._in_flight -= count

@@ -93,8 +93,13 @@ class OutboxSink(Sink):
             skip = {r.index for r in refused}
             events = [e for i, e in enumerate(events) if i not in skip]
         rows = [
-            (e.id, e.topic, e.key, e.value,
-             orjson.dumps({k: v.decode("utf-8", "replace") for k, v in e.headers}).decode())
+            (
+                e.id,
+                e.topic,
+                e.key,
+                e.value,
+                orjson.dumps({k: v.decode("utf-8", "replace") for k, v in e.headers}).decode(),
+            )
             for e in events
         ]
 
@@ -102,7 +107,8 @@ class OutboxSink(Sink):
             with conn:  # one transaction per batch
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(
-                    "INSERT INTO events (event_id, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)", rows)
+                    "INSERT INTO events (event_id, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)", rows
+                )
 
         try:
             await self._db.acall(write)

@@ -29,6 +29,7 @@ class Skip(Exception):
         super().__init__(reason)
         self.reason = reason
 
+
 Kind = Literal["cumulative", "interval", "instantaneous"]
 Phase = Literal["L1", "L2", "L3", "total"] | None
 TimeSource = Literal["device", "receive"]
@@ -74,8 +75,9 @@ def number(topic: str, value: object, field: str) -> float:
     return result
 
 
-def timestamp(topic: str, value: object, zone: str | None, *, near: datetime | None = None,
-              ambiguous: Ambiguous = "raise") -> Instant:
+def timestamp(
+    topic: str, value: object, zone: str | None, *, near: datetime | None = None, ambiguous: Ambiguous = "raise"
+) -> Instant:
     """``core.time.normalise`` with the topic added to the TimestampError message (still a MappingError).
 
     ``near`` is the receive time for a device's *current* time: a naive wall time in the repeated autumn hour
@@ -106,9 +108,19 @@ class Reading:
     time_source: TimeSource
     quality: tuple[QualityFlag, ...] = ()
 
-    def make(self, metric: str, value: float, unit: EnergyUnit, kind: Kind, *, phase: Phase = None,
-             direction: Literal["import", "export"] | None = None, interval_start: datetime | None = None,
-             counter_started_at: datetime | None = None, signed: bool = False) -> MeterReadingV1:
+    def make(
+        self,
+        metric: str,
+        value: float,
+        unit: EnergyUnit,
+        kind: Kind,
+        *,
+        phase: Phase = None,
+        direction: Literal["import", "export"] | None = None,
+        interval_start: datetime | None = None,
+        counter_started_at: datetime | None = None,
+        signed: bool = False,
+    ) -> MeterReadingV1:
         """One reading; ``signed`` splits a bidirectional value by sign (negative -> export, positive quantity).
 
         Energy and power units default to ``import`` when the source is unsigned; counters (cumulative)
@@ -124,10 +136,19 @@ class Reading:
         value = value + 0.0  # -0.0 -> 0.0: an exported zero is still zero
         try:
             return MeterReadingV1(
-                device_id=self.ctx.device_id, metric=metric, quantity=value, unit=unit, direction=direction,
-                phase=phase, kind=kind, interval_start=interval_start, counter_started_at=counter_started_at,
-                measured_at=self.measured.utc, measured_at_precision=self.measured.precision,
-                time_source=self.time_source, quality=list(self.quality),
+                device_id=self.ctx.device_id,
+                metric=metric,
+                quantity=value,
+                unit=unit,
+                direction=direction,
+                phase=phase,
+                kind=kind,
+                interval_start=interval_start,
+                counter_started_at=counter_started_at,
+                measured_at=self.measured.utc,
+                measured_at_precision=self.measured.precision,
+                time_source=self.time_source,
+                quality=list(self.quality),
             )
         except ValidationError as exc:
             raise MappingError(f"topic {self.topic!r}: {metric} does not fit energy.meter_reading: {exc}") from None

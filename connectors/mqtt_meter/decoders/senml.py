@@ -39,8 +39,12 @@ _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*")
 _BASE: Final = frozenset({"bn", "bt", "bu", "bv", "bs", "bver"})
 _VALUES: Final = ("v", "vs", "vb", "vd")
 _UNITS: Final[dict[str, tuple[str, EnergyUnit]]] = {
-    "W": ("power", "W"), "Wh": ("energy", "Wh"), "kWh": ("energy", "kWh"), "V": ("voltage", "V"),
-    "A": ("current", "A"), "Hz": ("frequency", "Hz"),
+    "W": ("power", "W"),
+    "Wh": ("energy", "Wh"),
+    "kWh": ("energy", "kWh"),
+    "V": ("voltage", "V"),
+    "A": ("current", "A"),
+    "Hz": ("frequency", "Hz"),
 }
 _PHASE: Final = re.compile(r"(?:^|[:/_-])(L[123])$", re.IGNORECASE)
 
@@ -131,8 +135,9 @@ def decode_senml(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRe
             continue  # vs / vb / vd: not a meter quantity
         unit = record.get("u")
         if not isinstance(unit, str) or unit not in _UNITS:
-            raise MappingError(f"topic {topic!r}: SenML record {record['n']!r} has unit {unit!r}, "
-                               f"expected one of {', '.join(_UNITS)}")
+            raise MappingError(
+                f"topic {topic!r}: SenML record {record['n']!r} has unit {unit!r}, expected one of {', '.join(_UNITS)}"
+            )
         metric, energy_unit = _UNITS[unit]
         if value_key == "s" and metric != "energy":
             raise MappingError(f"topic {topic!r}: SenML sum for {record['n']!r} in {unit!r} is not an energy counter")
@@ -143,6 +148,14 @@ def decode_senml(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRe
         match = _PHASE.search(record["n"])
         phase: Phase = match[1].upper() if match else None  # type: ignore[assignment]
         kind = "cumulative" if metric == "energy" else "instantaneous"
-        out.append(build.make(metric, record[value_key], energy_unit, kind, phase=phase,  # type: ignore[arg-type]
-                              signed=metric == "power"))
+        out.append(
+            build.make(
+                metric,
+                record[value_key],
+                energy_unit,
+                kind,
+                phase=phase,  # type: ignore[arg-type]
+                signed=metric == "power",
+            )
+        )
     return out

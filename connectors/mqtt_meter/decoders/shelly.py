@@ -44,11 +44,16 @@ _PHASES: Final[tuple[Literal["L1", "L2", "L3"], ...]] = ("L1", "L2", "L3")
 _NOTIFY: Final = frozenset({"NotifyStatus", "NotifyFullStatus"})
 # Gen2 component key -> (metric, unit, signed) for instantaneous values
 _GAUGES: Final[dict[str, tuple[str, EnergyUnit, bool]]] = {
-    "apower": ("power", "W", True), "act_power": ("power", "W", True), "voltage": ("voltage", "V", False),
-    "current": ("current", "A", False), "freq": ("frequency", "Hz", False),
+    "apower": ("power", "W", True),
+    "act_power": ("power", "W", True),
+    "voltage": ("voltage", "V", False),
+    "current": ("current", "A", False),
+    "freq": ("frequency", "Hz", False),
 }
 _EM_COUNTERS: Final[dict[str, Literal["import", "export"]]] = {
-    "total_act_energy": "import", "total_act_ret_energy": "export", "total_act": "import",
+    "total_act_energy": "import",
+    "total_act_ret_energy": "export",
+    "total_act": "import",
     "total_act_ret": "export",
 }
 
@@ -72,8 +77,7 @@ def _object(topic: str, value: object, what: str) -> dict[str, Any]:
     return value
 
 
-def _gen1(topic: str, channel: str, index: int, leaf: str, payload: bytes,
-          ctx: DeviceContext) -> list[MeterReadingV1]:
+def _gen1(topic: str, channel: str, index: int, leaf: str, payload: bytes, ctx: DeviceContext) -> list[MeterReadingV1]:
     build = Reading(topic, ctx, Instant(ctx.received_at), "receive")
     phase: Phase = None
     if channel == "emeter":
@@ -83,19 +87,26 @@ def _gen1(topic: str, channel: str, index: int, leaf: str, payload: bytes,
     if leaf == "power":
         return [build.make("power", _plain(topic, payload), "W", "instantaneous", phase=phase, signed=True)]
     if leaf == "energy":  # watt-minutes -> Wh
-        return [build.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase,
-                           direction="import")]
+        return [build.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase, direction="import")]
     if channel != "emeter":
         return []
     if leaf == "returned_energy":  # watt-minutes -> Wh
-        return [build.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase,
-                           direction="export")]
+        return [build.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase, direction="export")]
     if leaf in ("total", "total_returned"):  # already Wh on EM / 3EM
-        return [build.make("energy", _plain(topic, payload), "Wh", "cumulative", phase=phase,
-                           direction="import" if leaf == "total" else "export")]
+        return [
+            build.make(
+                "energy",
+                _plain(topic, payload),
+                "Wh",
+                "cumulative",
+                phase=phase,
+                direction="import" if leaf == "total" else "export",
+            )
+        ]
     if leaf in ("voltage", "current"):
-        return [build.make(leaf, _plain(topic, payload), "V" if leaf == "voltage" else "A", "instantaneous",
-                           phase=phase)]
+        return [
+            build.make(leaf, _plain(topic, payload), "V" if leaf == "voltage" else "A", "instantaneous", phase=phase)
+        ]
     return []
 
 
@@ -130,29 +141,67 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
     if kind in ("switch", "pm1", "em1", "cover", "light"):
         for field, (metric, unit, signed) in _GAUGES.items():
             if field in comp:
-                out.append(build.make(metric, number(topic, comp[field], f"{key}.{field}"), unit,
-                                      "instantaneous", signed=signed))
+                out.append(
+                    build.make(
+                        metric, number(topic, comp[field], f"{key}.{field}"), unit, "instantaneous", signed=signed
+                    )
+                )
         for field, direction in (("aenergy", "import"), ("ret_aenergy", "export")):
             if field in comp:
                 counter = _object(topic, comp[field], f"{key}.{field}")
                 if "total" in counter:
-                    out.append(build.make("energy", number(topic, counter["total"], f"{key}.{field}.total"),
-                                          "Wh", "cumulative", direction=direction))  # type: ignore[arg-type]
+                    out.append(
+                        build.make(
+                            "energy",
+                            number(topic, counter["total"], f"{key}.{field}.total"),
+                            "Wh",
+                            "cumulative",
+                            direction=direction,
+                        )
+                    )  # type: ignore[arg-type]
     elif kind == "em":
         for prefix, phase in (("a_", "L1"), ("b_", "L2"), ("c_", "L3")):
             for field, (metric, unit, signed) in _GAUGES.items():
                 if prefix + field in comp:
-                    out.append(build.make(metric, number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
-                                          unit, "instantaneous", phase=phase, signed=signed))  # type: ignore[arg-type]
+                    out.append(
+                        build.make(
+                            metric,
+                            number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
+                            unit,
+                            "instantaneous",
+                            phase=phase,
+                            signed=signed,
+                        )
+                    )  # type: ignore[arg-type]
         if "total_act_power" in comp:
-            out.append(build.make("power", number(topic, comp["total_act_power"], f"{key}.total_act_power"), "W",
-                                  "instantaneous", phase="total", signed=True))
+            out.append(
+                build.make(
+                    "power",
+                    number(topic, comp["total_act_power"], f"{key}.total_act_power"),
+                    "W",
+                    "instantaneous",
+                    phase="total",
+                    signed=True,
+                )
+            )
     if kind in ("em1data", "emdata"):
-        phases: tuple[tuple[str, Phase], ...] = (("", "total" if kind == "emdata" else None), ("a_", "L1"),
-                                                 ("b_", "L2"), ("c_", "L3"))
+        phases: tuple[tuple[str, Phase], ...] = (
+            ("", "total" if kind == "emdata" else None),
+            ("a_", "L1"),
+            ("b_", "L2"),
+            ("c_", "L3"),
+        )
         for field, direction in _EM_COUNTERS.items():
             for prefix, counter_phase in phases:
                 if prefix + field in comp:
-                    out.append(build.make("energy", number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
-                                          "Wh", "cumulative", phase=counter_phase, direction=direction))
+                    out.append(
+                        build.make(
+                            "energy",
+                            number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
+                            "Wh",
+                            "cumulative",
+                            phase=counter_phase,
+                            direction=direction,
+                        )
+                    )
     return out

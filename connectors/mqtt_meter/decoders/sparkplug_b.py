@@ -45,9 +45,21 @@ from ._common import DeviceContext, Reading, Skip
 
 __all__ = ["MetricMap", "SparkplugDecoder"]
 
-_NUMERIC: Final = frozenset({DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64, DataType.UInt8,
-                             DataType.UInt16, DataType.UInt32, DataType.UInt64, DataType.Float, DataType.Double,
-                             DataType.Unknown})
+_NUMERIC: Final = frozenset(
+    {
+        DataType.Int8,
+        DataType.Int16,
+        DataType.Int32,
+        DataType.Int64,
+        DataType.UInt8,
+        DataType.UInt16,
+        DataType.UInt32,
+        DataType.UInt64,
+        DataType.Float,
+        DataType.Double,
+        DataType.Unknown,
+    }
+)
 _UNITS: Final = frozenset(get_args(EnergyUnit))
 
 
@@ -88,23 +100,37 @@ class SparkplugDecoder:
         if seen.verdict == "stale_death":
             raise Skip("stale NDEATH (its bdSeq belongs to an earlier session of the node)")
         if seen.unresolved_aliases:
-            raise MappingError(f"topic {topic!r}: {where.message_type} before the node's NBIRTH: aliases "
-                               f"{list(seen.unresolved_aliases)} cannot be resolved; the edge node must rebirth")
+            raise MappingError(
+                f"topic {topic!r}: {where.message_type} before the node's NBIRTH: aliases "
+                f"{list(seen.unresolved_aliases)} cannot be resolved; the edge node must rebirth"
+            )
         out: list[Contract] = []
         kind = where.message_type
         if kind in ("NBIRTH", "DBIRTH", "NDEATH", "DDEATH"):
-            out.append(DeviceStatusV1(
-                device_id=device_id, online=kind.endswith("BIRTH"),
-                reason="lwt" if kind == "NDEATH" else "announce",
-                observed_at=sent.utc if sent else ctx.received_at,
-                observed_at_precision=sent.precision if sent else None,
-                time_source="device" if sent else "receive"))
+            out.append(
+                DeviceStatusV1(
+                    device_id=device_id,
+                    online=kind.endswith("BIRTH"),
+                    reason="lwt" if kind == "NDEATH" else "announce",
+                    observed_at=sent.utc if sent else ctx.received_at,
+                    observed_at_precision=sent.precision if sent else None,
+                    time_source="device" if sent else "receive",
+                )
+            )
         if seen.verdict == "gap":
             assert seen.expected_seq is not None and body.seq is not None
-            out.append(DataQualityV1(
-                device_id=node_id, issue="sequence_gap", source="sparkplug_b", expected_seq=seen.expected_seq,
-                received_seq=body.seq, missing=seen.missing, observed_at=sent.utc if sent else ctx.received_at,
-                time_source="device" if sent else "receive"))
+            out.append(
+                DataQualityV1(
+                    device_id=node_id,
+                    issue="sequence_gap",
+                    source="sparkplug_b",
+                    expected_seq=seen.expected_seq,
+                    received_seq=body.seq,
+                    missing=seen.missing,
+                    observed_at=sent.utc if sent else ctx.received_at,
+                    time_source="device" if sent else "receive",
+                )
+            )
         if kind.endswith("BIRTH") and len(self._learnt) < self.max_learnt:
             for m in seen.metrics:
                 if m.name is not None and (learnt := _from_properties(m)) is not None:
@@ -121,8 +147,15 @@ class SparkplugDecoder:
             return None
         at = _instant(m.timestamp_ms) or sent
         build = Reading(topic, ctx, at or Instant(ctx.received_at), "device" if at else "receive")
-        return build.make(spec.metric, float(m.value), spec.unit, spec.kind, phase=spec.phase,
-                          direction=spec.direction, signed=spec.signed)
+        return build.make(
+            spec.metric,
+            float(m.value),
+            spec.unit,
+            spec.kind,
+            phase=spec.phase,
+            direction=spec.direction,
+            signed=spec.signed,
+        )
 
 
 def _instant(ms: int | None) -> Instant | None:

@@ -112,20 +112,45 @@ def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterRea
     for key, direction in (("Total", "import"), ("ExportActive", "export")):
         if key in energy:
             for value, i, n in _values(topic, energy[key], key):
-                out.append(build.make("energy", value, "kWh", "cumulative", phase=phase_of(topic, i, n, key),
-                                      direction=direction,  # type: ignore[arg-type]
-                                      counter_started_at=started_at if key == "Total" else None))
+                out.append(
+                    build.make(
+                        "energy",
+                        value,
+                        "kWh",
+                        "cumulative",
+                        phase=phase_of(topic, i, n, key),
+                        direction=direction,  # type: ignore[arg-type]
+                        counter_started_at=started_at if key == "Total" else None,
+                    )
+                )
     if "Today" in energy:
         day_start = _local_midnight(topic, build)
         for value, i, n in _values(topic, energy["Today"], "Today"):
             if day_start is not None:
-                out.append(build.make("energy", value, "kWh", "interval", phase=phase_of(topic, i, n, "Today"),
-                                      direction="import", interval_start=day_start))
+                out.append(
+                    build.make(
+                        "energy",
+                        value,
+                        "kWh",
+                        "interval",
+                        phase=phase_of(topic, i, n, "Today"),
+                        direction="import",
+                        interval_start=day_start,
+                    )
+                )
     for key, (metric, unit, kind, signed) in _ENERGY_FIELDS.items():
         if key in energy:
             for value, i, n in _values(topic, energy[key], key):
-                out.append(build.make(metric, value, unit, kind, phase=phase_of(topic, i, n, key),  # type: ignore[arg-type]
-                                      signed=signed))
+                out.append(
+                    build.make(
+                        metric,
+                        value,
+                        unit,
+                        kind,
+                        phase=phase_of(topic, i, n, key),  # type: ignore[arg-type]
+                        signed=signed,
+                    )
+                )
     return out
 
 
@@ -153,15 +178,29 @@ def _sml(topic: str, name: str, block: dict[str, Any], build: Reading) -> list[M
         low = key.lower()
         field = f"{name}.{key}"
         if low in ("total_in", "total_out"):
-            out.append(build.make("energy", number(topic, raw, field), "kWh", "cumulative",
-                                  direction="import" if low == "total_in" else "export"))
+            out.append(
+                build.make(
+                    "energy",
+                    number(topic, raw, field),
+                    "kWh",
+                    "cumulative",
+                    direction="import" if low == "total_in" else "export",
+                )
+            )
         elif low == "power_curr":
-            out.append(build.make("power", number(topic, raw, field), "W", "instantaneous", phase="total",
-                                  signed=True))
+            out.append(build.make("power", number(topic, raw, field), "W", "instantaneous", phase="total", signed=True))
         elif low in ("frequenz", "frequency", "freq"):
             out.append(build.make("frequency", number(topic, raw, field), "Hz", "instantaneous"))
         elif match := _SML_PHASE.fullmatch(low):
             metric, idx = match[1], int(match[2])
-            out.append(build.make(metric, number(topic, raw, field), _SML_UNITS[metric], "instantaneous",
-                                  phase=("L1", "L2", "L3")[idx - 1], signed=metric == "power"))
+            out.append(
+                build.make(
+                    metric,
+                    number(topic, raw, field),
+                    _SML_UNITS[metric],
+                    "instantaneous",
+                    phase=("L1", "L2", "L3")[idx - 1],
+                    signed=metric == "power",
+                )
+            )
     return out

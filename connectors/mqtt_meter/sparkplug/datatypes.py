@@ -20,17 +20,29 @@ def fail(what: str, at: int | None, where: str) -> DecodeError:
     return DecodeError(f"sparkplug payload: {what}{place} ({where})")
 
 
-
-
 SIGNED: Final = {DataType.Int8: 8, DataType.Int16: 16, DataType.Int32: 32, DataType.Int64: 64}
-UNSIGNED: Final = {DataType.UInt8: 8, DataType.UInt16: 16, DataType.UInt32: 32, DataType.UInt64: 64,
-                    DataType.DateTime: 64}
+UNSIGNED: Final = {
+    DataType.UInt8: 8,
+    DataType.UInt16: 16,
+    DataType.UInt32: 32,
+    DataType.UInt64: 64,
+    DataType.DateTime: 64,
+}
 STRINGS: Final = frozenset({DataType.String, DataType.Text, DataType.UUID})
 BYTES: Final = frozenset({DataType.Bytes, DataType.File, DataType.DataSet, DataType.Template})
-PACKED: Final = {DataType.Int8Array: "b", DataType.Int16Array: "h", DataType.Int32Array: "i",
-                  DataType.Int64Array: "q", DataType.UInt8Array: "B", DataType.UInt16Array: "H",
-                  DataType.UInt32Array: "I", DataType.UInt64Array: "Q", DataType.FloatArray: "f",
-                  DataType.DoubleArray: "d", DataType.DateTimeArray: "Q"}
+PACKED: Final = {
+    DataType.Int8Array: "b",
+    DataType.Int16Array: "h",
+    DataType.Int32Array: "i",
+    DataType.Int64Array: "q",
+    DataType.UInt8Array: "B",
+    DataType.UInt16Array: "H",
+    DataType.UInt32Array: "I",
+    DataType.UInt64Array: "Q",
+    DataType.FloatArray: "f",
+    DataType.DoubleArray: "d",
+    DataType.DateTimeArray: "Q",
+}
 
 
 def _signed(raw: int, bits: int, at: int | None, where: str) -> int:
@@ -48,9 +60,18 @@ def _signed(raw: int, bits: int, at: int | None, where: str) -> int:
 
 
 _SIMPLE: Final[dict[DataType, type]] = {
-    DataType.Float: float, DataType.Double: float, DataType.Boolean: bool, DataType.String: str,
-    DataType.Text: str, DataType.UUID: str, DataType.Bytes: bytes, DataType.File: bytes, DataType.DataSet: bytes,
-    DataType.Template: bytes, DataType.PropertySet: dict, DataType.PropertySetList: list,
+    DataType.Float: float,
+    DataType.Double: float,
+    DataType.Boolean: bool,
+    DataType.String: str,
+    DataType.Text: str,
+    DataType.UUID: str,
+    DataType.Bytes: bytes,
+    DataType.File: bytes,
+    DataType.DataSet: bytes,
+    DataType.Template: bytes,
+    DataType.PropertySet: dict,
+    DataType.PropertySetList: list,
 }
 
 
@@ -63,8 +84,7 @@ def typed(datatype: DataType, raw: Any, at: int | None, where: str) -> Any:
     if expected is not None:
         if type(raw) is expected:
             return raw
-        raise fail(f"expected a {expected.__name__} value, got {type(raw).__name__}", at,
-                    f"{where} ({datatype.name})")
+        raise fail(f"expected a {expected.__name__} value, got {type(raw).__name__}", at, f"{where} ({datatype.name})")
     bits = SIGNED.get(datatype)
     if bits is not None or datatype in UNSIGNED:
         if type(raw) is not int:
@@ -72,8 +92,9 @@ def typed(datatype: DataType, raw: Any, at: int | None, where: str) -> Any:
         if bits is not None:
             return _signed(raw, bits, at, f"{where} ({datatype.name})") if raw >> (bits - 1) else raw
         if raw >= 1 << UNSIGNED[datatype]:
-            raise fail(f"{raw} does not fit an unsigned {UNSIGNED[datatype]}-bit integer", at,
-                        f"{where} ({datatype.name})")
+            raise fail(
+                f"{raw} does not fit an unsigned {UNSIGNED[datatype]}-bit integer", at, f"{where} ({datatype.name})"
+            )
         return raw
     if type(raw) is not bytes:
         raise fail(f"expected bytes_value for an array, got {type(raw).__name__}", at, f"{where} ({datatype.name})")
@@ -92,8 +113,7 @@ def _array(datatype: DataType, raw: bytes, at: int | None, where: str) -> list[A
             raise fail("BooleanArray shorter than its 4-byte count", at, where)
         count = int.from_bytes(raw[:4], "little")
         if len(raw) != 4 + (count + 7) // 8:
-            raise fail(f"BooleanArray of {count} values needs {(count + 7) // 8} bytes, has {len(raw) - 4}",
-                        at, where)
+            raise fail(f"BooleanArray of {count} values needs {(count + 7) // 8} bytes, has {len(raw) - 4}", at, where)
         return [bool(raw[4 + i // 8] & (0x80 >> (i % 8))) for i in range(count)]
     if datatype is DataType.StringArray:
         if raw and raw[-1] != 0:

@@ -13,8 +13,7 @@ NAMESPACE: Final = "spBv1.0"
 
 MessageType = Literal["NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD", "STATE"]
 
-Verdict = Literal["ok", "gap", "duplicate", "before_birth", "birth", "rebirth", "death", "stale_death",
-                  "unsequenced"]
+Verdict = Literal["ok", "gap", "duplicate", "before_birth", "birth", "rebirth", "death", "stale_death", "unsequenced"]
 """What :meth:`SparkplugSessions.observe` concluded about one message (see :class:`Observation`)."""
 
 
@@ -60,10 +59,13 @@ class DataType(IntEnum):
 
 # --- topics ------------------------------------------------------------------------------------------------
 
-_NODE_KINDS: Final[dict[str, MessageType]] = {"NBIRTH": "NBIRTH", "NDEATH": "NDEATH", "NDATA": "NDATA",
-                                              "NCMD": "NCMD"}
-_DEVICE_KINDS: Final[dict[str, MessageType]] = {"DBIRTH": "DBIRTH", "DDEATH": "DDEATH", "DDATA": "DDATA",
-                                                "DCMD": "DCMD"}
+_NODE_KINDS: Final[dict[str, MessageType]] = {"NBIRTH": "NBIRTH", "NDEATH": "NDEATH", "NDATA": "NDATA", "NCMD": "NCMD"}
+_DEVICE_KINDS: Final[dict[str, MessageType]] = {
+    "DBIRTH": "DBIRTH",
+    "DDEATH": "DDEATH",
+    "DDATA": "DDATA",
+    "DCMD": "DCMD",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,20 +17,65 @@ _MAX_DEPTH: Final = 8
 _WIRE_NAMES: Final = {0: "varint", 1: "64-bit", 2: "length-delimited", 5: "32-bit"}
 
 _PAYLOAD_FIELDS: Final = {1: "timestamp", 2: "metrics", 3: "seq", 4: "uuid", 5: "body"}
-_METRIC_FIELDS: Final = {1: "name", 2: "alias", 3: "timestamp", 4: "datatype", 5: "is_historical",
-                         6: "is_transient", 7: "is_null", 8: "metadata", 9: "properties", 10: "int_value",
-                         11: "long_value", 12: "float_value", 13: "double_value", 14: "boolean_value",
-                         15: "string_value", 16: "bytes_value", 17: "dataset_value", 18: "template_value",
-                         19: "extension_value"}
+_METRIC_FIELDS: Final = {
+    1: "name",
+    2: "alias",
+    3: "timestamp",
+    4: "datatype",
+    5: "is_historical",
+    6: "is_transient",
+    7: "is_null",
+    8: "metadata",
+    9: "properties",
+    10: "int_value",
+    11: "long_value",
+    12: "float_value",
+    13: "double_value",
+    14: "boolean_value",
+    15: "string_value",
+    16: "bytes_value",
+    17: "dataset_value",
+    18: "template_value",
+    19: "extension_value",
+}
 _SET_FIELDS: Final = {1: "keys", 2: "values"}
-_VALUE_FIELDS: Final = {1: "type", 2: "is_null", 3: "int_value", 4: "long_value", 5: "float_value",
-                        6: "double_value", 7: "boolean_value", 8: "string_value", 9: "propertyset_value",
-                        10: "propertysets_value", 11: "extension_value"}
+_VALUE_FIELDS: Final = {
+    1: "type",
+    2: "is_null",
+    3: "int_value",
+    4: "long_value",
+    5: "float_value",
+    6: "double_value",
+    7: "boolean_value",
+    8: "string_value",
+    9: "propertyset_value",
+    10: "propertysets_value",
+    11: "extension_value",
+}
 _LIST_FIELDS: Final = {1: "propertyset"}
 
 # The wire type each known field must have (proto2 types of sparkplug_b.proto).
-_METRIC_WIRES: Final = {1: 2, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 2, 9: 2, 10: 0, 11: 0, 12: 5, 13: 1,
-                        14: 0, 15: 2, 16: 2, 17: 2, 18: 2, 19: 2}
+_METRIC_WIRES: Final = {
+    1: 2,
+    2: 0,
+    3: 0,
+    4: 0,
+    5: 0,
+    6: 0,
+    7: 0,
+    8: 2,
+    9: 2,
+    10: 0,
+    11: 0,
+    12: 5,
+    13: 1,
+    14: 0,
+    15: 2,
+    16: 2,
+    17: 2,
+    18: 2,
+    19: 2,
+}
 _VALUE_WIRES: Final = {1: 0, 2: 0, 3: 0, 4: 0, 5: 5, 6: 1, 7: 0, 8: 2, 9: 2, 10: 2, 11: 2}
 
 
@@ -39,8 +84,9 @@ def _label(where: str, names: dict[int, str], number: int) -> str:
     return f"{where}.{names.get(number, f'field {number}')}"
 
 
-def _varint(buf: bytes, pos: int, end: int, where: str, names: dict[int, str] | None = None,
-            number: int = 0) -> tuple[int, int]:
+def _varint(
+    buf: bytes, pos: int, end: int, where: str, names: dict[int, str] | None = None, number: int = 0
+) -> tuple[int, int]:
     """A base-128 varint; more than 10 bytes is garbage, bits past 64 are dropped (protobuf's rule)."""
     start, result, shift = pos, 0, 0
     while pos < end:
@@ -55,8 +101,9 @@ def _varint(buf: bytes, pos: int, end: int, where: str, names: dict[int, str] | 
     raise fail("truncated varint", start, _label(where, names, number) if names else where)
 
 
-def _fields(buf: bytes, pos: int, end: int, where: str,
-            names: dict[int, str]) -> Iterator[tuple[int, int, int, int, int]]:
+def _fields(
+    buf: bytes, pos: int, end: int, where: str, names: dict[int, str]
+) -> Iterator[tuple[int, int, int, int, int]]:
     """Yield ``(field, wire, a, b, offset)`` for each field in ``buf[pos:end]``.
 
     varint: ``a`` is the value; length-delimited: ``buf[a:b]`` is the content; 64/32-bit: ``a`` is where the
@@ -84,8 +131,11 @@ def _fields(buf: bytes, pos: int, end: int, where: str,
                 yield number, 0, value, 0, at
                 continue
             if pos + value > end:
-                raise fail(f"truncated length-delimited field ({value} bytes declared, {end - pos} left)",
-                            at, _label(where, names, number))
+                raise fail(
+                    f"truncated length-delimited field ({value} bytes declared, {end - pos} left)",
+                    at,
+                    _label(where, names, number),
+                )
             yield number, 2, pos, pos + value, at
             pos += value
         elif wire in {1, 5}:
@@ -98,8 +148,9 @@ def _fields(buf: bytes, pos: int, end: int, where: str,
             raise fail(f"unsupported wire type {wire}", at, _label(where, names, number))
 
 
-def _known_fields(buf: bytes, start: int, end: int, where: str, names: dict[int, str],
-                  wires: dict[int, int]) -> Iterator[tuple[int, int, int, int]]:
+def _known_fields(
+    buf: bytes, start: int, end: int, where: str, names: dict[int, str], wires: dict[int, int]
+) -> Iterator[tuple[int, int, int, int]]:
     """:func:`_fields` of a message whose every field has one wire type: ``(field, a, b, offset)`` of the
     fields in ``wires``; unknown fields skipped (as protobuf requires), a wrong wire type an error."""
     for number, wire, a, b, at in _fields(buf, start, end, where, names):

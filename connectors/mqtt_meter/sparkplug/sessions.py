@@ -72,8 +72,10 @@ def _birth_scope(metrics: list[Metric], problems: list[str]) -> _Scope:
         scope.by_name[metric.name] = metric.datatype
         if metric.alias is not None:
             if metric.alias in scope.by_alias:  # tck-id-payloads-alias-uniqueness
-                problems.append(f"alias {metric.alias} names both {scope.by_alias[metric.alias][0]!r} "
-                                f"and {metric.name!r}; the later wins")
+                problems.append(
+                    f"alias {metric.alias} names both {scope.by_alias[metric.alias][0]!r} "
+                    f"and {metric.name!r}; the later wins"
+                )
             scope.by_alias[metric.alias] = (metric.name, metric.datatype)
     return scope
 
@@ -86,8 +88,9 @@ def _bd_seq(metrics: list[Metric]) -> int | None:
     return None
 
 
-def _resolve(metrics: list[Metric], scope: _Scope | None,
-             problems: list[str]) -> tuple[tuple[Metric, ...], tuple[int, ...]]:
+def _resolve(
+    metrics: list[Metric], scope: _Scope | None, problems: list[str]
+) -> tuple[tuple[Metric, ...], tuple[int, ...]]:
     """Names for alias-only metrics and datatypes for untyped ones, from the birth certificate's scope."""
     named: list[Metric] = []
     unresolved: list[int] = []
@@ -120,8 +123,19 @@ def _resolve(metrics: list[Metric], scope: _Scope | None,
                 datatype = DataType.Unknown
         elif metric.datatype is not DataType.Unknown:
             datatype = metric.datatype
-        named.append(Metric(name, metric.alias, metric.timestamp_ms, datatype, metric.is_null, value,
-                            metric.properties, metric.is_historical, metric.is_transient))
+        named.append(
+            Metric(
+                name,
+                metric.alias,
+                metric.timestamp_ms,
+                datatype,
+                metric.is_null,
+                value,
+                metric.properties,
+                metric.is_historical,
+                metric.is_transient,
+            )
+        )
     return tuple(named), tuple(unresolved)
 
 
@@ -195,13 +209,21 @@ class SparkplugSessions:
         if kind in ("NCMD", "DCMD", "STATE"):
             scope = _scope_of(live, device)
             metrics, unresolved = _resolve(payload.metrics, scope, problems)
-            return Observation("unsequenced", metrics, unresolved, node_online=live is not None,
-                               device_online=_device_state(live, device), problems=tuple(problems))
+            return Observation(
+                "unsequenced",
+                metrics,
+                unresolved,
+                node_online=live is not None,
+                device_online=_device_state(live, device),
+                problems=tuple(problems),
+            )
         if live is None:
             metrics, unresolved = _resolve(payload.metrics, None, problems)
             if unresolved:
-                problems.append(f"aliases {list(unresolved)} cannot be resolved: no NBIRTH seen for "
-                                f"{topic.group_id}/{topic.edge_node_id}")
+                problems.append(
+                    f"aliases {list(unresolved)} cannot be resolved: no NBIRTH seen for "
+                    f"{topic.group_id}/{topic.edge_node_id}"
+                )
             return Observation("before_birth", metrics, unresolved, problems=tuple(problems))
         self._nodes.move_to_end(key)
         verdict, expected, missing = self._sequence(live, payload, problems)
@@ -217,8 +239,9 @@ class SparkplugSessions:
         if kind == "DDATA" and scope is None:
             problems.append(f"no DBIRTH seen for device {device!r}")
         metrics, unresolved = _resolve(payload.metrics, scope, problems)
-        return Observation(verdict, metrics, unresolved, expected, missing, True, _device_state(live, device),
-                           problems=tuple(problems))
+        return Observation(
+            verdict, metrics, unresolved, expected, missing, True, _device_state(live, device), problems=tuple(problems)
+        )
 
     def _sequence(self, node: _Node, payload: Payload, problems: list[str]) -> tuple[Verdict, int | None, int]:
         seq = payload.seq
@@ -252,12 +275,19 @@ class SparkplugSessions:
         node = self._nodes.get(key)
         birth = (payload.seq, payload.timestamp_ms)
         scope = _birth_scope(payload.metrics, problems)
-        if (node is not None and node.born and node.bd_seq == bd_seq and node.birth == birth
-                and node.scope.by_alias == scope.by_alias and node.scope.by_name == scope.by_name):
+        if (
+            node is not None
+            and node.born
+            and node.bd_seq == bd_seq
+            and node.birth == birth
+            and node.scope.by_alias == scope.by_alias
+            and node.scope.by_name == scope.by_name
+        ):
             # The same NBIRTH again (QoS 1 redelivery): resetting seq now would turn later data into gaps.
             # A real rebirth has a new timestamp or other definitions.
-            return Observation("duplicate", tuple(payload.metrics), node_online=True, bd_seq=bd_seq,
-                               problems=tuple(problems))
+            return Observation(
+                "duplicate", tuple(payload.metrics), node_online=True, bd_seq=bd_seq, problems=tuple(problems)
+            )
         seq = 0 if payload.seq is None else payload.seq if payload.seq <= 255 else None
         recent: deque[tuple[int, int | None]] = deque(maxlen=self.recent_window)
         if seq is not None:
@@ -267,8 +297,9 @@ class SparkplugSessions:
         while len(self._nodes) > self.max_nodes:
             self._nodes.popitem(last=False)
         metrics, _ = _resolve(payload.metrics, scope, problems)
-        return Observation("birth" if node is None else "rebirth", metrics, node_online=True, bd_seq=bd_seq,
-                           problems=tuple(problems))
+        return Observation(
+            "birth" if node is None else "rebirth", metrics, node_online=True, bd_seq=bd_seq, problems=tuple(problems)
+        )
 
     def _death(self, key: tuple[str, str], payload: Payload, problems: list[str]) -> Observation:
         bd_seq = _bd_seq(payload.metrics)
@@ -280,8 +311,9 @@ class SparkplugSessions:
         if not node.born:
             # Already offline: the will message after an explicit NDEATH repeats its bdSeq; spec "Edge Node
             # Session Termination": it MUST be ignored.
-            return Observation("duplicate" if matches else "stale_death", metrics, bd_seq=bd_seq,
-                               problems=tuple(problems))
+            return Observation(
+                "duplicate" if matches else "stale_death", metrics, bd_seq=bd_seq, problems=tuple(problems)
+            )
         if not matches:
             problems.append(f"NDEATH bdSeq {bd_seq} does not match the session's bdSeq {node.bd_seq}: ignored")
             return Observation("stale_death", metrics, node_online=True, bd_seq=bd_seq, problems=tuple(problems))

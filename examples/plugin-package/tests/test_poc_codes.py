@@ -15,8 +15,9 @@ READING = {
     "id": "poc-glucose-1",
     "meta": {"versionId": "1", "lastUpdated": "2024-03-01T09:19:28.691+00:00"},
     "status": "final",
-    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                              "code": "laboratory"}]}],
+    "category": [
+        {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}
+    ],
     "code": {"coding": [{"system": POC_SYSTEM, "code": "BG", "display": "Blood glucose (meter)"}]},
     "subject": {"reference": "Patient/p-1"},
     "effectiveDateTime": "2024-02-28T07:24:26-06:00",
@@ -26,9 +27,11 @@ READING = {
 
 def test_a_local_point_of_care_code_gets_its_loinc_coding_first() -> None:
     settings = NorthwindObservations.settings_model.model_validate(
-        {"http": {"base_url": "https://fhir.northwind-clinic.invalid/fhir"}})
-    connector = NorthwindObservations(IntegrationContext("northwind-clinic", "observations", zone="America/Chicago"),
-                                      settings)
+        {"http": {"base_url": "https://fhir.northwind-clinic.invalid/fhir"}}
+    )
+    connector = NorthwindObservations(
+        IntegrationContext("northwind-clinic", "observations", zone="America/Chicago"), settings
+    )
     [event] = connector.map(READING)
     assert event.contract_name == "clinical.observation"  # whichever major the family maps to
     assert [(c.system, c.code) for c in event.code] == [("http://loinc.org", "2339-0"), (POC_SYSTEM, "BG")]
