@@ -625,9 +625,10 @@ async def bench(
 
     rows = {k: Row(k) for k in ("pipeline", "sink only", "raw aiokafka", "raw aiokafka batches", "ProducerPerformance")}
     rows["pipeline"].note = "recorded pages replayed -> Pipeline -> KafkaSink -> checkpoint committed"
-    rows["sink only"].note = (
+    sink_note = (
         f"pre-built events via KafkaSink.submit, {PAGE_SIZE} per batch, {MAX_IN_FLIGHT_BATCHES} batches in flight"
     )
+    rows["sink only"].note = sink_note
     rows["raw aiokafka"].note = "pre-built events, KafkaSink's own AIOKafkaProducer, one send() each"
     rows["raw aiokafka batches"].note = "same producer and events, create_batch()/send_batch()"
     pp_size = round(mean_value)
