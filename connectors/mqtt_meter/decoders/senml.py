@@ -27,7 +27,7 @@ from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
 from inlet.core.errors import MappingError
 from inlet.core.time import Instant
 
-from ._common import DeviceContext, Phase, Reading, decode_error, load_json, number, timestamp
+from ._common import DeviceContext, Kind, Phase, Reading, decode_error, load_json, number, timestamp
 
 __all__ = ["RELATIVE_TIME_LIMIT", "decode_senml", "resolve_senml"]
 
@@ -147,14 +147,14 @@ def decode_senml(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRe
         build = Reading(topic, ctx, measured, "receive" if relative else "device")
         match = _PHASE.search(record["n"])
         phase: Phase = match[1].upper() if match else None  # type: ignore[assignment]
-        kind = "cumulative" if metric == "energy" else "instantaneous"
+        kind: Kind = "cumulative" if metric == "energy" else "instantaneous"
         out.append(
             build.make(
                 metric,
                 record[value_key],
                 energy_unit,
                 kind,
-                phase=phase,  # type: ignore[arg-type]
+                phase=phase,
                 signed=metric == "power",
             )
         )

@@ -50,6 +50,8 @@ _GAUGES: Final[dict[str, tuple[str, EnergyUnit, bool]]] = {
     "current": ("current", "A", False),
     "freq": ("frequency", "Hz", False),
 }
+_SWITCH_COUNTERS: Final[dict[str, Literal["import", "export"]]] = {"aenergy": "import", "ret_aenergy": "export"}
+_EM_PHASES: Final[dict[str, Phase]] = {"a_": "L1", "b_": "L2", "c_": "L3"}
 _EM_COUNTERS: Final[dict[str, Literal["import", "export"]]] = {
     "total_act_energy": "import",
     "total_act_ret_energy": "export",
@@ -146,7 +148,7 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
                         metric, number(topic, comp[field], f"{key}.{field}"), unit, "instantaneous", signed=signed
                     )
                 )
-        for field, direction in (("aenergy", "import"), ("ret_aenergy", "export")):
+        for field, direction in _SWITCH_COUNTERS.items():
             if field in comp:
                 counter = _object(topic, comp[field], f"{key}.{field}")
                 if "total" in counter:
@@ -158,9 +160,9 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
                             "cumulative",
                             direction=direction,
                         )
-                    )  # type: ignore[arg-type]
+                    )
     elif kind == "em":
-        for prefix, phase in (("a_", "L1"), ("b_", "L2"), ("c_", "L3")):
+        for prefix, phase in _EM_PHASES.items():
             for field, (metric, unit, signed) in _GAUGES.items():
                 if prefix + field in comp:
                     out.append(
@@ -172,7 +174,7 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
                             phase=phase,
                             signed=signed,
                         )
-                    )  # type: ignore[arg-type]
+                    )
         if "total_act_power" in comp:
             out.append(
                 build.make(

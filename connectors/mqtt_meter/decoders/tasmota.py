@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
 from inlet.core.time import Instant
 
-from ._common import DeviceContext, Reading, decode_error, load_json, number, phase_of, timestamp
+from ._common import DeviceContext, Kind, Reading, decode_error, load_json, number, phase_of, timestamp
 
 __all__ = ["decode_tasmota"]
 
@@ -46,7 +46,7 @@ _TOPIC_KINDS: Final = frozenset({"SENSOR", "STATE", "STATUS8", "STATUS10", "RESU
 _WRAPPERS: Final = ("StatusSNS", "StatusSTS")
 
 # ENERGY key -> (metric, unit, kind, signed)
-_ENERGY_FIELDS: Final[dict[str, tuple[str, EnergyUnit, str, bool]]] = {
+_ENERGY_FIELDS: Final[dict[str, tuple[str, EnergyUnit, Kind, bool]]] = {
     "Power": ("power", "W", "instantaneous", True),
     "Voltage": ("voltage", "V", "instantaneous", False),
     "Current": ("current", "A", "instantaneous", False),
@@ -147,7 +147,7 @@ def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterRea
                         value,
                         unit,
                         kind,
-                        phase=phase_of(topic, i, n, key),  # type: ignore[arg-type]
+                        phase=phase_of(topic, i, n, key),
                         signed=signed,
                     )
                 )
