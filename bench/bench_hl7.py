@@ -65,7 +65,7 @@ from bench.bench_pipeline import (
 from inlet.connectors.hl7v2.connector import Hl7v2Connector, Hl7v2Settings
 from inlet.connectors.hl7v2.synth import hospital_feed
 from inlet.contracts.clinical_encounter import EncounterV1
-from inlet.contracts.clinical_observation_v2 import ObservationV2
+from inlet.contracts.clinical_observation_v3 import ObservationV3
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.core.checkpoint import CheckpointStore
@@ -127,10 +127,10 @@ def enveloper(label: str) -> Enveloper:
 
 
 def topics(env: Enveloper) -> list[str]:
-    """Every topic the integration writes to (observations go to v1 and v2 while v1 is still published)."""
+    """Every topic the integration writes to (observations go to v3, and to v2 and v1 while they are published)."""
     made = {e.topic for e in prebuilt(messages(300), env)[0]}
     return sorted(
-        made | {env.topic_for(c) for c in (PatientV1, EncounterV1, ObservationV2, PatientMergeV1)} | {env.dlq_topic}
+        made | {env.topic_for(c) for c in (PatientV1, EncounterV1, ObservationV3, PatientMergeV1)} | {env.dlq_topic}
     )
 
 

@@ -9,6 +9,7 @@ from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
 from inlet.contracts.clinical_observation import ObservationV1
 from inlet.contracts.clinical_observation_v2 import ObservationV2
+from inlet.contracts.clinical_observation_v3 import ObservationV3
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.contracts.energy_data_quality import DataQualityV1
@@ -30,6 +31,7 @@ __all__ = [
     "MeterReadingV1",
     "ObservationV1",
     "ObservationV2",
+    "ObservationV3",
     "PartyV1",
     "PatientMergeV1",
     "PatientV1",

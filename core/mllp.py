@@ -9,7 +9,7 @@ connection; the sender waits for the acknowledgement of one message before it se
 - A connection has at most one message in flight: the reader hands a message over and reads the next frame only
   after the reply to it was written. One connection's messages therefore stay in order; many connections
   (senders) run concurrently and their messages are batched together.
-- :meth:`MllpListener.batches` yields up to ``batch_max`` messages at a time (lingering ``batch_linger_ms`` for
+- :meth:`MllpListener.batches` yields up to ``batch_max`` messages at a time (lingering ``batch_linger_seconds`` for
   more). :meth:`MllpListener.reply` writes the framed reply of one message — the connector calls it from
   ``acknowledge()``, which the pipeline calls only after the sink has every event and DLQ record of the batch.
 - When the listener stops (the supervisor restarts an integration after a sink outage, or kill -9) every
@@ -32,13 +32,16 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import structlog
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from inlet.core.config import RenamedKeys, renames
 from inlet.core.connector import IntegrationContext, PluginSettings
+from inlet.core.failpoints import Failpoint
 
 __all__ = ["END", "START", "MllpListener", "MllpMessage", "MllpSettings", "MllpSource", "frame", "open_listener"]
 
@@ -53,8 +56,10 @@ def frame(payload: bytes) -> bytes:
     return START + payload + END
 
 
-class MllpSettings(PluginSettings):
+class MllpSettings(RenamedKeys, PluginSettings):
     """Where the listener accepts senders, and its limits."""
+
+    renamed_keys = renames(batch_linger_ms=("batch_linger_seconds", Fraction(1, 1000)))
 
     host: str = "127.0.0.1"
     """The address to listen on (``0.0.0.0`` for every interface)."""
@@ -67,7 +72,8 @@ class MllpSettings(PluginSettings):
     max_connections: int = Field(default=256, ge=1)
     """Connections beyond this many are closed at once (a misbehaving sender cannot exhaust the daemon)."""
     batch_max: int = Field(default=200, ge=1)
-    batch_linger_ms: float = Field(default=5.0, ge=0)
+    batch_linger_seconds: float = Field(default=0.005, ge=0)
+    """A batch smaller than ``batch_max`` waits this long for messages of other connections."""
     once_idle_seconds: float = Field(default=3.0, gt=0)
     """``inlet run --once`` and recording: the read ends after this many seconds without a message."""
     tls_certfile: str | None = None
@@ -171,6 +177,7 @@ class MllpListener:
         self.skipped_bytes = 0
         self.refused_handshakes = 0
         self._tls: ssl.SSLContext | None = None
+        self._after_sink = Failpoint("mllp.after_sink")  # crash tests only (core.failpoints)
 
     async def start(self) -> None:
         s = self.settings
@@ -332,8 +339,8 @@ class MllpListener:
         s = self.settings
         while True:
             batch = [await self._queue.get()]
-            if s.batch_linger_ms and self._queue.qsize() < s.batch_max:
-                await asyncio.sleep(s.batch_linger_ms / 1000)
+            if s.batch_linger_seconds and self._queue.qsize() < s.batch_max:
+                await asyncio.sleep(s.batch_linger_seconds)
             while len(batch) < s.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             yield batch
@@ -342,4 +349,5 @@ class MllpListener:
         """Send the reply (ACK) of message ``serial``; nothing when its connection is gone."""
         fut = self._replies.get(serial)
         if fut is not None and not fut.done():
+            self._after_sink.hit()  # INLET_FAILPOINT=mllp.after_sink:N: killed with the events stored, no ACK
             fut.set_result(payload)

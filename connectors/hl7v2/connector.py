@@ -30,7 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_encounter import EncounterV1
-from inlet.contracts.clinical_observation_v2 import ObservationV2
+from inlet.contracts.clinical_observation_v3 import ObservationV3
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.core.connector import Batch, Connector, PluginSettings
@@ -144,7 +144,7 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
 
     name: ClassVar[str] = "hl7v2"
     settings_model: ClassVar[type[PluginSettings]] = Hl7v2Settings
-    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV2, PatientMergeV1)
+    contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV3, PatientMergeV1)
     description: ClassVar[str] = "HL7 v2 ADT/ORU over MLLP (ACK after the sink)"
     phi: ClassVar[bool] = True
     zone_needed: ClassVar[str] = "HL7 timestamps without an offset are the sending facility's wall time"

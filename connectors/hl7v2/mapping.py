@@ -25,8 +25,16 @@ NM → quantity (exact decimal string; unit OBX-6, UCUM when OBX-6.3 says so), S
 range or ratio, ST/TX/FT → string (repetitions joined by a line break), CE/CWE/CNE/CF → coded, DT/DTM/TS →
 date-time. Other value types (ED, RP, …) make the message a MappingError. OBX-11: F final, C corrected,
 P/R/S preliminary, X cancelled, I/O registered, D/W entered-in-error, else unknown. OBX-14 (or OBR-7) →
-effective time, OBR-22 → issued. Reference range (OBX-7) and abnormal flags (OBX-8) are not in
-``clinical.observation`` 2.0; see docs/families/hl7v2.md.
+effective time, OBR-22 → issued. ORU maps to ``clinical.observation`` 3.0 (dual-published as 2.0 and 1.0).
+
+OBX-7 reference range (``reference_range``) → one range whose ``text`` is OBX-7 as sent, always, plus inclusive
+bounds in OBX-6's unit when it is one of HL7's numeric forms: ``low-high`` (``3.5-5.0``, ``-2--1``, also
+``80 to 95``), ``<high`` / ``<=high``, ``>low`` / ``>=low``. Anything else (``Negative``, ``3,5-5,0``, ``70_105``,
+a low above its high) stays text only: a bound is never guessed, and the message is never failed for its range.
+``<5`` gives ``high`` 5 because FHIR's bounds are inclusive; the text keeps the strict ``<``.
+OBX-8 abnormal flags (``interpretation``, repeating) → one concept per repetition: a table 0078 code that FHIR's
+v3 ObservationInterpretation also has (H, L, HH, LL, A, AA, N, <, > …) in that system, any other code in
+``v2-0078`` (or the coding system OBX-8.3 names); OBX-8.2 is the text.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from typing import Any, Final
 from inlet.contracts.base import Contract, plain_decimal
 from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_observation import Coding
-from inlet.contracts.clinical_observation_v2 import ObservationV2
+from inlet.contracts.clinical_observation_v3 import INTERPRETATION_V3, ObservationV3
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.core.errors import MappingError
@@ -47,7 +55,18 @@ from inlet.core.time import Instant, normalise
 
 from .parser import Message, Segment
 
-__all__ = ["ADT_EVENTS", "Unsupported", "hl7_time", "map_adt", "map_merge", "map_message", "map_oru", "message_type"]
+__all__ = [
+    "ADT_EVENTS",
+    "Unsupported",
+    "hl7_time",
+    "interpretation",
+    "map_adt",
+    "map_merge",
+    "map_message",
+    "map_oru",
+    "message_type",
+    "reference_range",
+]
 
 ADT_EVENTS: Final = {
     "A01": "in-progress",
@@ -80,6 +99,37 @@ _SYSTEMS: Final = {
     "99ZZZ": None,
 }
 _ACTCODE: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+_NUMBER: Final = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_RANGE: Final = re.compile(rf"({_NUMBER})(?:\s*-\s*|\s+to\s+)({_NUMBER})", re.IGNORECASE)
+_BOUND: Final = re.compile(rf"(<=|>=|<|>)\s*({_NUMBER})")
+_V2_0078: Final = "http://terminology.hl7.org/CodeSystem/v2-0078"
+_FLAGS_V3: Final = {  # HL7 table 0078 codes that FHIR's v3 ObservationInterpretation also has (display: R4's)
+    "<": "Off scale low",
+    ">": "Off scale high",
+    "A": "Abnormal",
+    "AA": "Critical abnormal",
+    "B": "Better",
+    "D": "Significant change down",
+    "DET": "Detected",
+    "H": "High",
+    "HH": "Critical high",
+    "I": "Intermediate",
+    "IND": "Indeterminate",
+    "L": "Low",
+    "LL": "Critical low",
+    "MS": "moderately susceptible",
+    "N": "Normal",
+    "ND": "Not detected",
+    "NEG": "Negative",
+    "NR": "Non-reactive",
+    "POS": "Positive",
+    "R": "Resistant",
+    "RR": "Reactive",
+    "S": "Susceptible",
+    "U": "Significant change up",
+    "VS": "very susceptible",
+    "W": "Worse",
+}
 _DTM: Final = re.compile(
     r"([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2}(?:\.[0-9]{1,4})?)?"
     r"([+-][0-9]{4})?"
@@ -306,6 +356,47 @@ def _unit(msg: Message, obx: Segment) -> dict[str, Any]:
     }
 
 
+def _bound(number: str, unit: dict[str, Any]) -> dict[str, Any]:
+    return {"value": plain_decimal(Decimal(number.lstrip("+"))), **unit}
+
+
+def reference_range(text: str, unit: dict[str, Any]) -> dict[str, Any] | None:
+    """OBX-7 (unescaped) as a ``reference_range`` entry: the text as sent, with bounds in ``unit`` when OBX-7 is a
+    numeric form (module docstring); None when empty. Never raises: an unreadable range stays text."""
+    text = text.strip()
+    if not text:
+        return None
+    out: dict[str, Any] = {"text": text}
+    try:
+        if m := _RANGE.fullmatch(text):
+            if Decimal(m[1]) <= Decimal(m[2]):  # a low above its high is a typo we cannot resolve
+                out.update(low=_bound(m[1], unit), high=_bound(m[2], unit))
+        elif m := _BOUND.fullmatch(text):
+            out["high" if m[1].startswith("<") else "low"] = _bound(m[2], unit)
+    except (InvalidOperation, ValueError):  # beyond what a contract decimal can carry: the text says it
+        return {"text": text}
+    return out
+
+
+def interpretation(msg: Message, field: str) -> list[dict[str, Any]]:
+    """OBX-8 (raw, repeating) as ``interpretation`` concepts, one per non-empty repetition (module docstring)."""
+    out: list[dict[str, Any]] = []
+    for rep in field.split(msg.delimiters.repetition) if field else ():
+        c = [x.strip() for x in msg.components(rep)] + ["", "", ""]
+        code, text, system = c[:3]
+        if not code:
+            if text:
+                out.append({"coding": [], "text": text})
+            continue
+        if system.upper() in ("", "HL70078"):
+            v3 = code in _FLAGS_V3
+            coding = {"system": INTERPRETATION_V3 if v3 else _V2_0078, "code": code, "display": _FLAGS_V3.get(code)}
+        else:
+            coding = {"system": _SYSTEMS.get(system, system), "code": code, "display": text or None}
+        out.append({"coding": [coding], "text": text or None})
+    return out
+
+
 def _value(msg: Message, obx: Segment, zone: str | None, where: str) -> dict[str, Any] | None:
     kind = _f(msg, obx, 2).upper()
     reps = [r for r in msg.repetitions(obx, 5) if r.strip()]
@@ -389,8 +480,9 @@ def map_oru(msg: Message, zone: str | None) -> list[Contract]:
         issued = hl7_time(_f(msg, obr, 22), zone, "OBR-22")
         status = _f(msg, seg, 11).upper()
         category = [c for c in (_f(msg, obr, 24),) if c]
+        ranges = reference_range(msg.unescape(msg.raw_field(seg, 7)), _unit(msg, seg))
         out.append(
-            ObservationV2.model_validate(
+            ObservationV3.model_validate(
                 {
                     "observation_id": f"{order}/{sub}/{codes[0].code}",
                     "patient_id": patient_id,
@@ -403,6 +495,8 @@ def map_oru(msg: Message, zone: str | None) -> list[Contract]:
                     "effective_precision": effective.precision if effective else None,
                     "issued": issued.utc if issued else None,
                     "value": _value(msg, seg, zone, where),
+                    "reference_range": [ranges] if ranges else [],
+                    "interpretation": interpretation(msg, msg.raw_field(seg, 8)),
                     "source_version": control or None,
                 }
             )

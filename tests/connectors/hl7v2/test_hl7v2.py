@@ -7,6 +7,8 @@ import collections
 import contextlib
 import json
 import sys
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inlet.connectors.hl7v2.connector import Hl7v2Connector, Hl7v2Settings
+from inlet.connectors.hl7v2.mapping import map_message, reference_range
 from inlet.connectors.hl7v2.parser import ParseError, parse, split_batch
+from inlet.contracts.clinical_observation_v3 import INTERPRETATION_V3, ObservationV3, ReferenceRange, to_v2
 from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import KafkaSettings
 from inlet.core.connector import Batch, IntegrationContext
 from inlet.core.envelope import Enveloper
 from inlet.core.errors import DecodeError
 from inlet.core.metrics import Stats
 from inlet.core.mllp import MllpListener, MllpMessage, MllpSettings, frame
 from inlet.core.pipeline import Pipeline, process_batch
+from inlet.core.sinks.kafka import KafkaSink
 from inlet.core.sinks.memory import MemorySink
 from tests.helpers import GatedSink
 
@@ -135,6 +141,96 @@ def test_oru_maps_types_units_status_and_exact_decimals() -> None:
     assert obs[0].observation_id == "FI3/1/2093-3"
 
 
+UCUM_MMOL = {"unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}
+
+
+@pytest.mark.parametrize(
+    ("obx7", "low", "high"),
+    [
+        ("3.5-5.0", "3.5", "5.0"),
+        (" 3.5 - 5.0 ", "3.5", "5.0"),
+        ("-2--1", "-2", "-1"),
+        ("80 to 95", "80", "95"),
+        ("<5", None, "5"),
+        ("<= 0.9", None, "0.9"),
+        ("> 10", "10", None),
+        (">=2.079", "2.079", None),
+        # text only, never guessed
+        ("Negative", None, None),
+        ("3,5-5,0", None, None),  # a decimal comma: 3.5-5.0 or 3-5 and 5-0?
+        ("70_105", None, None),
+        ("5.0-3.5", None, None),  # low above high: which one is the typo?
+        ("<>5", None, None),
+        ("1e3-2e3", None, None),
+        ("3.5-", None, None),
+        ("1" + "0" * 1200 + "-2" + "0" * 1200, None, None),  # longer than a contract decimal carries
+    ],
+)
+def test_obx7_gets_bounds_only_from_numeric_forms_and_always_keeps_the_text(
+    obx7: str, low: str | None, high: str | None
+) -> None:
+    got = reference_range(obx7, UCUM_MMOL)
+    assert got is not None and got["text"] == obx7.strip()
+    assert (got.get("low") or {}).get("value") == low and (got.get("high") or {}).get("value") == high
+    assert all(got[side] == {"value": got[side]["value"], **UCUM_MMOL} for side in ("low", "high") if side in got)
+    ReferenceRange.model_validate(got)  # the contract's shape
+    assert reference_range("  ", UCUM_MMOL) is None
+
+
+def test_obx8_flags_repeat_and_keep_unknown_codes_in_table_0078() -> None:
+    obx = "OBX|{i}|NM|2093-3^Cholesterol^LN||5.10|mmol/L^mmol/L^UCUM|3.0-5.0|{flags}|||F\r"
+    flags = ["H~A", "L^Below low normal^HL70078", "XX", "A^A^HL7nnnn~B^B", "^flag text only", "", "\\T\\"]
+    text = ORU.format(n=9).split("OBX|")[0] + "".join(obx.format(i=i, flags=f) for i, f in enumerate(flags, 1))
+    obs = [o.interpretation for o in _events(text) if o.contract_version == "3.0"]
+    v3, v2 = INTERPRETATION_V3, "http://terminology.hl7.org/CodeSystem/v2-0078"
+    assert [[(c.system, c.code, c.display) for i in f for c in i.coding] for f in obs] == [
+        [(v3, "H", "High"), (v3, "A", "Abnormal")],
+        [(v3, "L", "Low")],
+        [(v2, "XX", None)],
+        [("HL7nnnn", "A", "A"), (v3, "B", "Better")],
+        [],
+        [],
+        [(v2, "&", None)],
+    ]
+    assert obs[1][0].text == "Below low normal" and obs[4][0].text == "flag text only" and not obs[4][0].coding
+
+
+def test_oru_reference_range_and_flags_reach_v3_only() -> None:
+    events = _events(ORU.format(n=3))
+    v3 = [e for e in events if e.contract_version == "3.0"]
+    assert len(v3) == 4 and isinstance(v3[0], ObservationV3)
+    [rr] = v3[0].reference_range
+    assert (rr.low and rr.low.value, rr.high and rr.high.value, rr.text) == ("3.0", "5.0", "3.0-5.0")
+    assert rr.low is not None and rr.low.system == "http://unitsofmeasure.org" and rr.low.code == "mmol/L"
+    assert [c.code for i in v3[0].interpretation for c in i.coding] == ["H"]
+    assert v3[1].reference_range == [] and v3[1].interpretation == []
+    assert to_v2(v3[0]).model_dump() == {
+        k: v for k, v in v3[0].model_dump().items() if k not in ("reference_range", "interpretation")
+    }
+
+
+def test_a_real_cbc_result_maps_its_reference_ranges_and_flags(sample_data: Path) -> None:
+    path = sample_data / "hl7v2" / "microsoft-fhir-converter" / "SampleData" / "LRI_2.0-NG_CBC_Typ_Message.hl7"
+    events = map_message(parse(path.read_bytes()), "America/Los_Angeles")
+    obs = {o.code[0].code: o for o in events if isinstance(o, ObservationV3)}
+    assert len(obs) == len(events) == 28
+    hemoglobin, leukocytes = obs["718-7"], obs["26464-8"]  # OBX-7 "13 to 18", OBX-8 L; "4300 to 10800", HH
+    [rr] = hemoglobin.reference_range
+    assert rr.text == "13 to 18" and rr.low is not None and rr.high is not None
+    assert (rr.low.value, rr.high.value, rr.low.code, rr.high.unit) == ("13", "18", "g/mL", "grams per milliliter")
+    assert [(c.system, c.code, c.display) for i in hemoglobin.interpretation for c in i.coding] == [
+        (INTERPRETATION_V3, "L", "Low")
+    ]
+    assert [c.code for i in leukocytes.interpretation for c in i.coding] == ["HH"]
+    assert leukocytes.reference_range[0].high is not None and leukocytes.reference_range[0].high.value == "10800"
+    anisocytosis = obs["38892-6"]  # CWE, no OBX-7, flag A
+    assert anisocytosis.reference_range == [] and [c.code for i in anisocytosis.interpretation for c in i.coding] == [
+        "A"
+    ]
+    assert all(o.interpretation for o in obs.values()), "every OBX of this message has a flag"
+    assert all(o.reference_range for o in obs.values() if o.value and o.value.type == "quantity")
+
+
 def test_a_resent_message_gets_the_same_event_ids() -> None:
     env = Enveloper("acme", "hl7")
     ids = []
@@ -172,40 +268,113 @@ async def _sender(
 
 
 async def _pipeline(
-    sink: Any, tmp_path: Path, **settings: Any
+    sink: Any, tmp_path: Path, *, env: Enveloper | None = None, stats: Stats | None = None, **settings: Any
 ) -> tuple[Hl7v2Connector, asyncio.Task[Any], asyncio.Event, CheckpointStore]:
     connector = Hl7v2Connector(ctx(), Hl7v2Settings.model_validate({"mllp": {"port": 0, **settings}}))
     await connector.start()
     store = CheckpointStore(tmp_path / "cp.sqlite")
     stop = asyncio.Event()
-    pipeline = Pipeline(connector, Enveloper("acme", "hl7"), sink, store, Stats("acme", "hl7"))
+    pipeline = Pipeline(connector, env or Enveloper("acme", "hl7"), sink, store, stats or Stats("acme", "hl7"))
     return connector, asyncio.create_task(pipeline.run(None, stop)), stop, store
 
 
-async def test_twenty_concurrent_senders_every_message_acked_after_the_sink(tmp_path: Path) -> None:
-    sink = MemorySink()
-    connector, task, stop, store = await _pipeline(sink, tmp_path)
+GOOD = [ADT.format(n=i) if i % 2 else ORU.format(n=i) for i in range(200)]
+BAD = [
+    "MSH|^~\\&|X|FAC|||2024||SIU^S12|BAD1|P|2.5\r",
+    "MSH|^~\\&|X|FAC|||2024||ADT^A01|BAD2|P|2.5\rPID|1\r",
+    "garbage without header",
+]
+
+
+async def _send_through(sink: Any, tmp_path: Path, **kw: Any) -> list[dict[str, Any]]:
+    """GOOD + BAD from 20 concurrent senders (a separate process) through a pipeline into ``sink``; the sender's
+    result lines, after the ACKs were checked (every good message AA, the bad ones AR / AE)."""
+    connector, task, stop, store = await _pipeline(sink, tmp_path, **kw)
     port = connector.source.port  # type: ignore[attr-defined]
-    good = [ADT.format(n=i) if i % 2 else ORU.format(n=i) for i in range(200)]
-    bad = [
-        "MSH|^~\\&|X|FAC|||2024||SIU^S12|BAD1|P|2.5\r",
-        "MSH|^~\\&|X|FAC|||2024||ADT^A01|BAD2|P|2.5\rPID|1\r",
-        "garbage without header",
-    ]
-    proc = await _sender(port, good + bad, senders=20)
-    out, _ = await proc.communicate(b"\n\n".join(m.replace("\r", "\n").encode() for m in good + bad))
+    proc = await _sender(port, GOOD + BAD, senders=20)
+    out, _ = await proc.communicate(b"\n\n".join(m.replace("\r", "\n").encode() for m in GOOD + BAD))
     stop.set()
     await task
     await connector.stop()
     store.close()
     results = [json.loads(line) for line in out.decode().splitlines()]
     acks = {r["control_id"]: r["ack"] for r in results}
-    assert len(results) == len(good) + len(bad)
+    assert len(results) == len(GOOD) + len(BAD)
     assert all(acks[f"MSG{i}" if i % 2 else f"LAB{i}"] == "AA" for i in range(200))
     assert acks["BAD1"] == "AR" and acks["BAD2"] == "AE" and list(acks.values()).count("AR") == 2
+    return results
+
+
+async def test_twenty_concurrent_senders_every_message_acked_after_the_sink(tmp_path: Path) -> None:
+    sink = MemorySink()
+    await _send_through(sink, tmp_path)
     stored = collections.Counter(e.topic for e in sink.events)
-    assert stored["clinical.patient.v1"] == 100 and stored["clinical.observation.v2"] == 400
+    assert stored["clinical.patient.v1"] == 100 and stored["clinical.observation.v3"] == 400
+    assert stored["clinical.observation.v2"] == 400 and stored["clinical.observation.v1"] == 400
     assert stored["inlet.dlq.acme.hl7"] == 3
+
+
+def _events_by_control_id(env: Enveloper) -> dict[str, dict[str, str]]:
+    """Each message's events, id → topic (its DLQ record for a bad one), computed offline by the family's hooks."""
+    connector = Hl7v2Connector(ctx(), Hl7v2Settings())
+    connector._outcome = {}
+    out: dict[str, dict[str, str]] = {}
+    for serial, text in enumerate(GOOD + BAD, 1):
+        events, _ = process_batch(connector, env, Batch([raw(text.replace("\r", "\n"), serial)], {}))
+        control = text.split("|")[9] if text.startswith("MSH") else ""
+        out[control] = {e.id: e.topic for e in events}
+    return out
+
+
+async def _read_committed(bootstrap: str, topics: list[str], want: set[str], timeout: float = 120.0) -> list[Any]:
+    """Every record of ``topics`` as a read_committed consumer sees it, until the ids in ``want`` were all read."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    seen: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while not want <= seen and asyncio.get_running_loop().time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                records += batch
+                seen.update(dict(r.headers)["ce_id"].decode() for r in batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.mark.kafka
+async def test_twenty_concurrent_senders_into_kafka_every_acked_message_is_in_kafka(
+    tmp_path: Path, kafka_bootstrap: str, kafka_sinks: Callable[[KafkaSettings], KafkaSink]
+) -> None:
+    """The same 20 senders (a separate process) into a real KafkaSink: whatever was acknowledged is readable."""
+    prefix = f"hl7c20-{uuid.uuid4().hex[:8]}."
+    env = Enveloper("acme", "hl7", topic_template=prefix + "{name}.v{major}", dlq_topic_template=prefix + "dlq")
+    stats = Stats("acme", "hl7")
+    sink = kafka_sinks(KafkaSettings(bootstrap=kafka_bootstrap, request_timeout_ms=10_000))
+    results = await _send_through(sink, tmp_path, env=env, stats=stats)
+    expected = _events_by_control_id(env)
+    every = {ce_id for events in expected.values() for ce_id in events}
+    topics = sorted({topic for events in expected.values() for topic in events.values()})
+    records = await _read_committed(kafka_bootstrap, topics, every)
+    ids = collections.Counter(dict(r.headers)["ce_id"].decode() for r in records)
+    missing = [r["control_id"] for r in results if not set(expected[r["control_id"]]) <= set(ids)]
+    assert not missing, f"acknowledged, but their events are not in Kafka: {missing[:5]}"
+    assert set(ids) == every, "an event id that the messages do not produce"
+    totals = stats.totals
+    assert totals.records_in == len(GOOD) + len(BAD) == totals.records_mapped + totals.dlq.total()
+    dlq = [r for r in records if r.topic == prefix + "dlq"]
+    assert len(dlq) == totals.dlq.total() == len(BAD)
+    assert len(records) - len(dlq) == totals.events_out == 100 * 2 + 100 * 4 * 3  # ADT 2; ORU 4 OBX, 3 majors each
 
 
 async def test_no_ack_while_the_sink_holds_nothing_and_none_for_a_failed_sink(tmp_path: Path) -> None:
@@ -222,7 +391,7 @@ async def test_no_ack_while_the_sink_holds_nothing_and_none_for_a_failed_sink(tm
     assert sink.batches, "the message reached the sink"
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(reader.readuntil(b"\x1c\r"), 0.5)  # held: no ACK before the sink has it
-    sink.acks[0].set_result(None)
+    sink.acks[0].set_result([])
     ack = await asyncio.wait_for(reader.readuntil(b"\x1c\r"), 10)
     assert b"MSA|AA|MSG1" in ack
     writer.write(frame(ADT.format(n=2).encode()))
@@ -239,7 +408,9 @@ async def test_no_ack_while_the_sink_holds_nothing_and_none_for_a_failed_sink(tm
 
 
 async def test_framing_garbage_oversize_and_idle_never_break_the_listener() -> None:
-    listener = MllpListener(MllpSettings(port=0, max_message_bytes=64, idle_timeout_seconds=0.5, batch_linger_ms=0))
+    listener = MllpListener(
+        MllpSettings(port=0, max_message_bytes=64, idle_timeout_seconds=0.5, batch_linger_seconds=0)
+    )
     await listener.start()
     got: list[MllpMessage] = []
 

@@ -1,0 +1,57 @@
+"""Failpoints: ``INLET_FAILPOINT`` makes the process SIGKILL itself at a named point, for crash tests only.
+
+A kill at a random moment rarely lands in the window that matters (the sink holds a message's events, the
+sender has no ACK yet); a failpoint puts it there deterministically. ``INLET_FAILPOINT=mllp.after_sink:3`` kills
+the process at the 3rd time the point ``mllp.after_sink`` is reached; several are separated by commas. Never set
+it in production: the process dies exactly as with ``kill -9`` (no cleanup, nothing flushed).
+
+The variable is read once, when a :class:`Failpoint` is made (a listener's start): an unset failpoint costs one
+``is None`` test per hit. A malformed value raises ``ValueError`` naming it, so a test cannot silently run
+without its kill.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from typing import Final
+
+__all__ = ["ENV", "Failpoint", "configured"]
+
+ENV: Final = "INLET_FAILPOINT"
+_ENTRY: Final = re.compile(r"([a-z0-9_.]+):([1-9][0-9]*)")
+
+
+def configured(name: str, value: str | None = None) -> int | None:
+    """At which hit of failpoint ``name`` the process is to die (``value``: default ``$INLET_FAILPOINT``)."""
+    value = os.environ.get(ENV, "") if value is None else value
+    at = None
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        m = _ENTRY.fullmatch(entry)
+        if m is None:
+            raise ValueError(f"{ENV}={value!r}: {entry!r} is not NAME:N (e.g. mllp.after_sink:3, N from 1)")
+        if m[1] == name:
+            at = int(m[2])
+    return at
+
+
+class Failpoint:
+    """One named point; :meth:`hit` counts the passes and SIGKILLs the process at the configured one."""
+
+    __slots__ = ("at", "hits", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.at = configured(name)
+        self.hits = 0
+
+    def hit(self) -> None:
+        if self.at is None:
+            return
+        self.hits += 1
+        if self.hits == self.at:
+            sys.stderr.write(f"{ENV}: {self.name} reached ({self.hits}): SIGKILL\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
