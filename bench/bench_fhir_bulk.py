@@ -1,4 +1,4 @@
-"""FHIR Bulk Data ``$export`` → mapped, validated events acknowledged by Kafka, next to its yardsticks (issue 8).
+"""FHIR Bulk Data ``$export`` → mapped, validated events acknowledged by Kafka, next to its yardsticks.
 
     .venv/bin/python bench/bench_fhir_bulk.py [--events N] [--naive-events M] [--rounds R] [--memory-mb MB]
                                               [--bootstrap HOST:PORT] [--json]
@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
-from bench_pipeline import (
+
+from bench.bench_pipeline import (
     Round,
     create_topics,
     kafka_broker,
@@ -69,7 +69,6 @@ from bench_pipeline import (
     send_raw,
     sink_producer,
 )
-
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import KafkaSettings
@@ -78,7 +77,7 @@ from inlet.core.envelope import Enveloper, Event
 from inlet.core.metrics import BatchCounts, Stats
 from inlet.core.pipeline import Pipeline
 from inlet.core.registry import find_plugin
-from inlet.core.sinks import Sink
+from inlet.core.sinks import Rejected, Sink
 from inlet.core.sinks.kafka import KafkaSink
 from inlet.core.sinks.memory import MemorySink
 from inlet.core.supervisor import tune_gc
@@ -167,9 +166,9 @@ class DiscardSink(Sink):
     async def stop(self) -> None:
         return None
 
-    async def submit(self, events: Sequence[Event]) -> Awaitable[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+    async def submit(self, events: Sequence[Event]) -> Awaitable[Sequence[Rejected]]:
+        done: asyncio.Future[Sequence[Rejected]] = asyncio.get_running_loop().create_future()
+        done.set_result([])
         return done
 
 
@@ -186,7 +185,7 @@ class TimedSink(Sink):
     async def stop(self) -> None:
         await self.inner.stop()
 
-    async def submit(self, events: Sequence[Event]) -> Awaitable[None]:
+    async def submit(self, events: Sequence[Event]) -> Awaitable[Sequence[Rejected]]:
         if events and self.first_events is None:
             self.first_events = time.perf_counter()
         return await self.inner.submit(events)

@@ -1,4 +1,4 @@
-"""Requests/s through core.http (limits off) next to bare httpx with the same client settings (issue 5).
+"""Requests/s through core.http (limits off) next to bare httpx with the same client settings.
 
     .venv/bin/python bench/bench_http.py [--requests 20000] [--concurrency 8] [--rounds 5]
 

@@ -1,4 +1,4 @@
-"""End-to-end throughput of the FHIR Observation slice into a real Kafka, next to its ceilings (issue 3).
+"""End-to-end throughput of the FHIR Observation slice into a real Kafka, next to its ceilings.
 
     .venv/bin/python bench/bench_pipeline.py [--events N] [--bootstrap HOST:PORT] [--rounds R] [--json]
                                              [--pp-records M] [--profile cprofile|pyinstrument]
@@ -75,6 +75,7 @@ from inlet.core.http import HttpSettings
 from inlet.core.metrics import BatchCounts, Stats
 from inlet.core.pipeline import Pipeline, process_batch
 from inlet.core.recording import RecordingTransport, ReplayTransport
+from inlet.core.sinks import Rejected
 from inlet.core.sinks.kafka import KafkaSink
 from inlet.core.supervisor import tune_gc
 from tools.servers.fhir import FhirTestServer
@@ -454,7 +455,7 @@ async def run_sink_only(
     retargeted = [[replace(e, topic=topic) for e in b] for b in batches]
 
     async def drive() -> None:
-        pending: list[Awaitable[None]] = []
+        pending: list[Awaitable[Sequence[Rejected]]] = []
         for b in retargeted:
             pending.append(await sink.submit(b))
             if len(pending) >= MAX_IN_FLIGHT_BATCHES:

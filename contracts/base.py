@@ -83,16 +83,23 @@ rounded, and a producer that holds one must decide how to write it (``erp.invoic
 v2 say how theirs do)."""
 
 
-class Part(BaseModel):
+class _Closed(BaseModel):
+    """What every contract model is, the event and its parts alike: closed (an unknown field is an error, and the
+    schema says ``additionalProperties: false``) and immutable.
+
+    Not the settings base (``core.connector.PluginSettings``), though the config reads the same today: this one is
+    part of the published schemas, which the compatibility gates guard, and contracts import nothing of the core.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Part(_Closed):
     """Base of the nested parts of a contract (codings, lines, values): closed and immutable like the event."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class Contract(BaseModel):
+class Contract(_Closed):
     """An event payload. Subclasses set ``contract_name`` / ``contract_version`` and the three hooks."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     contract_name: ClassVar[str]
     contract_version: ClassVar[str]
@@ -105,8 +112,8 @@ class Contract(BaseModel):
         return int(cls.contract_version.split(".", 1)[0])
 
     @classmethod
-    def identity(cls) -> str:
-        """What event ids are derived from: the name for major 1, ``<name>.v<major>`` after that.
+    def event_id_name(cls) -> str:
+        """The contract's part of its events' ids: the name for major 1, ``<name>.v<major>`` after that.
 
         So a v1 event keeps its id whether a connector mapped it natively or it was converted from v2
         during a migration, while the v2 event of the same record gets an id of its own.

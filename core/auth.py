@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from inlet.core.connector import PluginSettings
-from inlet.core.errors import ConfigError, InletError, UpstreamError
+from inlet.core.errors import AuthError, ConfigError, UpstreamError
 from inlet.core.secrets import OfflineSecret, Secret, mask
 
 __all__ = [
@@ -91,14 +91,6 @@ _RETRIABLE_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _TEMPLATE_FIELDS = frozenset({"username", "password", "company"})
 _MAX_ERROR_TEXT = 300
-
-
-class AuthError(InletError):
-    """The upstream refused a token or login request: wrong credentials, key, scope or URL.
-
-    Not retriable (``retriable`` is False): trying again with the same configuration gets the same
-    answer. The message names the URL, the status and the server's error; never a secret.
-    """
 
 
 # --- settings ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -110,7 +111,10 @@ def run(
     sup_cfg, integrations = _load(config_dir(config), only)
     _warn(integrations)
     tune_gc()
-    supervisor = Supervisor(sup_cfg, integrations, once=once)
+    try:
+        supervisor = Supervisor(sup_cfg, integrations, once=once)
+    except ConfigError as exc:  # sink: kafka without a bootstrap
+        fail_config([exc])
     target = (
         f"Kafka at {sup_cfg.kafka.bootstrap}"
         if sup_cfg.resolved_sink() == "kafka" and sup_cfg.kafka
@@ -328,7 +332,7 @@ def record_cmd(
     item = _integration(config, integration)
     target = fixtures or Path("fixtures") / integration
     try:
-        count = record(item, target, idle_s=idle)
+        count = record(item, target, idle_seconds=idle)
     except ConfigError as exc:  # e.g. no pseudonym key for a healthcare feed: a fix to make, not a traceback
         fail_config([exc])
     out.print(f"recorded {integration} into {target}: {count} golden events")
@@ -364,4 +368,6 @@ def replay_cmd(
 
 def main() -> None:
     """Console-script entry point."""
+    # Python hides DeprecationWarnings outside __main__: show inlet's (an old settings key names its new one).
+    warnings.filterwarnings("default", category=DeprecationWarning, module="inlet")
     app()

@@ -17,16 +17,20 @@ directory (``state_dir`` here, replay and shape paths through :meth:`Integration
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
-from collections.abc import Collection
+import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from inlet.contracts.base import Contract
 from inlet.core.auth import OAuth2ClientCredentialsSettings
@@ -41,6 +45,7 @@ __all__ = [
     "KafkaSettings",
     "LoadedIntegration",
     "RelaySettings",
+    "RenamedKeys",
     "SupervisorConfig",
     "TopicSettings",
     "TopicsSettings",
@@ -48,17 +53,63 @@ __all__ = [
     "find_config_dir",
     "load_config",
     "load_supervisor",
+    "renames",
 ]
 
 MAX_CONFIG_BYTES = 1024 * 1024
 _SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RenamedKeys(BaseModel):
+    """Mixin of a settings model some of whose keys were renamed: the old keys are still read.
+
+    The rule the renames follow: durations that are inlet's own end in ``_seconds``; keys that mirror a Kafka
+    config keep Kafka's ``_ms`` (users copy them from its documentation). ``renamed_keys`` (built with
+    :func:`renames`) maps an old key to its new one and the seconds one unit of the old key is (``1`` for a rename
+    alone, ``60`` for minutes, ``Fraction(1, 1000)`` for milliseconds). An old key's value is converted to the new
+    key with a ``DeprecationWarning`` naming both and the value to write; giving both is an error.
+    """
+
+    renamed_keys: ClassVar[Mapping[str, tuple[str, int | Fraction]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_renamed_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(old in data for old in cls.renamed_keys):
+            return data
+        data = dict(data)
+        for old, (new, unit) in cls.renamed_keys.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"{old} and {new} are both given: {old} is the old name of {new}; keep {new} only")
+            value = data.pop(old)
+            data[new] = _in_seconds(value, unit)
+            shown = {key: "null" if v is None else v for key, v in ((old, value), (new, data[new]))}
+            warnings.warn(
+                f"{old} is deprecated, renamed {new}: write {new}: {shown[new]} instead of {old}: {shown[old]} "
+                f"({cls.__name__})",
+                DeprecationWarning,
+                stacklevel=3,  # this validator, pydantic's model_validate or __init__, then whoever called it
+            )
+        return data
 
 
-class KafkaSettings(_Strict):
+def renames(**old_keys: str | tuple[str, int | Fraction]) -> Mapping[str, tuple[str, int | Fraction]]:
+    """``renamed_keys`` of a :class:`RenamedKeys` model: ``old="new"`` for a rename, ``old=("new", 60)`` for a
+    rename from another unit (here minutes) to seconds."""
+    return MappingProxyType({old: (new, 1) if isinstance(new, str) else new for old, new in old_keys.items()})
+
+
+def _in_seconds(value: Any, unit: int | Fraction) -> Any:
+    """``value`` units in seconds: exact (``5`` ms is ``0.005``), an int when whole; anything else unchanged."""
+    if unit == 1 or isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return value  # a rename only, None, infinity, or a wrong type the new key's validation reports
+    seconds = Fraction(value) * unit
+    return int(seconds) if seconds.denominator == 1 else float(seconds)
+
+
+class KafkaSettings(PluginSettings):
     """Producer settings. Defaults are tuned for throughput with acks=all (see bench/).
 
     Security (``core.kafka_client`` turns it into every client's connection options): ``security_protocol``
@@ -166,8 +217,15 @@ class KafkaSettings(_Strict):
         return self
 
 
-class RelaySettings(_Strict):
+class RelaySettings(RenamedKeys, PluginSettings):
     """``relay:``: shipping the embedded outbox to Kafka (``inlet relay``, or inside ``inlet run``)."""
+
+    renamed_keys = renames(
+        poll_interval="poll_interval_seconds",
+        retention_hours=("retention_seconds", 3600),
+        prune_interval="prune_interval_seconds",
+        progress_interval="progress_interval_seconds",
+    )
 
     enabled: bool = False
     """Run the relay inside ``inlet run``: integrations write the outbox and the relay ships it to ``kafka`` in
@@ -178,18 +236,18 @@ class RelaySettings(_Strict):
     """At most this many rows read and not yet acknowledged by Kafka (memory bound)."""
     max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     """At most about this many bytes (keys, values, headers) read and not yet acknowledged."""
-    poll_interval: float = Field(default=0.5, gt=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
     """Seconds between looks for new rows once everything is shipped."""
-    retention_hours: float | None = Field(default=168.0, ge=0)
-    """Shipped rows are deleted from the outbox this long after Kafka acknowledged them; None: kept forever.
-    Unshipped rows are never deleted."""
-    prune_interval: float = Field(default=60.0, gt=0)
+    retention_seconds: float | None = Field(default=7 * 86400.0, ge=0)
+    """Shipped rows are deleted from the outbox this many seconds after Kafka acknowledged them (default 7
+    days); None: kept forever. Unshipped rows are never deleted."""
+    prune_interval_seconds: float = Field(default=60.0, gt=0)
     """Seconds between prunes while following."""
-    progress_interval: float = Field(default=10.0, gt=0)
+    progress_interval_seconds: float = Field(default=10.0, gt=0)
     """Seconds between progress lines (shipped, remaining)."""
 
 
-class TopicSettings(_Strict):
+class TopicSettings(PluginSettings):
     """How topics of one kind, contract or name are created (``topics:``); a field left out is inherited."""
 
     partitions: int | None = Field(default=None, ge=1)
@@ -210,7 +268,7 @@ class TopicSettings(_Strict):
         return value
 
 
-class TopicsSettings(_Strict):
+class TopicsSettings(PluginSettings):
     """``topics:``: the topics inlet writes to Kafka, as ``inlet topics plan/apply`` and the start-up check see them.
 
     Layers, most specific first: ``overrides`` (a topic name, then a contract name), the kind (``contracts``,
@@ -233,8 +291,12 @@ class TopicsSettings(_Strict):
     """Per contract name (every major's topic) or exact topic name."""
 
 
-class SupervisorConfig(_Strict):
+class SupervisorConfig(RenamedKeys, PluginSettings):
     """``inlet.yaml``: where events go and where state lives."""
+
+    renamed_keys = renames(
+        restart_backoff_initial="restart_backoff_initial_seconds", restart_backoff_max="restart_backoff_max_seconds"
+    )
 
     sink: Literal["auto", "outbox", "kafka"] = "auto"
     kafka: KafkaSettings | None = None
@@ -249,8 +311,10 @@ class SupervisorConfig(_Strict):
     """Port for /metrics, /healthz, /readyz; None: not served."""
     metrics_host: str = "127.0.0.1"
     """Interface for that port; a container sets 0.0.0.0."""
-    restart_backoff_initial: float = Field(default=1.0, gt=0)
-    restart_backoff_max: float = Field(default=60.0, gt=0)
+    restart_backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    """Seconds before the first restart of a failed integration; doubling (jittered) after each failure."""
+    restart_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    """The restart backoff's ceiling."""
 
     @model_validator(mode="after")
     def _relay_needs_kafka_and_the_outbox(self) -> SupervisorConfig:
@@ -274,7 +338,7 @@ class SupervisorConfig(_Strict):
         return self.sink
 
 
-class DriftSettings(_Strict):
+class DriftSettings(PluginSettings):
     """Upstream drift checks: the recorded shape of the payloads this integration depends on."""
 
     shape: str
@@ -285,15 +349,18 @@ class DriftSettings(_Strict):
     """Also alert on fields never seen before."""
 
 
-class IntegrationConfig(_Strict):
+class IntegrationConfig(RenamedKeys, PluginSettings):
     """One ``integrations/*.yaml``: which plugin serves which customer, with its settings."""
+
+    renamed_keys = renames(poll_interval="poll_interval_seconds")
 
     customer: str = Field(pattern=_SLUG)
     integration: str = Field(pattern=_SLUG)
     plugin: str
     enabled: bool = True
     zone: str | None = None
-    poll_interval: float = Field(default=30.0, gt=0)
+    poll_interval_seconds: float = Field(default=30.0, gt=0)
+    """Seconds between reads once a pull source has caught up."""
     max_in_flight: int = Field(default=4, ge=1, le=64)
     settings: dict[str, Any] = Field(default_factory=dict)
     drift: DriftSettings | None = None
@@ -426,15 +493,15 @@ def _load_integration(
     return replace(item, produces=connector.produces(), warnings=tuple(connector.config_warnings()))
 
 
-class _Many(Exception):
-    """Several config errors from one file."""
+class _Many(ConfigError):
+    """Several config errors from one file. A local signal: :func:`check_config` lists them one by one."""
 
     def __init__(self, errors: list[ConfigError]) -> None:
         super().__init__("; ".join(map(str, errors)))
         self.errors = errors
 
 
-def _errors_of(exc: ConfigError | _Many) -> list[ConfigError]:
+def _errors_of(exc: ConfigError) -> list[ConfigError]:
     return exc.errors if isinstance(exc, _Many) else [exc]
 
 
@@ -462,7 +529,7 @@ def check_config(
     for path in files:
         try:
             cfg = _read_integration(path)
-        except (ConfigError, _Many) as exc:
+        except ConfigError as exc:  # _Many too
             if wanted is None:  # with --only, a broken file of another integration is not this run's problem
                 errors.extend(_errors_of(exc))
             continue
@@ -478,7 +545,7 @@ def check_config(
             loaded.append(
                 _load_integration(path, root, cfg, offline=offline, state=None if offline else Path(sup.state_dir))
             )
-        except (ConfigError, _Many) as exc:
+        except ConfigError as exc:  # _Many too
             errors.extend(_errors_of(exc))
     for key in sorted((wanted or set()) - set(seen)):
         close = difflib.get_close_matches(key, seen, n=3)

@@ -4,9 +4,10 @@ A connector has four hooks, each with one job:
 
 - ``read(position)`` — **I/O only**: talk to the upstream (through ``core.http`` / ``core.mqtt``) and
   yield :class:`Batch` es of raw records, each with the position to commit once the batch is in the sink.
-  A pull source returns when it has caught up; the supervisor polls it again after ``poll_interval``.
-- ``decode(raw)`` — bytes or loose JSON to a record; raises ``DecodeError``. Default: identity.
-- ``identity(record)`` — the record's ``(source key, source version)``: the event id is derived from it.
+  A pull source returns when it has caught up; the supervisor polls it again after ``poll_interval_seconds``.
+- ``decode(raw)`` — bytes or loose JSON to a record; raises ``DecodeError``. Default: the raw record unchanged.
+- ``identity(record)`` — the record's source identity, ``(source key, source version)``: its events' ids are
+  derived from it (with the contract's :meth:`~inlet.contracts.base.Contract.event_id_name`).
 - ``map(record)`` — **pure**: record to contract instances, or raises ``MappingError``. Returning no
   events is not allowed to hide data: a record that should produce nothing is refused by ``filter``
   with a stated reason instead.
@@ -36,10 +37,13 @@ __all__ = ["Batch", "Connector", "IntegrationContext", "NoSettings", "PluginSett
 
 
 class PluginSettings(BaseModel):
-    """Base of every plugin's settings model: unknown keys are errors, values are immutable.
+    """Base of every settings model, a plugin's and the core's own (``inlet.yaml``, HTTP, MQTT, auth): unknown keys
+    are errors, values are immutable.
 
     A field's docstring (the string literal under it) is its description, so ``inlet plugins show`` and the
-    YAML that ``inlet new`` writes document every option from the model itself.
+    YAML that ``inlet new`` writes document every option from the model itself. The one place this config is
+    declared (a test keeps it so); event contracts have their own base, ``contracts.base``, which imports nothing
+    of the core.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -184,7 +188,7 @@ class Connector(abc.ABC, Generic[SettingsT]):
 
     @abc.abstractmethod
     def identity(self, record: Any) -> tuple[str, str]:
-        """``(source key, source version)`` of a decoded record, for deterministic event ids."""
+        """The source identity of a decoded record, ``(source key, source version)``, for deterministic event ids."""
 
     @abc.abstractmethod
     def map(self, record: Any) -> Sequence[Contract]:

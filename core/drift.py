@@ -1,54 +1,27 @@
 """Upstream drift: the recorded shape of an integration's source payloads, and what departs from it at runtime.
 
-An integration depends on the upstream payload looking the way it did when its mapping was written. This
-module records that look as a :class:`Shape` (learnt from the integration's fixtures and committed next to them
-as ``fixtures/<customer>/<integration>/shape.json``) and checks every live payload against it with
-:func:`detect`. What happens to a drifting record is the plugin's :data:`DriftPolicy`; :func:`alert` logs and
-counts the changes. This module is pure apart from :func:`alert`: no I/O, no Kafka (the pipeline publishes the
-drift event from :meth:`DriftChange.to_dict`).
+:func:`learn` records a :class:`Shape` from payloads (committed as ``fixtures/<customer>/<integration>/shape.json``);
+:func:`detect` compares one live payload with it and returns the :class:`DriftChange` list; :func:`alert` logs
+and counts the changes. All but :func:`alert` is pure: the pipeline applies the integration's
+:data:`DriftPolicy` and publishes the drift event (:meth:`DriftChange.to_dict`).
 
-Paths
-    Dotted member names from the payload root, ``[]`` standing for "any item of this array":
-    ``status``, ``code.coding[].system``, ``component[].valueQuantity.value``. The root itself is ``$``
-    (only ever reported when the payload is not an object at all). In member names ``.``, ``[``, ``]``, ``\\``
-    and ``$`` are escaped with a backslash (``"a.b"`` is ``a\\.b``) and the empty name is ``\\0``, so every
-    path is unambiguous.
+Paths are dotted member names from the root, ``[]`` standing for any item of an array (``code.coding[].system``);
+the root is ``$``. In a name, ``.``, ``[``, ``]``, ``\\`` and ``$`` are escaped with a backslash and the empty
+name is ``\\0``.
 
-Types
-    JSON types: ``string``, ``integer``, ``number``, ``boolean``, ``null``, ``object``, ``array``. An
-    ``integer`` is accepted wherever ``number`` was seen (``12`` and ``12.0`` are the same JSON number to most
-    producers), but a ``number`` where only ``integer`` was seen is a change. A ``Decimal`` (``core.exact_json``
-    reads a number a float cannot carry as one) is a ``number``. A Python value that is not JSON (bytes, a
-    set, ...) gets the type ``<python type name>`` and so always reports ``type_changed``.
+The rules, with their reasons (docs/architecture.md, "How a shape is learnt and compared"):
 
-Required / optional (rule)
-    A member path is *required* when it was present in **every** object its parent was seen as, and the parent
-    was seen as an object at least :data:`MIN_REQUIRED_SUPPORT` times. Anything less is optional: a field
-    missing from 1 % of the samples is missing in 1 % of production, and alerting on it would be a flood.
-    Array item paths (``x[]``) and the root are never required (an empty array is not drift). The
-    ``required`` flag is written to ``shape.json`` and read back as is, so a reviewer may relax a path by hand.
-
-Enumerations (rule)
-    String values are collected for a path unless its name looks like an identifier, free text or a timestamp
-    (last word of the member name, split on camelCase / ``_`` / ``-``, in :data:`NON_ENUM_WORDS`: ``id``,
-    ``versionId``, ``reference``, ``display``, ``text``, ``name``, ``effectiveDateTime``, ``lastUpdated``,
-    ...); collection stops (for good) beyond :data:`ENUM_MAX_DISTINCT` (20) distinct values. A collected path
-    is enforced as an enumeration when it held a string at least :data:`ENUM_MIN_OCCURRENCES` (5) times and
-    values repeat (distinct values at most half the string occurrences), so a handful of unique strings is
-    not mistaken for a closed set. A plugin overrides the rule per path: ``enum_paths`` are always enforced
-    (values collected without limit), ``not_enum_paths`` never. ``shape.json`` writes enforced sets as
-    ``"enum"`` and collected but unenforced ones as ``"values"``.
-
-Change kinds
-    ``field_missing`` (a required path absent), ``type_changed`` (a JSON type never seen at that path),
-    ``enum_value`` (a string outside an enforced enumeration), ``new_field`` (a path never seen; only with
-    ``strict=True``, reported once at the top of the unknown subtree). A payload reports each ``(path, kind)``
-    at most once, e.g. one ``type_changed`` for ``component[].valueQuantity.value`` however many items changed.
-
-Alert throttling
-    :func:`alert` logs one warning per change, but the same ``(path, kind)`` of one ``(customer, integration)``
-    at most once per :data:`ALERT_LOG_INTERVAL_S` (5 minutes); the next line carries ``suppressed=<n>``, the
-    number of lines left out meanwhile. The metric ``inlet_drift_alerts_total`` counts every change.
+- types are JSON types; an ``integer`` passes where ``number`` was seen, not the reverse; a ``Decimal`` is a
+  ``number``, any other non-JSON value the type ``<type name>``;
+- a member path is *required* when present in every object its parent was seen as, and that parent was seen at
+  least :data:`MIN_REQUIRED_SUPPORT` times; array items and the root never are;
+- a string path is an enforced enumeration when its last name word is not in :data:`NON_ENUM_WORDS`, it held a
+  string at least :data:`ENUM_MIN_OCCURRENCES` times with at most :data:`ENUM_MAX_DISTINCT` distinct values, and
+  at most half as many distinct values as occurrences; ``enum_paths`` / ``not_enum_paths`` override that;
+- change kinds: ``field_missing``, ``type_changed``, ``enum_value``, ``new_field`` (``strict`` only), each
+  ``(path, kind)`` at most once per payload;
+- :func:`alert` logs one line per ``(customer, integration, path, kind)`` every :data:`ALERT_LOG_INTERVAL_SECONDS`
+  (the next one carries ``suppressed=<n>``); ``inlet_drift_alerts_total`` counts every change.
 """
 
 from __future__ import annotations
@@ -65,7 +38,7 @@ import orjson
 from prometheus_client import Counter
 
 __all__ = [
-    "ALERT_LOG_INTERVAL_S",
+    "ALERT_LOG_INTERVAL_SECONDS",
     "DRIFT_ALERTS",
     "ENUM_MAX_DISTINCT",
     "ENUM_MIN_OCCURRENCES",
@@ -86,7 +59,8 @@ DriftPolicy = Literal["map", "dlq"]
 """What a plugin wants done with a drifting record, besides the alert (which always happens).
 
 ``"map"``: map it anyway (the mapping may still cope, e.g. with a new enum value it passes through);
-``"dlq"``: send the record to the dead-letter queue (stage ``drift``) so nothing is silently mis-mapped.
+``"dlq"``: send the record to the dead-letter queue (stage ``decode``, error type ``UpstreamDrift``) so nothing
+is silently mis-mapped.
 """
 
 ChangeKind = Literal["field_missing", "type_changed", "enum_value", "new_field"]
@@ -95,7 +69,7 @@ ROOT: Final = "$"
 ENUM_MAX_DISTINCT: Final = 20
 ENUM_MIN_OCCURRENCES: Final = 5
 MIN_REQUIRED_SUPPORT: Final = 3
-ALERT_LOG_INTERVAL_S: Final = 300.0
+ALERT_LOG_INTERVAL_SECONDS: Final = 300.0
 SHAPE_FORMAT: Final = 1
 _MAX_LEARN_DEPTH: Final = 64  # deeper subtrees are not recorded (and therefore not checked)
 _DETAIL_VALUE_CHARS: Final = 60
@@ -586,12 +560,12 @@ class AlertThrottle:
 
     def __init__(
         self,
-        interval_s: float = ALERT_LOG_INTERVAL_S,
+        interval_seconds: float = ALERT_LOG_INTERVAL_SECONDS,
         *,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 10_000,
     ) -> None:
-        self.interval_s = interval_s
+        self.interval_seconds = interval_seconds
         self._clock = clock
         self._max_keys = max_keys
         self._last: dict[tuple[str, str, str, str], tuple[float, int]] = {}  # key -> (logged at, suppressed)
@@ -602,7 +576,7 @@ class AlertThrottle:
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
-            if last is not None and now - last[0] < self.interval_s:
+            if last is not None and now - last[0] < self.interval_seconds:
                 self._last[key] = (last[0], last[1] + 1)
                 return None
             self._last.pop(key, None)

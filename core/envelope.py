@@ -108,15 +108,15 @@ class Enveloper:
         self._topic_template = topic_template
         self.dlq_topic = dlq_topic_template.format(customer=customer, integration=integration)
         self.drift_topic = drift_topic_template.format(customer=customer, integration=integration)
-        identity: Headers = [
+        source_headers: Headers = [
             ("ce_specversion", b"1.0"),
             ("ce_source", self.source.encode()),
             ("ce_customer", customer.encode()),
             ("ce_integration", integration.encode()),
         ]
         # DLQ values are the original payload, which need not be JSON: they carry no content-type.
-        self._dlq_common: Headers = identity
-        self._common: Headers = [*identity, ("content-type", b"application/json")]
+        self._dlq_common: Headers = source_headers
+        self._common: Headers = [*source_headers, ("content-type", b"application/json")]
         self._when: datetime | None = None
         self._when_header: tuple[str, bytes] = ("ce_time", b"")
         # Per contract class: (topic, type header, dataschema header, version header, id name).
@@ -133,7 +133,7 @@ class Enveloper:
                 cls.contract_name.encode(),
                 f"urn:inlet:contract:{cls.contract_name}:{cls.contract_version}".encode(),
                 cls.contract_version.encode(),
-                cls.identity(),
+                cls.event_id_name(),
             )
             self._per_contract[cls] = info
         return info

@@ -15,7 +15,7 @@ A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewa
 
 Recording and replay run the integration's real connector through the real pipeline twice — a full read,
 then the incremental poll from the resulting checkpoint — so the recording covers what a running daemon
-asks (an MQTT recording ends after ``idle_s`` quiet seconds). Replay is offline (``ReplayTransport``,
+asks (an MQTT recording ends after ``idle_seconds`` quiet seconds). Replay is offline (``ReplayTransport``,
 ``ReplaySource``) and deterministic: events carry no wall-clock values, and receive times are the recorded ones.
 """
 
@@ -171,14 +171,14 @@ def record(
     redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     inner: httpx.AsyncBaseTransport | None = None,
     replay_as: LoadedIntegration | None = None,
-    idle_s: float = 3.0,
-    connect_s: float = 10.0,
+    idle_seconds: float = 3.0,
+    connect_seconds: float = 10.0,
 ) -> int:
     """Record ``item`` against its upstream into ``fixtures``; returns the number of golden events.
 
     ``replay_as``: the integration as it will be replayed, when it was recorded with other settings
-    (against a local test server standing in for the configured upstream). ``idle_s``: an MQTT or MLLP
-    recording ends after this many seconds without a message (``connect_s`` more for the first one).
+    (against a local test server standing in for the configured upstream). ``idle_seconds``: an MQTT or MLLP
+    recording ends after this many seconds without a message (``connect_seconds`` more for the first one).
 
     Every exchange is redacted before it is written: secrets always, and PHI (deterministic pseudonyms)
     when the plugin declares ``phi = True``. The golden events are then made by *replaying* the written
@@ -196,10 +196,12 @@ def record(
     mllp.write_bytes(b"")
 
     def sources(settings: MqttSettings, client_id: str) -> RecordingSource:
-        return RecordingSource(MqttSource(settings, client_id), mqtt, idle_s=idle_s, redact=scrub)
+        return RecordingSource(MqttSource(settings, client_id), mqtt, idle_seconds=idle_seconds, redact=scrub)
 
     def listeners(settings: MllpSettings) -> MllpRecordingSource:
-        return MllpRecordingSource(MllpListener(settings), mllp, idle_s=idle_s, redact=scrub, connect_s=connect_s)
+        return MllpRecordingSource(
+            MllpListener(settings), mllp, idle_seconds=idle_seconds, redact=scrub, connect_seconds=connect_seconds
+        )
 
     asyncio.run(_run(item, transport, sources, listeners))
     for path in (http, mqtt, mllp):

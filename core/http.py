@@ -43,8 +43,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from inlet.core.auth import AuthSettings, HttpUrl, build_auth, credential_id
+from inlet.core.config import RenamedKeys, renames
 from inlet.core.connector import IntegrationContext, PluginSettings
-from inlet.core.errors import InletError, UpstreamError
+from inlet.core.errors import InletError, UnexpectedContent, UpstreamError, UpstreamRefused
 from inlet.core.ratelimit import RateLimitSettings, limiter_for, upstream_key
 from inlet.core.secrets import mask
 
@@ -99,24 +100,12 @@ FinalStatus = Callable[[HttpResponse], bool]
 """A caller's say on a status the policy would retry: True keeps that answer (returned, not retried)."""
 
 
-class UpstreamRefused(InletError):
-    """The upstream answered with a status that retrying will not fix (401, 403, 404, 422, ...).
-
-    ``status`` and ``body`` (the first 2,000 bytes) are kept when there was an answer, so a family can read
-    its protocol's error document (a FHIR OperationOutcome) into a more specific error.
-    """
-
-    def __init__(self, message: str, status: int | None = None, body: bytes = b"") -> None:
-        super().__init__(message)
-        self.status, self.body = status, body
-
-
-class UnexpectedContent(UpstreamError):
-    """A 2xx response that is not what was declared (content type) — a proxy's HTML page, say. Retried."""
-
-
 class _Retryable(UpstreamError):
-    """One failed attempt worth retrying; ``reason`` labels the metric, ``retry_after`` bounds the wait."""
+    """One failed attempt worth retrying; ``reason`` labels the metric, ``retry_after`` bounds the wait.
+
+    A local signal: the retry loop of :meth:`HttpClient._attempts` catches it, and past the attempts or the
+    deadline raises an :class:`UpstreamError` (or :class:`UnexpectedContent`) in its place.
+    """
 
     def __init__(self, message: str, reason: str, retry_after: float | None = None, detail: str = "") -> None:
         super().__init__(message)
@@ -125,8 +114,10 @@ class _Retryable(UpstreamError):
         self.detail = detail
 
 
-class HttpSettings(PluginSettings):
+class HttpSettings(RenamedKeys, PluginSettings):
     """How to reach an upstream over HTTP."""
+
+    renamed_keys = renames(backoff_initial="backoff_initial_seconds", backoff_max="backoff_max_seconds")
 
     base_url: HttpUrl
     """The upstream's absolute http(s) URL; requests are relative to it."""
@@ -138,8 +129,10 @@ class HttpSettings(PluginSettings):
     """Per logical request, all attempts and waits included."""
     max_attempts: int = Field(default=5, ge=1, le=20)
     max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    backoff_initial: float = Field(default=0.5, gt=0)
-    backoff_max: float = Field(default=30.0, gt=0)
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    """Wait before the first retry; doubling (jittered) after each failed attempt. A ``Retry-After`` wins."""
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    """The retry wait's ceiling."""
     content_types: list[str] = Field(default_factory=lambda: ["application/json", "application/fhir+json"])
     """Accepted response media types (parameters ignored); empty accepts anything."""
     headers: dict[str, str] = Field(default_factory=dict)
@@ -166,7 +159,7 @@ def retry_after_seconds(value: str | None, now: float | None = None, *, where: s
       reads as 0, a clock skew);
     * an HTTP-date: the seconds until it (0 when past).
 
-    ``now`` is the wall clock (``time.time()``). The caller bounds the wait (``max_pause_minutes``).
+    ``now`` is the wall clock (``time.time()``). The caller bounds the wait (``max_pause_seconds``).
     """
     if not value:
         return None
@@ -424,7 +417,7 @@ class HttpClient:
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.max_attempts) | stop_before_delay(s.deadline_seconds),  # never sleep past it
-            wait=_WaitRetryAfter(s.backoff_initial, s.backoff_max),
+            wait=_WaitRetryAfter(s.backoff_initial_seconds, s.backoff_max_seconds),
             retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
             before_sleep=before_sleep,
             reraise=True,

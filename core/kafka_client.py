@@ -52,7 +52,7 @@ __all__ = ["OAuthBearerTokenProvider", "connection_options", "describe", "refusa
 
 log = structlog.get_logger("inlet.kafka")
 
-PROBE_TIMEOUT = 30.0
+PROBE_TIMEOUT_SECONDS = 30.0
 """Upper bound of one diagnosis connection (TLS handshake, ApiVersions, SASL) per bootstrap address."""
 
 
@@ -243,7 +243,7 @@ async def _probe(settings: KafkaSettings) -> str | None:
     for address in addresses:
         host, _, port = address.rpartition(":")
         try:
-            conn = await asyncio.wait_for(create_conn(host.strip("[]"), int(port), **connect), PROBE_TIMEOUT)
+            conn = await asyncio.wait_for(create_conn(host.strip("[]"), int(port), **connect), PROBE_TIMEOUT_SECONDS)
         except (OSError, kafka_errors.KafkaError, TimeoutError, TransientError, AuthError, ValueError) as exc:
             reason = refused_reason(settings, exc)
             if reason is not None:

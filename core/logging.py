@@ -51,6 +51,6 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # aiokafka logs through stdlib logging; keep its noise (see RECIPES.md) out of the way.
+    # aiokafka logs through stdlib logging; keep its noise out of the way (its errors still show).
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

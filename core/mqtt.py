@@ -2,14 +2,14 @@
 
 Why paho-mqtt 2 (and not aiomqtt): it supports manual acknowledgement (``manual_ack=True`` +
 ``client.ack(mid, qos)``), which is what makes "acknowledge after Kafka" possible, and it drained a QoS 1
-backlog ~1.7x faster here (RECIPES.md). Its network loop runs in its own thread; messages cross to the
+backlog ~1.7x faster when the two were compared. Its network loop runs in its own thread; messages cross to the
 event loop in batches:
 
 - ``on_message`` (paho's thread) appends to a bounded buffer and wakes the event loop only when the buffer
   was empty; when the buffer is full it *blocks* paho's thread, so paho stops reading the socket and the
   broker keeps the backlog (it is persistent) — backpressure instead of memory growth.
 - :meth:`MqttSource.batches` yields up to ``batch_max`` messages at a time (waiting at most
-  ``batch_linger_ms`` for more), each batch with the packet ids (mids) to acknowledge as its position.
+  ``batch_linger_seconds`` for more), each batch with the packet ids (mids) to acknowledge as its position.
 - :meth:`MqttSource.ack` sends the PUBACKs of a batch; the pipeline calls it (via the connector's
   ``acknowledge``) only after the sink has durably accepted every event and DLQ record of the batch.
   A crash before that leaves the messages unacknowledged: the broker redelivers them on reconnect
@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -44,6 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from inlet.core.auth import AuthError
+from inlet.core.config import RenamedKeys, renames
 from inlet.core.connector import IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError
 from inlet.core.secrets import Secret, mask
@@ -53,8 +55,10 @@ __all__ = ["MessageSource", "MqttMessage", "MqttSettings", "MqttSource", "create
 log = structlog.get_logger("inlet.mqtt")
 
 
-class MqttSettings(PluginSettings):
+class MqttSettings(RenamedKeys, PluginSettings):
     """How to reach a broker and what to subscribe to."""
+
+    renamed_keys = renames(keepalive="keepalive_seconds", batch_linger_ms=("batch_linger_seconds", Fraction(1, 1000)))
 
     url: str = "mqtt://127.0.0.1:1883"
     """``mqtt://host:port`` (``mqtts://`` for TLS); ``INLET_MQTT_URL`` style."""
@@ -73,9 +77,11 @@ class MqttSettings(PluginSettings):
     """Fixed per integration by default (``inlet-<customer>-<integration>``): the persistent session's name."""
     username: str | None = None
     password: Secret | None = None
-    keepalive: int = Field(default=30, ge=5)
+    keepalive_seconds: int = Field(default=30, ge=5)
+    """MQTT keep alive: the broker drops the connection after 1.5 times this without a packet from us."""
     batch_max: int = Field(default=500, ge=1)
-    batch_linger_ms: float = Field(default=20.0, ge=0)
+    batch_linger_seconds: float = Field(default=0.02, ge=0)
+    """A batch smaller than ``batch_max`` waits this long for more messages (a burst fills one batch)."""
     max_buffered: int = Field(default=5000, ge=1)
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     """Larger payloads are still delivered (and acknowledged) but go to the DLQ as oversized."""
@@ -265,7 +271,7 @@ class MqttSource:
         one that accepts it waits for a CONNECT, so the read times out and nothing was refused."""
         assert self._tls is not None
         try:
-            raw = socket.create_connection((self._host, self._port), timeout=_PROBE_TIMEOUT)
+            raw = socket.create_connection((self._host, self._port), timeout=_PROBE_TIMEOUT_SECONDS)
         except OSError:
             return None  # refused, unreachable, timed out: the broker is away, paho keeps retrying
         with raw:
@@ -274,7 +280,7 @@ class MqttSource:
             except OSError as exc:
                 return self._tls_reason(exc)
             with tls:
-                tls.settimeout(_PROBE_READ_TIMEOUT)
+                tls.settimeout(_PROBE_READ_TIMEOUT_SECONDS)
                 try:
                     tls.recv(1)
                 except OSError as exc:
@@ -331,7 +337,7 @@ class MqttSource:
                 "is encrypted but anyone can pose as the broker",
                 url=self.settings.url.split("@", 1)[-1],
             )
-        self._client.connect_async(self._host, self._port, keepalive=self.settings.keepalive)
+        self._client.connect_async(self._host, self._port, keepalive=self.settings.keepalive_seconds)
         self._client.loop_start()
 
     async def stop(self) -> None:
@@ -361,8 +367,8 @@ class MqttSource:
                     await self._wake.wait()
                     continue
             batch = self._take(s.batch_max)
-            if len(batch) < s.batch_max and s.batch_linger_ms:
-                await asyncio.sleep(s.batch_linger_ms / 1000)  # let a burst fill the batch
+            if len(batch) < s.batch_max and s.batch_linger_seconds:
+                await asyncio.sleep(s.batch_linger_seconds)  # let a burst fill the batch
                 batch += self._take(s.batch_max - len(batch))
             if batch:
                 yield batch
@@ -373,8 +379,8 @@ class MqttSource:
             self._client.ack(mid, 1)
 
 
-_PROBE_TIMEOUT = 10.0
-_PROBE_READ_TIMEOUT = 3.0
+_PROBE_TIMEOUT_SECONDS = 10.0
+_PROBE_READ_TIMEOUT_SECONDS = 3.0
 _TLS_NOT_REFUSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError)
 
 
@@ -387,7 +393,7 @@ def create_session(settings: MqttSettings, client_id: str, timeout: float = 10.0
     source = MqttSource(settings, client_id)
     subscribed = threading.Event()
     source._client.on_subscribe = lambda *args: subscribed.set()
-    source._client.connect(source._host, source._port, keepalive=settings.keepalive)
+    source._client.connect(source._host, source._port, keepalive=settings.keepalive_seconds)
     source._client.loop_start()
     try:
         if not subscribed.wait(timeout):

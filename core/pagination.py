@@ -16,7 +16,8 @@ remembered: being sent to one again raises :class:`PaginationLoopError` naming i
 before is a server bug, not something to follow forever), and so does a page repeating the records of the page
 before it (an upstream ignoring a misspelt offset parameter would otherwise serve page 1 until ``max_pages``).
 More than ``max_pages`` pages raises :class:`PaginationLimitError`; a next link to another host is refused
-(credentials). A paginator holds the state of one pass, so use one per concurrent pass. Errors::
+(credentials). A paginator holds the state of one pass, so use one per concurrent pass. Errors (defined in
+:mod:`core.errors`, exported here too)::
 
     InletError
     ├── PaginationError             not retriable: the same pass would fail the same way
@@ -50,7 +51,13 @@ from pydantic import Field, model_validator
 from typing_extensions import Unpack, override
 
 from inlet.core.connector import PluginSettings
-from inlet.core.errors import DecodeError, InletError
+from inlet.core.errors import (
+    DecodeError,
+    PageDecodeError,
+    PaginationError,
+    PaginationLimitError,
+    PaginationLoopError,
+)
 from inlet.core.exact_json import default as _json_default
 
 if TYPE_CHECKING:
@@ -83,49 +90,6 @@ __all__ = [
 
 DEFAULT_MAX_PAGES: Final = 100_000
 """Pages in one pass before it is called never-ending; a real listing this long should raise it explicitly."""
-
-
-# --- errors --------------------------------------------------------------------------------------------------
-
-
-class PaginationError(InletError):
-    """The upstream's paging is broken; retrying the same pass would repeat it, so it is not retriable."""
-
-
-class PaginationLoopError(PaginationError):
-    """A next link, offset, page or cursor led to a request already made in this pass."""
-
-    def __init__(self, message: str, *, url: str, token: str | None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.token = token
-
-
-class PaginationLimitError(PaginationError):
-    """The pass reached ``max_pages`` and the upstream still offered more: a never-ending cursor."""
-
-    def __init__(self, message: str, *, url: str, token: str | None, max_pages: int) -> None:
-        super().__init__(message)
-        self.url = url
-        self.token = token
-        self.max_pages = max_pages
-
-
-class PageDecodeError(DecodeError):
-    """A page body that is not JSON, or JSON without records or a usable next link where configured.
-
-    Keeps the raw body, so a connector can send the page to the DLQ as it was received.
-    """
-
-    def __init__(self, url: str, body: bytes, reason: str, content_type: str | None = None) -> None:
-        self.url = url
-        self.body = body
-        self.reason = reason
-        self.content_type = content_type
-        super().__init__(
-            f"page {url} is not a usable JSON page: {reason} (received {len(body)} bytes of "
-            f"{content_type or 'no declared content type'}: {body[:200]!r})"
-        )
 
 
 # --- pages and requests --------------------------------------------------------------------------------------
@@ -730,7 +694,7 @@ def _lookup(node: Any, path: str) -> Any:
 
 
 def _fingerprint(records: list[Any]) -> bytes | None:
-    """A cheap identity of a page's records (count, first, last); None for an empty page."""
+    """A cheap fingerprint of a page's records (count, first, last); None for an empty page."""
     if not records:
         return None
     try:

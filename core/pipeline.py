@@ -1,15 +1,17 @@
 """The pipeline of one integration: read → decode → filter → map → validate → envelope → sink → commit.
 
-It works in batches end to end (DESIGN.md "hot path"): a batch is processed in one synchronous pass,
-handed to the sink, and up to ``max_in_flight`` batches wait for their acknowledgement while the next
-ones are read and mapped. Positions are committed strictly in order and only after the sink holds
+It works in batches end to end (docs/architecture.md follows one record through it): a batch is processed in
+one synchronous pass, handed to the sink, and up to ``max_in_flight`` batches wait for their acknowledgement
+while the next ones are read and mapped. Positions are committed strictly in order and only after the sink holds
 every event (and DLQ record) of the batch: a crash at any moment loses nothing, and re-reading from the
 last committed position yields the same deterministic event ids.
 
 Every failure of a single record — undecodable, unmappable, breaking its contract, or a bug in the
 plugin — becomes a DLQ record naming the stage, error type, message and position; the stream goes on.
-Transient errors (upstream or sink unavailable) are not records' faults: they propagate to the
-supervisor, which restarts the integration with backoff from its last checkpoint.
+Retriable errors (``retriable`` on the class: upstream or sink unavailable) are not records' faults: they
+propagate to the supervisor, which restarts the integration with backoff from its last checkpoint. A pydantic
+refusal of a model ``map()`` built is a :class:`~core.errors.ContractViolation` (stage ``validate``); a
+:class:`~core.errors.LeftOut` raised while decoding or mapping is counted as ``filter()``'s reason would be.
 
 An event the sink refuses for good (``Rejected``: larger than the broker takes, a topic it will never take it on)
 is a record's fault found late: before the batch's position is committed, each becomes a DLQ record at stage
@@ -38,7 +40,15 @@ from inlet.core.checkpoint import CheckpointStore
 from inlet.core.connector import Batch, Connector
 from inlet.core.drift import AlertThrottle, DriftPolicy, Shape, alert, detect
 from inlet.core.envelope import DlqRecord, Enveloper, Event, event_id, payload_bytes
-from inlet.core.errors import DecodeError, MappingError, RecordError, SinkRefused, TransientError
+from inlet.core.errors import (
+    ContractViolation,
+    InletError,
+    LeftOut,
+    MappingError,
+    RecordError,
+    SinkRefused,
+    UpstreamDrift,
+)
 from inlet.core.metrics import BatchCounts, Stats
 from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
@@ -62,16 +72,11 @@ _Span = tuple[int, int, str]
 
 
 def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseException, source_key: str | None) -> Event:
-    message = str(exc)
-    if isinstance(exc, ValidationError):
-        # "observation_id: String should have at least 1 character" reads better than pydantic's block.
-        message = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
-        message = f"{exc.title} does not satisfy its contract: {message}"
     return env.dead_letter(
         DlqRecord(
             stage=stage,
-            error_type=type(exc).__name__,
-            message=message,
+            error_type=exc.error_type if isinstance(exc, RecordError) else type(exc).__name__,
+            message=str(exc),
             payload=payload_bytes(raw),
             position=position,
             source_key=source_key,
@@ -89,10 +94,6 @@ class DriftCheck:
     throttle: AlertThrottle = field(default_factory=AlertThrottle)
 
 
-class UpstreamDrift(DecodeError):
-    """The record departs from the recorded upstream shape and the integration's drift policy is ``dlq``."""
-
-
 def _check_drift(
     connector: Connector[Any],
     env: Enveloper,
@@ -107,7 +108,7 @@ def _check_drift(
         return
     try:
         key: str | None = connector.identity(record)[0]
-    except Exception:  # an identity that fails here fails again, with its reason, in the map stage
+    except Exception:  # a source key that cannot be taken here fails again, with its reason, in the map stage
         key = None
     alert(env.customer, env.integration, changes, connector.log, throttle=drift.throttle)
     events.append(env.drift([c.to_dict() for c in changes], key, position))
@@ -116,11 +117,11 @@ def _check_drift(
         raise UpstreamDrift("upstream drift: " + "; ".join(f"{c.path}: {c.kind} ({c.detail})" for c in changes))
 
 
-def _known_key(identity: Any, record: Any) -> str | None:
-    """The source key of a record that failed before its identity was taken (a decode or filter failure), when
-    the connector can still tell it: a DLQ record names its source whenever that is knowable."""
+def _known_key(source_identity: Any, record: Any) -> str | None:
+    """The source key of a record that failed before its source identity was taken (a decode or filter
+    failure), when the connector can still tell it: a DLQ record names its source whenever that is knowable."""
     try:
-        return str(identity(record)[0])
+        return str(source_identity(record)[0])
     except Exception:  # the record is too broken to identify: the DLQ record says so by having no key
         return None
 
@@ -140,7 +141,8 @@ def _process_batch(
     counts = BatchCounts(records_in=len(batch.records))
     events: list[Event] = []
     spans: list[_Span] = []
-    decode, keep, identity, map_ = connector.decode, connector.filter, connector.identity, connector.map
+    # Local names for the hooks: filter() returns a reason to drop the record; identity() its source key and version.
+    decode, drop_reason, source_identity, map_ = connector.decode, connector.filter, connector.identity, connector.map
     for raw in batch.records:
         stage = "decode"
         key: str | None = None
@@ -148,7 +150,7 @@ def _process_batch(
         try:
             record = decode(raw)
             stage = "map"
-            reason = keep(record)
+            reason = drop_reason(record)
             if reason is not None:
                 counts.filtered[reason] += 1
                 continue
@@ -157,7 +159,7 @@ def _process_batch(
             # deletion) are not compared with them.
             if drift is not None and type(record) is dict:
                 _check_drift(connector, env, drift, record, batch.position, events, counts)
-            key, version = identity(record)
+            key, version = source_identity(record)
             models = map_(record)
             if not models:
                 raise MappingError("map() returned no events; leave records out with filter() and a reason")
@@ -170,20 +172,18 @@ def _process_batch(
                 # Dual publishing during a major migration: the same fact in the other major too.
                 for convert in converters_from(type(model)).values():
                     out.append(env.envelope(convert(model), key, version, i))
-        except TransientError:
-            raise
-        except RecordError as exc:
-            counts.dlq[exc.stage] += 1
-            known = key or exc.source_key or _known_key(identity, record)
-            events.append(_dlq(env, raw, batch.position, exc.stage, exc, known))
+        except LeftOut as left:  # found out while decoding or mapping: as if filter() had returned the reason
+            counts.filtered[left.reason] += 1
             continue
-        except ValidationError as exc:
-            counts.dlq["validate"] += 1
-            events.append(_dlq(env, raw, batch.position, "validate", exc, key or _known_key(identity, record)))
-            continue
-        except Exception as exc:  # a plugin bug is one bad record, never a dead daemon
-            counts.dlq[stage] += 1
-            events.append(_dlq(env, raw, batch.position, stage, exc, key or _known_key(identity, record)))
+        except Exception as exc:  # one bad record (a plugin's bug too) is one DLQ record, never a dead daemon
+            if isinstance(exc, InletError) and exc.retriable:  # not the record's fault: the supervisor retries
+                raise
+            failed = ContractViolation.from_validation(exc) if isinstance(exc, ValidationError) else exc
+            where, known = stage, key
+            if isinstance(failed, RecordError):  # the class says where it failed, and may know the source
+                where, known = failed.stage, key or failed.source_key
+            counts.dlq[where] += 1
+            events.append(_dlq(env, raw, batch.position, where, failed, known or _known_key(source_identity, record)))
             continue
         counts.records_mapped += 1
         counts.events_out += len(out)

@@ -1,65 +1,19 @@
 """Shared, adaptive rate limits per upstream: one token bucket and one concurrency cap per host + credential.
 
-Why
----
-An upstream counts requests per account, not per integration: five integrations of one customer that hit the
-same ERP with the same key share one budget. So the limiter is keyed by :func:`upstream_key` (scheme, host,
-port and a fingerprint of the credential) and every integration gets the *same* :class:`UpstreamLimiter` from
-:func:`limiter_for`. When two integrations configure one upstream differently, the most restrictive settings
-win (:func:`most_restrictive`), and that is logged.
+An upstream counts requests per account, not per integration, so every integration calling one
+:func:`upstream_key` (scheme, host, port, credential fingerprint) gets the *same* :class:`UpstreamLimiter` from
+:func:`limiter_for`; differing settings combine to the most restrictive (:func:`most_restrictive`, logged).
 
-How
----
-* **Token bucket** (monotonic clock): ``requests_per_second`` tokens per second, at most ``burst`` saved up.
-  Callers queue in FIFO order (an ``asyncio.Lock`` is fair); only the head of the queue sleeps, until its
-  token is due or something changes (a pause, new headers, new settings) — no busy waiting.
-* **Concurrency cap**: at most ``max_concurrency`` requests in flight, FIFO as well. The cap is taken
-  *before* the token, so the moment a token is granted is the moment the request starts: a request that
-  waited for a free connection cannot start in a burst with others once connections free up.
-* **Pauses**: :meth:`UpstreamLimiter.pause_for` (a ``Retry-After``) stops the whole bucket: no caller starts
-  a request before it expires, including callers already queued for a token. A pause lasts at most
-  ``max_pause_minutes`` and is logged at its start with its reason, what asked for it and its end time;
-  :func:`paused_for` tells the supervisor which integrations it holds up (their ``/readyz`` status).
-  No tokens are saved up during a pause: at expiry one request may go, the rest follow at the rate (a burst
-  right after a 429 would earn the next 429).
-* **Adaptive slowing** (:meth:`UpstreamLimiter.observe`, every response): with ``R`` requests remaining in a
-  window that resets in ``T`` seconds, the rate may not exceed ``R / T`` — the remainder is spread evenly
-  over the window, with a bucket of one (no burst) while such a limit binds; ``R = 0`` pauses until the
-  reset. The effective rate is ``min(configured, max(adaptive, min_requests_per_second))``: the floor keeps
-  a far-away daily reset from stalling an integration (the floor never raises a *configured* rate). Each
-  window's limit expires at its reset and is replaced by the next response's reading of the same window.
+* Callers queue first in, first out. The concurrency slot (``max_concurrency``) is taken before the token, so a
+  granted token is a request that starts now.
+* :meth:`UpstreamLimiter.pause_for` (a ``Retry-After``) stops every caller of the upstream, for at most
+  ``max_pause_seconds``; no tokens are saved up meanwhile. :func:`paused_for` names the integrations it holds up.
+* :meth:`UpstreamLimiter.observe` reads each response's rate-limit headers (:func:`limits_from_headers`: pure,
+  garbage ignored) and slows the bucket to remaining / reset, never below ``min_requests_per_second`` and
+  never above the configured rate.
+* Use a limiter from one thread and one event loop at a time; it remakes its asyncio primitives for a new loop.
 
-Header rules (:func:`limits_from_headers`, pure; names are case-insensitive)
--------------------------------------------------------------------------------
-* IETF draft, split fields: ``RateLimit-Remaining`` + ``RateLimit-Reset`` (delta seconds); without a reset,
-  the first window (``w=``) listed in ``RateLimit-Policy``, else in ``RateLimit-Limit`` (``10, 10;w=1``),
-  stands in for it: the whole window is assumed to lie ahead, the conservative reading.
-* IETF draft, one field: ``RateLimit: limit=100, remaining=50, reset=30`` (also ``r=`` / ``t=``), or named
-  items ``RateLimit: "default";r=50;t=30, "day";r=900;t=40000``; a missing reset is taken from
-  ``RateLimit-Policy`` (``100;w=60`` or ``"default";q=100;w=60``, matched by name).
-* ``X-RateLimit-Remaining`` + ``X-RateLimit-Reset`` (GitHub, Shopify, GitLab, many more; also spelled
-  ``X-Rate-Limit-*``), or ``X-RateLimit-Reset-After`` (always delta seconds). A reset value is read by
-  magnitude: ``>= 1e12`` is epoch milliseconds, ``>= 1e9`` epoch seconds (1e9 s is 2001-09-09; as a delta it
-  would be 31 years), anything smaller delta seconds. This rule applies to every reset field, since servers
-  sending epochs where the draft says delta exist.
-* Xero: ``X-MinLimit-Remaining`` and ``X-AppMinLimit-Remaining`` reset within 60 s (a rolling minute, so 60 s
-  is the safe bound); ``X-DayLimit-Remaining`` resets at the next UTC midnight (at most 86400 s).
-* Garbage (non-numeric, negative, NaN, a reset in the past or of zero) is ignored, never an error; resets are
-  capped at one day (:data:`MAX_RESET_SECONDS`), and every pause at ``max_pause_minutes`` (15 by default), so a
-  bogus far-future epoch cannot stall an upstream.
-  A remaining count without any reset or window is ignored: there is nothing to spread it over.
-
-Everything is visible: each wait and pause is a structlog line (``upstream``, ``reason``, ``seconds``) and
-moves ``inlet_http_rate_limit_wait_seconds`` (label ``upstream``; token, concurrency and pause waits) or
-``inlet_http_rate_limit_pauses`` (labels ``upstream``, ``reason``). Waits under a second log at debug (they
-are routine under a limit), longer ones at info, pauses at warning; adaptive slowing logs when it engages
-and when a later reading lifts it (expiry at a reset is silent). A wait's ``reason`` names what held it
-up: ``concurrency``, ``queue`` (callers ahead), ``rate``, ``adaptive:<window>`` or ``pause:<reason>``,
-joined by ``+``.
-
-Event loops: the bucket's state lives on a monotonic clock and is loop-independent; the asyncio primitives are
-created lazily for the running loop and recreated when a limiter is used from another loop (tests run one
-loop per test). A limiter must be used from one thread / one loop at a time — inlet runs one loop.
+The headers read, the metrics and the log levels: docs/http.md, "Rate limits in detail".
 """
 
 from __future__ import annotations
@@ -83,6 +37,7 @@ import structlog
 from prometheus_client import Counter
 from pydantic import Field
 
+from inlet.core.config import RenamedKeys, renames
 from inlet.core.connector import PluginSettings
 
 __all__ = [
@@ -128,8 +83,10 @@ _NUMBER: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?")  # ASCII only: floa
 # --- settings ------------------------------------------------------------------------------------------------
 
 
-class RateLimitSettings(PluginSettings):
+class RateLimitSettings(RenamedKeys, PluginSettings):
     """How fast an integration may call its upstream. Shared upstreams take the most restrictive settings."""
+
+    renamed_keys = renames(max_pause_minutes=("max_pause_seconds", 60))
 
     requests_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Steady rate; None: no configured limit (adaptive slowing and pauses still apply)."""
@@ -140,7 +97,7 @@ class RateLimitSettings(PluginSettings):
     """Slow down from ``RateLimit-*`` / ``X-RateLimit-*`` / Xero headers before a 429 happens."""
     min_requests_per_second: float = Field(default=0.05, gt=0, allow_inf_nan=False)
     """Floor for adaptive slowing (never raises the configured rate)."""
-    max_pause_minutes: float = Field(default=15.0, gt=0, le=1440, allow_inf_nan=False)
+    max_pause_seconds: float = Field(default=900.0, gt=0, le=86_400, allow_inf_nan=False)
     """Longest pause of the whole upstream (a ``Retry-After``, an exhausted window); longer ones are clipped to
     it, with a warning. Requests keep failing and retrying past it if the upstream still refuses."""
 
@@ -166,7 +123,7 @@ def most_restrictive(a: RateLimitSettings, b: RateLimitSettings) -> RateLimitSet
         # A lower floor lets adaptive slowing go slower: that is the stricter one.
         min_requests_per_second=min(a.min_requests_per_second, b.min_requests_per_second),
         # A shorter bound surfaces a stuck upstream sooner: that is the stricter one.
-        max_pause_minutes=min(a.max_pause_minutes, b.max_pause_minutes),
+        max_pause_seconds=min(a.max_pause_seconds, b.max_pause_seconds),
     )
 
 
@@ -488,8 +445,8 @@ class UpstreamLimiter:
 
     @property
     def max_pause_seconds(self) -> float:
-        """The longest pause: ``max_pause_minutes`` of the settings (never more than :data:`MAX_PAUSE_SECONDS`)."""
-        return min(self._settings.max_pause_minutes * 60.0, MAX_PAUSE_SECONDS)
+        """The longest pause: ``max_pause_seconds`` of the settings (never more than :data:`MAX_PAUSE_SECONDS`)."""
+        return min(self._settings.max_pause_seconds, MAX_PAUSE_SECONDS)
 
     def pause_for(self, seconds: float, reason: str = "retry_after", detail: str = "") -> None:
         """Stop every caller of this upstream for ``seconds`` (clipped to :attr:`max_pause_seconds`, warned).
@@ -504,7 +461,7 @@ class UpstreamLimiter:
         bound = self.max_pause_seconds
         if seconds > bound:
             log.warning(
-                "upstream pause clipped to max_pause_minutes",
+                "upstream pause clipped to max_pause_seconds",
                 upstream=self.key,
                 reason=reason,
                 detail=detail,

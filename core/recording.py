@@ -18,7 +18,7 @@ upstream). A request with no recording fails with
 An MQTT recording is ``mqtt.jsonl``: one received message per line, in arrival order — topic, payload
 (JSON when the bytes are compact JSON, else text, else base64, so replay gives back the exact bytes), QoS,
 retain, MQTT 5 properties and the receive time (replay's frozen clock: a decoder that falls back to the
-receive time gets the recorded one). A push source never ends, so a recording ends after ``idle_s``
+receive time gets the recorded one). A push source never ends, so a recording ends after ``idle_seconds``
 seconds without a message; replay yields the recorded messages once and then ends.
 
 An MLLP recording is ``mllp.jsonl``: the messages as received and the acknowledgements sent, one per line, in
@@ -50,7 +50,7 @@ import httpx
 import orjson
 
 from inlet.core import exact_json
-from inlet.core.errors import InletError
+from inlet.core.errors import ReplayMiss
 from inlet.core.mllp import MllpMessage, MllpSettings, MllpSource
 from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
 
@@ -70,10 +70,6 @@ __all__ = [
 
 
 _M = TypeVar("_M")
-
-
-class ReplayMiss(InletError):
-    """A replayed integration made a request that was never recorded (not retriable: replay is offline)."""
 
 
 MATCH_HEADERS = ("accept", "prefer", "content-type")
@@ -224,7 +220,7 @@ def message_doc(message: MqttMessage) -> dict[str, Any]:
 class RecordingSource:
     """Passes a live source's batches through and appends each message to ``path`` (redacted) as it goes.
 
-    The recording ends after ``idle_s`` seconds without a message (the first wait also covers connecting).
+    The recording ends after ``idle_seconds`` seconds without a message (the first wait also covers connecting).
     """
 
     def __init__(
@@ -232,11 +228,17 @@ class RecordingSource:
         inner: MessageSource,
         path: Path,
         *,
-        idle_s: float = 3.0,
+        idle_seconds: float = 3.0,
         redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        connect_s: float = 10.0,
+        connect_seconds: float = 10.0,
     ) -> None:
-        self.inner, self.path, self.idle_s, self.redact, self.connect_s = inner, path, idle_s, redact, connect_s
+        self.inner, self.path, self.idle_seconds, self.redact, self.connect_seconds = (
+            inner,
+            path,
+            idle_seconds,
+            redact,
+            connect_seconds,
+        )
 
     async def start(self) -> None:
         await self.inner.start()
@@ -246,14 +248,14 @@ class RecordingSource:
 
     async def batches(self) -> AsyncIterator[list[MqttMessage]]:
         it = aiter(self.inner.batches())
-        timeout = self.idle_s + self.connect_s
+        timeout = self.idle_seconds + self.connect_seconds
         try:
             while True:
                 try:
                     batch = await asyncio.wait_for(anext(it), timeout)
                 except (TimeoutError, StopAsyncIteration):
                     return
-                timeout = self.idle_s
+                timeout = self.idle_seconds
                 with self.path.open("ab") as fh:
                     for m in batch:
                         doc = message_doc(m)
@@ -351,8 +353,8 @@ def _msa(payload: bytes) -> tuple[str, str]:
 class MllpRecordingSource:
     """Passes a live MLLP listener's batches through, appending each message and each reply to ``path``.
 
-    The recording ends after ``idle_s`` seconds without a message (the first wait also covers the senders
-    connecting: ``connect_s``). ``redact`` is applied to every line before it is written.
+    The recording ends after ``idle_seconds`` seconds without a message (the first wait also covers the senders
+    connecting: ``connect_seconds``). ``redact`` is applied to every line before it is written.
     """
 
     def __init__(
@@ -360,11 +362,17 @@ class MllpRecordingSource:
         inner: MllpSource,
         path: Path,
         *,
-        idle_s: float = 3.0,
+        idle_seconds: float = 3.0,
         redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        connect_s: float = 10.0,
+        connect_seconds: float = 10.0,
     ) -> None:
-        self.inner, self.path, self.idle_s, self.redact, self.connect_s = inner, path, idle_s, redact, connect_s
+        self.inner, self.path, self.idle_seconds, self.redact, self.connect_seconds = (
+            inner,
+            path,
+            idle_seconds,
+            redact,
+            connect_seconds,
+        )
         self._numbers: dict[int, int] = {}
         self._connections: dict[str, int] = {}
 
@@ -387,7 +395,7 @@ class MllpRecordingSource:
 
     async def batches(self) -> AsyncIterator[list[MllpMessage]]:
         it = aiter(self.inner.batches())
-        timeout = self.idle_s + self.connect_s
+        timeout = self.idle_seconds + self.connect_seconds
         number = self._count()
         try:
             while True:
@@ -395,7 +403,7 @@ class MllpRecordingSource:
                     batch = await asyncio.wait_for(anext(it), timeout)
                 except (TimeoutError, StopAsyncIteration):
                     return
-                timeout = self.idle_s
+                timeout = self.idle_seconds
                 for m in batch:
                     number += 1
                     self._numbers[m.serial] = number

@@ -20,7 +20,7 @@ How the guarantees are kept:
   them keeps the order; a new process resends them too).
 - **Bounded memory.** Pages of ``page_size`` rows; at most ``max_in_flight_events`` rows and about
   ``max_in_flight_bytes`` bytes read and not yet in the acknowledged prefix.
-- **Pruning.** Rows shipped (acknowledged) at least ``retention_hours`` ago are deleted in small transactions;
+- **Pruning.** Rows shipped (acknowledged) at least ``retention_seconds`` ago are deleted in small transactions;
   rows above the watermark never are. ``seq`` is AUTOINCREMENT, so a pruned ``seq`` is never reused.
 - **One relay per outbox.** An exclusive ``flock`` on ``<outbox>.relay.lock`` (released by the kernel when the
   process dies, kill -9 too): two relays would interleave their producers and reorder keys.
@@ -75,7 +75,7 @@ from aiokafka.errors import KafkaError
 
 from inlet.core.config import KafkaSettings, RelaySettings, SupervisorConfig, TopicsSettings
 from inlet.core.envelope import Enveloper, Event
-from inlet.core.errors import InletError, SinkRefused, TransientError
+from inlet.core.errors import InletError, RelayBusy, RelayError, RelayFailed, RelayRefused, SinkRefused
 from inlet.core.kafka_client import connection_options, describe, start_client
 from inlet.core.pipeline import refused_event, truncated
 from inlet.core.sinks import Rejected
@@ -109,25 +109,11 @@ _Target = tuple[str, str | None, str | None, str | None]  # topic, ce_customer, 
 _DLQ_TOPIC_TEMPLATE: str = SupervisorConfig.model_fields["dlq_topic_template"].default
 
 
-class RelayError(InletError):
-    """A relay session failed (Kafka refused a batch, a topic is unknown): it is restarted from the watermark."""
-
-
-class RelayBusy(RelayError):
-    """Another relay holds this outbox."""
-
-
-class RelayFailed(RelayError):
-    """The relay gave up after repeated failures (``--once``)."""
-
-
-class RelayRefused(RelayError, SinkRefused):
-    """Kafka refused the relay for good (credentials, certificates, cluster authorization, a row that cannot be
-    dead-lettered): not retried like an outage; nothing after the watermark is marked shipped."""
-
-
 class _Isolate(RelayError):
-    """Kafka refused rows for good: a fresh session resends them one per batch, or as DLQ records (no backoff)."""
+    """Kafka refused rows for good: a fresh session resends them one per batch, or as DLQ records (no backoff).
+
+    A local signal: :meth:`Relay._sessions` catches it and starts that session at once; it never leaves the relay.
+    """
 
 
 @dataclass
@@ -452,11 +438,20 @@ class _Triage:
         )
 
 
+_OUTAGES = (KafkaError, OSError, TimeoutError, sqlite3.Error)
+"""Failures of a session the relay retries besides inlet's retriable errors: Kafka, the network, the outbox."""
+
+
+def _retried(exc: Exception) -> bool:
+    """Whether a failed session is resent from the watermark after a backoff (the class says, for inlet's own)."""
+    return exc.retriable if isinstance(exc, InletError) else isinstance(exc, _OUTAGES)
+
+
 def _worst(a: RelayError | None, b: RelayError | None) -> RelayError | None:
     """The error that decides how a session ends: a refusal (stop), an outage (back off), else a triage (resend)."""
 
     def rank(e: RelayError | None) -> int:
-        return -1 if e is None else 2 if isinstance(e, RelayRefused) else 0 if isinstance(e, _Isolate) else 1
+        return -1 if e is None else 2 if e.fatal else 0 if isinstance(e, _Isolate) else 1
 
     return a if rank(a) >= rank(b) else b
 
@@ -602,8 +597,8 @@ class Relay:
         dlq_topic_template: str = _DLQ_TOPIC_TEMPLATE,
         topics: TopicsSettings | None = None,
         config_dir: Path | None = None,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 30.0,
+        backoff_initial_seconds: float = 1.0,
+        backoff_max_seconds: float = 30.0,
     ) -> None:
         """``topics``: check the topics the rows target as the supervisor's start-up does (None: not checked);
         ``config_dir``: where ``inlet.yaml`` is, for the messages."""
@@ -616,8 +611,8 @@ class Relay:
         self._checked: set[tuple[str, str | None, str | None]] = set()  # (topic, customer, integration) checked
         self._acked_above: set[int] = set()  # acknowledged above the prefix when the last session ended
         self._scanned = False  # the unshipped rows' topics were checked in this run
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff_initial_seconds = backoff_initial_seconds
+        self.backoff_max_seconds = backoff_max_seconds
         self.progress = RelayProgress()
         self._db: SqliteStore | None = None
         self._wake = asyncio.Event()
@@ -632,10 +627,10 @@ class Relay:
         self._next_prune = 0.0
         self._started = 0.0
         self._bounded = False
-        retention = settings.retention_hours
+        retention = settings.retention_seconds
         # How long the newest mark is moved forward before a new one is opened: pruning may keep a row up to
-        # this much longer than the retention, never shorter.
-        self._granularity = 3600.0 if retention is None else min(retention * 36.0, 3600.0)
+        # this much longer than the retention (1 %, at most an hour), never shorter.
+        self._granularity = 3600.0 if retention is None else min(retention / 100, 3600.0)
 
     @classmethod
     def from_config(cls, cfg: SupervisorConfig, outbox: Path, *, config_dir: Path | None = None) -> Relay:
@@ -648,8 +643,8 @@ class Relay:
             dlq_topic_template=cfg.dlq_topic_template,
             topics=cfg.topics,
             config_dir=config_dir,
-            backoff_initial=cfg.restart_backoff_initial,
-            backoff_max=cfg.restart_backoff_max,
+            backoff_initial_seconds=cfg.restart_backoff_initial_seconds,
+            backoff_max_seconds=cfg.restart_backoff_max_seconds,
         )
 
     def finish(self) -> None:
@@ -692,9 +687,9 @@ class Relay:
                 watermark=self._committed,
                 remaining=self.progress.remaining,
             )
-            self._next_progress = loop.time() + self.settings.progress_interval
+            self._next_progress = loop.time() + self.settings.progress_interval_seconds
             self._next_prune = loop.time()
-            if await self._sessions(stop, max_failures) and self.settings.retention_hours is not None:
+            if await self._sessions(stop, max_failures) and self.settings.retention_seconds is not None:
                 await self._await_prune()  # finished: prune once more, what was just shipped included
                 self._prune_task = asyncio.create_task(self._prune())
             await self._await_prune()
@@ -724,14 +719,12 @@ class Relay:
 
     async def _sessions(self, stop: asyncio.Event, max_failures: int | None) -> bool:
         """Producer sessions until finished (True) or stopped (False); failures restart from the watermark."""
-        failures, backoff = 0, self.backoff_initial
+        failures, backoff = 0, self.backoff_initial_seconds
         while not stop.is_set():
             before = self._committed
             try:
                 if await self._session(stop):
                     return True
-            except (RelayFailed, RelayRefused):
-                raise
             except _Isolate as exc:  # progress, not a failure: resend from the watermark at once
                 log.warning(
                     "kafka refused outbox rows for good; resending from the watermark",
@@ -739,9 +732,11 @@ class Relay:
                     watermark=self._committed,
                 )
                 continue
-            except (KafkaError, OSError, TimeoutError, sqlite3.Error, TransientError, RelayError) as exc:
+            except Exception as exc:
+                if not _retried(exc):  # the relay refused or given up, topics missing, a bug: it ends
+                    raise
                 if self._committed > before:
-                    failures, backoff = 0, self.backoff_initial
+                    failures, backoff = 0, self.backoff_initial_seconds
                 failures += 1
                 self.progress.failures += 1
                 self.progress.last_error = f"{type(exc).__name__}: {exc}"
@@ -757,7 +752,7 @@ class Relay:
                         f"gave up after {failures} failures in a row; last: {self.progress.last_error}"
                     ) from exc
                 await self._sleep(stop, backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, self.backoff_max)
+                backoff = min(backoff * 2, self.backoff_max_seconds)
         return False
 
     # --- one producer session ---
@@ -837,8 +832,8 @@ class Relay:
                     raise
                 if not rows and end is not None:  # nothing left up to the end (rows deleted by hand)
                     ship.cursor = max(ship.cursor, end)
-                if len(rows) < limit:  # caught up: look again after poll_interval
-                    next_poll = now + s.poll_interval
+                if len(rows) < limit:  # caught up: look again after poll_interval_seconds
+                    next_poll = now + s.poll_interval_seconds
                 continue
             timeout = min(self._next_progress, self._next_prune, self._give_up_at(ship)) - now
             if room and more:
@@ -963,7 +958,7 @@ class Relay:
         now = loop.time()
         s = self.settings
         if now >= self._next_progress:
-            self._next_progress = now + s.progress_interval
+            self._next_progress = now + s.progress_interval_seconds
             assert self._db is not None
             after = self._acked_upto
             self.progress.remaining = await self._db.acall(lambda c: _remaining(c, after))
@@ -973,7 +968,7 @@ class Relay:
                 log.warning(
                     "relay waiting for Kafka",
                     bootstrap=self.kafka.bootstrap,
-                    silent_s=round(silent),
+                    silent_seconds=round(silent),
                     remaining=self.progress.remaining,
                     watermark=self._committed,
                 )
@@ -986,8 +981,8 @@ class Relay:
                     in_flight=len(ship.unacked),
                     per_s=round(self.progress.shipped / max(now - self._started, 1e-3)),
                 )
-        if s.retention_hours is not None and now >= self._next_prune:
-            self._next_prune = now + s.prune_interval
+        if s.retention_seconds is not None and now >= self._next_prune:
+            self._next_prune = now + s.prune_interval_seconds
             if self._prune_task is None or self._prune_task.done():
                 await self._await_prune()
                 self._prune_task = asyncio.create_task(self._prune())
@@ -1002,12 +997,12 @@ class Relay:
             log.warning("pruning the outbox failed", error=repr(exc))
 
     async def _prune(self, now: float | None = None) -> int:
-        """Delete the rows Kafka acknowledged at least ``retention_hours`` before ``now``; returns how many."""
-        retention = self.settings.retention_hours
+        """Delete the rows Kafka acknowledged at least ``retention_seconds`` before ``now``; returns how many."""
+        retention = self.settings.retention_seconds
         if retention is None or self._db is None:
             return 0
         db = self._db
-        cutoff = (time.time() if now is None else now) - retention * 3600
+        cutoff = (time.time() if now is None else now) - retention
         upto = await db.acall(lambda c: _prunable(c, cutoff))
         if upto is None:
             return 0
@@ -1022,7 +1017,7 @@ class Relay:
         return deleted
 
     async def prune(self, now: float | None = None) -> int:
-        """Prune once, outside :meth:`run` (which prunes every ``prune_interval`` itself)."""
+        """Prune once, outside :meth:`run` (which prunes every ``prune_interval_seconds`` itself)."""
         opened = self._db is None
         if opened:
             self._db = open_outbox(self.outbox)
@@ -1053,7 +1048,7 @@ class Relay:
                 if not warned:
                     log.warning("waiting for the other relay to stop", detail=message)
                     warned = True
-                await self._sleep(stop, self.backoff_initial)
+                await self._sleep(stop, self.backoff_initial_seconds)
                 if stop.is_set():
                     return None
                 continue

@@ -183,7 +183,7 @@ def _yaml(
         f"integration: {integration}",
         f"plugin: {names['module']}.{integration}",
         f"zone: {scaffold.zone or 'UTC'}        # the source's IANA zone: naive timestamps are read in it. Check it!",
-        "# poll_interval: 30      # seconds between reads once caught up (pull sources)",
+        "# poll_interval_seconds: 30   # between reads once caught up (pull sources)",
         "settings:",
         *settings_yaml(base.settings_model, values, in_module=scaffold.in_module),
         f"# drift: {{shape: {fixtures_rel}/shape.json, policy: map}}   # alert when payloads leave the recorded shape",

@@ -26,6 +26,7 @@ class SqliteStore:
         self._schema = schema
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -47,7 +48,10 @@ class SqliteStore:
         return await loop.run_in_executor(self._executor, lambda: fn(self._connect()))
 
     def close(self) -> None:
-        """Close the connection and the thread; idempotent."""
+        """Close the connection and the thread; idempotent (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
 
         def _close() -> None:
             if self._conn is not None:

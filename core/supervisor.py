@@ -3,7 +3,7 @@
 - One sink (Kafka or the SQLite outbox) and one checkpoint store are shared by all integrations.
 - An integration that fails (upstream or Kafka unavailable, a bug) is restarted with jittered
   exponential backoff from its last checkpoint; the others keep running.
-- A pull integration that has caught up sleeps ``poll_interval`` and reads again; with ``once`` it
+- A pull integration that has caught up sleeps ``poll_interval_seconds`` and reads again; with ``once`` it
   stops after one pass instead (the README's first command, tests, cron-style runs).
 - SIGTERM / SIGINT drain: stop reading, wait for the acknowledgements of what was handed to the sink,
   commit those positions, close the sink, return — exit code 0.
@@ -11,9 +11,10 @@
   will write exists, or is created (``topics.create``), or the run is refused with one error naming the missing
   ones and ``inlet topics apply`` — before any integration reads. With Kafka not reachable yet, each
   integration (sink: kafka) runs the check before it reads, backing off like any sink outage.
-- A :class:`~core.errors.SinkRefused` (Kafka refused inlet's password or certificate) stops the integration
-  for good instead of restarting it; ``/readyz`` reports it. When no integration is left running and the
-  probes are served, the supervisor stays up (not ready, saying why) until SIGTERM.
+- An error whose class is ``fatal`` (:class:`~core.errors.SinkRefused`: Kafka refused inlet's password or
+  certificate) stops the integration for good instead of restarting it; ``/readyz`` reports it. When no
+  integration is left running and the probes are served, the supervisor stays up (not ready, saying why) until
+  SIGTERM.
 - With ``relay: {enabled: true}`` (and Kafka configured) the integrations write the outbox and the relay
   (:mod:`inlet.core.relay`) ships it to Kafka alongside them: the outbox is then a local buffer that keeps the
   integrations reading while Kafka is away, and Kafka gets every event in outbox order. With ``once`` the relay
@@ -36,7 +37,7 @@ from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import LoadedIntegration, SupervisorConfig
 from inlet.core.drift import Shape
 from inlet.core.envelope import Enveloper
-from inlet.core.errors import ConfigError, SinkRefused, TransientError
+from inlet.core.errors import ConfigError, InletError
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import DriftCheck, Pipeline
@@ -77,7 +78,12 @@ def build_sink(cfg: SupervisorConfig) -> Sink:
     """The configured sink: Kafka when a bootstrap is set (or sink: kafka), else the embedded outbox."""
     if cfg.resolved_sink() == "kafka":
         if cfg.kafka is None:
-            raise ValueError("sink: kafka needs kafka.bootstrap (or INLET_KAFKA_BOOTSTRAP)")
+            raise ConfigError(
+                "sink: kafka needs a Kafka to write to: set kafka.bootstrap (host:port,...) in inlet.yaml or "
+                "the INLET_KAFKA_BOOTSTRAP environment variable, or choose sink: outbox",
+                file="inlet.yaml",
+                key="kafka.bootstrap",
+            )
         from inlet.core.sinks.kafka import KafkaSink
 
         return KafkaSink(cfg.kafka)
@@ -144,15 +150,13 @@ class Supervisor:
         return status
 
     async def _run_relay(self) -> None:
-        from inlet.core.relay import RelayError
-
         assert self.relay is not None
         try:
             # Following, a standalone `inlet relay` on this outbox is waited for; once, it is a failure.
             await self.relay.run(self.stop_event, max_failures=self.max_failures, wait_for_lock=not self.once)
         except Exception as exc:  # a relay that ends never takes the integrations down
             self.failed["relay"] = f"{type(exc).__name__}: {exc}"
-            log.error("relay given up", error=str(exc), exc_info=not isinstance(exc, RelayError | ConfigError))
+            log.error("relay given up", error=str(exc), exc_info=not isinstance(exc, InletError))
 
     async def _check_topics(self) -> None:
         """The start-up check (``core.topics``), once per run: raises ``TopicsMissing`` (and stops the run) when
@@ -177,7 +181,9 @@ class Supervisor:
             return
         try:
             await self._check_topics()
-        except (TransientError, SinkRefused) as exc:
+        except InletError as exc:
+            if not (exc.retriable or exc.fatal):  # topics missing: the run is refused
+                raise
             log.warning(
                 "kafka topics not checked yet: Kafka is not reachable or refuses inlet; checked again before "
                 "each integration reads"
@@ -258,7 +264,7 @@ class Supervisor:
         if cfg.drift is not None:
             shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())
             drift = DriftCheck(shape, policy=cfg.drift.policy, strict=cfg.drift.strict)
-        backoff = self.cfg.restart_backoff_initial
+        backoff = self.cfg.restart_backoff_initial_seconds
         failures = 0
         while not self.stop_event.is_set():
             connector = item.build(once=self.once)
@@ -282,29 +288,30 @@ class Supervisor:
                             # Stopped while waiting out a pause: not caught up, whatever the books say.
                             stats.interrupted = f"stopped while waiting: {paused}"
                             bound.warning("integration stopped while its upstream is paused", paused=paused)
-                        failures, backoff = 0, self.cfg.restart_backoff_initial
+                        failures, backoff = 0, self.cfg.restart_backoff_initial_seconds
                         if self.once:
                             return
-                        await self._sleep(cfg.poll_interval)
+                        await self._sleep(cfg.poll_interval_seconds)
             except asyncio.CancelledError:
                 raise
-            except SinkRefused as exc:  # a wrong password or certificate: restarting cannot fix it
-                self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
-                bound.error("integration stopped, not restarted: the sink refused inlet", error=str(exc))
-                return
             except Exception as exc:
+                if isinstance(exc, InletError) and exc.fatal:  # SinkRefused: a wrong password or certificate
+                    self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
+                    bound.error("integration stopped, not restarted: restarting cannot fix this", error=str(exc))
+                    return
                 if exc is self.refused:  # the start-up check refused the run: nothing to restart
                     return
                 failures += 1
                 stats.restarted(exc)
-                level = bound.warning if isinstance(exc, TransientError) else bound.error
+                transient = isinstance(exc, InletError) and exc.retriable
+                level = bound.warning if transient else bound.error
                 if self.max_failures is not None and failures >= self.max_failures:
                     self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
                     level(
                         "integration failed",
                         error=repr(exc),
                         failures=failures,
-                        exc_info=not isinstance(exc, TransientError),
+                        exc_info=not transient,
                     )
                     bound.error("integration given up after repeated failures", failures=failures)
                     return
@@ -313,7 +320,7 @@ class Supervisor:
                     error=repr(exc),
                     retry_in=round(backoff, 2),
                     failures=failures,
-                    exc_info=not isinstance(exc, TransientError),
+                    exc_info=not transient,
                 )
                 await self._sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, self.cfg.restart_backoff_max)
+                backoff = min(backoff * 2, self.cfg.restart_backoff_max_seconds)

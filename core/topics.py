@@ -66,7 +66,7 @@ from aiokafka.errors import KafkaError
 from inlet.contracts.base import Contract, converters_from
 from inlet.core.config import KafkaSettings, LoadedIntegration, SupervisorConfig, TopicSettings, TopicsSettings
 from inlet.core.envelope import Enveloper
-from inlet.core.errors import ConfigError, SinkUnavailable
+from inlet.core.errors import SinkUnavailable, TopicsMissing
 from inlet.core.kafka_client import connection_options, describe, start_client
 
 __all__ = [
@@ -101,10 +101,6 @@ DEFAULT_REPLICATION = 3
 """Replication when none is configured; capped to the number of brokers of a smaller cluster."""
 
 CREATE_TIMEOUT_MS = 30_000
-
-
-class TopicsMissing(ConfigError):
-    """Topics this configuration writes are missing on Kafka and the configuration does not create them."""
 
 
 @dataclass(frozen=True)

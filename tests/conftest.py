@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-Real services (DESIGN.md, "Real components in tests"): Kafka and Mosquitto are started from tools.services the
+Real services (docs/development.md, "The test command"): Kafka and Mosquitto are started from tools.services the
 first time a test asks for them, or taken from ``INLET_KAFKA_BOOTSTRAP`` / ``INLET_MQTT_URL`` (docker compose,
 a broker started with ``python -m tools.services kafka``). A service that cannot start fails the test that
 needs it, never skips it: a silently skipped integration test is how lost messages reach production.
@@ -8,19 +8,34 @@ needs it, never skips it: a silently skipped integration test is how lost messag
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
+from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import KafkaSettings
+from inlet.core.sinks.kafka import KafkaSink
+from inlet.core.sinks.outbox import OutboxSink
+from inlet.core.supervisor import Supervisor
 from tests.secure_kafka import Pki, make_pki, secure_broker
 from tools.servers import sample_data_dir
 from tools.services import KafkaBroker, Mosquitto, ServiceError
 
 _Service = TypeVar("_Service", KafkaBroker, Mosquitto)
+
+
+class _AsyncClosable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+_Closable = TypeVar("_Closable", bound=_AsyncClosable)
 
 # --- real services and sample data ---------------------------------------------------------------------
 
@@ -111,6 +126,154 @@ def _started(service: _Service) -> Iterator[_Service]:
         yield service
     finally:
         service.close()
+
+
+# --- stores, sinks and broker clients that close themselves -----------------------------------------------
+# Each is a fixture, so what a test opens is closed (stopped) in teardown even when an assertion fails first;
+# a test may still close one itself (every close here is idempotent). Factories, so a test opens as many as
+# it needs: e.g. ``store = checkpoint_stores(tmp_path / "a.sqlite")``, ``consumer = await kafka_consumer(...)``.
+
+
+@pytest.fixture
+def checkpoint_stores() -> Iterator[Callable[[Path], CheckpointStore]]:
+    """Open a :class:`CheckpointStore` at a path; every store opened is closed when the test ends."""
+    stores: list[CheckpointStore] = []
+
+    def make(path: Path) -> CheckpointStore:
+        store = CheckpointStore(path)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def checkpoint_store(checkpoint_stores: Callable[[Path], CheckpointStore], tmp_path: Path) -> CheckpointStore:
+    """A :class:`CheckpointStore` at ``tmp_path / "cp.sqlite"``, closed when the test ends."""
+    return checkpoint_stores(tmp_path / "cp.sqlite")
+
+
+@pytest.fixture
+async def outbox_sinks() -> AsyncIterator[Callable[..., OutboxSink]]:
+    """Make an :class:`OutboxSink` (``OutboxSink``'s arguments; not started); every one is stopped at the end."""
+    sinks: list[OutboxSink] = []
+
+    def make(path: Path, **kwargs: Any) -> OutboxSink:
+        sink = OutboxSink(path, **kwargs)
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        await sink.stop()
+
+
+@pytest.fixture
+async def aclosing() -> AsyncIterator[Callable[[_Closable], _Closable]]:
+    """``http = aclosing(HttpClient(...))``: anything with ``async aclose()`` (an ``HttpClient``, an
+    ``httpx.AsyncClient``) is closed when the test ends; returns its argument."""
+    opened: list[_AsyncClosable] = []
+
+    def register(client: _Closable) -> _Closable:
+        opened.append(client)
+        return client
+
+    yield register
+    for client in reversed(opened):
+        await client.aclose()
+
+
+@pytest.fixture
+async def run_supervisor() -> AsyncIterator[Callable[[Supervisor], asyncio.Task[Any]]]:
+    """``run = run_supervisor(supervisor)``: ``supervisor.run()`` as a task (its result the per-integration
+    stats); when the test ends, a task still running is stopped (``supervisor.stop()``, 30 s to drain, then
+    cancelled), so a failed assertion does not leave a supervisor polling on."""
+    running: list[tuple[Supervisor, asyncio.Task[Any]]] = []
+
+    def start(supervisor: Supervisor) -> asyncio.Task[Any]:
+        task = asyncio.create_task(supervisor.run())
+        running.append((supervisor, task))
+        return task
+
+    yield start
+    for supervisor, task in running:
+        if not task.done():
+            supervisor.stop()
+            await asyncio.wait({task}, timeout=30)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved, so it is not logged again: the test's own failure is the report
+
+
+@pytest.fixture
+async def kafka_sinks() -> AsyncIterator[Callable[[KafkaSettings], KafkaSink]]:
+    """Make a :class:`KafkaSink` (not started); every one is stopped (its producer closed) when the test ends."""
+    sinks: list[KafkaSink] = []
+
+    def make(settings: KafkaSettings) -> KafkaSink:
+        sink = KafkaSink(settings)
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        await sink.stop()
+
+
+@pytest.fixture
+async def kafka_consumer() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``await kafka_consumer(*topics, bootstrap_servers=..., **options)``: a started ``AIOKafkaConsumer``
+    (``group_id=None``, no auto commit unless given); every one is stopped when the test ends."""
+    consumers: list[Any] = []
+
+    async def make(*topics: str, **options: Any) -> Any:
+        options.setdefault("group_id", None)
+        options.setdefault("enable_auto_commit", False)
+        consumer = AIOKafkaConsumer(*topics, **options)
+        consumers.append(consumer)  # before start(): a start that fails half-way is stopped too
+        await consumer.start()
+        return consumer
+
+    yield make
+    for consumer in consumers:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def kafka_producer() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``await kafka_producer(bootstrap_servers=..., **options)``: a started ``AIOKafkaProducer``; every one is
+    stopped when the test ends."""
+    producers: list[Any] = []
+
+    async def make(**options: Any) -> Any:
+        producer = AIOKafkaProducer(**options)
+        producers.append(producer)
+        await producer.start()
+        return producer
+
+    yield make
+    for producer in producers:
+        await producer.stop()
+
+
+@pytest.fixture
+async def kafka_admin() -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+    """``await kafka_admin(bootstrap)``: a started ``AIOKafkaAdminClient``; every one is closed when the test ends."""
+    admins: list[Any] = []
+
+    async def make(bootstrap: str) -> Any:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admins.append(admin)  # before start(): closing one whose start failed is safe
+        await admin.start()
+        return admin
+
+    yield make
+    for admin in admins:
+        await admin.close()
 
 
 # --- fixtures of other areas go below this line ------------------------------------------------------------

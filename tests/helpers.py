@@ -15,7 +15,7 @@ from inlet.contracts.clinical_observation import ObservationV1
 from inlet.core.connector import Batch, Connector, IntegrationContext, NoSettings
 from inlet.core.envelope import Event
 from inlet.core.errors import DecodeError, MappingError
-from inlet.core.sinks import Sink
+from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
 
 
@@ -68,11 +68,11 @@ class ListConnector(Connector[NoSettings]):
 
 
 class GatedSink(Sink):
-    """Holds every batch's acknowledgement until the test releases it (or fails it)."""
+    """Holds each batch's acknowledgement until the test releases it (``set_result([])``: none refused) or fails it."""
 
     def __init__(self) -> None:
         self.batches: list[list[Event]] = []
-        self.acks: list[asyncio.Future[None]] = []
+        self.acks: list[asyncio.Future[Sequence[Rejected]]] = []
 
     async def start(self) -> None:
         return None
@@ -80,9 +80,9 @@ class GatedSink(Sink):
     async def stop(self) -> None:
         return None
 
-    async def submit(self, events: Sequence[Event]) -> Awaitable[None]:
+    async def submit(self, events: Sequence[Event]) -> Awaitable[Sequence[Rejected]]:
         self.batches.append(list(events))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Sequence[Rejected]] = asyncio.get_running_loop().create_future()
         self.acks.append(fut)
         return fut
 
@@ -99,16 +99,16 @@ def write_config(
     plugin: str = "fhir.observation_search",
     page_size: int = 100,
     zone: str = "Europe/Berlin",
-    poll_interval: float = 0.5,
-    backoff: float = 0.2,
+    poll_interval_seconds: float = 0.5,
+    backoff_seconds: float = 0.2,
     http: dict[str, Any] | None = None,
 ) -> Path:
     """A config directory with one FHIR search integration (``acme/observations``) for tests."""
     (root / "integrations").mkdir(parents=True, exist_ok=True)
     sup: dict[str, Any] = {
         "state_dir": str(root / "state"),
-        "restart_backoff_initial": backoff,
-        "restart_backoff_max": max(backoff, 2.0),
+        "restart_backoff_initial_seconds": backoff_seconds,
+        "restart_backoff_max_seconds": max(backoff_seconds, 2.0),
         "topic_template": topic_prefix + "{name}.v{major}",
         "dlq_topic_template": topic_prefix + "inlet.dlq.{customer}.{integration}",
     }
@@ -120,10 +120,10 @@ def write_config(
         "integration": "observations",
         "plugin": plugin,
         "zone": zone,
-        "poll_interval": poll_interval,
+        "poll_interval_seconds": poll_interval_seconds,
         "settings": {
             "page_size": page_size,
-            "http": {"base_url": base_url, "backoff_initial": 0.05, "backoff_max": 0.5, **(http or {})},
+            "http": {"base_url": base_url, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.5, **(http or {})},
         },
     }
     (root / "integrations" / "acme.yaml").write_text(yaml.safe_dump(integration))
@@ -146,12 +146,12 @@ async def consume(
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
     )
-    await consumer.start()
     out: list[Any] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = loop.time()
     try:
+        await consumer.start()  # inside the try: a start that fails half-way is closed too
+        deadline = loop.time() + timeout
+        last = loop.time()
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             got = [r for records in batch.values() for r in records]

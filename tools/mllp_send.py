@@ -38,9 +38,11 @@ async def _send_one(
     while time.monotonic() < deadline:
         attempts += 1
         try:
-            if conn[0] is None:
-                conn[0] = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
-            reader, writer = conn[0]
+            pair = conn[0]
+            if pair is None:
+                pair = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+                conn[0] = pair
+            reader, writer = pair
             sent = time.perf_counter()
             writer.write(START + payload + END)
             await writer.drain()

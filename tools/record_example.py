@@ -46,7 +46,7 @@ def example_resources() -> list[dict[str, object]]:
     error["status"] = "entered-in-error"
     extra = [local, no_code, unknown_value, bad_time, error]
     for r in extra:
-        r["meta"] = dict(obs[-1]["meta"])  # type: ignore[arg-type]
+        r["meta"] = dict(obs[-1]["meta"])
     return [*obs, *extra]
 
 

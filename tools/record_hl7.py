@@ -66,7 +66,7 @@ def record_integration(key: str, messages: list[bytes], fixtures: Path | None = 
         target=lambda: results.extend(asyncio.run(send_all("127.0.0.1", port, messages, 1, 10.0, 120.0))), daemon=True
     )
     sender.start()
-    count = record(live, fixtures or ROOT / "fixtures" / key, replay_as=item, idle_s=1.0)
+    count = record(live, fixtures or ROOT / "fixtures" / key, replay_as=item, idle_seconds=1.0)
     sender.join(timeout=30)
     return count, results
 

@@ -53,7 +53,7 @@ def record_integration(key: str, messages: list[Message]) -> int:
         client_id = mqtt_settings.client_id or f"inlet-{item.config.customer}-{item.config.integration}"
         create_session(mqtt_settings, client_id)
         publish(broker.url, messages)
-        return record(live, ROOT / "fixtures" / key, replay_as=item, idle_s=1.0)
+        return record(live, ROOT / "fixtures" / key, replay_as=item, idle_seconds=1.0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Real Kafka and Mosquitto brokers on loopback, for the test suite and for people without Docker.
 
-inlet's integration tests run against real brokers (DESIGN.md, "Real components in tests") on machines that
+inlet's integration tests run against real brokers (docs/development.md, "The test command") on machines that
 have Java and apt but no Docker engine. This module makes those brokers cheap to get, with the standard
 library only so that it runs before any dependency is installed:
 
@@ -530,7 +530,7 @@ class KafkaBroker(_Service):
         return f"127.0.0.1:{self.listener_ports[listener]}"
 
     def _security_settings(self) -> dict[str, str]:
-        """``server.properties`` lines of the extra listeners (as verified in RECIPES.md, per listener name)."""
+        """``server.properties`` lines of the extra listeners (per listener name)."""
         out: dict[str, str] = {}
         if self.keystore is not None:
             out |= {
@@ -572,7 +572,7 @@ class KafkaBroker(_Service):
         )
 
     def _settings(self) -> dict[str, str]:
-        # As verified in RECIPES.md; every replication setting is 1 because there is one node.
+        # Every replication setting is 1 because there is one node.
         extra = [(listener.name, listener.protocol, self.listener_ports[listener.name]) for listener in self.listeners]
         listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, _, port in extra)
         protocols = "".join(f",{name}:{protocol}" for name, protocol, _ in extra)

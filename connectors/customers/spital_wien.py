@@ -2,7 +2,7 @@
 
 Two integrations of one plugin:
 
-- ``nightly``: a full group-level export (``incremental: false``) once a day (``poll_interval: 86400``) —
+- ``nightly``: a full group-level export (``incremental: false``) once a day (``poll_interval_seconds: 86400``) —
   the reconciliation run that re-delivers every resource (same event ids for unchanged resources, so
   consumers see duplicates, not new facts). The supervisor polls at intervals, not at wall-clock times:
   "nightly" means every 24 h from when the daemon started (start it at night, or run this integration

@@ -3,25 +3,20 @@
 One connector for every resource type the family maps (``settings.resource_type``: Observation, Patient,
 Encounter, Condition, MedicationRequest); each resource goes through :func:`connectors.fhir.resources.map_resource`
 and the family's stated filter rule. ``fhir.search`` is the general plugin; ``fhir.observation_search`` is the
-same connector bound to Observations (its settings accept no other type), kept because configurations and
-plugins (the example clinic) name it. A plugin for one type pins it the same way: ``pinned_settings(type)``.
+same connector bound to Observations (configurations and plugins name it). A plugin for one type pins it the
+same way: ``pinned_settings(type)``.
 
-Position: ``{"last_updated": <UTC instant>, "ids_at_watermark": [...]}``. The bound is inclusive, so a
-resource updated in the same instant as the watermark is never missed; the ids already delivered at
-that instant are filtered as duplicates (with that stated reason) instead of being emitted twice.
-An entry is the resource id, or ``<id>/_history/<versionId>`` when the version is not ``"1"``: a server whose
-``lastUpdated`` is coarse (whole seconds) can write version 2 in the same instant as version 1, and a
-dedup by id alone would then drop the update. Version-1 entries stay plain ids, so positions written before
-keep their meaning (a version-2 resource delivered under a plain id is delivered once more: same event id).
-Watermarks are compared as instants, never as strings: servers mix offsets (``+01:00`` vs ``Z``).
-Pages are parsed by ``core.exact_json.loads``: orjson, unless the page holds a number a float would not give
-back as written (``5.10``, ``1e-3``, 16+ digits), which then reaches the mapper as an exact Decimal.
-Observations map to ``clinical.observation`` v2.0 and are published as v1.0 too (the contract's converter).
-Paging follows ``Bundle.link[relation=next]`` through ``core.pagination`` (a next link seen before is
-an error, not a loop; a link to another origin is refused); ``Bundle.total`` is not trusted. An
-OperationOutcome entry (``search.mode = outcome``) is logged as the server's warning. A page that is
-not a JSON Bundle becomes one DLQ record (stage decode) and ends the pass without moving the position,
-so the next poll reads it again. A resource of another type than the one searched is a MappingError.
+Position: ``{"last_updated": <UTC instant>, "ids_at_watermark": [...]}``. The bound is inclusive; the resources
+already delivered at the watermark instant are filtered as duplicates (a stated reason). An entry is the
+resource id, or ``<id>/_history/<versionId>`` when the version is not ``"1"`` (why: docs/families/fhir.md,
+"Search"). Watermarks are compared as instants, never as strings.
+
+Pages are parsed by ``core.exact_json.loads`` (a number a float would not give back as written reaches the
+mapper as a Decimal) and followed through ``Bundle.link[relation=next]`` with ``core.pagination``;
+``Bundle.total`` is not trusted. An OperationOutcome entry is logged as the server's warning. A page that is not
+a JSON Bundle becomes one DLQ record (stage decode) and ends the pass without moving the position. A resource of
+another type than the one searched is a MappingError. Observations map to ``clinical.observation`` v2.0 and are
+published as v1.0 too.
 
 Deletions (``history_deletes: true``): after the search pages of a pass, :mod:`connectors.fhir.history` reads
 ``<Type>/_history`` for DELETE entries (``clinical.deletion``); its module docstring has the rules.

@@ -1,6 +1,6 @@
 """How far incoming FHIR resources are validated, and the opt-in full check.
 
-The decision (issue 8): **by default, a resource is validated only as far as its mapping needs it** — the
+The decision: **by default, a resource is validated only as far as its mapping needs it** — the
 mapper checks the shape of every element it reads (a ``MappingError`` naming the element path) and the
 contract validates the event it produces. Elements the family does not read are not checked: a server
 adding a vendor extension or a field we ignore must not stop the feed. This keeps the hot path at

@@ -1,1 +1,1 @@
-"""MQTT meter-hub connector family: delivery, topic routing and the pure payload decoders (issue 9)."""
+"""MQTT meter-hub connector family: delivery, topic routing and the pure payload decoders."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from typing import ClassVar
 
 import orjson
@@ -50,15 +50,15 @@ def upcast(old: ObservationV1) -> ObservationV9:
 
 
 async def test_v1_and_v2_are_published_side_by_side_until_the_old_major_is_retired(
-    tmp_path: Path, kafka_bootstrap: str
+    kafka_bootstrap: str, kafka_sinks: Callable[[KafkaSettings], KafkaSink], checkpoint_store: CheckpointStore
 ) -> None:
     prefix = f"dual-{uuid.uuid4().hex[:8]}."
     env = Enveloper("acme", "obs", topic_template=prefix + "{name}.v{major}")
     records = [{"id": f"o{i}", "patient": f"p{i % 3}"} for i in range(20)]
     native_v1_ids = [e.id for e in process_batch(ListConnector([]), env, Batch(records, {}))[0]]
     converter(ObservationV1, ObservationV9)(upcast)
-    sink = KafkaSink(KafkaSettings(bootstrap=kafka_bootstrap))
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    sink = kafka_sinks(KafkaSettings(bootstrap=kafka_bootstrap))
+    store = checkpoint_store
     try:
         connector = ListConnector([records])
         await Pipeline(connector, env, sink, store, Stats("acme", "obs")).run(None, asyncio.Event())
@@ -67,8 +67,7 @@ async def test_v1_and_v2_are_published_side_by_side_until_the_old_major_is_retir
     # Retired: a later record is published as v1 only.
     late = ListConnector([records, [{"id": "late", "patient": "p1"}]])
     await Pipeline(late, env, sink, store, Stats("acme", "obs")).run({"batch": 0}, asyncio.Event())
-    await sink.stop()
-    store.close()
+    await sink.stop()  # flushed before reading back; the fixtures close the sink and the store again if a step failed
 
     v1 = await consume(kafka_bootstrap, [f"{prefix}clinical.observation.v1"], expect=21)
     v9 = await consume(kafka_bootstrap, [f"{prefix}clinical.observation.v9"], idle=2.0)

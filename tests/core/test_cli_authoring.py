@@ -60,7 +60,7 @@ def test_the_public_api_resolves_every_name_from_its_home_module() -> None:
         home = sys.modules[inlet._WHERE[name]]
         assert getattr(home, name) is value, name
     with pytest.raises(AttributeError, match="no attribute 'core_cli'"):
-        _ = inlet.core_cli  # type: ignore[attr-defined]
+        _ = inlet.core_cli
 
 
 def test_replay_of_one_integration_needs_no_other_customers_secret(cli: Any) -> None:
@@ -172,7 +172,7 @@ def test_plugins_show_documents_every_setting_from_the_model(cli: Any) -> None:
     assert table.exit_code == 0
     text = " ".join(table.stdout.split())
     assert "mqtt.max_payload_bytes" in text and "Larger payloads are still delivered" in text
-    assert "mqtt.keepalive" in text and ">= 5" in text
+    assert "mqtt.keepalive_seconds" in text and ">= 5" in text
     schema = cli("plugins", "show", "example_clinic.observations", "--schema")
     doc = orjson.loads(schema.stdout)
     assert set(doc["properties"]) >= {"http", "page_size", "resource_type", "since"}

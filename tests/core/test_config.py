@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
+import inlet.connectors
+import inlet.core
+from inlet.connectors.fhir.bulk import FhirBulkSettings
 from inlet.core.cli import app
-from inlet.core.config import check_config, load_config
+from inlet.core.config import KafkaSettings, RenamedKeys, SupervisorConfig, check_config, load_config
+from inlet.core.connector import PluginSettings
 from inlet.core.errors import ConfigError
+from inlet.core.http import HttpSettings
 from inlet.core.secrets import mask
 
 runner = CliRunner()
@@ -126,7 +135,7 @@ def test_wrong_types_and_unknown_keys_say_what_was_expected(tmp_path: Path) -> N
         tmp_path,
         "acme.yaml",
         _integration(
-            poll_interval="soon",
+            poll_interval_seconds="soon",
             zone="Mars/Olympus",
             settings={"http": {"base_url": "x"}, "page_size": 0, "pagesize": 10},
         ),
@@ -134,10 +143,10 @@ def test_wrong_types_and_unknown_keys_say_what_was_expected(tmp_path: Path) -> N
     _, _, errors = check_config(tmp_path)
     text = "\n".join(map(str, errors))
     assert all(e.file == str(path) for e in errors)
-    assert "key poll_interval" in text and "valid number" in text and "'soon'" in text
+    assert "key poll_interval_seconds" in text and "valid number" in text and "'soon'" in text
     assert "key zone" in text and "not an IANA time zone" in text
     keys = {e.key for e in errors}
-    assert "settings.page_size" in keys or "poll_interval" in keys
+    assert "settings.page_size" in keys or "poll_interval_seconds" in keys
 
 
 def test_settings_errors_are_found_once_the_top_level_is_fixed(tmp_path: Path) -> None:
@@ -293,3 +302,29 @@ def test_integrations_lists_what_each_integration_produces(tmp_path: Path, monke
     table = runner.invoke(app, ["integrations", "--config", str(tmp_path)])
     assert table.exit_code == 0
     assert "clinical.observation" not in table.output and "clinical.condition 1.0" in table.output
+
+
+def _models_defined_in(*packages: ModuleType) -> list[type[BaseModel]]:
+    """Every pydantic model whose class is defined in ``packages`` (all their modules imported), nested ones too."""
+    names = tuple(f"{p.__name__}." for p in packages)
+    for package in packages:
+        for module in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+            importlib.import_module(module.name)
+    found: list[type[BaseModel]] = []
+    todo = BaseModel.__subclasses__()
+    while todo:
+        cls = todo.pop()
+        if cls not in found:
+            found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return [cls for cls in found if cls.__module__.startswith(names)]
+
+
+def test_every_settings_model_has_the_one_frozen_closed_base() -> None:
+    # The config is declared once, on PluginSettings; a model with a copy of its own could drift from it unnoticed.
+    models = _models_defined_in(inlet.core, inlet.connectors)
+    assert {KafkaSettings, SupervisorConfig, HttpSettings, FhirBulkSettings} <= set(models)
+    settings = [m for m in models if m is not RenamedKeys]  # a mixin: a validator, no config of its own
+    assert [m.__qualname__ for m in settings if not issubclass(m, PluginSettings)] == []
+    config = {m.__qualname__: (m.model_config.get("extra"), m.model_config.get("frozen")) for m in settings}
+    assert {name: c for name, c in config.items() if c != ("forbid", True)} == {}  # no subclass loosens it

@@ -39,7 +39,7 @@ def test_learn_records_types_optionality_and_enums() -> None:
     assert SHAPE.samples == 200
     assert SHAPE.paths["status"].types == {"string": 200}
     assert SHAPE.paths["status"].required
-    assert SHAPE.enum("status") == {"final", "amended"}
+    assert SHAPE.enum("status") == frozenset({"final", "amended"})
     assert SHAPE.paths["code.coding[].system"].required
     assert not SHAPE.paths["valueQuantity"].required  # 173 of 200: optional
     assert SHAPE.paths["valueQuantity.value"].required  # required *within* its parent
@@ -69,7 +69,7 @@ def test_identical_payloads_report_nothing() -> None:
 
 def test_enum_overrides() -> None:
     shape = learn(OBSERVATIONS, enum_paths=["meta.versionId"], not_enum_paths=["status"])
-    assert shape.enum("meta.versionId") == {"1", "2"}
+    assert shape.enum("meta.versionId") == frozenset({"1", "2"})
     assert not shape.is_enum("status")
     obs = quantity_observation()
     obs["meta"]["versionId"] = "3"
@@ -81,7 +81,7 @@ def test_few_unique_strings_are_not_an_enum() -> None:
     shape = learn([{"kind": k} for k in ("a", "b", "c", "d", "e", "f")])
     assert not shape.is_enum("kind")  # 6 distinct values in 6 samples: no repetition, no closed set
     shape = learn([{"kind": k} for k in ("a", "b", "a", "b", "a", "b")])
-    assert shape.enum("kind") == {"a", "b"}
+    assert shape.enum("kind") == frozenset({"a", "b"})
 
 
 # --- change kinds --------------------------------------------------------------------------------------------

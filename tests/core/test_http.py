@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -26,25 +27,27 @@ from tools.servers.fhir import FhirTestServer
 from tools.servers.http import Faults, HttpTestServer, RateLimit, Request, Response
 
 
-async def test_past_the_retry_budget_the_batch_fails_without_committing_its_position(tmp_path: Path) -> None:
+async def test_past_the_retry_budget_the_batch_fails_without_committing_its_position(
+    tmp_path: Path, checkpoint_store: CheckpointStore, outbox_sinks: Callable[..., OutboxSink]
+) -> None:
     resources = generate_observations(100, seed=12)
     faults = FhirFaults(status=503, retry_after=None, fail_requests=frozenset(range(3, 1000)))
     with FhirTestServer(resources, faults=faults) as server:
         settings = FhirSearchSettings(
             page_size=20,
-            http=HttpSettings(base_url=server.base_url, max_attempts=3, backoff_initial=0.01, backoff_max=0.05),
+            http=HttpSettings(
+                base_url=server.base_url, max_attempts=3, backoff_initial_seconds=0.01, backoff_max_seconds=0.05
+            ),
         )
         connector = FhirObservationSearchConnector(IntegrationContext("acme", "obs", zone="UTC"), settings)
-        store = CheckpointStore(tmp_path / "cp.sqlite")
-        sink = OutboxSink(tmp_path / "outbox.sqlite")
+        store = checkpoint_store
+        sink = outbox_sinks(tmp_path / "outbox.sqlite")
         stats = Stats("acme", "obs")
         pipeline = Pipeline(connector, Enveloper("acme", "obs"), sink, store, stats)
         async with connector:
             with pytest.raises(UpstreamError, match=r"answered 503.*gave up after 3 attempts"):
                 await pipeline.run(None, asyncio.Event())
         position = await store.load("acme", "obs")
-        await sink.stop()
-        store.close()
     assert stats.batches == 2 and stats.totals.records_in == 40  # pages 1 and 2 only
     assert position is not None
     assert position["last_updated"] == stats.last_position["last_updated"]  # type: ignore[index]
@@ -55,10 +58,10 @@ async def test_past_the_retry_budget_the_batch_fails_without_committing_its_posi
 def _client(base_url: str, integration: str, *, rps: float | None = None, **http: object) -> HttpClient:
     settings = HttpSettings(
         base_url=base_url,
-        auth={"kind": "api_key", "key": {"env": "ACME_API_KEY"}},  # type: ignore[arg-type]
+        auth={"kind": "api_key", "key": {"env": "ACME_API_KEY"}},
         rate_limit=RateLimitSettings(requests_per_second=rps, burst=1),
         **http,
-    )  # type: ignore[arg-type]
+    )
     return HttpClient(settings, IntegrationContext("acme", integration))
 
 
@@ -69,15 +72,15 @@ async def _read_all(http: HttpClient, path: str = "/next") -> list[int]:
     return ids
 
 
-async def test_five_integrations_sharing_an_upstream_never_exceed_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_five_integrations_sharing_an_upstream_never_exceed_its_limit(
+    monkeypatch: pytest.MonkeyPatch, aclosing: Callable[[HttpClient], HttpClient]
+) -> None:
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     limit = 20  # the upstream's published limit; integrations configure 90 % of it (see README)
     with HttpTestServer(60, page_size=6, rate_limits=[RateLimit(limit, per=1.0)]) as server:
-        clients = [_client(server.url, f"feed{i}", rps=limit * 0.9) for i in range(5)]
+        clients = [aclosing(_client(server.url, f"feed{i}", rps=limit * 0.9)) for i in range(5)]
         results = await asyncio.gather(*(_read_all(c) for c in clients))
-        for c in clients:
-            await c.aclose()
         assert all(ids == list(range(1, 61)) for ids in results)
         assert len({c.limiter for c in clients}) == 1, "one shared limiter per upstream and credentials"
         assert server.counts["status:429"] == 0
@@ -85,15 +88,15 @@ async def test_five_integrations_sharing_an_upstream_never_exceed_its_limit(monk
         assert server.max_in_window(1.0, accepted_only=False) <= limit
 
 
-async def test_retry_after_pauses_every_integration_on_that_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_retry_after_pauses_every_integration_on_that_upstream(
+    monkeypatch: pytest.MonkeyPatch, aclosing: Callable[[HttpClient], HttpClient]
+) -> None:
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     faults = Faults(status=429, retry_after=1, fail_requests=frozenset({8}))
     with HttpTestServer(60, page_size=6, faults=faults) as server:
-        clients = [_client(server.url, f"feed{i}", rps=25.0, backoff_initial=0.01) for i in range(5)]
+        clients = [aclosing(_client(server.url, f"feed{i}", rps=25.0, backoff_initial_seconds=0.01)) for i in range(5)]
         results = await asyncio.gather(*(_read_all(c) for c in clients))
-        for c in clients:
-            await c.aclose()
     assert all(ids == list(range(1, 61)) for ids in results)
     refused = next(r for r in server.requests if r.status == 429)
     after = [r.at - refused.at for r in server.requests if r.at > refused.at]
@@ -104,18 +107,24 @@ async def test_retry_after_pauses_every_integration_on_that_upstream(monkeypatch
 
 
 async def test_injected_faults_are_retried_and_every_page_is_read_once_in_order(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, aclosing: Callable[[HttpClient], HttpClient]
 ) -> None:
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     before = {reason: _retries(reason) for reason in ("503", "ReadTimeout", "RemoteProtocolError")}
     faults = Faults(retry_after=None, fail_rate=0.08, slow_rate=0.06, truncate_rate=0.06, slow_seconds=0.6, seed=7)
     with HttpTestServer(300, page_size=10, faults=faults) as server:
-        http = _client(
-            server.url, "faulty", timeout_seconds=0.25, max_attempts=10, backoff_initial=0.01, backoff_max=0.05
+        http = aclosing(
+            _client(
+                server.url,
+                "faulty",
+                timeout_seconds=0.25,
+                max_attempts=10,
+                backoff_initial_seconds=0.01,
+                backoff_max_seconds=0.05,
+            )
         )
         ids = await _read_all(http)
-        await http.aclose()
     assert ids == list(range(1, 301))
     faulted = server.counts
     assert faulted["fault:status"] and faulted["fault:slow"] and faulted["fault:truncated"]
@@ -124,27 +133,27 @@ async def test_injected_faults_are_retried_and_every_page_is_read_once_in_order(
 
 
 async def test_wrong_content_type_and_oversized_bodies_are_typed_errors_naming_the_url(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, aclosing: Callable[[HttpClient], HttpClient]
 ) -> None:
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     with HttpTestServer(30, faults=Faults(wrong_type_rate=1.0)) as server:
-        http = _client(server.url, "html", max_attempts=2, backoff_initial=0.01)
+        http = aclosing(_client(server.url, "html", max_attempts=2, backoff_initial_seconds=0.01))
         with pytest.raises(
             UnexpectedContent,
             match=r"/next.*expected application/fhir\+json or application/json, "
             r"received text/html.*gave up after 2 attempts",
         ):
             await http.get("/next")
-        await http.aclose()
     with HttpTestServer(30, faults=Faults(oversize_requests=frozenset({1}), oversize_bytes=300_000)) as server:
-        http = _client(server.url, "big", max_response_bytes=100_000)
+        http = aclosing(_client(server.url, "big", max_response_bytes=100_000))
         with pytest.raises(UpstreamRefused, match=r"/next.*exceeds max_response_bytes=100000"):
             await http.get("/next")
-        await http.aclose()
 
 
-async def test_a_refused_status_fails_fast_and_masks_an_api_key_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_refused_status_fails_fast_and_masks_an_api_key_in_the_url(
+    monkeypatch: pytest.MonkeyPatch, aclosing: Callable[[HttpClient], HttpClient]
+) -> None:
     monkeypatch.setenv("ACME_API_KEY", "k-secret-98765")
     reset_limiters()
     with HttpTestServer(10) as server:
@@ -153,15 +162,14 @@ async def test_a_refused_status_fails_fast_and_masks_an_api_key_in_the_url(monke
             max_attempts=5,
             auth={
                 "kind": "api_key",
-                "key": {"env": "ACME_API_KEY"},  # type: ignore[arg-type]
+                "key": {"env": "ACME_API_KEY"},
                 "header": None,
                 "query_param": "api_key",
             },
         )
-        http = HttpClient(settings, IntegrationContext("acme", "q"))
+        http = aclosing(HttpClient(settings, IntegrationContext("acme", "q")))
         with pytest.raises(UpstreamRefused) as info:
             await http.get("/status/404")
-        await http.aclose()
     assert "answered 404" in str(info.value) and "k-secret-98765" not in str(info.value)
     assert len(server.requests) == 1, "404 is not retried"
 
@@ -180,7 +188,7 @@ async def test_request_returns_a_202_and_a_4xx_with_its_body_without_retrying(mo
     with HttpTestServer(10) as server:
         server.route("/kick", lambda r: Response(202, b"", {"Content-Location": "/status/7"}))
         server.route("/bad", lambda r: Response(400, OUTCOME, content_type="application/fhir+json"))
-        async with _client(server.url, "req", max_attempts=5, backoff_initial=0.01) as http:
+        async with _client(server.url, "req", max_attempts=5, backoff_initial_seconds=0.01) as http:
             accepted = await http.request("GET", "/kick", headers={"Prefer": "respond-async"}, params={"_type": "X"})
             refused = await http.request("POST", "/bad")
     assert accepted.status == 202 and accepted.headers["Content-Location"] == "/status/7" and accepted.body == b""
@@ -200,7 +208,9 @@ async def test_request_retries_a_5xx_then_returns_the_answer_or_gives_up(monkeyp
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     with HttpTestServer(10, faults=Faults(status=503, retry_after=None, fail_first=2)) as server:
-        async with _client(server.url, "flaky", max_attempts=3, backoff_initial=0.01, backoff_max=0.02) as http:
+        async with _client(
+            server.url, "flaky", max_attempts=3, backoff_initial_seconds=0.01, backoff_max_seconds=0.02
+        ) as http:
             answer = await http.request("GET", "/next")
             assert answer.status == 200 and b'"items"' in answer.body
             assert http.retries == 2 and server.counts["fault:status"] == 2
@@ -222,7 +232,7 @@ async def test_request_returns_a_retryable_status_the_caller_declares_final(monk
     with HttpTestServer(10) as server:
         server.route("/failed", lambda r: Response(500, {"error": "job failed"}))
         server.route("/busy", lambda r: Response(500, {"error": "busy"}))
-        async with _client(server.url, "final", max_attempts=2, backoff_initial=0.01) as http:
+        async with _client(server.url, "final", max_attempts=2, backoff_initial_seconds=0.01) as http:
             answer = await http.request("GET", "/failed", final=final)
             with pytest.raises(UpstreamError, match="answered 500"):
                 await http.request("GET", "/busy", final=final)
@@ -234,7 +244,7 @@ async def test_request_honours_retry_after_and_pauses_the_shared_bucket(monkeypa
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     with HttpTestServer(10, faults=Faults(status=429, retry_after=1, fail_first=1)) as server:
-        async with _client(server.url, "polite", max_attempts=3, backoff_initial=0.01) as http:
+        async with _client(server.url, "polite", max_attempts=3, backoff_initial_seconds=0.01) as http:
             answer = await http.request("GET", "/next")
     first, second = server.requests
     assert (first.status, second.status, answer.status) == (429, 200, 200)
@@ -248,7 +258,7 @@ async def test_stream_retries_the_open_and_yields_the_unread_body(monkeypatch: p
     monkeypatch.setenv("ACME_API_KEY", "k-123456")
     reset_limiters()
     with HttpTestServer(10, faults=Faults(status=503, retry_after=None, fail_first=2)) as server:
-        async with _client(server.url, "stream", max_attempts=3, backoff_initial=0.01) as http:
+        async with _client(server.url, "stream", max_attempts=3, backoff_initial_seconds=0.01) as http:
             async with http.stream("/next?size=10", headers={"Accept": "application/json"}) as resp:
                 assert resp.status_code == 200 and not resp.is_stream_consumed
                 body = b"".join([chunk async for chunk in resp.aiter_bytes()])

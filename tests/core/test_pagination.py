@@ -50,7 +50,7 @@ async def collect(
 ) -> tuple[list[Any], list[Page]]:
     """Every record's id (unwrapping FHIR entries) and every page, through a real HttpClient."""
     http_settings = HttpSettings(
-        base_url=server.url, max_attempts=3, backoff_initial=0.01, backoff_max=0.02, **settings
+        base_url=server.url, max_attempts=3, backoff_initial_seconds=0.01, backoff_max_seconds=0.02, **settings
     )
     ids: list[Any] = []
     pages: list[Page] = []
@@ -197,7 +197,9 @@ async def test_faults_every_page_once_in_order_through_retries() -> None:
     faults = Faults(fail_rate=0.2, truncate_rate=0.1, retry_after=None, seed=4)
     with HttpTestServer(60, faults=faults) as server:
         paginator = NextLinkPaginator(path="links.next", records_path="items")
-        http_settings = HttpSettings(base_url=server.url, max_attempts=10, backoff_initial=0.001, backoff_max=0.005)
+        http_settings = HttpSettings(
+            base_url=server.url, max_attempts=10, backoff_initial_seconds=0.001, backoff_max_seconds=0.005
+        )
         ids: list[int] = []
         async with HttpClient(http_settings, CTX) as http:
             async for page in paginate(http, paginator, "/next", {"size": 5}):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -64,51 +65,51 @@ def test_event_ids_are_deterministic_and_differ_per_record() -> None:
     assert c[0].id != a[0].id
 
 
-async def test_positions_are_committed_only_after_the_sink_acknowledges_in_order(tmp_path: Path) -> None:
+async def test_positions_are_committed_only_after_the_sink_acknowledges_in_order(
+    checkpoint_store: CheckpointStore,
+) -> None:
     conn = ListConnector([[{"id": f"o{b}{i}"} for i in range(3)] for b in range(3)])
     sink = GatedSink()
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    store = checkpoint_store
     stats = Stats("acme", "obs")
     pipeline = Pipeline(conn, Enveloper("acme", "obs"), sink, store, stats, max_in_flight=8)
     task = asyncio.create_task(pipeline.run(None, asyncio.Event()))
     while len(sink.acks) < 3:
         await asyncio.sleep(0.01)
     assert await store.load("acme", "obs") is None  # all three handed over, none acknowledged
-    sink.acks[1].set_result(None)  # out of order: batch 1 done, batch 0 not
+    sink.acks[1].set_result([])  # out of order: batch 1 done, batch 0 not
     await asyncio.sleep(0.05)
     assert await store.load("acme", "obs") is None
-    sink.acks[0].set_result(None)
+    sink.acks[0].set_result([])
     await asyncio.sleep(0.05)
     assert await store.load("acme", "obs") == {"batch": 1}
-    sink.acks[2].set_result(None)
+    sink.acks[2].set_result([])
     assert await task == {"batch": 2}
     assert await store.load("acme", "obs") == {"batch": 2}
     assert conn.acknowledged == [{"batch": 0}, {"batch": 1}, {"batch": 2}]
     assert stats.totals.records_in == 9 and stats.totals.events_out == 9 and stats.batches == 3
-    store.close()
 
 
-async def test_a_failed_acknowledgement_commits_nothing_after_it(tmp_path: Path) -> None:
+async def test_a_failed_acknowledgement_commits_nothing_after_it(checkpoint_store: CheckpointStore) -> None:
     conn = ListConnector([[{"id": f"o{b}"}] for b in range(3)])
     sink = GatedSink()
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    store = checkpoint_store
     pipeline = Pipeline(conn, Enveloper("acme", "obs"), sink, store, Stats("acme", "obs"), max_in_flight=8)
     task = asyncio.create_task(pipeline.run(None, asyncio.Event()))
     while len(sink.acks) < 3:
         await asyncio.sleep(0.01)
-    sink.acks[0].set_result(None)
+    sink.acks[0].set_result([])
     sink.acks[1].set_exception(SinkUnavailable("broker gone"))
-    sink.acks[2].set_result(None)
+    sink.acks[2].set_result([])
     with pytest.raises(SinkUnavailable):
         await task
     assert await store.load("acme", "obs") == {"batch": 0}
-    store.close()
 
 
-async def test_reading_waits_while_the_sink_holds_max_in_flight_batches(tmp_path: Path) -> None:
+async def test_reading_waits_while_the_sink_holds_max_in_flight_batches(checkpoint_store: CheckpointStore) -> None:
     conn = ListConnector([[{"id": f"o{b}"}] for b in range(10)])
     sink = GatedSink()
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    store = checkpoint_store
     pipeline = Pipeline(conn, Enveloper("acme", "obs"), sink, store, Stats("acme", "obs"), max_in_flight=2)
     task = asyncio.create_task(pipeline.run(None, asyncio.Event()))
     await asyncio.sleep(0.2)
@@ -116,15 +117,16 @@ async def test_reading_waits_while_the_sink_holds_max_in_flight_batches(tmp_path
     for i in range(10):
         while len(sink.acks) <= i:
             await asyncio.sleep(0.01)
-        sink.acks[i].set_result(None)
+        sink.acks[i].set_result([])
     assert await task == {"batch": 9}
-    store.close()
 
 
-async def test_stop_drains_what_was_handed_over_and_resume_starts_after_it(tmp_path: Path) -> None:
+async def test_stop_drains_what_was_handed_over_and_resume_starts_after_it(
+    tmp_path: Path, checkpoint_store: CheckpointStore, outbox_sinks: Callable[..., OutboxSink]
+) -> None:
     conn = ListConnector([[{"id": f"o{b}"}] for b in range(5)])
-    sink = OutboxSink(tmp_path / "outbox.sqlite")
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    sink = outbox_sinks(tmp_path / "outbox.sqlite")
+    store = checkpoint_store
     stop = asyncio.Event()
     stop.set()
     first = Pipeline(conn, Enveloper("acme", "obs"), sink, store, Stats("acme", "obs"))
@@ -136,7 +138,6 @@ async def test_stop_drains_what_was_handed_over_and_resume_starts_after_it(tmp_p
     await sink.stop()
     rows = read_outbox(tmp_path / "outbox.sqlite", limit=100)
     assert [orjson.loads(r.value)["observation_id"] for r in rows] == [f"o{b}" for b in range(5)]
-    store.close()
 
 
 @given(key=st.text(), version=st.text(), contract=st.text(min_size=1), ordinal=st.integers(0, 10_000))

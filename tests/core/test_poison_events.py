@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import errors as kafka_errors
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.contracts.base import Contract
@@ -183,21 +183,23 @@ class PairConnector(ListConnector):
     def map(self, record: dict[str, Any]) -> Sequence[Contract]:
         (model,) = super().map(record)
         model = model.model_copy(update={"code_text": record.get("text")})
-        return [model, model.model_copy(update={"observation_id": f"{model.observation_id}-b"})]
+        return [model, model.model_copy(update={"observation_id": f"{record['id']}-b"})]
 
 
 def _dlq_headers(sink: MemorySink, env: Enveloper) -> list[dict[str, str]]:
     return [{k: v.decode() for k, v in e.headers} for e in sink.events if e.topic == env.dlq_topic]
 
 
-async def test_an_event_the_sink_refuses_becomes_a_sink_dlq_record_counted_once(tmp_path: Path) -> None:
+async def test_an_event_the_sink_refuses_becomes_a_sink_dlq_record_counted_once(
+    checkpoint_store: CheckpointStore,
+) -> None:
     limit = DLQ_TRUNCATED_BYTES + 400
     big = "x" * (2 * DLQ_TRUNCATED_BYTES)
     records = [{"id": "o1"}, {"id": "o2", "text": big}, {"id": "o3", "bad": "decode", "pad": big}, {"id": "o4"}]
     connector = PairConnector([records[:2], records[2:]])
     env = Enveloper("acme", "obs")
     sink = MemorySink(max_event_bytes=limit)
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    store = checkpoint_store
     stats = Stats("acme", "obs")
     assert await Pipeline(connector, env, sink, store, stats).run(None, asyncio.Event()) == {"batch": 1}
     assert await store.load("acme", "obs") == {"batch": 1}
@@ -223,9 +225,9 @@ async def test_an_event_the_sink_refuses_becomes_a_sink_dlq_record_counted_once(
     assert {len(e.value) for e in sink.events if e.topic == env.dlq_topic} == {DLQ_TRUNCATED_BYTES}
 
 
-async def test_a_dlq_record_refused_even_truncated_commits_nothing(tmp_path: Path) -> None:
+async def test_a_dlq_record_refused_even_truncated_commits_nothing(checkpoint_store: CheckpointStore) -> None:
     connector = PairConnector([[{"id": "o1"}], [{"id": "o2"}]])
-    store = CheckpointStore(tmp_path / "cp.sqlite")
+    store = checkpoint_store
     stats = Stats("acme", "obs")
     with pytest.raises(SinkRefused, match="even with its payload truncated"):
         await Pipeline(connector, Enveloper("acme", "obs"), MemorySink(max_event_bytes=10), store, stats).run(
@@ -235,8 +237,10 @@ async def test_a_dlq_record_refused_even_truncated_commits_nothing(tmp_path: Pat
     assert stats.batches == 0
 
 
-async def test_the_outbox_refuses_what_it_cannot_store_and_keeps_the_rest(tmp_path: Path) -> None:
-    sink = OutboxSink(tmp_path / "outbox.sqlite", max_event_bytes=100)
+async def test_the_outbox_refuses_what_it_cannot_store_and_keeps_the_rest(
+    tmp_path: Path, outbox_sinks: Callable[..., OutboxSink]
+) -> None:
+    sink = outbox_sinks(tmp_path / "outbox.sqlite", max_event_bytes=100)
     events = [Event("t", b"k", b"a" * size, [("n", str(i).encode())], f"id{i}") for i, size in enumerate((10, 500, 20))]
     refused = await sink.send(events)
     await sink.stop()
@@ -248,14 +252,9 @@ async def test_the_outbox_refuses_what_it_cannot_store_and_keeps_the_rest(tmp_pa
 # --- the Kafka sink: refused events found, everything else delivered in order ----------------------------------
 
 
-async def _topic(bootstrap: str, name: str, partitions: int = 1, **configs: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-        assert all(code == 0 for _, code, *_ in response.topic_errors), response
-    finally:
-        await admin.close()
+async def _topic(admin: Any, name: str, partitions: int = 1, **configs: str) -> None:
+    response = await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+    assert all(code == 0 for _, code, *_ in response.topic_errors), response
 
 
 def _numbered(topic: str, numbers: range, poison: set[int]) -> list[Event]:
@@ -276,11 +275,11 @@ def _numbered(topic: str, numbers: range, poison: set[int]) -> list[Event]:
 @pytest.mark.parametrize("partitions", [1, 3])
 @pytest.mark.parametrize("batch_bytes", [16 * 1024, 256 * 1024], ids=["poison-alone", "poison-shares-a-batch"])
 async def test_the_kafka_sink_rejects_only_the_refused_events_and_keeps_order(
-    kafka_bootstrap: str, batch_bytes: int, partitions: int
+    kafka_bootstrap: str, batch_bytes: int, partitions: int, kafka_admin: Callable[[str], Awaitable[Any]]
 ) -> None:
     """Three submissions in flight at once; two of them hold an event over the topic's max.message.bytes."""
     topic = f"poison-sink-{uuid.uuid4().hex[:8]}"
-    await _topic(kafka_bootstrap, topic, partitions, **{"max.message.bytes": str(MAX_MESSAGE_BYTES)})
+    await _topic(await kafka_admin(kafka_bootstrap), topic, partitions, **{"max.message.bytes": str(MAX_MESSAGE_BYTES)})
     sink = KafkaSink(KafkaSettings(bootstrap=kafka_bootstrap, max_batch_size=batch_bytes, request_timeout_ms=10_000))
     poison = {30, 100}
     batches = [

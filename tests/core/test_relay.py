@@ -108,17 +108,17 @@ async def _read_all(bootstrap: str, topics: Iterable[str], timeout: float = 120.
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()  # inside the try: a start that fails half-way is closed too
         described = await admin.describe_topics(sorted(topics))
     finally:
         await admin.close()
     parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
     assert {tp.topic for tp in parts} == set(topics), described
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
     out: list[Any] = []
     try:
+        await consumer.start()  # inside the try: a start that fails half-way is closed too
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -133,6 +133,12 @@ async def _read_all(bootstrap: str, topics: Iterable[str], timeout: float = 120.
     finally:
         await consumer.stop()
     return out
+
+
+def _event_id(record: Any) -> str:
+    """The event a DLQ record stands for: its ``dlq_event_id`` header, else its own ``ce_id`` (Kafka headers)."""
+    headers: dict[str, bytes] = dict(record.headers)
+    return headers.get("dlq_event_id", headers["ce_id"]).decode()
 
 
 def _same(record: Any, row: tuple[int, str, str, bytes | None, bytes, dict[str, str]]) -> bool:
@@ -187,8 +193,8 @@ async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()  # inside the try: a start that fails half-way is closed too
         await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     finally:
         await admin.close()
@@ -207,8 +213,8 @@ def _relay_config(
     doc: dict[str, Any] = {
         "state_dir": str(root / "state"),
         "kafka": {"request_timeout_ms": 5000, **section},
-        "restart_backoff_initial": 0.2,
-        "restart_backoff_max": 1.0,
+        "restart_backoff_initial_seconds": 0.2,
+        "restart_backoff_max_seconds": 1.0,
         "relay": relay,
     }
     if topics is not None:
@@ -230,7 +236,7 @@ def test_relay_option_semantics() -> None:
     with_relay = SupervisorConfig.model_validate({"kafka": {"bootstrap": "k:9092"}, "relay": {"enabled": True}})
     assert with_relay.resolved_sink() == "outbox"  # the relay is the way to Kafka
     assert SupervisorConfig.model_validate({"kafka": {"bootstrap": "k:9092"}}).resolved_sink() == "kafka"
-    assert SupervisorConfig().relay.retention_hours == 168
+    assert SupervisorConfig().relay.retention_seconds == 7 * 86400
 
 
 def test_one_relay_per_outbox_and_once_gives_up_when_kafka_is_away(tmp_path: Path) -> None:
@@ -309,7 +315,7 @@ async def test_kill_minus_9_mid_stream_loses_nothing_and_keeps_per_key_order(
     total = 60_000
     # Small pages and a small in-flight bound: many watermark commits, so kills land between ack and commit.
     outbox = _relay_config(
-        tmp_path, kafka=kafka_bootstrap, page_size=200, max_in_flight_events=2000, progress_interval=1.0
+        tmp_path, kafka=kafka_bootstrap, page_size=200, max_in_flight_events=2000, progress_interval_seconds=1.0
     )
     await _fill(outbox, _events(prefix, total))
     rows = _rows(outbox)
@@ -387,9 +393,9 @@ async def test_kafka_going_away_mid_relay_loses_nothing_and_a_bounded_run_gives_
     relay = Relay(
         outbox,
         kafka,
-        RelaySettings(page_size=200, max_in_flight_events=2000, progress_interval=1.0),
-        backoff_initial=0.2,
-        backoff_max=1.0,
+        RelaySettings(page_size=200, max_in_flight_events=2000, progress_interval_seconds=1.0),
+        backoff_initial_seconds=0.2,
+        backoff_max_seconds=1.0,
     )
     stop = asyncio.Event()
     run = asyncio.create_task(relay.run(stop))
@@ -416,7 +422,7 @@ async def test_kafka_going_away_mid_relay_loses_nothing_and_a_bounded_run_gives_
     # A bounded run (--once, inlet run --once) does not wait for a Kafka that acknowledges nothing.
     await _fill(outbox, _events(prefix, 100, start=30_000))
     await asyncio.to_thread(broker.stop)
-    once = Relay(outbox, kafka, RelaySettings(), backoff_initial=0.1, backoff_max=0.2)
+    once = Relay(outbox, kafka, RelaySettings(), backoff_initial_seconds=0.1, backoff_max_seconds=0.2)
     with pytest.raises(RelayFailed):
         await asyncio.wait_for(once.run(asyncio.Event(), once=True, max_failures=3), 60)
     assert read_watermark(outbox) == rows[-1][0] and once.progress.remaining == 100
@@ -458,7 +464,7 @@ async def test_a_row_kafka_refuses_becomes_a_dlq_record_and_the_rest_ship(
     outbox = _relay_config(
         tmp_path,
         kafka=broker.bootstrap,
-        progress_interval=1.0,
+        progress_interval_seconds=1.0,
         dlq_topic_template=prefix + "inlet.dlq.{customer}.{integration}",
     )
     events = _events(prefix, 400, keys=5, pad=100, integration=("acme", "obs"))
@@ -487,7 +493,7 @@ async def test_a_row_kafka_refuses_becomes_a_dlq_record_and_the_rest_ship(
     duplicates = _check_order(records, good)  # every other row, each like its row, per-key order kept
     dead = {dict(r.headers)["ce_id"].decode(): r for r in await _read_all(broker.bootstrap, [dlq_topic])}
     assert len(dead) == 4, sorted(dead)  # one DLQ record per refused row (resent copies have its id)
-    by_event = {dict(r.headers).get("dlq_event_id", dict(r.headers)["ce_id"]).decode(): r for r in dead.values()}
+    by_event = {_event_id(r): r for r in dead.values()}
     assert set(by_event) == poisoned
     for i in (37, 150, 151):
         record, row = by_event[events[i].id], rows[i]
@@ -552,8 +558,8 @@ async def test_missing_topics_are_refused_naming_them_unless_topics_create_says_
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()  # inside the try: a start that fails half-way is closed too
         partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(wanted)}
         (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, wanted[1])])
     finally:
@@ -585,7 +591,7 @@ async def test_a_wrong_password_stops_the_relay_at_once_and_nothing_is_marked_sh
     # Following (no bound on failures), as inlet run's relay does: a refusal ends it, an outage would not.
     monkeypatch.setenv("RELAY_KAFKA_PASSWORD", WRONG)
     settings = KafkaSettings.model_validate({**kafka, "request_timeout_ms": 5000})
-    relay = Relay(outbox, settings, RelaySettings(), backoff_initial=0.05)
+    relay = Relay(outbox, settings, RelaySettings(), backoff_initial_seconds=0.05)
     with pytest.raises(RelayRefused, match="SASL authentication failed") as refused:
         await asyncio.wait_for(relay.run(asyncio.Event()), 60)
     assert isinstance(refused.value, SinkRefused) and relay.progress.failures == 0, "not retried like an outage"
@@ -623,8 +629,8 @@ async def test_pruning_deletes_only_rows_shipped_longer_ago_than_the_retention(
             ],
         )
     conn.close()
-    retention_s = 36.0  # marks are then opened every 0.36 s
-    settings = RelaySettings(retention_hours=retention_s / 3600, prune_interval=3600)
+    retention_seconds = 36.0  # marks are then opened every 0.36 s
+    settings = RelaySettings(retention_seconds=retention_seconds, prune_interval_seconds=3600)
     kafka = KafkaSettings(bootstrap=kafka_bootstrap, request_timeout_ms=5000)
 
     async def ship() -> None:
@@ -644,15 +650,15 @@ async def test_pruning_deletes_only_rows_shipped_longer_ago_than_the_retention(
 
     relay = Relay(outbox, kafka, settings)
     # Just after A is older than the retention: A goes; B (shipped 0.5 s later) and C stay.
-    assert await relay.prune(now=shipped_a + retention_s + 0.1) == 100
+    assert await relay.prune(now=shipped_a + retention_seconds + 0.1) == 100
     assert [r[0] for r in _rows(outbox)] == list(range(101, 301))
     # Much later: every shipped row goes, never an unshipped one.
-    assert await relay.prune(now=time.time() + 100 * retention_s) == 100
+    assert await relay.prune(now=time.time() + 100 * retention_seconds) == 100
     assert [r[0] for r in _rows(outbox)] == list(range(201, 301))
     assert [u for u, _ in _marks(outbox)] == [200]
 
     await ship()  # C; then everything is pruned and new rows get new seqs (AUTOINCREMENT)
-    assert await relay.prune(now=time.time() + 100 * retention_s) == 100
+    assert await relay.prune(now=time.time() + 100 * retention_seconds) == 100
     assert _rows(outbox) == []
     fourth = _events(prefix, 50, start=300, keys=7)
     await _fill(outbox, fourth)
@@ -675,7 +681,7 @@ async def test_the_supervisor_option_ships_events_as_they_are_written(tmp_path: 
             tmp_path, base_url=server.base_url, kafka=kafka_bootstrap, topic_prefix=prefix, page_size=50
         )
         doc = yaml.safe_load((root / "inlet.yaml").read_text())
-        doc["relay"] = {"enabled": True, "poll_interval": 0.1}
+        doc["relay"] = {"enabled": True, "poll_interval_seconds": 0.1}
         (root / "inlet.yaml").write_text(yaml.safe_dump(doc))
         sup_cfg, integrations = load_config(root)
         assert sup_cfg.resolved_sink() == "outbox"

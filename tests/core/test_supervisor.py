@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
@@ -30,18 +32,20 @@ def _dead_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_failing_integration_is_restarted_with_backoff_and_the_others_run_on(tmp_path: Path) -> None:
+async def test_a_failing_integration_is_restarted_with_backoff_and_the_others_run_on(
+    tmp_path: Path, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     resources = generate_observations(300, seed=2)
     wanted = {r["id"] for r in resources if r["status"] != "entered-in-error"}
     with FhirTestServer(resources) as server:
-        root = write_config(tmp_path, base_url=server.base_url, page_size=40, poll_interval=0.2)
+        root = write_config(tmp_path, base_url=server.base_url, page_size=40, poll_interval_seconds=0.2)
         broken = yaml.safe_load((root / "integrations" / "acme.yaml").read_text())
         broken["customer"] = "broken"
         broken["settings"]["http"].update(base_url=f"http://127.0.0.1:{_dead_port()}/fhir", max_attempts=1)
         (root / "integrations" / "broken.yaml").write_text(yaml.safe_dump(broken))
         sup_cfg, integrations = load_config(root)
         supervisor = Supervisor(sup_cfg, integrations)
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)
         good, bad = supervisor.stats["acme/observations"], supervisor.stats["broken/observations"]
         deadline = time.monotonic() + 30
         while (good.totals.records_mapped < len(wanted) or bad.restarts < 3) and time.monotonic() < deadline:
@@ -86,12 +90,14 @@ def test_sigterm_drains_commits_and_exits_zero_then_resumes_without_duplicates(t
         assert everything == wanted, topic
 
 
-async def test_health_endpoints_report_liveness_readiness_and_metrics(tmp_path: Path) -> None:
+async def test_health_endpoints_report_liveness_readiness_and_metrics(
+    tmp_path: Path, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     import httpx
 
     resources = generate_observations(50, seed=6)
     with FhirTestServer(resources) as server:
-        root = write_config(tmp_path, base_url=server.base_url, poll_interval=0.2)
+        root = write_config(tmp_path, base_url=server.base_url, poll_interval_seconds=0.2)
         broken = yaml.safe_load((root / "integrations" / "acme.yaml").read_text())
         broken["customer"] = "broken"
         broken["settings"]["http"].update(base_url=f"http://127.0.0.1:{_dead_port()}/fhir", max_attempts=1)
@@ -99,7 +105,7 @@ async def test_health_endpoints_report_liveness_readiness_and_metrics(tmp_path: 
         (root / "inlet.yaml").write_text((root / "inlet.yaml").read_text() + "metrics_port: 0\n")
         sup_cfg, integrations = load_config(root)
         supervisor = Supervisor(sup_cfg, integrations)
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)
         while supervisor.health is None or supervisor.stats["broken/observations"].restarts < 1:
             await asyncio.sleep(0.05)
         while supervisor.stats["acme/observations"].totals.events_out < 40:
@@ -122,7 +128,9 @@ async def test_health_endpoints_report_liveness_readiness_and_metrics(tmp_path: 
 async def test_once_gives_up_on_a_failing_integration_and_says_so_last(tmp_path: Path) -> None:
     from structlog.testing import capture_logs
 
-    root = write_config(tmp_path, base_url=f"http://127.0.0.1:{_dead_port()}/fhir", page_size=40, poll_interval=0.2)
+    root = write_config(
+        tmp_path, base_url=f"http://127.0.0.1:{_dead_port()}/fhir", page_size=40, poll_interval_seconds=0.2
+    )
     doc = yaml.safe_load((root / "integrations" / "acme.yaml").read_text())
     doc["settings"]["http"]["max_attempts"] = 1
     (root / "integrations" / "acme.yaml").write_text(yaml.safe_dump(doc))
@@ -134,3 +142,24 @@ async def test_once_gives_up_on_a_failing_integration_and_says_so_last(tmp_path:
     events = [e["event"] for e in logs if e.get("integration") == "observations"]
     assert events[-1] == "integration given up after repeated failures"  # no "restarting ... retry_in" after it
     assert events.count("integration failed; restarting from its last checkpoint") == 2  # 3 failures: 2 retries
+
+
+def test_sink_kafka_without_a_bootstrap_is_a_config_error_naming_what_to_set(tmp_path: Path) -> None:
+    root = write_config(tmp_path, base_url="http://127.0.0.1:9/fhir")
+    sup = yaml.safe_load((root / "inlet.yaml").read_text())
+    (root / "inlet.yaml").write_text(yaml.safe_dump({**sup, "sink": "kafka"}))
+    env = {k: v for k, v in os.environ.items() if k != "INLET_KAFKA_BOOTSTRAP"}
+    env["COLUMNS"] = "200"
+    run = subprocess.run(
+        [sys.executable, "-m", "inlet", "run", "--once", "--config", str(root)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "file inlet.yaml, key kafka.bootstrap: sink: kafka needs a Kafka to write to" in run.stderr
+    assert "INLET_KAFKA_BOOTSTRAP" in run.stderr

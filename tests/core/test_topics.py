@@ -144,8 +144,8 @@ def _inlet(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]
 async def _described(bootstrap: str, names: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
     """Partitions and configs of each topic, as the cluster says."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()  # inside the try: a start that fails half-way is closed too
         existing = set(await admin.list_topics())
         present = [n for n in names if n in existing]
         if not present:

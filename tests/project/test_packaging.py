@@ -214,7 +214,7 @@ _ROW = re.compile(r"│\s*(?P<key>[\w.-]+/[\w.-]+)\s*│" + r"\s*(\d+)\s*│" * 
 def _ran(output: str, key: str) -> Summary:
     """The summary row of ``key``, asserted to show events and balanced books (read = mapped + DLQ + filtered;
     a mapped record may give several events, e.g. one per dual-published major)."""
-    rows = {m["key"]: Summary(*map(int, m.groups()[1:7]), m.groups()[7]) for m in _ROW.finditer(output)}
+    rows = {m["key"]: Summary._make([*map(int, m.groups()[1:7]), m.groups()[7]]) for m in _ROW.finditer(output)}
     assert key in rows, f"no summary row for {key} in:\n{output}"
     row = rows[key]
     assert row.balanced == "yes" and row.events >= row.read - row.dlq - row.filtered > 0, row

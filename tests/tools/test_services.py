@@ -28,8 +28,8 @@ HEADERS = [("ce_specversion", b"1.0"), ("ce_id", b"3f1c"), ("content-type", b"ap
 
 async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
     try:
+        await producer.start()  # inside the try: a start that fails half-way is closed too
         for value in values:
             await producer.send_and_wait(topic, value, key=b"meter-1", headers=HEADERS)
     finally:
@@ -38,9 +38,9 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 async def _consume(bootstrap: str, topic: str, count: int) -> list[Any]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
     records: list[Any] = []
     try:
+        await consumer.start()  # inside the try: a start that fails half-way is closed too
         async with asyncio.timeout(30):
             while len(records) < count:
                 for batch in (await consumer.getmany(timeout_ms=500)).values():

@@ -56,18 +56,18 @@ class XeroTestServer(HttpTestServer):
         self.on_page: Callable[[XeroTestServer, int], None] | None = None
         self.html_pages: set[int] = set()
         self.pages_served = 0
-        self._lock = threading.RLock()
+        self._rows_lock = threading.RLock()  # re-entrant: an on_page hook may modify() rows mid-request
         self.route("/Invoices", self._invoices)
 
     def modify(self, invoice_id: str, updated: str, **changes: Any) -> None:
         """Change an invoice: its ``UpdatedDateUTC`` (``/Date(ms+0000)/``) and any other fields."""
-        with self._lock:
+        with self._rows_lock:
             row = next(r for r in self.invoices if r["InvoiceID"] == invoice_id)
             row.update(changes)
             row["UpdatedDateUTC"] = updated
 
     def _invoices(self, request: Request) -> Response:
-        with self._lock:
+        with self._rows_lock:
             self.pages_served += 1
             number = self.pages_served
             if self.on_page is not None:

@@ -16,18 +16,15 @@ import orjson
 from pydantic import ValidationError
 
 from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1, QualityFlag
-from inlet.core.errors import DecodeError, MappingError, TimestampError
+from inlet.core.errors import DecodeError, LeftOut, MappingError, TimestampError
 from inlet.core.time import Ambiguous, Instant, normalise
 
 __all__ = ["DeviceContext", "Reading", "Skip", "decode_error", "load_json", "number", "timestamp"]
 
 
-class Skip(Exception):
-    """Raised by a decoder for a message it leaves out on purpose; the connector filters it with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+Skip = LeftOut
+"""Raised by a decoder for a message it leaves out on purpose (``raise Skip(reason)``); the connector filters it
+with ``reason``. The core's :class:`~inlet.core.errors.LeftOut` under the decoders' name for it."""
 
 
 Kind = Literal["cumulative", "interval", "instantaneous"]

@@ -144,12 +144,12 @@ def decode_senml(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterRe
         # exactly "now": keep received_at itself rather than its float round trip
         exact_now = relative and record["t"] == ctx.received_at.timestamp()
         measured = Instant(ctx.received_at) if exact_now else timestamp(topic, record["t"], None)
-        build = Reading(topic, ctx, measured, "receive" if relative else "device")
+        builder = Reading(topic, ctx, measured, "receive" if relative else "device")
         match = _PHASE.search(record["n"])
         phase: Phase = match[1].upper() if match else None  # type: ignore[assignment]
         kind: Kind = "cumulative" if metric == "energy" else "instantaneous"
         out.append(
-            build.make(
+            builder.make(
                 metric,
                 record[value_key],
                 energy_unit,

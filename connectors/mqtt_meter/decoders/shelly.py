@@ -80,23 +80,27 @@ def _object(topic: str, value: object, what: str) -> dict[str, Any]:
 
 
 def _gen1(topic: str, channel: str, index: int, leaf: str, payload: bytes, ctx: DeviceContext) -> list[MeterReadingV1]:
-    build = Reading(topic, ctx, Instant(ctx.received_at), "receive")
+    builder = Reading(topic, ctx, Instant(ctx.received_at), "receive")
     phase: Phase = None
     if channel == "emeter":
         if index >= len(_PHASES):
             raise decode_error(topic, f"emeter index {index} is beyond the three phases L1-L3")
         phase = _PHASES[index]
     if leaf == "power":
-        return [build.make("power", _plain(topic, payload), "W", "instantaneous", phase=phase, signed=True)]
+        return [builder.make("power", _plain(topic, payload), "W", "instantaneous", phase=phase, signed=True)]
     if leaf == "energy":  # watt-minutes -> Wh
-        return [build.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase, direction="import")]
+        return [
+            builder.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase, direction="import")
+        ]
     if channel != "emeter":
         return []
     if leaf == "returned_energy":  # watt-minutes -> Wh
-        return [build.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase, direction="export")]
+        return [
+            builder.make("energy", _plain(topic, payload) / 60, "Wh", "cumulative", phase=phase, direction="export")
+        ]
     if leaf in ("total", "total_returned"):  # already Wh on EM / 3EM
         return [
-            build.make(
+            builder.make(
                 "energy",
                 _plain(topic, payload),
                 "Wh",
@@ -107,7 +111,7 @@ def _gen1(topic: str, channel: str, index: int, leaf: str, payload: bytes, ctx: 
         ]
     if leaf in ("voltage", "current"):
         return [
-            build.make(leaf, _plain(topic, payload), "V" if leaf == "voltage" else "A", "instantaneous", phase=phase)
+            builder.make(leaf, _plain(topic, payload), "V" if leaf == "voltage" else "A", "instantaneous", phase=phase)
         ]
     return []
 
@@ -125,26 +129,26 @@ def _gen2_rpc(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterReadi
     if "ts" in params:
         ts = number(topic, params["ts"], "params.ts")
         if ts < BOOT_TS_THRESHOLD:
-            build = Reading(topic, ctx, Instant(ctx.received_at), "receive")
+            builder = Reading(topic, ctx, Instant(ctx.received_at), "receive")
         else:
-            build = Reading(topic, ctx, timestamp(topic, ts, None), "device")
+            builder = Reading(topic, ctx, timestamp(topic, ts, None), "device")
     else:
-        build = Reading(topic, ctx, Instant(ctx.received_at), "receive")
+        builder = Reading(topic, ctx, Instant(ctx.received_at), "receive")
     out: list[MeterReadingV1] = []
     for key, value in params.items():
         if ":" in key:
-            out += _component(topic, key, _object(topic, value, key), build)
+            out += _component(topic, key, _object(topic, value, key), builder)
     return out
 
 
-def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> list[MeterReadingV1]:
+def _component(topic: str, key: str, comp: dict[str, Any], builder: Reading) -> list[MeterReadingV1]:
     kind = key.split(":", 1)[0]
     out: list[MeterReadingV1] = []
     if kind in ("switch", "pm1", "em1", "cover", "light"):
         for field, (metric, unit, signed) in _GAUGES.items():
             if field in comp:
                 out.append(
-                    build.make(
+                    builder.make(
                         metric, number(topic, comp[field], f"{key}.{field}"), unit, "instantaneous", signed=signed
                     )
                 )
@@ -153,7 +157,7 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
                 counter = _object(topic, comp[field], f"{key}.{field}")
                 if "total" in counter:
                     out.append(
-                        build.make(
+                        builder.make(
                             "energy",
                             number(topic, counter["total"], f"{key}.{field}.total"),
                             "Wh",
@@ -166,7 +170,7 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
             for field, (metric, unit, signed) in _GAUGES.items():
                 if prefix + field in comp:
                     out.append(
-                        build.make(
+                        builder.make(
                             metric,
                             number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
                             unit,
@@ -177,7 +181,7 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
                     )
         if "total_act_power" in comp:
             out.append(
-                build.make(
+                builder.make(
                     "power",
                     number(topic, comp["total_act_power"], f"{key}.total_act_power"),
                     "W",
@@ -197,7 +201,7 @@ def _component(topic: str, key: str, comp: dict[str, Any], build: Reading) -> li
             for prefix, counter_phase in phases:
                 if prefix + field in comp:
                     out.append(
-                        build.make(
+                        builder.make(
                             "energy",
                             number(topic, comp[prefix + field], f"{key}.{prefix}{field}"),
                             "Wh",

@@ -146,8 +146,8 @@ class SparkplugDecoder:
         if spec is None:
             return None
         at = _instant(m.timestamp_ms) or sent
-        build = Reading(topic, ctx, at or Instant(ctx.received_at), "device" if at else "receive")
-        return build.make(
+        builder = Reading(topic, ctx, at or Instant(ctx.received_at), "device" if at else "receive")
+        return builder.make(
             spec.metric,
             float(m.value),
             spec.unit,

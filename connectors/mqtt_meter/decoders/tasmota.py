@@ -1,6 +1,6 @@
 """Tasmota telemetry (``tele/<dev>/SENSOR``, ``tele/<dev>/STATE``, ``stat/<dev>/STATUS10``) -> meter readings.
 
-Rules (issue 9, contract ``energy.meter_reading`` v1.0):
+Rules (contract ``energy.meter_reading`` v1.0):
 
 * ``Time`` is the device's *local wall time without offset*; it is read in the device zone from the
   :class:`DeviceContext` through ``core.time`` (a missing zone is a MappingError, never a guess). A ``Time``
@@ -69,16 +69,16 @@ def decode_tasmota(topic: str, payload: bytes, ctx: DeviceContext) -> list[Meter
         if isinstance(inner, dict):
             body = inner
             break
-    build = _builder(topic, body, ctx)
+    builder = _builder(topic, body, ctx)
     readings: list[MeterReadingV1] = []
     energy = body.get("ENERGY")
     if energy is not None:
         if not isinstance(energy, dict):
             raise decode_error(topic, "ENERGY must be an object")
-        readings += _energy(topic, energy, build)
+        readings += _energy(topic, energy, builder)
     for name, block in body.items():
         if name != "ENERGY" and isinstance(block, dict) and _is_sml(block):
-            readings += _sml(topic, name, block, build)
+            readings += _sml(topic, name, block, builder)
     return readings
 
 
@@ -103,17 +103,17 @@ def _values(topic: str, value: object, field: str) -> list[tuple[float, int, int
     return [(number(topic, value, field), 0, 1)]
 
 
-def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterReadingV1]:
+def _energy(topic: str, energy: dict[str, Any], builder: Reading) -> list[MeterReadingV1]:
     out: list[MeterReadingV1] = []
     started = energy.get("TotalStartTime")
     # A counter started in a repeated autumn hour stays ambiguous for ever (no receive time helps): the first
     # occurrence, rather than a DLQ record on every message for the counter's whole life.
-    started_at = timestamp(topic, started, build.ctx.zone, ambiguous="earliest").utc if started is not None else None
+    started_at = timestamp(topic, started, builder.ctx.zone, ambiguous="earliest").utc if started is not None else None
     for key, direction in (("Total", "import"), ("ExportActive", "export")):
         if key in energy:
             for value, i, n in _values(topic, energy[key], key):
                 out.append(
-                    build.make(
+                    builder.make(
                         "energy",
                         value,
                         "kWh",
@@ -124,11 +124,11 @@ def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterRea
                     )
                 )
     if "Today" in energy:
-        day_start = _local_midnight(topic, build)
+        day_start = _local_midnight(topic, builder)
         for value, i, n in _values(topic, energy["Today"], "Today"):
             if day_start is not None:
                 out.append(
-                    build.make(
+                    builder.make(
                         "energy",
                         value,
                         "kWh",
@@ -142,7 +142,7 @@ def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterRea
         if key in energy:
             for value, i, n in _values(topic, energy[key], key):
                 out.append(
-                    build.make(
+                    builder.make(
                         metric,
                         value,
                         unit,
@@ -154,17 +154,17 @@ def _energy(topic: str, energy: dict[str, Any], build: Reading) -> list[MeterRea
     return out
 
 
-def _local_midnight(topic: str, build: Reading) -> datetime | None:
+def _local_midnight(topic: str, builder: Reading) -> datetime | None:
     """Start of the device's local day (through core.time, DST-safe); None when it cannot be known."""
-    zone = build.ctx.zone
-    if zone is None or build.time_source == "receive":
+    zone = builder.ctx.zone
+    if zone is None or builder.time_source == "receive":
         return None  # "Today" starts at the *device's* midnight: unknown without zone or a synced clock
     try:
-        local: date = build.measured.utc.astimezone(ZoneInfo(zone)).date()
+        local: date = builder.measured.utc.astimezone(ZoneInfo(zone)).date()
     except (ValueError, KeyError, OSError):
         return None  # an unknown zone already failed in timestamp() for naive Time; receive-time case
     start = timestamp(topic, local, zone).utc
-    return start if start < build.measured.utc else None
+    return start if start < builder.measured.utc else None
 
 
 def _is_sml(block: dict[str, Any]) -> bool:
@@ -172,14 +172,14 @@ def _is_sml(block: dict[str, Any]) -> bool:
     return bool(keys & {"total_in", "total_out", "power_curr"})
 
 
-def _sml(topic: str, name: str, block: dict[str, Any], build: Reading) -> list[MeterReadingV1]:
+def _sml(topic: str, name: str, block: dict[str, Any], builder: Reading) -> list[MeterReadingV1]:
     out: list[MeterReadingV1] = []
     for key, raw in block.items():
         low = key.lower()
         field = f"{name}.{key}"
         if low in ("total_in", "total_out"):
             out.append(
-                build.make(
+                builder.make(
                     "energy",
                     number(topic, raw, field),
                     "kWh",
@@ -188,13 +188,15 @@ def _sml(topic: str, name: str, block: dict[str, Any], build: Reading) -> list[M
                 )
             )
         elif low == "power_curr":
-            out.append(build.make("power", number(topic, raw, field), "W", "instantaneous", phase="total", signed=True))
+            out.append(
+                builder.make("power", number(topic, raw, field), "W", "instantaneous", phase="total", signed=True)
+            )
         elif low in ("frequenz", "frequency", "freq"):
-            out.append(build.make("frequency", number(topic, raw, field), "Hz", "instantaneous"))
+            out.append(builder.make("frequency", number(topic, raw, field), "Hz", "instantaneous"))
         elif match := _SML_PHASE.fullmatch(low):
             metric, idx = match[1], int(match[2])
             out.append(
-                build.make(
+                builder.make(
                     metric,
                     number(topic, raw, field),
                     _SML_UNITS[metric],

@@ -53,10 +53,10 @@ class _Feed:
 
 def _bc(server: OdataTestServer, entity: str = "salesInvoices", page_size: int = 4, **extra: Any) -> ErpODataConnector:
     settings = ErpODataSettings(
-        http=HttpSettings(base_url=server.url, backoff_initial=0.01, backoff_max=0.05),
+        http=HttpSettings(base_url=server.url, backoff_initial_seconds=0.01, backoff_max_seconds=0.05),
         entity=entity,
         company_id=COMPANY,
-        page_size=page_size,  # type: ignore[arg-type]
+        page_size=page_size,
         local_currency="EUR",
         **extra,
     )

@@ -49,7 +49,9 @@ class _Feed:
 
 def _xero(server: XeroTestServer, cls: type[ErpXeroConnector] = ErpXeroConnector, **extra: Any) -> ErpXeroConnector:
     settings = ErpXeroSettings(
-        http=HttpSettings(base_url=server.url, backoff_initial=0.01, backoff_max=0.05), tenant_id=TENANT, **extra
+        http=HttpSettings(base_url=server.url, backoff_initial_seconds=0.01, backoff_max_seconds=0.05),
+        tenant_id=TENANT,
+        **extra,
     )
     return cls(IntegrationContext("acme", "xero", zone="Pacific/Auckland"), settings)
 

@@ -32,6 +32,7 @@ from inlet.core.connector import IntegrationContext
 from inlet.core.envelope import Enveloper, Event
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import Pipeline
+from inlet.core.sinks import Rejected
 from inlet.core.sinks.memory import MemorySink
 from inlet.core.sinks.outbox import read_outbox
 from inlet.core.types import Position
@@ -45,7 +46,12 @@ FAST = {"poll_min_seconds": 0.01, "poll_max_seconds": 5.0}
 
 
 def _connector(server: FhirBulkServer, **settings: Any) -> FhirBulkExportConnector:
-    http = {"base_url": server.base_url, "backoff_initial": 0.05, "backoff_max": 2.0, **settings.pop("http", {})}
+    http = {
+        "base_url": server.base_url,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 2.0,
+        **settings.pop("http", {}),
+    }
     model = FhirBulkSettings.model_validate({"http": http, **FAST, **settings})
     return FhirBulkExportConnector(IntegrationContext("acme", "bulk", zone="Europe/Vienna"), model)
 
@@ -57,7 +63,7 @@ class _StoppingSink(MemorySink):
         super().__init__()
         self.stopping, self.after, self.batches = stop, after, 0
 
-    async def submit(self, events: Sequence[Event]) -> Awaitable[None]:
+    async def submit(self, events: Sequence[Event]) -> Awaitable[Sequence[Rejected]]:
         if events:
             self.batches += 1
             if self.batches >= self.after:
@@ -442,19 +448,25 @@ def test_lines_are_the_same_however_the_body_is_chunked(
 def _write_config(root: Path, base_url: str, batch_size: int) -> None:
     (root / "integrations").mkdir(parents=True, exist_ok=True)
     (root / "inlet.yaml").write_text(
-        yaml.safe_dump({"state_dir": str(root / "state"), "restart_backoff_initial": 0.2, "restart_backoff_max": 2.0})
+        yaml.safe_dump(
+            {
+                "state_dir": str(root / "state"),
+                "restart_backoff_initial_seconds": 0.2,
+                "restart_backoff_max_seconds": 2.0,
+            }
+        )
     )
     integration = {
         "customer": "acme",
         "integration": "bulk",
         "plugin": "fhir.bulk_export",
         "zone": "Europe/Vienna",
-        "poll_interval": 3600,
+        "poll_interval_seconds": 3600,
         "settings": {
             "types": ["Observation"],
             "batch_size": batch_size,
             **FAST,
-            "http": {"base_url": base_url, "backoff_initial": 0.05, "backoff_max": 0.5},
+            "http": {"base_url": base_url, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.5},
         },
     }
     (root / "integrations" / "acme.bulk.yaml").write_text(yaml.safe_dump(integration))

@@ -1,7 +1,7 @@
-"""FHIR Bulk Data v2 behaviours of the SMART reference server, against the local bulk server (issue 23): paged
-manifests are read to the last page before any file, ``deleted`` Bundles become ``clinical.deletion`` events,
-SUBSETTED resources never pass for complete ones, abandoned exports are DELETEd, and a manifest ``count`` the
-file does not hold is a DLQ record, not a quiet gap."""
+"""FHIR Bulk Data v2 behaviours of the SMART reference server, against the local bulk server: paged manifests
+are read to the last page before any file, ``deleted`` Bundles become ``clinical.deletion`` events, SUBSETTED
+resources never pass for complete ones, abandoned exports are DELETEd, and a manifest ``count`` the file does not
+hold is a DLQ record, not a quiet gap."""
 
 from __future__ import annotations
 

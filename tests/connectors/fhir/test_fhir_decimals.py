@@ -1,4 +1,4 @@
-"""FHIR decimals arrive exactly as the source wrote them (issue "source fidelity", item 1).
+"""FHIR decimals arrive exactly as the source wrote them.
 
 A FHIR ``decimal`` carries its precision: ``5.10`` is not ``5.1`` to a lab, and ``1234567890123456789.0123456789``
 is not ``1.2345678901234568e+18``. ``clinical.observation`` v2.0 carries such values as decimal strings, the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,17 +52,19 @@ async def _until(predicate: Any, timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_bad_input_goes_to_the_dlq_and_the_daemon_keeps_running(tmp_path: Path) -> None:
+async def test_bad_input_goes_to_the_dlq_and_the_daemon_keeps_running(
+    tmp_path: Path, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     good = generate_observations(400, seed=5)
     bad = _bad_records(good[0])
     for b in bad:
         b["meta"] = dict(good[-1]["meta"])
     faults = Faults(malformed_pages=frozenset({2}))  # one malformed page (once), mid-stream
     with FhirTestServer([*good, *bad], faults=faults) as server:
-        root = write_config(tmp_path, base_url=server.base_url, page_size=50, poll_interval=0.2)
+        root = write_config(tmp_path, base_url=server.base_url, page_size=50, poll_interval_seconds=0.2)
         sup_cfg, integrations = load_config(root)
         supervisor = Supervisor(sup_cfg, integrations)
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)
         wanted = {r["id"] for r in good if r["status"] != "entered-in-error"}
 
         def delivered() -> set[str]:
@@ -108,13 +111,15 @@ async def test_bad_input_goes_to_the_dlq_and_the_daemon_keeps_running(tmp_path: 
     assert t.records_in == t.records_mapped + t.dlq.total() + t.filtered.total()
 
 
-async def test_watermark_ties_across_polls_are_neither_lost_nor_duplicated(tmp_path: Path) -> None:
+async def test_watermark_ties_across_polls_are_neither_lost_nor_duplicated(
+    tmp_path: Path, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     first = generate_observations(120, seed=8)
     with FhirTestServer(first) as server:
-        root = write_config(tmp_path, base_url=server.base_url, page_size=7, poll_interval=0.1)
+        root = write_config(tmp_path, base_url=server.base_url, page_size=7, poll_interval_seconds=0.1)
         sup_cfg, integrations = load_config(root)
         supervisor = Supervisor(sup_cfg, integrations)
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)
         await _until(lambda: len(_v1(root)) >= len([r for r in first if r["status"] != "entered-in-error"]))
         # New resources written in the same instant as the current watermark, and later ones.
         last_meta = first[-1]["meta"]

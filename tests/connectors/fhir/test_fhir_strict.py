@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def test_strict_bulk_refuses_a_structurally_broken_line() -> None:
     from inlet.connectors.fhir.ndjson import NdjsonFile, NdjsonLine
     from inlet.core.connector import IntegrationContext
 
-    def line(doc: dict[str, object]) -> NdjsonLine:
+    def line(doc: Mapping[str, object]) -> NdjsonLine:
         out = NdjsonLine(orjson.dumps(doc))
         out.file, out.line, out.problem, out.unterminated = (
             NdjsonFile(0, "http://x/f.ndjson", "Observation", "output"),

@@ -1,14 +1,16 @@
-"""Retry-After read by what it can plausibly mean, pauses bounded and visible (issue 23, item 4), against the
-real local Bulk Data server: an epoch in ms is honoured as the moment the block lifts, a number that is neither
-a delay nor a near-future epoch is ignored with a warning, a pause never exceeds ``max_pause_minutes``, and a
-paused upstream shows in the waiting integration's ``/readyz`` status and in a stopped run's summary."""
+"""Retry-After read by what it can plausibly mean, pauses bounded and visible, against the real local Bulk Data
+server: an epoch in ms is honoured as the moment the block lifts, a number that is neither a delay nor a
+near-future epoch is ignored with a warning, a pause never exceeds ``max_pause_seconds``, and a paused upstream
+shows in the waiting integration's ``/readyz`` status and in a stopped run's summary."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -73,23 +75,25 @@ async def test_a_retry_after_that_is_no_delay_is_ignored_with_a_warning(tmp_path
     assert not any(e["event"] == "upstream rate limit pause" for e in logs), "no pause from a value not believed"
 
 
-async def test_every_pause_is_bounded_by_max_pause_minutes(tmp_path: Path) -> None:
+async def test_every_pause_is_bounded_by_max_pause_seconds(tmp_path: Path) -> None:
     reset_limiters()
     faults = BulkFaults(pending_polls=0, kickoff_status={1: 503}, fault_retry_after="86400")
     with FhirBulkServer(generate_dataset(20, seed=43).observations, faults=faults) as server:
         store = CheckpointStore(tmp_path / "cp.sqlite")
-        connector = _connector(server, http={"rate_limit": {"max_pause_minutes": 0.05}})  # 3 s
+        connector = _connector(server, http={"rate_limit": {"max_pause_seconds": 3}})
         with structlog.testing.capture_logs() as logs:
             _, stats, _ = await asyncio.wait_for(_run(connector, store), 60)
         store.close()
         kicks = [r for r in server.requests if r.path.endswith("$export")]
     assert 2.5 <= kicks[1].at - kicks[0].at < 30
     assert stats.totals.records_in > 0
-    clipped = next(e for e in logs if e["event"] == "upstream pause clipped to max_pause_minutes")
+    clipped = next(e for e in logs if e["event"] == "upstream pause clipped to max_pause_seconds")
     assert clipped["asked"] == 86400 and clipped["seconds"] == 3.0
 
 
-async def test_a_paused_upstream_shows_in_readyz_and_a_stopped_run_is_not_done(tmp_path: Path) -> None:
+async def test_a_paused_upstream_shows_in_readyz_and_a_stopped_run_is_not_done(
+    tmp_path: Path, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     reset_limiters()
     faults = BulkFaults(pending_polls=0, kickoff_status={1: 429}, fault_retry_after="600")
     with FhirBulkServer(generate_dataset(20, seed=44).observations, faults=faults) as server:
@@ -102,13 +106,17 @@ async def test_a_paused_upstream_shows_in_readyz_and_a_stopped_run_is_not_done(t
             "zone": "Europe/Vienna",
             "settings": {
                 **FAST,
-                "http": {"base_url": server.base_url, "deadline_seconds": 3600, "rate_limit": {"max_pause_minutes": 5}},
+                "http": {
+                    "base_url": server.base_url,
+                    "deadline_seconds": 3600,
+                    "rate_limit": {"max_pause_seconds": 300},
+                },
             },
         }
         (tmp_path / "integrations" / "acme.bulk.yaml").write_text(yaml.safe_dump(integration))
         sup_cfg, integrations = load_config(tmp_path)
         supervisor = Supervisor(sup_cfg, integrations, once=True)
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)
         deadline = time.monotonic() + 30
         while paused_for("acme", "bulk") is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -24,7 +24,9 @@ BERLIN = DeviceContext("meter-1", "Europe/Berlin", RECEIVED)
 
 
 def _by(readings: list[MeterReadingV1]) -> dict[tuple[str, str | None, str | None, str], MeterReadingV1]:
-    out = {(r.metric, r.phase, r.direction, r.kind): r for r in readings}
+    out: dict[tuple[str, str | None, str | None, str], MeterReadingV1] = {
+        (r.metric, r.phase, r.direction, r.kind): r for r in readings
+    }
     assert len(out) == len(readings), "two readings share metric/phase/direction/kind"
     return out
 
@@ -42,7 +44,8 @@ def _raw(message: dict[str, Any]) -> bytes:
 
 
 def _evcc(sample_data: Path, name: str) -> list[dict[str, Any]]:
-    return json.loads((sample_data / "iot" / "evcc-device-responses" / name).read_text())
+    responses: list[dict[str, Any]] = json.loads((sample_data / "iot" / "evcc-device-responses" / name).read_text())
+    return responses
 
 
 # --- Tasmota ---------------------------------------------------------------------------------------------

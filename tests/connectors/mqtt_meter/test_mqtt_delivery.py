@@ -44,8 +44,8 @@ def _config(
     (root / "integrations").mkdir(parents=True)
     sup: dict[str, Any] = {
         "state_dir": str(root / "state"),
-        "restart_backoff_initial": 0.2,
-        "restart_backoff_max": 1.0,
+        "restart_backoff_initial_seconds": 0.2,
+        "restart_backoff_max_seconds": 1.0,
         "topic_template": prefix + "{name}.v{major}",
         "dlq_topic_template": prefix + "dlq",
         "kafka": {"bootstrap": kafka, "request_timeout_ms": request_timeout_ms},
@@ -65,7 +65,7 @@ def _config(
                         "topics": ["meters/+/power"],
                         "client_id": client_id,
                         "batch_max": 200,
-                        "batch_linger_ms": 5,
+                        "batch_linger_seconds": 0.005,
                     },
                     "routes": [{"topic": "meters/+/power", "decoder": "json", "device_level": 1}],
                 },
@@ -76,7 +76,7 @@ def _config(
 
 
 class _Publisher:
-    """QoS 1 readings ``value == i`` with at most 20 publishes unacknowledged (RECIPES.md: paho's limit)."""
+    """QoS 1 readings ``value == i`` with at most 20 publishes unacknowledged (paho's limit)."""
 
     _WINDOW = 20
 

@@ -28,7 +28,7 @@ def _config(root: Path, mqtt_url: str, kafka: str, prefix: str) -> Path:
         yaml.safe_dump(
             {
                 "state_dir": str(root / "state"),
-                "restart_backoff_initial": 0.2,
+                "restart_backoff_initial_seconds": 0.2,
                 "topic_template": prefix + "{name}.v{major}",
                 "dlq_topic_template": prefix + "dlq",
                 "kafka": {"bootstrap": kafka, "request_timeout_ms": 5000},
@@ -47,7 +47,7 @@ def _config(root: Path, mqtt_url: str, kafka: str, prefix: str) -> Path:
                         "topics": ["meters/+/power"],
                         "client_id": f"inlet-{prefix}",
                         "batch_max": 200,
-                        "batch_linger_ms": 5,
+                        "batch_linger_seconds": 0.005,
                     },
                     "routes": [{"topic": "meters/+/power", "decoder": "json", "device_level": 1}],
                 },

@@ -24,6 +24,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
+from inlet.connectors.mqtt_meter.connector import MqttMeterSettings
 from inlet.core.auth import AuthError
 from inlet.core.config import check_config, load_config
 from inlet.core.mqtt import MqttSettings, MqttSource, create_session
@@ -174,15 +175,15 @@ async def test_readings_arrive_over_client_certificate_tls(
         "tls_keyfile": str(pki.client_encrypted.key),
         "tls_key_password": {"env": "MQTT_KEY_PASSWORD"},
         "batch_max": 200,
-        "batch_linger_ms": 5,
+        "batch_linger_seconds": 0.005,
     }
     (tmp_path / "integrations").mkdir()
     (tmp_path / "inlet.yaml").write_text(
         yaml.safe_dump(
             {
                 "state_dir": str(tmp_path / "state"),
-                "restart_backoff_initial": 0.2,
-                "restart_backoff_max": 1.0,
+                "restart_backoff_initial_seconds": 0.2,
+                "restart_backoff_max_seconds": 1.0,
                 "topic_template": prefix + "{name}.v{major}",
                 "dlq_topic_template": prefix + "dlq",
                 "kafka": {"bootstrap": kafka_bootstrap, "request_timeout_ms": 5000},
@@ -204,7 +205,9 @@ async def test_readings_arrive_over_client_certificate_tls(
     )
     sup_cfg, integrations = load_config(tmp_path)
     # The persistent session (over TLS, the same settings) exists before anything is published.
-    await asyncio.to_thread(create_session, integrations[0].settings.mqtt, client_id)
+    settings = integrations[0].settings
+    assert isinstance(settings, MqttMeterSettings)
+    await asyncio.to_thread(create_session, settings.mqtt, client_id)
     n = 200
     _publish(tls_mosquitto.url, n)  # on the plain listener: what a device would send
 

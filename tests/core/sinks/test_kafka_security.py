@@ -22,7 +22,7 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ import orjson
 import pytest
 import structlog
 import yaml
-from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
 from inlet.connectors.fhir.synth import generate_observations
@@ -111,21 +110,20 @@ def _wanted(resources: list[Any]) -> set[str]:
 
 
 async def _consume(
-    settings: KafkaSettings, topic: str, until: Callable[[set[str]], bool], timeout: float = 90
+    kafka_consumer: Callable[..., Awaitable[Any]],
+    settings: KafkaSettings,
+    topic: str,
+    until: Callable[[set[str]], bool],
+    timeout: float = 90,
 ) -> set[str]:
-    """Observation ids on ``topic``, read through the secured listener with a consumer built from ``settings``."""
-    consumer = AIOKafkaConsumer(
-        topic, **connection_options(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
+    """Observation ids on ``topic``, read through the secured listener with a consumer built from ``settings``
+    (the ``kafka_consumer`` fixture's, stopped when the test ends)."""
+    consumer = await kafka_consumer(topic, **connection_options(settings), auto_offset_reset="earliest")
     seen: set[str] = set()
-    try:
-        async with asyncio.timeout(timeout):
-            while not until(seen):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    seen |= {orjson.loads(r.value)["observation_id"] for r in records}
-    finally:
-        await consumer.stop()
+    async with asyncio.timeout(timeout):
+        while not until(seen):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                seen |= {orjson.loads(r.value)["observation_id"] for r in records}
     return seen
 
 
@@ -314,7 +312,11 @@ def test_plaintext_stays_the_default() -> None:
 @pytest.mark.kafka
 @pytest.mark.slow
 async def test_sasl_ssl_scram_sha_512_events_arrive(
-    tmp_path: Path, secure_kafka: KafkaBroker, pki: Pki, secrets: None
+    tmp_path: Path,
+    secure_kafka: KafkaBroker,
+    pki: Pki,
+    secrets: None,
+    kafka_consumer: Callable[..., Awaitable[Any]],
 ) -> None:
     resources = generate_observations(150, seed=21)
     prefix = f"scram-{uuid.uuid4().hex[:8]}."
@@ -324,13 +326,21 @@ async def test_sasl_ssl_scram_sha_512_events_arrive(
     assert stats.restarts == 0 and stats.totals.records_in == len(resources)
     sup_cfg, _ = load_config(root)
     assert sup_cfg.kafka is not None
-    seen = await _consume(sup_cfg.kafka, f"{prefix}clinical.observation.v1", lambda got: got >= _wanted(resources))
+    seen = await _consume(
+        kafka_consumer, sup_cfg.kafka, f"{prefix}clinical.observation.v1", lambda got: got >= _wanted(resources)
+    )
     assert seen == _wanted(resources)
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
-async def test_mutual_tls_events_arrive(tmp_path: Path, secure_kafka: KafkaBroker, pki: Pki, secrets: None) -> None:
+async def test_mutual_tls_events_arrive(
+    tmp_path: Path,
+    secure_kafka: KafkaBroker,
+    pki: Pki,
+    secrets: None,
+    kafka_consumer: Callable[..., Awaitable[Any]],
+) -> None:
     """Client certificate with an encrypted key (its password a file secret) on a listener requiring one."""
     resources = generate_observations(150, seed=22)
     prefix = f"mtls-{uuid.uuid4().hex[:8]}."
@@ -345,14 +355,20 @@ async def test_mutual_tls_events_arrive(tmp_path: Path, secure_kafka: KafkaBroke
     assert stats.restarts == 0 and stats.totals.records_in == len(resources)
     sup_cfg, _ = load_config(root)
     assert sup_cfg.kafka is not None
-    seen = await _consume(sup_cfg.kafka, f"{prefix}clinical.observation.v1", lambda got: got >= _wanted(resources))
+    seen = await _consume(
+        kafka_consumer, sup_cfg.kafka, f"{prefix}clinical.observation.v1", lambda got: got >= _wanted(resources)
+    )
     assert seen == _wanted(resources)
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
 async def test_oauthbearer_events_arrive_with_client_credentials_tokens(
-    tmp_path: Path, secure_kafka: KafkaBroker, pki: Pki, secrets: None
+    tmp_path: Path,
+    secure_kafka: KafkaBroker,
+    pki: Pki,
+    secrets: None,
+    kafka_consumer: Callable[..., Awaitable[Any]],
 ) -> None:
     resources = generate_observations(150, seed=23)
     prefix = f"oauth-{uuid.uuid4().hex[:8]}."
@@ -363,7 +379,9 @@ async def test_oauthbearer_events_arrive_with_client_credentials_tokens(
         stats = await _run_once(root)
         sup_cfg, _ = load_config(root)
         assert sup_cfg.kafka is not None
-        seen = await _consume(sup_cfg.kafka, f"{prefix}clinical.observation.v1", lambda got: got >= _wanted(resources))
+        seen = await _consume(
+            kafka_consumer, sup_cfg.kafka, f"{prefix}clinical.observation.v1", lambda got: got >= _wanted(resources)
+        )
         # A client's connections share its token: fetched once, then reused until it is due.
         assert sup_cfg.kafka.oauth is not None
         provider = OAuthBearerTokenProvider(sup_cfg.kafka.oauth)
@@ -378,13 +396,14 @@ async def test_oauthbearer_events_arrive_with_client_credentials_tokens(
 
 @pytest.mark.kafka
 @pytest.mark.slow
-async def test_turning_off_host_name_checks_is_explicit_and_warned(secure_kafka: KafkaBroker, pki: Pki) -> None:
+async def test_turning_off_host_name_checks_is_explicit_and_warned(
+    secure_kafka: KafkaBroker, pki: Pki, kafka_sinks: Callable[[KafkaSettings], KafkaSink]
+) -> None:
     settings = KafkaSettings.model_validate({**_mtls(secure_kafka, pki, pki.client), "ssl_check_hostname": False})
     assert connection_options(settings)["ssl_context"].check_hostname is False
-    sink = KafkaSink(settings)
+    sink = kafka_sinks(settings)
     with structlog.testing.capture_logs() as logs:
         await sink.start()
-    await sink.stop()
     assert any(e["log_level"] == "warning" and "ssl_check_hostname: false" in e["event"] for e in logs), logs
 
 
@@ -497,7 +516,9 @@ async def test_a_refusal_after_commits_leaves_the_checkpoint_where_it_was(
 
 
 @pytest.mark.kafka
-async def test_a_broker_that_is_not_there_is_an_outage_not_a_refusal(pki: Pki, secrets: None) -> None:
+async def test_a_broker_that_is_not_there_is_an_outage_not_a_refusal(
+    pki: Pki, secrets: None, kafka_sinks: Callable[[KafkaSettings], KafkaSink]
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
@@ -512,16 +533,16 @@ async def test_a_broker_that_is_not_there_is_an_outage_not_a_refusal(pki: Pki, s
             "request_timeout_ms": 5000,
         }
     )
-    sink = KafkaSink(settings)
+    sink = kafka_sinks(settings)
     with pytest.raises(SinkUnavailable, match="not reachable"):
         await sink.start()
-    await sink.stop()
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
-async def test_plaintext_client_on_a_tls_listener_is_told_so(secure_kafka: KafkaBroker) -> None:
-    sink = KafkaSink(KafkaSettings(bootstrap=secure_kafka.bootstrap_of("EXPIRED"), request_timeout_ms=5000))
+async def test_plaintext_client_on_a_tls_listener_is_told_so(
+    secure_kafka: KafkaBroker, kafka_sinks: Callable[[KafkaSettings], KafkaSink]
+) -> None:
+    sink = kafka_sinks(KafkaSettings(bootstrap=secure_kafka.bootstrap_of("EXPIRED"), request_timeout_ms=5000))
     with pytest.raises(SinkRefused, match="speaks TLS but security_protocol is PLAINTEXT"):
         await sink.start()
-    await sink.stop()
