@@ -354,7 +354,10 @@ def replay_cmd(
     configure_logging()
     item = _integration(config, integration, offline=True)
     target = fixtures or Path("fixtures") / integration
-    actual = replay(item, target, update=update)
+    try:
+        actual = replay(item, target, update=update)
+    except ConfigError as exc:  # --update of a healthcare feed's ACKs without the pseudonym key
+        fail_config([exc])
     if update:
         (target / "events.jsonl").write_text("".join(event_lines(actual)))
         out.print(f"updated {target / 'events.jsonl'}: {len(actual)} events")

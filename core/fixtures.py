@@ -8,7 +8,8 @@ A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewa
   properties, receive time), redacted the same way — a directory holds either file or both;
 - ``mllp.jsonl``   for an HL7 v2 feed, the messages as received and the acknowledgements sent
   (``core.recording``), PHI pseudonymised in the HL7 text (``Redactor.hl7``); replay fails when the connector
-  would now acknowledge a message differently (``inlet replay --update`` rewrites the recorded ACKs too);
+  would now acknowledge a message differently (``inlet replay --update`` rewrites the recorded ACKs too,
+  redacted as recording redacts them);
 - ``shape.json``   the upstream shape the integration depends on (``core.drift``), learnt while recording;
 - ``events.jsonl`` the golden events the exchanges must produce: topic, key, headers and value, in order
   (DLQ records and drift alerts included, so the expected failures are part of the contract too).
@@ -153,15 +154,24 @@ def _shape_docs(records: list[Any]) -> list[dict[str, Any]]:
     return docs
 
 
-def pseudonym_key() -> bytes:
-    """The key PHI is pseudonymised with: ``INLET_PSEUDONYM_KEY`` (env only, never in the repository)."""
+def pseudonym_key(doing: str = "recording a healthcare feed") -> bytes:
+    """The key PHI is pseudonymised with: ``INLET_PSEUDONYM_KEY`` (env only, never in the repository).
+
+    ``doing``: what needs it, for the error.
+    """
     key = os.environ.get("INLET_PSEUDONYM_KEY", "")
     if len(key) < 16:
         raise ConfigError(
-            "recording a healthcare feed pseudonymises PHI with a key: set INLET_PSEUDONYM_KEY "
+            f"{doing} pseudonymises PHI with a key: set INLET_PSEUDONYM_KEY "
             "(16+ characters, kept out of the repository; the same key keeps pseudonyms stable)"
         )
     return key.encode()
+
+
+def _redactor(item: LoadedIntegration, doing: str = "recording a healthcare feed") -> Redactor:
+    """What a recording of ``item`` is redacted with — while recording and when ``replay --update`` rewrites it:
+    secrets always, PHI pseudonymised under ``INLET_PSEUDONYM_KEY`` when the plugin declares ``phi``."""
+    return Redactor(pseudonym_key(doing) if item.plugin.phi else b"secrets-only", phi=item.plugin.phi)
 
 
 def record(
@@ -185,7 +195,7 @@ def record(
     fixture, so they hold no PHI either and are exactly what CI will compare against.
     """
     fixtures.mkdir(parents=True, exist_ok=True)
-    redactor = Redactor(pseudonym_key() if item.plugin.phi else b"secrets-only", phi=item.plugin.phi)
+    redactor = _redactor(item)
 
     def scrub(doc: dict[str, Any]) -> dict[str, Any]:
         return redactor(redact(doc) if redact is not None else doc)
@@ -214,12 +224,23 @@ def record(
 
 
 def _replay_checked(item: LoadedIntegration, fixtures: Path, *, update: bool = False) -> tuple[list[Event], list[Any]]:
-    """Replay, then hold an MLLP replay to the recorded acknowledgements (or rewrite them, ``update``)."""
+    """Replay, then hold an MLLP replay to the recorded acknowledgements (or rewrite them, ``update``).
+
+    Rewritten acknowledgements are redacted as recording redacts them (an ACK's error text can quote the message):
+    for a ``phi`` plugin that takes the recording's ``INLET_PSEUDONYM_KEY``. Without the key, an update that
+    changes no acknowledgement (MSA-1, MSA-2) keeps the recorded ones byte for byte; one that does fails.
+    """
     transport, sources, listeners = _replay_io(fixtures)
     events, records = asyncio.run(_run(item, transport, sources, listeners))
     if isinstance(listeners, MllpReplaySource):
         if update:
-            listeners.rewrite_acks()
+            try:
+                redactor = _redactor(item, f"`inlet replay {item.config.key} --update` of a healthcare feed's ACKs")
+            except ConfigError as exc:
+                if differences := listeners.ack_differences():
+                    raise ConfigError(f"{exc}; acknowledgements to rewrite:\n  " + "\n  ".join(differences)) from exc
+                return events, records  # no acknowledgement changed: the recorded ones stay as they are
+            listeners.rewrite_acks(redact=redactor)
         elif differences := listeners.ack_differences():
             raise ReplayMiss(
                 f"{item.config.key}: replaying {listeners.path} acknowledges messages differently than "

@@ -30,7 +30,9 @@ are not UTF-8 — as ISO-8859-1 with ``"charset": "latin-1"``, so replay gives b
 reviewer reads the message (and the PHI redaction can see it). Replay (:class:`MllpReplaySource`) hands the
 messages to the connector once, in their recorded order and batches of their connection order, with the
 recorded receive times, and compares each acknowledgement the connector sends with the recorded one
-(acknowledgement code MSA-1 and control id MSA-2): :meth:`MllpReplaySource.ack_differences`.
+(acknowledgement code MSA-1 and control id MSA-2): :meth:`MllpReplaySource.ack_differences`. An acknowledgement
+line is written in one place (``_ack_line``), redacted the same whether recorded or rewritten by
+:meth:`MllpReplaySource.rewrite_acks` (``inlet replay --update``).
 """
 
 from __future__ import annotations
@@ -340,6 +342,18 @@ def _hl7_bytes(doc: dict[str, Any]) -> bytes:
     return str(doc.get("hl7", "")).encode(str(doc.get("charset") or "utf-8"))
 
 
+def _mllp_line(doc: dict[str, Any], redact: Callable[[dict[str, Any]], dict[str, Any]] | None) -> bytes:
+    """One ``mllp.jsonl`` line (no newline): ``doc`` through ``redact`` first."""
+    return orjson.dumps(redact(doc) if redact is not None else doc)
+
+
+def _ack_line(number: int, payload: bytes, redact: Callable[[dict[str, Any]], dict[str, Any]] | None) -> bytes:
+    """The line of the acknowledgement ``payload`` sent for message ``number``: the one place an ACK is written to a
+    recording, while recording (:class:`MllpRecordingSource`) and when replay rewrites it
+    (:meth:`MllpReplaySource.rewrite_acks`), so both redact it alike (an ACK's error text can quote the message)."""
+    return _mllp_line({"ack": number, **_hl7_doc(payload)}, redact)
+
+
 def _msa(payload: bytes) -> tuple[str, str]:
     """(MSA-1, MSA-2) of an acknowledgement: what replay compares."""
     text = payload.decode("latin-1")
@@ -376,11 +390,9 @@ class MllpRecordingSource:
         self._numbers: dict[int, int] = {}
         self._connections: dict[str, int] = {}
 
-    def _write(self, doc: dict[str, Any]) -> None:
-        if self.redact is not None:
-            doc = self.redact(doc)
+    def _append(self, line: bytes) -> None:
         with self.path.open("ab") as fh:
-            fh.write(orjson.dumps(doc) + b"\n")
+            fh.write(line + b"\n")
 
     def _count(self) -> int:
         if not self.path.exists():
@@ -416,7 +428,7 @@ class MllpRecordingSource:
                     }
                     if m.oversized:
                         doc["oversized"] = m.oversized
-                    self._write(doc)
+                    self._append(_mllp_line(doc, self.redact))
                 yield batch
         finally:
             aclose = getattr(it, "aclose", None)
@@ -426,7 +438,7 @@ class MllpRecordingSource:
     def reply(self, serial: int, payload: bytes) -> None:
         number = self._numbers.pop(serial, None)
         if number is not None:
-            self._write({"ack": number, **_hl7_doc(payload)})
+            self._append(_ack_line(number, payload, self.redact))
         self.inner.reply(serial, payload)
 
 
@@ -485,15 +497,18 @@ class MllpReplaySource(_RecordedMessages[MllpMessage]):
                 out.append(f"message {m.serial}: recorded ACK {was[0]} {was[1]}, replay answers {now[0]} {now[1]}")
         return out
 
-    def rewrite_acks(self) -> None:
-        """Replace the recorded acknowledgements by the replayed ones (``inlet replay --update``)."""
+    def rewrite_acks(self, *, redact: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Replace the recorded acknowledgements by the replayed ones (``inlet replay --update``).
+
+        ``redact``: what the recording was redacted with (``core.fixtures`` makes it as ``record`` does, PHI
+        pseudonymised with the same key), so an unchanged connector rewrites the file byte for byte.
+        """
         lines = []
         for line in self.path.read_bytes().splitlines():
             if line.strip() and not line.startswith(b'{"ack"'):
                 lines.append(line)
                 doc = orjson.loads(line)
                 if "message" in doc and int(doc["message"]) in self.replies:
-                    lines.append(
-                        orjson.dumps({"ack": int(doc["message"]), **_hl7_doc(self.replies[int(doc["message"])])})
-                    )
+                    number = int(doc["message"])
+                    lines.append(_ack_line(number, self.replies[number], redact))
         self.path.write_bytes(b"\n".join(lines) + b"\n")

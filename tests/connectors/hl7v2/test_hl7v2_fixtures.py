@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 
 from inlet.connectors.hl7v2.parser import parse
 from inlet.connectors.hl7v2.synth import hospital_feed
+from inlet.core.config import load_config
+from inlet.core.errors import ConfigError
+from inlet.core.fixtures import replay
 from inlet.core.redact import Redactor, scan_for_leaks
+from tools.record_hl7 import PSEUDONYM_KEY
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -146,3 +153,50 @@ def test_hl7_pseudonyms_are_stable_across_messages_and_idempotent() -> None:
     assert pid_adt is not None and pid_oru is not None
     assert pid_adt.fields[3] == pid_oru.fields[3] and pid_adt.fields[3].startswith("ID-")
     assert len(pid_adt.fields[7]) == 4  # birth year only
+
+
+def _error_acks(path: Path) -> list[str]:
+    """The HL7 text of every recorded acknowledgement that is not ``AA``."""
+    docs = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return [d["hl7"] for d in docs if "ack" in d and "|AA|" not in d["hl7"]]
+
+
+@pytest.mark.parametrize("key", ["st-marien/hl7", "hopital-du-lac/hl7"])
+def test_replay_update_redacts_the_acks_it_rewrites(key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``replay --update`` rewrites ``mllp.jsonl``'s ACKs redacted as recording redacted them: on an unchanged plugin
+    the file stays byte for byte, error texts (which can quote the message) stay pseudonyms."""
+    fixtures = tmp_path / "fx"
+    shutil.copytree(ROOT / "fixtures" / key, fixtures)
+    mllp = fixtures / "mllp.jsonl"
+    recorded = mllp.read_bytes()
+    errors = _error_acks(mllp)
+    assert errors and all("|Text-" in ack for ack in errors)  # the committed recording: texts pseudonymised
+    _, [item] = load_config(ROOT / "examples" / "customers", only=[key], offline=True)
+
+    # No key: nothing to rewrite when no ACK changed (the recorded ones stay) ...
+    monkeypatch.delenv("INLET_PSEUDONYM_KEY", raising=False)
+    replay(item, fixtures, update=True)
+    assert mllp.read_bytes() == recorded
+    # ... and a changed ACK cannot be written without it.
+    changed = recorded.replace(b"MSA|AA|", b"MSA|AE|", 1)
+    mllp.write_bytes(changed)
+    with pytest.raises(ConfigError, match="INLET_PSEUDONYM_KEY"):
+        replay(item, fixtures, update=True)
+    assert mllp.read_bytes() == changed
+
+    # With the recording's key: every ACK rewritten from the replay, redacted alike, so byte-identical.
+    monkeypatch.setenv("INLET_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    replay(item, fixtures, update=True)
+    assert mllp.read_bytes() == recorded
+    # An error ACK the recording lacks is written pseudonymised too, never with the raw error text.
+    first_error = next(line for line in recorded.splitlines() if line.startswith(b'{"ack"') and b"|Text-" in line)
+    mllp.write_bytes(recorded.replace(first_error + b"\n", b""))
+    replay(item, fixtures, update=True)
+    assert mllp.read_bytes() == recorded
+    assert "is not mapped" not in mllp.read_text()  # the family's raw text for the unmapped SIU^S12
+    assert _error_acks(mllp) == errors
+    for ack in errors:
+        texts = [
+            seg.split("|")[n] for seg in ack.split("\r") for name, n in (("MSA", 3), ("ERR", 8)) if seg[:3] == name
+        ]
+        assert len(texts) == 2 and all(re.fullmatch(r"Text-[0-9a-f]{8}", t) for t in texts), ack
