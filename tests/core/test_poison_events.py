@@ -54,7 +54,9 @@ def _poisoned(count: int, at: int, size: int = 100_000) -> tuple[list[dict[str, 
 @pytest.mark.kafka
 @pytest.mark.slow
 async def test_an_event_over_message_max_bytes_goes_to_the_dlq_and_the_stream_goes_on(
-    tmp_path: Path, kafka_broker_factory: Callable[..., KafkaBroker]
+    tmp_path: Path,
+    kafka_broker_factory: Callable[..., KafkaBroker],
+    run_supervisor: Callable[[Supervisor], asyncio.Task[Any]],
 ) -> None:
     broker = kafka_broker_factory(overrides={"message.max.bytes": str(MAX_MESSAGE_BYTES)})
     resources, poison = _poisoned(300, at=137)
@@ -67,7 +69,7 @@ async def test_an_event_over_message_max_bytes_goes_to_the_dlq_and_the_stream_go
         sup_cfg, integrations = load_config(root)
         supervisor = Supervisor(sup_cfg, integrations)
         stats = supervisor.stats["acme/observations"]
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)  # stopped here once the records are in; by the fixture if that fails
         started = time.monotonic()
         done = await _until(lambda: stats.totals.records_in == len(resources) or run.done(), 120)
         elapsed = time.monotonic() - started

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -672,7 +672,9 @@ async def test_pruning_deletes_only_rows_shipped_longer_ago_than_the_retention(
 
 
 @pytest.mark.kafka
-async def test_the_supervisor_option_ships_events_as_they_are_written(tmp_path: Path, kafka_bootstrap: str) -> None:
+async def test_the_supervisor_option_ships_events_as_they_are_written(
+    tmp_path: Path, kafka_bootstrap: str, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     resources = generate_observations(3000, seed=12)
     wanted = {r["id"] for r in resources if r["status"] != "entered-in-error"}
     prefix = f"relay-sup-{uuid.uuid4().hex[:8]}."
@@ -688,7 +690,7 @@ async def test_the_supervisor_option_ships_events_as_they_are_written(tmp_path: 
         supervisor = Supervisor(sup_cfg, integrations)
         stats = supervisor.stats["acme/observations"]
         outbox = root / "state" / "outbox.sqlite"
-        run = asyncio.create_task(supervisor.run())
+        run = run_supervisor(supervisor)  # stopped below once all is shipped; by the fixture if an assert fails
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while read_watermark(outbox) == 0 and loop.time() < deadline and not run.done():

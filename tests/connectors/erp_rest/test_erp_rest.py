@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,9 @@ Doc = dict[str, Any]
 class _Feed:
     """One integration polled through the real pipeline, checkpoint store and a memory sink."""
 
-    def __init__(self, tmp_path: Path, connector: ErpODataConnector) -> None:
+    def __init__(self, store: CheckpointStore, connector: ErpODataConnector) -> None:
         self.connector = connector
-        self.store = CheckpointStore(tmp_path / "checkpoints.sqlite")
+        self.store = store
         self.stats = Stats("acme", "erp")
         self.dlq: list[Any] = []
 
@@ -77,10 +78,12 @@ def _invoices(n: int = 30) -> list[Doc]:
     return bc_sales_invoices(n, bc_customers(8))
 
 
-async def test_business_central_invoices_map_with_exact_money_dates_and_lines(tmp_path: Path) -> None:
+async def test_business_central_invoices_map_with_exact_money_dates_and_lines(
+    checkpoint_store: CheckpointStore,
+) -> None:
     invoices = _invoices()
     with _bc_server(invoices) as server:
-        feed = _Feed(tmp_path, _bc(server))
+        feed = _Feed(checkpoint_store, _bc(server))
         async with feed.connector:
             events = await feed.poll()
         assert "$expand=salesInvoiceLines" in server.requests[0].target.replace("%24", "$")
@@ -102,15 +105,15 @@ async def test_business_central_invoices_map_with_exact_money_dates_and_lines(tm
     assert feed.stats.totals.balanced()
 
 
-async def test_parties_and_payments(tmp_path: Path) -> None:
+async def test_parties_and_payments(tmp_path: Path, checkpoint_stores: Callable[[Path], CheckpointStore]) -> None:
     customers = bc_customers(12)
     payments = bc_payments(9, _invoices(9))
     server = OdataTestServer({"customers": customers, "customerPayments": payments}, dialect="odata4", company=COMPANY)
     with server:
-        parties = _Feed(tmp_path / "p", _bc(server, "customers"))
+        parties = _Feed(checkpoint_stores(tmp_path / "p.sqlite"), _bc(server, "customers"))
         async with parties.connector:
             got = await parties.poll()
-        pays = _Feed(tmp_path / "m", _bc(server, "customerPayments"))
+        pays = _Feed(checkpoint_stores(tmp_path / "m.sqlite"), _bc(server, "customerPayments"))
         async with pays.connector:
             paid = await pays.poll()
     assert sorted(p["number"] for p in got) == sorted(c["number"] for c in customers)
@@ -122,14 +125,16 @@ async def test_parties_and_payments(tmp_path: Path) -> None:
     assert paid[0]["paid_at"].endswith("T23:00:00Z") or paid[0]["paid_at"].endswith("T22:00:00Z")
 
 
-async def test_sap_odata_v2_with_a_byte_order_mark(tmp_path: Path) -> None:
+async def test_sap_odata_v2_with_a_byte_order_mark(checkpoint_store: CheckpointStore) -> None:
     docs = sap_billing_documents(17)
     server = OdataTestServer(
         {"A_BillingDocument": docs}, dialect="odata2", page_size=5, bom=True, expand={"A_BillingDocument": "to_Item"}
     )
     with server:
         settings = ErpODataSettings(http=HttpSettings(base_url=server.url), entity="A_BillingDocument")
-        feed = _Feed(tmp_path, ErpODataConnector(IntegrationContext("acme", "erp", zone="Europe/Berlin"), settings))
+        feed = _Feed(
+            checkpoint_store, ErpODataConnector(IntegrationContext("acme", "erp", zone="Europe/Berlin"), settings)
+        )
         async with feed.connector:
             events = await feed.poll()
             assert await feed.poll() == []
@@ -147,7 +152,9 @@ def test_a_single_object_d_is_a_page_of_one() -> None:
     assert _v2_loads(body) == {"d": {"results": [{"__metadata": {"uri": "x"}, "BillingDocument": "90000001"}]}}
 
 
-async def test_equal_timestamps_across_a_page_boundary_after_a_stop_are_delivered_once(tmp_path: Path) -> None:
+async def test_equal_timestamps_across_a_page_boundary_after_a_stop_are_delivered_once(
+    checkpoint_store: CheckpointStore,
+) -> None:
     """A pass stopped after its first page resumes from that page's watermark: the rows sharing it on the next
     page are read (inclusive bound) and the ones already delivered are not repeated (seen keys)."""
     invoices = _invoices(12)
@@ -160,7 +167,7 @@ async def test_equal_timestamps_across_a_page_boundary_after_a_stop_are_delivere
             first = [b async for b in _first_batch(connector)]
         position = first[0].position
         assert len(first[0].records) == 4 and position["modified_since"] is not None
-        feed = _Feed(tmp_path, _bc(server, overlap_seconds=0))
+        feed = _Feed(checkpoint_store, _bc(server, overlap_seconds=0))
         await feed.store.save("acme", "erp", position)
         async with feed.connector:
             rest = await feed.poll()
@@ -175,7 +182,7 @@ async def _first_batch(connector: ErpODataConnector) -> Any:
 
 
 @pytest.mark.parametrize("overlap", [0, 900])
-async def test_rows_modified_during_paging_arrive_once(tmp_path: Path, overlap: int) -> None:
+async def test_rows_modified_during_paging_arrive_once(checkpoint_store: CheckpointStore, overlap: int) -> None:
     """While a pass pages, one row is modified with a time before what the pass has reached (its transaction
     committed late) and another with a new time. Without the overlap window the late one is lost for good."""
     invoices = _invoices(20)
@@ -189,7 +196,7 @@ async def test_rows_modified_during_paging_arrive_once(tmp_path: Path, overlap: 
 
     with _bc_server(invoices) as server:
         server.on_page = during
-        feed = _Feed(tmp_path, _bc(server, overlap_seconds=overlap))
+        feed = _Feed(checkpoint_store, _bc(server, overlap_seconds=overlap))
         async with feed.connector:
             events = await feed.poll()
             server.on_page = None
@@ -209,10 +216,10 @@ async def test_rows_modified_during_paging_arrive_once(tmp_path: Path, overlap: 
     assert modified
 
 
-async def test_three_runs_with_changes_between_deliver_every_change_once(tmp_path: Path) -> None:
+async def test_three_runs_with_changes_between_deliver_every_change_once(checkpoint_store: CheckpointStore) -> None:
     invoices = _invoices(15)
     with _bc_server(invoices) as server:
-        feed = _Feed(tmp_path, _bc(server))
+        feed = _Feed(checkpoint_store, _bc(server))
         async with feed.connector:
             run1 = await feed.poll()
             server.modify("salesInvoices", invoices[3]["id"], "2024-03-05T10:00:00.1Z", status="Paid")
@@ -227,11 +234,13 @@ async def test_three_runs_with_changes_between_deliver_every_change_once(tmp_pat
     assert [(e["invoice_number"], e["status"]) for e in run3] == [(invoices[3]["number"], "void")]
 
 
-async def test_an_html_page_with_200_is_a_dlq_record_and_the_next_poll_reads_it_again(tmp_path: Path) -> None:
+async def test_an_html_page_with_200_is_a_dlq_record_and_the_next_poll_reads_it_again(
+    checkpoint_store: CheckpointStore,
+) -> None:
     invoices = _invoices(12)
     with _bc_server(invoices) as server:
         server.html_pages = {2}
-        feed = _Feed(tmp_path, _bc(server))
+        feed = _Feed(checkpoint_store, _bc(server))
         async with feed.connector:
             first = await feed.poll()
             assert len(first) == 4 and len(feed.dlq) == 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,9 +32,9 @@ Doc = dict[str, Any]
 class _Feed:
     """One integration polled through the real pipeline, checkpoint store and a memory sink."""
 
-    def __init__(self, tmp_path: Path, connector: ErpXeroConnector) -> None:
+    def __init__(self, store: CheckpointStore, connector: ErpXeroConnector) -> None:
         self.connector = connector
-        self.store = CheckpointStore(tmp_path / "checkpoints.sqlite")
+        self.store = store
         self.stats = Stats("acme", "xero")
         self.dlq: list[Any] = []
 
@@ -60,10 +59,12 @@ def _ms(value: str) -> datetime:
     return normalise(value, "UTC").utc
 
 
-async def test_invoices_map_with_exact_money_dates_statuses_and_limit_headers(tmp_path: Path) -> None:
+async def test_invoices_map_with_exact_money_dates_statuses_and_limit_headers(
+    checkpoint_store: CheckpointStore,
+) -> None:
     invoices = xero_invoices(45)
     with XeroTestServer(invoices, page_size=10, minute_limit=600) as server:
-        feed = _Feed(tmp_path, _xero(server))
+        feed = _Feed(checkpoint_store, _xero(server))
         async with feed.connector:
             events = await feed.poll()
             rate = feed.connector.http.limiter.current_rate()
@@ -108,7 +109,7 @@ def test_the_bound_is_the_second_of_watermark_minus_overlap() -> None:
     assert if_modified_since(wm, 300) == datetime(2024, 3, 1, 7, 55, 5, tzinfo=UTC)
 
 
-async def test_rows_in_the_watermark_second_arrive_once_across_runs(tmp_path: Path) -> None:
+async def test_rows_in_the_watermark_second_arrive_once_across_runs(checkpoint_store: CheckpointStore) -> None:
     """Run 1 ends at a row modified at hh:mm:ss.400; then rows are modified at .100 and .900 of that same second
     (a .100 row committed late, a .900 one new). If-Modified-Since cannot say .400: the second is read again,
     the row already delivered is filtered, both others arrive — each once."""
@@ -116,7 +117,7 @@ async def test_rows_in_the_watermark_second_arrive_once_across_runs(tmp_path: Pa
     base = _ms(invoices[-1]["UpdatedDateUTC"]).replace(microsecond=400_000)
     invoices[-1]["UpdatedDateUTC"] = xero_date(base)
     with XeroTestServer(invoices, page_size=5) as server:
-        feed = _Feed(tmp_path, _xero(server, overlap_seconds=0))
+        feed = _Feed(checkpoint_store, _xero(server, overlap_seconds=0))
         async with feed.connector:
             run1 = await feed.poll()
             server.modify(invoices[2]["InvoiceID"], xero_date(base - timedelta(milliseconds=300)), Status="PAID")
@@ -132,7 +133,7 @@ async def test_rows_in_the_watermark_second_arrive_once_across_runs(tmp_path: Pa
     assert feed.stats.totals.filtered, "the watermark's row read again and left out, with a reason"
 
 
-async def test_a_pass_cut_after_a_page_resumes_without_gaps_or_repeats(tmp_path: Path) -> None:
+async def test_a_pass_cut_after_a_page_resumes_without_gaps_or_repeats(checkpoint_store: CheckpointStore) -> None:
     """Seven rows share one millisecond across the boundary of pages 1 and 2; the pass stops after page 1."""
     invoices = xero_invoices(12)
     for inv in invoices[:7]:
@@ -143,7 +144,7 @@ async def test_a_pass_cut_after_a_page_resumes_without_gaps_or_repeats(tmp_path:
             batches = connector.read(None)
             first = await anext(batches)
             await batches.aclose()  # type: ignore[attr-defined]
-        feed = _Feed(tmp_path, _xero(server, overlap_seconds=0))
+        feed = _Feed(checkpoint_store, _xero(server, overlap_seconds=0))
         await feed.store.save("acme", "xero", first.position)
         async with feed.connector:
             rest = await feed.poll()
@@ -152,7 +153,9 @@ async def test_a_pass_cut_after_a_page_resumes_without_gaps_or_repeats(tmp_path:
 
 
 @pytest.mark.parametrize("overlap", [0, 600])
-async def test_a_row_modified_while_paging_shifts_pages_and_nothing_is_lost(tmp_path: Path, overlap: int) -> None:
+async def test_a_row_modified_while_paging_shifts_pages_and_nothing_is_lost(
+    checkpoint_store: CheckpointStore, overlap: int
+) -> None:
     """Page-number paging: an invoice of page 1 is modified while page 3 is asked for; it moves to the end and
     every row behind it moves up one place, so the first row of page 3 was on page 2 when page 2 was served:
     this pass never sees it. The watermark stays where the pass began; the next pass delivers only that row."""
@@ -166,7 +169,7 @@ async def test_a_row_modified_while_paging_shifts_pages_and_nothing_is_lost(tmp_
 
     with XeroTestServer(invoices, page_size=5) as server:
         server.on_page = during
-        feed = _Feed(tmp_path, _xero(server, overlap_seconds=overlap))
+        feed = _Feed(checkpoint_store, _xero(server, overlap_seconds=overlap))
         async with feed.connector:
             run1 = await feed.poll()
             server.on_page = None
@@ -181,11 +184,11 @@ async def test_a_row_modified_while_paging_shifts_pages_and_nothing_is_lost(tmp_
     assert [n for n, _ in versions].count(moved["InvoiceNumber"]) == 2  # before and after its modification
 
 
-async def test_three_runs_with_changes_between_deliver_every_change_once(tmp_path: Path) -> None:
+async def test_three_runs_with_changes_between_deliver_every_change_once(checkpoint_store: CheckpointStore) -> None:
     invoices = xero_invoices(15)
     later = _ms(invoices[-1]["UpdatedDateUTC"]) + timedelta(minutes=5)
     with XeroTestServer(invoices, page_size=4) as server:
-        feed = _Feed(tmp_path, _xero(server))
+        feed = _Feed(checkpoint_store, _xero(server))
         async with feed.connector:
             run1 = await feed.poll()
             server.modify(invoices[3]["InvoiceID"], xero_date(later), Status="PAID")
@@ -200,11 +203,13 @@ async def test_three_runs_with_changes_between_deliver_every_change_once(tmp_pat
     assert [(e["invoice_number"], e["status"]) for e in run3] == [(invoices[3]["InvoiceNumber"], "deleted")]
 
 
-async def test_an_html_page_with_200_is_a_dlq_record_and_the_next_poll_reads_it_again(tmp_path: Path) -> None:
+async def test_an_html_page_with_200_is_a_dlq_record_and_the_next_poll_reads_it_again(
+    checkpoint_store: CheckpointStore,
+) -> None:
     invoices = xero_invoices(12)
     with XeroTestServer(invoices, page_size=4) as server:
         server.html_pages = {2}
-        feed = _Feed(tmp_path, _xero(server))
+        feed = _Feed(checkpoint_store, _xero(server))
         async with feed.connector:
             first = await feed.poll()
             assert len(first) == 4 and len(feed.dlq) == 1
@@ -215,25 +220,25 @@ async def test_an_html_page_with_200_is_a_dlq_record_and_the_next_poll_reads_it_
     assert sorted(e["invoice_number"] for e in first + second) == sorted(i["InvoiceNumber"] for i in invoices)
 
 
-async def test_a_429_with_retry_after_is_waited_out(tmp_path: Path) -> None:
+async def test_a_429_with_retry_after_is_waited_out(checkpoint_store: CheckpointStore) -> None:
     from tools.servers.http import Faults
 
     invoices = xero_invoices(6)
     with XeroTestServer(invoices, page_size=4) as server:
         server.faults = Faults(status=429, fail_requests=frozenset({2}), retry_after=1)
-        feed = _Feed(tmp_path, _xero(server))
+        feed = _Feed(checkpoint_store, _xero(server))
         async with feed.connector:
             events = await feed.poll()
         assert [r.status for r in server.requests][:3] == [200, 429, 200]
     assert len(events) == 6
 
 
-async def test_kowhai_kitchens_bills_numbered_by_reference(tmp_path: Path) -> None:
+async def test_kowhai_kitchens_bills_numbered_by_reference(checkpoint_store: CheckpointStore) -> None:
     invoices = xero_invoices(10)
     bill = next(i for i in invoices if i["Type"] == "ACCPAY")
     bill["InvoiceNumber"], bill["Reference"] = "", " SUP-88121 "
     with XeroTestServer(invoices) as server:
-        feed = _Feed(tmp_path, _xero(server, KowhaiKitchensInvoices))
+        feed = _Feed(checkpoint_store, _xero(server, KowhaiKitchensInvoices))
         async with feed.connector:
             events = await feed.poll()
     assert next(e for e in events if e["invoice_id"] == bill["InvoiceID"])["invoice_number"] == "SUP-88121"

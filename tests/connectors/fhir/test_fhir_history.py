@@ -4,6 +4,7 @@ against the local FHIR test server, which deletes and keeps versions."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ DELETED = "already delivered at the deletion watermark"
 class _Feed:
     """One search integration polled through the real pipeline; each poll's events by contract name."""
 
-    def __init__(self, tmp_path: Path, base_url: str, *, history: bool = True, page_size: int = 7) -> None:
+    def __init__(self, store: CheckpointStore, base_url: str, *, history: bool = True, page_size: int = 7) -> None:
         settings = FhirSearchSettings(
             http=HttpSettings(base_url=base_url, max_attempts=1),
             resource_type="Observation",
@@ -43,7 +44,7 @@ class _Feed:
             history_deletes=history,
         )
         self.connector = FhirSearchConnector(IntegrationContext("acme", "obs", zone="Europe/Berlin"), settings)
-        self.store = CheckpointStore(tmp_path / "checkpoints.sqlite")
+        self.store = store
         self.stats = Stats("acme", "obs")
         self.sink = MemorySink()
 
@@ -72,10 +73,10 @@ def _history_since(server: FhirTestServer) -> list[str | None]:
     return out
 
 
-async def test_deletions_after_a_pass_arrive_once_on_the_next_poll(tmp_path: Path) -> None:
+async def test_deletions_after_a_pass_arrive_once_on_the_next_poll(checkpoint_store: CheckpointStore) -> None:
     resources = generate_observations(30, seed=5)
     with FhirTestServer(resources) as server:
-        feed = _Feed(tmp_path, server.base_url)
+        feed = _Feed(checkpoint_store, server.base_url)
         async with feed.connector:
             first = await feed.poll()
             assert sorted(e["observation_id"] for e in first["clinical.observation.v1"]) == sorted(
@@ -120,11 +121,13 @@ async def test_deletions_after_a_pass_arrive_once_on_the_next_poll(tmp_path: Pat
     assert totals.records_in == 33 + totals.filtered.total(), "history creates and updates are not records"
 
 
-async def test_since_is_respected_and_a_deletion_before_the_watermark_is_not_emitted(tmp_path: Path) -> None:
+async def test_since_is_respected_and_a_deletion_before_the_watermark_is_not_emitted(
+    checkpoint_store: CheckpointStore,
+) -> None:
     resources = generate_observations(12, seed=6)
     with FhirTestServer(resources) as server:
         early = server.delete("Observation", resources[0]["id"])  # before any pass: in the whole history
-        feed = _Feed(tmp_path, server.base_url, page_size=5)
+        feed = _Feed(checkpoint_store, server.base_url, page_size=5)
         async with feed.connector:
             first = await feed.poll()
             assert [d["resource_id"] for d in first["clinical.deletion.v1"]] == [resources[0]["id"]]
@@ -146,10 +149,12 @@ async def test_since_is_respected_and_a_deletion_before_the_watermark_is_not_emi
     assert feed.stats.totals.balanced()
 
 
-async def test_an_old_position_without_deleted_since_loads_and_starts_at_the_search_watermark(tmp_path: Path) -> None:
+async def test_an_old_position_without_deleted_since_loads_and_starts_at_the_search_watermark(
+    tmp_path: Path, checkpoint_stores: Callable[[Path], CheckpointStore]
+) -> None:
     resources = generate_observations(10, seed=7)
     with FhirTestServer(resources) as server:
-        plain = _Feed(tmp_path, server.base_url, history=False)
+        plain = _Feed(checkpoint_stores(tmp_path / "cp.sqlite"), server.base_url, history=False)
         async with plain.connector:
             await plain.poll()
         old = await plain.position()
@@ -157,7 +162,7 @@ async def test_an_old_position_without_deleted_since_loads_and_starts_at_the_sea
         assert "_history" not in " ".join(server.requested_urls), "the flag off sends no history request"
 
         server.delete("Observation", resources[4]["id"])
-        feed = _Feed(tmp_path, server.base_url)  # the same checkpoint store, the flag now on
+        feed = _Feed(checkpoint_stores(tmp_path / "cp.sqlite"), server.base_url)  # the same store file, the flag on
         async with feed.connector:
             got = await feed.poll()
             assert [d["resource_id"] for d in got["clinical.deletion.v1"]] == [resources[4]["id"]]
@@ -166,10 +171,12 @@ async def test_an_old_position_without_deleted_since_loads_and_starts_at_the_sea
     assert feed.stats.totals.balanced()
 
 
-async def test_a_server_without_history_is_warned_about_once_per_pass_and_the_pass_completes(tmp_path: Path) -> None:
+async def test_a_server_without_history_is_warned_about_once_per_pass_and_the_pass_completes(
+    checkpoint_store: CheckpointStore,
+) -> None:
     resources = generate_observations(9, seed=8)
     with FhirTestServer(resources, history=False) as server, structlog.testing.capture_logs() as logs:
-        feed = _Feed(tmp_path, server.base_url, page_size=4)
+        feed = _Feed(checkpoint_store, server.base_url, page_size=4)
         async with feed.connector:
             first = await feed.poll()
             assert len(first["clinical.observation.v1"]) == 9

@@ -58,9 +58,9 @@ def _encounters() -> list[Resource]:
 class _Feed:
     """One search integration run poll after poll through the real pipeline, checkpoint and memory sink."""
 
-    def __init__(self, tmp_path: Path, connector: FhirSearchConnector) -> None:
+    def __init__(self, store: CheckpointStore, connector: FhirSearchConnector) -> None:
         self.connector = connector
-        self.store = CheckpointStore(tmp_path / "checkpoints.sqlite")
+        self.store = store
         self.stats = Stats("acme", "feed")
 
     async def poll(self) -> list[Resource]:
@@ -83,14 +83,14 @@ def _connector(base_url: str, resource_type: str, page_size: int) -> FhirSearchC
     [("Patient", _patients, "patient_id"), ("Encounter", _encounters, "encounter_id")],
 )
 async def test_incremental_search_pages_keeps_ties_and_a_second_poll_adds_nothing(
-    tmp_path: Path, resource_type: str, make: Callable[[], list[Resource]], id_field: str
+    checkpoint_store: CheckpointStore, resource_type: str, make: Callable[[], list[Resource]], id_field: str
 ) -> None:
     resources = make()
     ties = Counter(r["meta"]["lastUpdated"] for r in resources)
     assert max(ties.values()) >= 3, "the generated data must have several writes in one instant"
     last = resources[-1]["meta"]["lastUpdated"]
     with FhirTestServer(resources) as server:
-        feed = _Feed(tmp_path, _connector(server.base_url, resource_type, page_size=4))  # tie groups span pages
+        feed = _Feed(checkpoint_store, _connector(server.base_url, resource_type, page_size=4))  # tie groups span pages
         async with feed.connector:
             first = await feed.poll()
             assert sorted(e[id_field] for e in first) == sorted(r["id"] for r in resources), "no loss, no dup"

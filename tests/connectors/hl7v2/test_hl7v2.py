@@ -268,14 +268,13 @@ async def _sender(
 
 
 async def _pipeline(
-    sink: Any, tmp_path: Path, *, env: Enveloper | None = None, stats: Stats | None = None, **settings: Any
-) -> tuple[Hl7v2Connector, asyncio.Task[Any], asyncio.Event, CheckpointStore]:
+    sink: Any, store: CheckpointStore, *, env: Enveloper | None = None, stats: Stats | None = None, **settings: Any
+) -> tuple[Hl7v2Connector, asyncio.Task[Any], asyncio.Event]:
     connector = Hl7v2Connector(ctx(), Hl7v2Settings.model_validate({"mllp": {"port": 0, **settings}}))
     await connector.start()
-    store = CheckpointStore(tmp_path / "cp.sqlite")
     stop = asyncio.Event()
     pipeline = Pipeline(connector, env or Enveloper("acme", "hl7"), sink, store, stats or Stats("acme", "hl7"))
-    return connector, asyncio.create_task(pipeline.run(None, stop)), stop, store
+    return connector, asyncio.create_task(pipeline.run(None, stop)), stop
 
 
 GOOD = [ADT.format(n=i) if i % 2 else ORU.format(n=i) for i in range(200)]
@@ -286,17 +285,16 @@ BAD = [
 ]
 
 
-async def _send_through(sink: Any, tmp_path: Path, **kw: Any) -> list[dict[str, Any]]:
+async def _send_through(sink: Any, store: CheckpointStore, **kw: Any) -> list[dict[str, Any]]:
     """GOOD + BAD from 20 concurrent senders (a separate process) through a pipeline into ``sink``; the sender's
     result lines, after the ACKs were checked (every good message AA, the bad ones AR / AE)."""
-    connector, task, stop, store = await _pipeline(sink, tmp_path, **kw)
+    connector, task, stop = await _pipeline(sink, store, **kw)
     port = connector.source.port  # type: ignore[attr-defined]
     proc = await _sender(port, GOOD + BAD, senders=20)
     out, _ = await proc.communicate(b"\n\n".join(m.replace("\r", "\n").encode() for m in GOOD + BAD))
     stop.set()
     await task
     await connector.stop()
-    store.close()
     results = [json.loads(line) for line in out.decode().splitlines()]
     acks = {r["control_id"]: r["ack"] for r in results}
     assert len(results) == len(GOOD) + len(BAD)
@@ -305,9 +303,11 @@ async def _send_through(sink: Any, tmp_path: Path, **kw: Any) -> list[dict[str, 
     return results
 
 
-async def test_twenty_concurrent_senders_every_message_acked_after_the_sink(tmp_path: Path) -> None:
+async def test_twenty_concurrent_senders_every_message_acked_after_the_sink(
+    checkpoint_store: CheckpointStore,
+) -> None:
     sink = MemorySink()
-    await _send_through(sink, tmp_path)
+    await _send_through(sink, checkpoint_store)
     stored = collections.Counter(e.topic for e in sink.events)
     assert stored["clinical.patient.v1"] == 100 and stored["clinical.observation.v3"] == 400
     assert stored["clinical.observation.v2"] == 400 and stored["clinical.observation.v1"] == 400
@@ -354,14 +354,14 @@ async def _read_committed(bootstrap: str, topics: list[str], want: set[str], tim
 
 @pytest.mark.kafka
 async def test_twenty_concurrent_senders_into_kafka_every_acked_message_is_in_kafka(
-    tmp_path: Path, kafka_bootstrap: str, kafka_sinks: Callable[[KafkaSettings], KafkaSink]
+    checkpoint_store: CheckpointStore, kafka_bootstrap: str, kafka_sinks: Callable[[KafkaSettings], KafkaSink]
 ) -> None:
     """The same 20 senders (a separate process) into a real KafkaSink: whatever was acknowledged is readable."""
     prefix = f"hl7c20-{uuid.uuid4().hex[:8]}."
     env = Enveloper("acme", "hl7", topic_template=prefix + "{name}.v{major}", dlq_topic_template=prefix + "dlq")
     stats = Stats("acme", "hl7")
     sink = kafka_sinks(KafkaSettings(bootstrap=kafka_bootstrap, request_timeout_ms=10_000))
-    results = await _send_through(sink, tmp_path, env=env, stats=stats)
+    results = await _send_through(sink, checkpoint_store, env=env, stats=stats)
     expected = _events_by_control_id(env)
     every = {ce_id for events in expected.values() for ce_id in events}
     topics = sorted({topic for events in expected.values() for topic in events.values()})
@@ -377,9 +377,11 @@ async def test_twenty_concurrent_senders_into_kafka_every_acked_message_is_in_ka
     assert len(records) - len(dlq) == totals.events_out == 100 * 2 + 100 * 4 * 3  # ADT 2; ORU 4 OBX, 3 majors each
 
 
-async def test_no_ack_while_the_sink_holds_nothing_and_none_for_a_failed_sink(tmp_path: Path) -> None:
+async def test_no_ack_while_the_sink_holds_nothing_and_none_for_a_failed_sink(
+    checkpoint_store: CheckpointStore,
+) -> None:
     sink = GatedSink()
-    connector, task, _, store = await _pipeline(sink, tmp_path)
+    connector, task, _ = await _pipeline(sink, checkpoint_store)
     port = connector.source.port  # type: ignore[attr-defined]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(frame(ADT.format(n=1).encode()))
@@ -404,7 +406,6 @@ async def test_no_ack_while_the_sink_holds_nothing_and_none_for_a_failed_sink(tm
     await connector.stop()  # what the supervisor does before restarting: the sender sees the drop
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
-    store.close()
 
 
 async def test_framing_garbage_oversize_and_idle_never_break_the_listener() -> None:

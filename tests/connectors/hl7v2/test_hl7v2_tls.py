@@ -61,7 +61,9 @@ async def _send(port: int, context: ssl.SSLContext, control: str) -> bytes:
     return await asyncio.wait_for(asyncio.to_thread(_send_blocking, port, context, control), 20)
 
 
-async def test_tls_listener_requires_a_client_certificate_from_its_ca(tmp_path: Path) -> None:
+async def test_tls_listener_requires_a_client_certificate_from_its_ca(
+    tmp_path: Path, checkpoint_store: CheckpointStore
+) -> None:
     try:
         ca = CertAuthority(tmp_path / "ca")
     except ServiceError as exc:  # no openssl binary
@@ -89,10 +91,9 @@ async def test_tls_listener_requires_a_client_certificate_from_its_ca(tmp_path: 
     )
     await connector.start()
     sink = MemorySink()
-    store = CheckpointStore(tmp_path / "cp.sqlite")
     stop = asyncio.Event()
     task = asyncio.create_task(
-        Pipeline(connector, Enveloper("acme", "hl7"), sink, store, Stats("acme", "hl7")).run(None, stop)
+        Pipeline(connector, Enveloper("acme", "hl7"), sink, checkpoint_store, Stats("acme", "hl7")).run(None, stop)
     )
     port = connector.source.port  # type: ignore[attr-defined]
     try:
@@ -130,7 +131,6 @@ async def test_tls_listener_requires_a_client_certificate_from_its_ca(tmp_path: 
         stop.set()
         await asyncio.wait_for(task, 30)
         await connector.stop()
-        store.close()
         loop.set_exception_handler(None)
     assert not escaped, escaped  # nothing reached the event loop's exception handler
     stored = [e.topic for e in sink.events]

@@ -25,7 +25,6 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import consume, start_supervisor, supervisor_log
 from tools.services import KafkaBroker, Mosquitto
@@ -80,13 +79,9 @@ class _Publisher:
 
     _WINDOW = 20
 
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("mqtt://").split(":")
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
+    def __init__(self, mqtt_clients: Callable[..., mqtt.Client], url: str) -> None:
         self._in_flight = threading.BoundedSemaphore(self._WINDOW)
-        self._client.on_publish = lambda *args: self._in_flight.release()
-        self._client.connect(host, int(port))
-        self._client.loop_start()
+        self._client = mqtt_clients(url, on_publish=lambda *args: self._in_flight.release())
 
     def publish(self, values: range) -> None:
         for i in values:
@@ -100,10 +95,6 @@ class _Publisher:
             assert self._in_flight.acquire(timeout=10), "the broker did not acknowledge every publish"
         for _ in range(self._WINDOW):
             self._in_flight.release()
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str, root: Path) -> None:
@@ -194,7 +185,11 @@ def _metrics_port(root: Path) -> int:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill9"])
 async def test_readings_published_while_the_supervisor_is_down_arrive_after_it_returns(
-    tmp_path: Path, kafka_bootstrap: str, mosquitto_factory: Callable[..., Mosquitto], stop: signal.Signals
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_clients: Callable[..., mqtt.Client],
+    stop: signal.Signals,
 ) -> None:
     """The first run creates the persistent session; what is published while no supervisor runs waits there."""
     broker = mosquitto_factory()
@@ -202,7 +197,7 @@ async def test_readings_published_while_the_supervisor_is_down_arrive_after_it_r
     topic = f"{prefix}energy.meter_reading.v1"
     root, _ = _config(tmp_path, broker.url, kafka_bootstrap, prefix)
     n = 500
-    publisher = _Publisher(broker.url)
+    publisher = _Publisher(mqtt_clients, broker.url)
     proc = start_supervisor(root, log_level="info")
     try:
         _wait_connected(root, proc, 1)
@@ -223,7 +218,6 @@ async def test_readings_published_while_the_supervisor_is_down_arrive_after_it_r
         ids = await _read_back(kafka_bootstrap, topic, range(n + 1))
     finally:
         code = _stop(proc)
-        publisher.close()
     assert code == 0, supervisor_log(root)
     _assert_exactly(ids, range(n + 1))
 
@@ -232,7 +226,10 @@ async def test_readings_published_while_the_supervisor_is_down_arrive_after_it_r
 
 
 async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_supervisor_resumes(
-    tmp_path: Path, kafka_broker_factory: Callable[..., KafkaBroker], mosquitto_factory: Callable[..., Mosquitto]
+    tmp_path: Path,
+    kafka_broker_factory: Callable[..., KafkaBroker],
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_clients: Callable[..., mqtt.Client],
 ) -> None:
     """No PUBACK goes out for a reading that is not on Kafka; the broker keeps it; the same process resumes.
 
@@ -261,7 +258,7 @@ async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_super
         return broker.console_log.read_text().count(f"Sending PUBLISH to {client_id} (")
 
     first, more = 100, 300
-    publisher = _Publisher(broker.url)
+    publisher = _Publisher(mqtt_clients, broker.url)
     proc = start_supervisor(root, log_level="info")
     try:
         _wait_connected(root, proc, 1)
@@ -294,6 +291,5 @@ async def test_kafka_outage_holds_pubacks_and_the_broker_buffers_until_the_super
         _wait_for(lambda: _http_status(port, "/readyz") == 200, 10, "/readyz after Kafka returned", root)
     finally:
         code = _stop(proc)
-        publisher.close()
     assert code == 0, supervisor_log(root)
     _assert_exactly(ids, range(first + more))

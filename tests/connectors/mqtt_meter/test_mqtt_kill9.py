@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import consume, start_supervisor
 
@@ -57,28 +57,19 @@ def _config(root: Path, mqtt_url: str, kafka: str, prefix: str) -> Path:
     return root
 
 
-def _publisher(url: str) -> Any:
-    host, port = url.removeprefix("mqtt://").split(":")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
-    in_flight = threading.BoundedSemaphore(20)  # paho breaks down with too many unacknowledged publishes
-    client.on_publish = lambda *args: in_flight.release()
-    client.connect(host, int(port))
-    client.loop_start()
-    return client, in_flight
-
-
 def _payload(i: int) -> bytes:
     return orjson.dumps({"metric": "power", "value": i, "unit": "W", "ts": 1_763_000_000_000 + i})
 
 
 async def test_kill_minus_9_while_readings_stream_in_loses_none(
-    tmp_path: Path, kafka_bootstrap: str, mosquitto_factory: Any
+    tmp_path: Path, kafka_bootstrap: str, mosquitto_factory: Any, mqtt_clients: Callable[..., mqtt.Client]
 ) -> None:
     broker = mosquitto_factory()
     prefix = f"mqtt9-{uuid.uuid4().hex[:8]}."
     topic = f"{prefix}energy.meter_reading.v1"
     root = _config(tmp_path, broker.url, kafka_bootstrap, prefix)
-    client, in_flight = _publisher(broker.url)
+    in_flight = threading.BoundedSemaphore(20)  # paho breaks down with too many unacknowledged publishes
+    client = mqtt_clients(broker.url, on_publish=lambda *args: in_flight.release())
     n = 3000
     proc = start_supervisor(root, log_level="info")
     # Messages published before the supervisor's first subscription have no session to wait in.
@@ -121,8 +112,6 @@ async def test_kill_minus_9_while_readings_stream_in_loses_none(
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
-        client.loop_stop()
-        client.disconnect()
     assert code == 0, (root / "supervisor.log").read_text()[-2000:]
     assert kills >= 1
     ids: dict[float, set[str]] = {}

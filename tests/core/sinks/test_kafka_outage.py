@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -28,7 +30,9 @@ async def _wait_for(predicate, timeout: float, what: str) -> None:  # type: igno
         await asyncio.sleep(0.05)
 
 
-async def test_kafka_down_at_start_and_mid_run(tmp_path: Path) -> None:
+async def test_kafka_down_at_start_and_mid_run(
+    tmp_path: Path, run_supervisor: Callable[[Supervisor], asyncio.Task[Any]]
+) -> None:
     resources = generate_observations(6000, seed=3)
     wanted = {r["id"] for r in resources if r["status"] != "entered-in-error"}
     prefix = f"outage-{uuid.uuid4().hex[:8]}."
@@ -41,7 +45,7 @@ async def test_kafka_down_at_start_and_mid_run(tmp_path: Path) -> None:
             sup_cfg, integrations = load_config(root)
             supervisor = Supervisor(sup_cfg, integrations)
             stats = supervisor.stats["acme/observations"]
-            run = asyncio.create_task(supervisor.run())
+            run = run_supervisor(supervisor)  # stopped in step 4; by the fixture if an assertion fails first
 
             # 1. No Kafka: the integration fails, backs off and retries; it does not run ahead reading pages.
             await _wait_for(lambda: stats.restarts >= 3, 30, "three restarts with Kafka down")
