@@ -46,7 +46,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -219,28 +219,33 @@ def message_doc(message: MqttMessage) -> dict[str, Any]:
     return doc
 
 
-class RecordingSource:
-    """Passes a live source's batches through and appends each message to ``path`` (redacted) as it goes.
+class _Batches(Protocol[_M]):
+    """A live push source as far as recording it goes: started, stopped, read in batches."""
 
-    The recording ends after ``idle_seconds`` seconds without a message (the first wait also covers connecting).
-    """
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def batches(self) -> AsyncIterator[list[_M]]: ...
+
+
+_S = TypeVar("_S", bound=_Batches[Any])
+
+
+class _Recorder(Generic[_S, _M]):
+    """What both push-source recordings share: the live source's batches passed through, each written down by
+    :meth:`_write` (redacted) before the pipeline sees it; the recording ends after ``idle_seconds`` without a
+    message (the first wait also covers connecting or the senders connecting: ``connect_seconds``)."""
 
     def __init__(
         self,
-        inner: MessageSource,
+        inner: _S,
         path: Path,
         *,
         idle_seconds: float = 3.0,
         redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         connect_seconds: float = 10.0,
     ) -> None:
-        self.inner, self.path, self.idle_seconds, self.redact, self.connect_seconds = (
-            inner,
-            path,
-            idle_seconds,
-            redact,
-            connect_seconds,
-        )
+        self.inner, self.path, self.redact = inner, path, redact
+        self.idle_seconds, self.connect_seconds = idle_seconds, connect_seconds
 
     async def start(self) -> None:
         await self.inner.start()
@@ -248,28 +253,38 @@ class RecordingSource:
     async def stop(self) -> None:
         await self.inner.stop()
 
-    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
+    def _write(self, batch: list[_M]) -> None:
+        raise NotImplementedError
+
+    async def batches(self) -> AsyncIterator[list[_M]]:
         it = aiter(self.inner.batches())
         timeout = self.idle_seconds + self.connect_seconds
         try:
             while True:
                 try:
-                    batch = await asyncio.wait_for(anext(it), timeout)
+                    batch: list[_M] = await asyncio.wait_for(anext(it), timeout)
                 except (TimeoutError, StopAsyncIteration):
                     return
                 timeout = self.idle_seconds
-                with self.path.open("ab") as fh:
-                    for m in batch:
-                        doc = message_doc(m)
-                        if self.redact is not None:
-                            doc = self.redact(doc)
-                        # Not key-sorted: a JSON payload must replay byte for byte (its key order is data).
-                        fh.write(orjson.dumps(doc) + b"\n")
+                self._write(batch)
                 yield batch
         finally:
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+class RecordingSource(_Recorder[MessageSource, MqttMessage]):
+    """Passes a live MQTT source's batches through and appends each message to ``path`` (redacted) as it goes."""
+
+    def _write(self, batch: list[MqttMessage]) -> None:
+        with self.path.open("ab") as fh:
+            for m in batch:
+                doc = message_doc(m)
+                if self.redact is not None:
+                    doc = self.redact(doc)
+                # Not key-sorted: a JSON payload must replay byte for byte (its key order is data).
+                fh.write(orjson.dumps(doc) + b"\n")
 
     def ack(self, mids: list[int]) -> None:
         self.inner.ack(mids)
@@ -364,12 +379,9 @@ def _msa(payload: bytes) -> tuple[str, str]:
     return "", ""
 
 
-class MllpRecordingSource:
-    """Passes a live MLLP listener's batches through, appending each message and each reply to ``path``.
-
-    The recording ends after ``idle_seconds`` seconds without a message (the first wait also covers the senders
-    connecting: ``connect_seconds``). ``redact`` is applied to every line before it is written.
-    """
+class MllpRecordingSource(_Recorder[MllpSource, MllpMessage]):
+    """Passes a live MLLP listener's batches through, appending each message and each reply to ``path``
+    (``redact`` applied to every line); messages are numbered on from those already in the file."""
 
     def __init__(
         self,
@@ -380,15 +392,10 @@ class MllpRecordingSource:
         redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         connect_seconds: float = 10.0,
     ) -> None:
-        self.inner, self.path, self.idle_seconds, self.redact, self.connect_seconds = (
-            inner,
-            path,
-            idle_seconds,
-            redact,
-            connect_seconds,
-        )
+        super().__init__(inner, path, idle_seconds=idle_seconds, redact=redact, connect_seconds=connect_seconds)
         self._numbers: dict[int, int] = {}
         self._connections: dict[str, int] = {}
+        self._number: int | None = None
 
     def _append(self, line: bytes) -> None:
         with self.path.open("ab") as fh:
@@ -399,41 +406,22 @@ class MllpRecordingSource:
             return 0
         return sum(1 for line in self.path.read_bytes().splitlines() if line.startswith(b'{"message"'))
 
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def stop(self) -> None:
-        await self.inner.stop()
-
-    async def batches(self) -> AsyncIterator[list[MllpMessage]]:
-        it = aiter(self.inner.batches())
-        timeout = self.idle_seconds + self.connect_seconds
-        number = self._count()
-        try:
-            while True:
-                try:
-                    batch = await asyncio.wait_for(anext(it), timeout)
-                except (TimeoutError, StopAsyncIteration):
-                    return
-                timeout = self.idle_seconds
-                for m in batch:
-                    number += 1
-                    self._numbers[m.serial] = number
-                    connection = self._connections.setdefault(m.peer, len(self._connections) + 1)
-                    doc: dict[str, Any] = {
-                        "message": number,
-                        "connection": connection,
-                        "received_at": m.received_at.isoformat(),
-                        **_hl7_doc(m.payload),
-                    }
-                    if m.oversized:
-                        doc["oversized"] = m.oversized
-                    self._append(_mllp_line(doc, self.redact))
-                yield batch
-        finally:
-            aclose = getattr(it, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    def _write(self, batch: list[MllpMessage]) -> None:
+        number = self._count() if self._number is None else self._number
+        for m in batch:
+            number += 1
+            self._numbers[m.serial] = number
+            connection = self._connections.setdefault(m.peer, len(self._connections) + 1)
+            doc: dict[str, Any] = {
+                "message": number,
+                "connection": connection,
+                "received_at": m.received_at.isoformat(),
+                **_hl7_doc(m.payload),
+            }
+            if m.oversized:
+                doc["oversized"] = m.oversized
+            self._append(_mllp_line(doc, self.redact))
+        self._number = number
 
     def reply(self, serial: int, payload: bytes) -> None:
         number = self._numbers.pop(serial, None)
