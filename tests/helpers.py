@@ -90,6 +90,22 @@ class GatedSink(Sink):
 # --- config directories and Kafka read-back -------------------------------------------------------------
 
 
+def write_kafka_config(root: Path, *, kafka: str, prefix: str, integration: dict[str, Any]) -> Path:
+    """A config directory with one integration writing to Kafka under topic prefix ``prefix`` (DLQ ``<prefix>dlq``)
+    and restarting quickly: what the kill -9 tests run as a supervisor process."""
+    (root / "integrations").mkdir(parents=True, exist_ok=True)
+    sup = {
+        "state_dir": str(root / "state"),
+        "restart_backoff_initial_seconds": 0.2,
+        "topic_template": prefix + "{name}.v{major}",
+        "dlq_topic_template": prefix + "dlq",
+        "kafka": {"bootstrap": kafka, "request_timeout_ms": 5000},
+    }
+    (root / "inlet.yaml").write_text(yaml.safe_dump(sup))
+    (root / "integrations" / f"{integration['integration']}.yaml").write_text(yaml.safe_dump(integration))
+    return root
+
+
 def write_config(
     root: Path,
     *,

@@ -15,46 +15,30 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 
-from tests.helpers import consume, start_supervisor
+from tests.helpers import consume, start_supervisor, write_kafka_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
 
 
 def _config(root: Path, mqtt_url: str, kafka: str, prefix: str) -> Path:
-    (root / "integrations").mkdir(parents=True)
-    (root / "inlet.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "state_dir": str(root / "state"),
-                "restart_backoff_initial_seconds": 0.2,
-                "topic_template": prefix + "{name}.v{major}",
-                "dlq_topic_template": prefix + "dlq",
-                "kafka": {"bootstrap": kafka, "request_timeout_ms": 5000},
-            }
-        )
-    )
-    (root / "integrations" / "meters.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "customer": "acme",
-                "integration": "meters",
-                "plugin": "mqtt_meter",
-                "settings": {
-                    "mqtt": {
-                        "url": mqtt_url,
-                        "topics": ["meters/+/power"],
-                        "client_id": f"inlet-{prefix}",
-                        "batch_max": 200,
-                        "batch_linger_seconds": 0.005,
-                    },
-                    "routes": [{"topic": "meters/+/power", "decoder": "json", "device_level": 1}],
-                },
-            }
-        )
-    )
-    return root
+    mqtt_settings = {
+        "url": mqtt_url,
+        "topics": ["meters/+/power"],
+        "client_id": f"inlet-{prefix}",
+        "batch_max": 200,
+        "batch_linger_seconds": 0.005,
+    }
+    integration = {
+        "customer": "acme",
+        "integration": "meters",
+        "plugin": "mqtt_meter",
+        "settings": {
+            "mqtt": mqtt_settings,
+            "routes": [{"topic": "meters/+/power", "decoder": "json", "device_level": 1}],
+        },
+    }
+    return write_kafka_config(root, kafka=kafka, prefix=prefix, integration=integration)
 
 
 def _payload(i: int) -> bytes:
