@@ -67,9 +67,10 @@ from aiokafka.partitioner import murmur2
 
 from inlet.connectors.fhir.search import FhirObservationSearchConnector, FhirSearchSettings
 from inlet.connectors.fhir.synth import generate_observations
+from inlet.core import exact_json
 from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import KafkaSettings
-from inlet.core.connector import Batch, IntegrationContext
+from inlet.core.connector import Batch, Connector, IntegrationContext
 from inlet.core.envelope import Enveloper, Event
 from inlet.core.http import HttpSettings
 from inlet.core.metrics import BatchCounts, Stats
@@ -78,6 +79,7 @@ from inlet.core.recording import RecordingTransport, ReplayTransport
 from inlet.core.sinks import Rejected
 from inlet.core.sinks.kafka import KafkaSink
 from inlet.core.supervisor import tune_gc
+from tools.recording import origin
 from tools.servers.fhir import FhirTestServer
 from tools.services import KafkaBroker, ensure_kafka_jars, kafka_lib_dir
 
@@ -290,12 +292,27 @@ def connector_for(transport: Any, base_url: str = REPLAY_BASE_URL) -> FhirObserv
     return FhirObservationSearchConnector(context(transport), settings)
 
 
+def origin_rewriter(live: str, replay: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A ``RecordingTransport`` redact hook writing the test server's origin as the replay's.
+
+    Next links name the server's origin, and the paginator refuses a next link that leaves the page's origin:
+    a replay at ``replay`` must find its own origin in them. Exact JSON, so recorded amounts stay as written.
+    """
+    here, there = origin(live).encode(), origin(replay).encode()
+
+    def redact(doc: dict[str, Any]) -> dict[str, Any]:
+        return exact_json.loads(exact_json.dumps(doc).replace(here, there))  # type: ignore[no-any-return]
+
+    return redact
+
+
 async def record_pages(count: int, path: Path) -> int:
     """Serve ``count`` generated Observations from the real test server once; record every page."""
     resources = generate_observations(count, seed=SEED)
     records = 0
     with FhirTestServer(resources) as server:
-        async with connector_for(RecordingTransport(path), server.base_url) as connector:
+        transport = RecordingTransport(path, redact=origin_rewriter(server.base_url, REPLAY_BASE_URL))
+        async with connector_for(transport, server.base_url) as connector:
             async for batch in connector.read(None):
                 records += len(batch.records)
     return records
@@ -321,9 +338,7 @@ def truncated_recording(recording: Path, pages: int, out: Path) -> Path:
     return out
 
 
-def pure_cost(
-    connector: FhirObservationSearchConnector, env: Enveloper, batches: Sequence[Batch], passes: int = 2
-) -> PureCost:
+def pure_cost(connector: Connector[Any], env: Enveloper, batches: Sequence[Batch], passes: int = 2) -> PureCost:
     """CPU per event of process_batch, and of its two halves, over the recorded batches (this thread only).
 
     The halves are timed batch by batch (map the batch, then envelope it), best pass of each kept; they
@@ -478,15 +493,21 @@ async def run_pipeline(
     broker_pid: int | None,
     out: list[Round],
     wrap: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
+    make_connector: Callable[[ReplayTransport], Connector[Any]] = connector_for,
 ) -> BatchCounts:
-    """One measured pass: replayed pages → Pipeline → KafkaSink → checkpoint; returns the totals."""
+    """One measured pass: replayed pages → Pipeline → KafkaSink → checkpoint; returns the totals.
+
+    ``make_connector`` builds the connector on the replay transport (default: the FHIR search connector); the
+    enveloper and the stats take its customer and integration.
+    """
     transport = ReplayTransport(recording)  # parses the recording: before the clock starts
-    connector = connector_for(transport)
-    env = Enveloper("bench", "observations", topic_template=topic_template)
+    connector = make_connector(transport)
+    ctx = connector.ctx
+    env = Enveloper(ctx.customer, ctx.integration, topic_template=topic_template)
     sink = KafkaSink(s)
     await sink.start()
     store = CheckpointStore(state / f"cp-{uuid.uuid4().hex[:8]}.sqlite")
-    stats = Stats("bench", "observations")
+    stats = Stats(ctx.customer, ctx.integration)
     try:
         async with connector:
             pipeline = Pipeline(connector, env, sink, store, stats, max_in_flight=MAX_IN_FLIGHT_BATCHES)

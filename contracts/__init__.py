@@ -15,6 +15,7 @@ from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.contracts.energy_data_quality import DataQualityV1
 from inlet.contracts.energy_device_status import DeviceStatusV1
 from inlet.contracts.energy_meter_reading import MeterReadingV1
+from inlet.contracts.erp_deletion import ErpDeletionV1
 from inlet.contracts.erp_invoice import InvoiceV1
 from inlet.contracts.erp_party import PartyV1
 from inlet.contracts.erp_payment import PaymentV1
@@ -26,6 +27,7 @@ __all__ = [
     "DeletionV1",
     "DeviceStatusV1",
     "EncounterV1",
+    "ErpDeletionV1",
     "InvoiceV1",
     "MedicationRequestV1",
     "MeterReadingV1",

@@ -22,7 +22,8 @@ Mapping rules:
   ``amount_due`` = ``remainingAmount``; ``status``: Draft → draft, In Review → submitted, Open → open,
   Paid → paid, Canceled and Corrective → void; ``last_modified`` = ``lastModifiedDateTime``.
   Lines (``salesInvoiceLines``): in ``sequence`` order; ``item_number`` = ``lineObjectNumber``;
-  ``description``; ``quantity``; ``unit_of_measure`` = ``unitOfMeasureCode``; ``unit_price`` = ``unitPrice``;
+  ``description``; ``quantity``; ``unit_of_measure`` = ``unitOfMeasureCode``; ``unit_price`` = ``unitPrice``
+  (purchase lines: ``unitCost``);
   ``line_amount`` = ``amountExcludingTax``; ``tax_amount`` = ``totalTaxAmount``; ``tax_rate`` = ``taxPercent``;
   ``tax_code`` = ``taxCode``. Comment lines (no amount) are not lines.
 - Xero ``Invoices``: ``kind`` sales for ``ACCREC``, purchase for ``ACCPAY``; ``invoice_id`` = ``InvoiceID``;
@@ -34,6 +35,16 @@ Mapping rules:
   ``item_number`` = ``ItemCode``; ``Description``; ``Quantity``; ``UnitAmount``; ``line_amount`` is the net
   amount (``LineAmount``, minus ``TaxAmount`` when amounts are inclusive); ``tax_amount`` = ``TaxAmount``;
   ``tax_code`` = ``TaxType``; ``tax_rate`` from the organisation's TaxRates.
+- Credit notes — Xero ``CreditNotes`` (``ACCRECCREDIT`` sales, ``ACCPAYCREDIT`` purchase; ``invoice_id`` =
+  ``CreditNoteID``, ``invoice_number`` = ``CreditNoteNumber``, ``amount_due`` = ``RemainingCredit``, otherwise
+  as ``Invoices``), Business Central ``salesCreditMemos`` / ``purchaseCreditMemos`` (``issue_date`` =
+  ``creditMemoDate``, otherwise as the invoices) and SAP credit memos (``SDDocumentCategory`` ``O``) — are
+  invoices of their kind with **every amount's sign changed**: ``net_amount``, ``tax_amount``,
+  ``gross_amount``, ``amount_due`` and each line's ``quantity``, ``line_amount`` and ``tax_amount``;
+  ``unit_price`` and ``tax_rate`` keep the ERP's values (quantity times unit price is still the line amount). The
+  ERPs write credit notes positive; the sign is the only change (``34.50`` → ``"-34.50"``, digits and scale
+  kept, zero stays ``"0"``, an amount written negative becomes positive). This version has no document type,
+  so the sign is how a consumer tells them apart, and a party's documents net by plain addition.
 - ``line_number`` is the 1-based position in source order; ``source_line_id`` the source's own line id.
 """
 

@@ -8,11 +8,12 @@ Mapping rules:
   ``blocked``: the ``blocked`` option ``" "`` is not blocked, ``Ship`` / ``Invoice`` / ``Payment`` / ``All``
   are, and ``block_scope`` names which; ``last_modified`` = ``lastModifiedDateTime`` (UTC, with the precision
   of its varying fractional digits).
-- Xero ``Contacts``: one event per role: ``kind`` customer when ``IsCustomer``, vendor when ``IsSupplier``;
-  ``party_id`` = ``ContactID``; ``number`` = ``ContactNumber``, else ``ContactID``; ``name`` = ``Name``;
-  ``tax_id`` = ``TaxNumber``; ``country`` from the ``POBOX`` address, else the ``STREET`` one; ``currency``
-  = ``DefaultCurrency``; ``blocked`` when ``ContactStatus`` is ``ARCHIVED`` (scope ``all``);
-  ``last_modified`` = ``UpdatedDateUTC``.
+- Xero ``Contacts``: one event per role: ``kind`` customer when ``IsCustomer``, vendor when ``IsSupplier``
+  (a contact with neither is filtered with that reason); ``party_id`` = ``ContactID``; ``number`` =
+  ``ContactNumber``, else ``ContactID``; ``name`` = ``Name``; ``tax_id`` = ``TaxNumber``; ``country`` from the
+  ``POBOX`` address, else the ``STREET`` one, when it is a two-letter code (Xero's ``Country`` is free text:
+  a country name gives None); ``currency`` = ``DefaultCurrency``; ``blocked`` when ``ContactStatus`` is
+  ``ARCHIVED`` or ``GDPRREQUEST`` (scope ``all``); ``last_modified`` = ``UpdatedDateUTC``.
 
 Data minimisation: address lines, city, post code, phone, e-mail and website are not carried — they are
 contact data of people, and consumers need the country only. ``name`` is kept (it is a company name for most

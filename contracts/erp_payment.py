@@ -14,10 +14,15 @@ Mapping rules:
   ``appliesToInvoiceNumber`` when set (amount None: the whole payment); ``status`` pending (journal lines are
   not yet posted); ``last_modified`` = ``lastModifiedDateTime``.
 - Xero ``Payments``: ``direction`` received for ``ACCRECPAYMENT`` / ``ARCREDITPAYMENT`` /
-  ``AROVERPAYMENTPAYMENT`` / ``ARPREPAYMENTPAYMENT``, made for the ``AP*`` types; ``payment_id`` =
-  ``PaymentID``; ``amount`` = ``Amount``; ``currency`` = ``Invoice.CurrencyCode``; ``paid_at`` = ``Date``;
-  one allocation to ``Invoice.InvoiceNumber`` with the ``Amount``; ``status`` posted for ``AUTHORISED``,
-  deleted for ``DELETED``; ``method`` None; ``last_modified`` = ``UpdatedDateUTC``.
+  ``AROVERPAYMENTPAYMENT`` / ``ARPREPAYMENTPAYMENT``, made for ``ACCPAYPAYMENT`` and the other ``AP*`` types;
+  ``payment_id`` = ``PaymentID``; ``amount`` = ``Amount``, **negative for a refund** (the ``*CREDIT*``,
+  ``*OVERPAYMENT*`` and ``*PREPAYMENT*`` types: money going back, as credit notes are negative in
+  ``erp.invoice``); the paid document is ``Invoice``, else ``CreditNote`` / ``Prepayment`` / ``Overpayment``:
+  ``currency`` = its ``CurrencyCode``, ``party_number`` = its ``Contact.ContactNumber``, else ``ContactID``,
+  one allocation to its ``InvoiceNumber`` / ``CreditNoteNumber`` (when it has one) with the signed amount;
+  ``paid_at`` = ``Date``, a calendar date read as the start of that day in the connection's zone; ``status``
+  posted for ``AUTHORISED``, deleted for ``DELETED``; ``payment_number`` and ``method`` None (``Reference``
+  is free text, ``IsReconciled`` a bank matter: neither is carried); ``last_modified`` = ``UpdatedDateUTC``.
 - ``method`` is the source's payment method code as given (``BANK``, ``CARD``), not normalised.
 """
 

@@ -1,4 +1,4 @@
-"""Record the ERP customer plugins' fixtures (Brandt Möbel, Kōwhai Kitchens) from the local ERP test servers.
+"""Record the ERP customer plugins' fixtures (Brandt Möbel, Kōwhai Kitchens, Alpenholz) from the local ERP test servers.
 
 Serves *generated* data (``connectors.erp_rest.synth``, seeded — never the third-party samples) shaped the way
 the customer's Business Central writes it, quirk included (webshop drafts numbered ``WS-…``), plus a record the
@@ -6,6 +6,9 @@ DLQ must catch (an unknown status), and records the integration with ``core.fixt
 ``fixtures/brandt-moebel/invoices/`` (exchanges, shape, golden events). Kōwhai Kitchens the same way from the
 Xero test server (``tools.servers.xero``): generated NZD invoices and bills, some bills numbered only by their
 ``Reference`` (the quirk), one with neither (the DLQ must show it), into ``fixtures/kowhai-kitchens/invoices/``.
+Alpenholz from the SAP Business One Service Layer test server (``tools.servers.b1``): generated CHF and EUR
+A/R invoices stamped in Zurich wall time across the spring DST change, some cancelled, some in the training
+series (the quirk), one with a status B1 never sends (the DLQ must show it), into ``fixtures/alpenholz/invoices/``.
 
     .venv/bin/python -m tools.record_erp
 """
@@ -18,16 +21,24 @@ from typing import Any
 
 import httpx
 
-from inlet.connectors.erp_rest.synth import bc_customers, bc_sales_invoices, xero_invoices
+from inlet.connectors.customers.alpenholz import TRAINING_SERIES
+from inlet.connectors.erp_rest.synth import (
+    b1_business_partners,
+    b1_invoices,
+    bc_customers,
+    bc_sales_invoices,
+    xero_invoices,
+)
 from inlet.core import exact_json
 from inlet.core.config import load_config
 from inlet.core.fixtures import record
 from tools.record_hospitals import CONFIG, ROOT
 from tools.recording import origin
+from tools.servers.b1 import B1TestServer
 from tools.servers.odata import OdataTestServer
 from tools.servers.xero import XeroTestServer
 
-__all__ = ["brandt_invoices", "kowhai_invoices", "record_erp", "record_xero"]
+__all__ = ["alpenholz_invoices", "brandt_invoices", "kowhai_invoices", "record_b1", "record_erp", "record_xero"]
 
 CUSTOMER = "brandt-moebel"
 COMPANY = "c0ffee00-0000-4000-8000-000000000001"
@@ -51,6 +62,15 @@ def kowhai_invoices() -> list[dict[str, Any]]:
         if n % 2 == 0:
             bill["InvoiceNumber"], bill["Reference"] = "", f"SUP-{88100 + n}"
     bills[-1]["InvoiceNumber"], bills[-1]["Reference"] = "", ""
+    return invoices
+
+
+def alpenholz_invoices() -> list[dict[str, Any]]:
+    """Generated B1 A/R invoices: every seventh in the training series, one with a localised status."""
+    invoices = b1_invoices(45, b1_business_partners(14, seed=71), seed=72)
+    for inv in invoices[2::7]:
+        inv["Series"] = TRAINING_SERIES
+    invoices[10]["DocumentStatus"] = "bost_Abgeschlossen"  # a status B1 never sends: the DLQ must show it
     return invoices
 
 
@@ -100,12 +120,26 @@ def record_erp() -> None:
     )
 
 
+def record_b1() -> None:
+    """Record Alpenholz's invoices integration (a SAP Business One Service Layer test server). The integration
+    YAML holds no credentials, so the server serves without a session (the session login has its own tests)."""
+    invoices = alpenholz_invoices()
+    _record(
+        "alpenholz/invoices",
+        lambda s: B1TestServer({"Invoices": invoices}, login_required=False, base_path=httpx.URL(s.http.base_url).path),
+        len(invoices),
+    )
+
+
 def record_all() -> None:
     record_erp()
     record_xero()
+    record_b1()
 
 
 if __name__ == "__main__":
     import sys
 
-    {"brandt": record_erp, "kowhai": record_xero}.get(sys.argv[1] if len(sys.argv) > 1 else "", record_all)()
+    {"brandt": record_erp, "kowhai": record_xero, "alpenholz": record_b1}.get(
+        sys.argv[1] if len(sys.argv) > 1 else "", record_all
+    )()

@@ -7,7 +7,8 @@ ACCPAY, NZD, GST 15 %). The quirk absorbed here:
   accounts team keys the supplier's invoice number into ``Reference`` instead. ``erp.invoice`` needs a number,
   so for a bill whose ``InvoiceNumber`` is empty the ``Reference`` is taken; a bill with neither still goes to
   the DLQ ("InvoiceNumber is missing"), where a person can see it. Sales invoices are numbered by Xero and are
-  left alone.
+  left alone. The same holds for a supplier's credit note (ACCPAYCREDIT, ``CreditNoteNumber``) when the plugin
+  reads ``CreditNotes`` (``settings.endpoint``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class KowhaiKitchensInvoices(ErpXeroConnector):
     @override
     def decode(self, raw: Any) -> Any:
         record = super().decode(raw)
-        if record.get("Type") == "ACCPAY" and not record.get("InvoiceNumber") and record.get("Reference"):
-            return {**record, "InvoiceNumber": str(record["Reference"]).strip()}
+        number = {"ACCPAY": "InvoiceNumber", "ACCPAYCREDIT": "CreditNoteNumber"}.get(record.get("Type"))
+        if number and not record.get(number) and record.get("Reference"):
+            return {**record, number: str(record["Reference"]).strip()}
         return record

@@ -19,6 +19,7 @@ CASES = fixture_cases([ROOT / "examples" / "config", ROOT / "examples" / "custom
 def test_every_configured_integration_with_fixtures_gets_a_test() -> None:
     assert [str(c) for c in CASES] == [
         "example-clinic/observations",
+        "alpenholz/invoices",
         "brandt-moebel/invoices",
         "hopital-du-lac/hl7",
         "klinikum-mitte/encounters",
