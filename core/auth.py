@@ -4,7 +4,9 @@ Why httpx ``Auth`` classes: the client calls the flow for every request, includi
 ``core.http`` makes, so a plugin cannot forget to authenticate, and a credential that has to be
 fetched (an OAuth2 token, a SAP Business One session) is fetched by the same client, through the
 same transport, limits and recording as the data requests: the flow *yields* the token or login
-request and the client sends it.
+request and the client sends it. That request is marked :data:`CREDENTIAL_EXCHANGE`, which is how a
+recording (``core.recording``) tells it from a data request: its body, which carries the secret, is
+neither recorded nor digested, and the token or session of its answer is masked.
 
 How the parts fit:
 
@@ -62,6 +64,7 @@ from inlet.core.errors import AuthError, ConfigError, UpstreamError
 from inlet.core.secrets import OfflineSecret, Secret, mask
 
 __all__ = [
+    "CREDENTIAL_EXCHANGE",
     "ApiKeyAuth",
     "ApiKeyAuthSettings",
     "AuthError",
@@ -81,6 +84,11 @@ __all__ = [
 ]
 
 log = structlog.get_logger("inlet.auth")
+
+CREDENTIAL_EXCHANGE = "inlet.credential_exchange"
+"""The ``httpx.Request.extensions`` key marking a token or login request made by a renewing auth flow (value
+``True``). ``core.recording`` records such an exchange without its request body (no digest either: it carries
+the secret) and with the token or session of its answer masked; see :class:`_RenewingAuth`."""
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300
@@ -350,7 +358,8 @@ class _RenewingAuth(httpx.Auth, abc.ABC, Generic[T]):
 
     Subclasses say how to ask for the credential (:meth:`_renewal_request`), how to read the answer
     (:meth:`_accept`, raising :class:`AuthError` / ``UpstreamError``) and how to put it on a request
-    (:meth:`_apply`).
+    (:meth:`_apply`). The engine marks every renewal request with :data:`CREDENTIAL_EXCHANGE`, so a recording
+    knows it for a credential exchange whatever the kind.
     """
 
     requires_request_body = True  # a request retried after a 401 is sent again, body and all
@@ -393,7 +402,12 @@ class _RenewingAuth(httpx.Auth, abc.ABC, Generic[T]):
             if self._due(refused):
                 async with self._lock:  # concurrent requests wait for one renewal instead of making their own
                     if self._due(refused):
-                        response = yield self._renewal_request(request)
+                        renewal = self._renewal_request(request)
+                        # The client's timeouts reach only requests passed to send(): a renewal made here
+                        # carries the original's, or a token endpoint that stops answering would hang the pass.
+                        timeout = {"timeout": request.extensions["timeout"]} if "timeout" in request.extensions else {}
+                        renewal.extensions = {**renewal.extensions, **timeout, CREDENTIAL_EXCHANGE: True}
+                        response = yield renewal
                         await response.aread()
                         self._credential = self._accept(response)
             credential = self._credential

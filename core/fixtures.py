@@ -3,7 +3,8 @@
 A fixture directory ``fixtures/<customer>/<integration>/`` holds, all as reviewable text:
 
 - ``http.jsonl``   the upstream exchanges (``core.recording``), redacted while recording (``core.redact``:
-  secrets always, PHI pseudonymised with ``INLET_PSEUDONYM_KEY`` for plugins that declare ``phi``);
+  secrets always, PHI pseudonymised with ``INLET_PSEUDONYM_KEY`` for plugins that declare ``phi``); the auth's
+  token and login requests without their body or a digest of it, so replay answers them with no secret set;
 - ``mqtt.jsonl``   for a push integration, the messages it received (topic, payload, QoS, retain,
   properties, receive time), redacted the same way — a directory holds either file or both;
 - ``mllp.jsonl``   for an HL7 v2 feed, the messages as received and the acknowledgements sent

@@ -5,12 +5,23 @@ A recording is ``http.jsonl``: one exchange per line, in request order, holding 
 path and sorted query, and the response's status, content type, the headers in :data:`RESPONSE_HEADERS`
 and body (JSON bodies stored as JSON so a fixture diff is reviewable; their numbers as the upstream wrote
 them, through :mod:`core.exact_json`, so a recorded ``5.10`` replays as ``5.10``, not ``5.1``). Request
-headers are never written — that is where credentials live.
+headers are never written — that is where credentials live. Cookies a response sets are recorded by name
+only (``set_cookie_names``), and their values are masked wherever that response's body repeats them (a B1
+login states its session id as ``SessionId`` too); replay sets each recorded cookie to the stand-in
+:data:`COOKIE_STAND_IN`, so a session login answered from a recording opens a session offline.
+
+Credential exchanges — the token and login requests ``core.auth`` marks :data:`~core.auth.CREDENTIAL_EXCHANGE`
+(OAuth2 client credentials, SMART Backend Services assertions, session logins) — are recorded without their
+request body, not even a digest (a hash of a low-entropy password is a dictionary attack away from it): they
+are matched on method, URL and the headers in :data:`MATCH_HEADERS`, so replay answers them whatever secret
+or stand-in the request carries. Their recorded answer always goes through a secrets-only
+:class:`~core.redact.Redactor` (access tokens, session ids), before any ``redact`` hook.
 
 Replay matches a request explicitly on method, path and query (the host is ignored: recordings are made
 against local test servers on random ports), on the headers in :data:`MATCH_HEADERS` (content negotiation:
 an ``Accept`` or ``Prefer: respond-async`` change is a different request) and on a SHA-256 of the body
-(JSON and text bodies; form-encoded bodies are where credentials travel and are not digested).
+(JSON and text bodies; form-encoded bodies are where credentials travel and are not digested, nor is the body
+of a credential exchange).
 Identical requests are answered in recorded order, the last one repeating (a daemon polling a caught-up
 upstream). A request with no recording fails with
 :class:`ReplayMiss`, showing the nearest recorded request, so a plugin author sees what changed.
@@ -52,11 +63,14 @@ import httpx
 import orjson
 
 from inlet.core import exact_json
+from inlet.core.auth import CREDENTIAL_EXCHANGE
 from inlet.core.errors import ReplayMiss
 from inlet.core.mllp import MllpMessage, MllpSettings, MllpSource
 from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings
+from inlet.core.redact import MASK, Redactor
 
 __all__ = [
+    "COOKIE_STAND_IN",
     "MATCH_HEADERS",
     "MllpRecordingSource",
     "MllpReplaySource",
@@ -65,6 +79,7 @@ __all__ = [
     "ReplayMiss",
     "ReplaySource",
     "ReplayTransport",
+    "is_credential_exchange",
     "message_doc",
     "request_key",
     "request_match",
@@ -80,6 +95,21 @@ MATCH_HEADERS = ("accept", "prefer", "content-type")
 RESPONSE_HEADERS = ("retry-after", "content-location", "location", "x-progress", "expires")
 """Response headers a connector acts on (backoff, async status URLs, progress), recorded and replayed."""
 
+COOKIE_STAND_IN = "offline-stand-in"
+"""The value replay gives every cookie a recorded response set (recordings hold cookie names, never values)."""
+
+_MIN_MASKED = 4
+"""Shorter cookie values are not masked in bodies (as with secrets: that would blank out ordinary words)."""
+
+
+_CREDENTIAL_REDACTOR = Redactor(b"credential-exchange", phi=False)
+"""Secrets-only redaction every recorded credential exchange goes through (with ``phi=False`` the key is unused)."""
+
+
+def is_credential_exchange(request: httpx.Request) -> bool:
+    """Whether ``request`` is a token or login request of ``core.auth`` (its body carries a secret)."""
+    return bool(request.extensions.get(CREDENTIAL_EXCHANGE))
+
 
 def request_match(request: httpx.Request) -> dict[str, Any]:
     """What besides :func:`request_key` a replayed request must match: selected headers, body digest."""
@@ -88,7 +118,11 @@ def request_match(request: httpx.Request) -> dict[str, Any]:
     if headers:
         match["headers"] = headers
     content = request.content
-    if content and "form-urlencoded" not in request.headers.get("content-type", ""):
+    if (
+        content
+        and "form-urlencoded" not in request.headers.get("content-type", "")
+        and not is_credential_exchange(request)
+    ):
         match["body_sha256"] = hashlib.sha256(content).hexdigest()
     return match
 
@@ -107,6 +141,29 @@ def _body_doc(content: bytes, content_type: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             pass
     return {"text": content.decode("utf-8", "replace")}
+
+
+def _set_cookies(response: httpx.Response) -> dict[str, str]:
+    """The cookies ``response`` sets: name → value, in header order."""
+    cookies: dict[str, str] = {}
+    for header in response.headers.get_list("set-cookie"):
+        name, eq, rest = header.partition("=")
+        if eq and name.strip():
+            cookies[name.strip()] = rest.split(";", 1)[0].strip().strip('"')
+    return cookies
+
+
+def _masked(node: Any, values: list[str]) -> Any:
+    """``node`` (a parsed body) with every occurrence of ``values`` in its strings and member names masked."""
+    if isinstance(node, str):
+        for value in values:
+            node = node.replace(value, MASK)
+        return node
+    if isinstance(node, list):
+        return [_masked(x, values) for x in node]
+    if isinstance(node, dict):
+        return {_masked(k, values): _masked(v, values) for k, v in node.items()}
+    return node
 
 
 def _full_key(line: str, match: dict[str, Any]) -> str:
@@ -128,14 +185,23 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         response = await self.inner.handle_async_request(request)
         content = await response.aread()
         ctype = response.headers.get("content-type", "")
+        body = _body_doc(content, ctype)
+        cookies = _set_cookies(response)
+        if cookies:  # names only; a value repeated in the body (a session id) is masked there too
+            values = sorted((v for v in cookies.values() if len(v) >= _MIN_MASKED), key=len, reverse=True)
+            body = {k: _masked(v, values) for k, v in body.items()}
         doc: dict[str, Any] = {
             "request": request_key(request),
             "match": request_match(request),
-            "response": {"status": response.status_code, "content_type": ctype, **_body_doc(content, ctype)},
+            "response": {"status": response.status_code, "content_type": ctype, **body},
         }
         kept = {h: response.headers[h] for h in RESPONSE_HEADERS if h in response.headers}
         if kept:
             doc["response"]["headers"] = kept
+        if cookies:
+            doc["response"]["set_cookie_names"] = list(cookies)
+        if is_credential_exchange(request):
+            doc = _CREDENTIAL_REDACTOR(doc)  # whatever ``redact`` does: a token or session id never reaches the file
         if self.redact is not None:
             doc = self.redact(doc)
         with self.path.open("ab") as fh:
@@ -178,7 +244,8 @@ class ReplayTransport(httpx.AsyncBaseTransport):
         content = resp["content"]
         headers = {"content-type": resp.get("content_type", "application/octet-stream")}
         headers.update(resp.get("headers") or {})
-        return httpx.Response(resp["status"], headers=headers, content=content, request=request)
+        cookies = [("set-cookie", f"{name}={COOKIE_STAND_IN}") for name in resp.get("set_cookie_names") or ()]
+        return httpx.Response(resp["status"], headers=[*headers.items(), *cookies], content=content, request=request)
 
 
 # -- MQTT ------------------------------------------------------------------------------------------------

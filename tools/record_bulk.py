@@ -53,7 +53,8 @@ def record_bulk(target: Path = ROOT / "fixtures") -> dict[str, int]:
     os.environ.setdefault("INLET_PSEUDONYM_KEY", "spital-wien-synthetic-data-only")
     os.environ.pop(KEY_ENV, None)
     key = throwaway_key()
-    _, loaded = load_config(CONFIG)
+    # Only Spital Wien's: no other customer's secret needed.
+    _, loaded = load_config(CONFIG, only=["spital-wien/nightly", "spital-wien/hourly"])
     data = generate_dataset(200, seed=31)
     cohort = [p["id"] for p in data.patients[:-1]]  # the last patient is not in the research cohort
     faults = BulkFaults(pending_polls=1, retry_after="1")

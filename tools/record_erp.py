@@ -8,15 +8,22 @@ Xero test server (``tools.servers.xero``): generated NZD invoices and bills, som
 ``Reference`` (the quirk), one with neither (the DLQ must show it), into ``fixtures/kowhai-kitchens/invoices/``.
 Alpenholz from the SAP Business One Service Layer test server (``tools.servers.b1``): generated CHF and EUR
 A/R invoices stamped in Zurich wall time across the spring DST change, some cancelled, some in the training
-series (the quirk), one with a status B1 never sends (the DLQ must show it), into ``fixtures/alpenholz/invoices/``.
+series (the quirk), one with a status B1 never sends (the DLQ must show it), into ``fixtures/alpenholz/invoices/``,
+through the session login the integration is configured with: the recording sets ``ALPENHOLZ_B1_PASSWORD`` to a
+throwaway password the test server accepts, and records the login as every credential exchange is recorded
+(``core.recording``: no request body or digest of it, the session id and cookies masked), so replay needs none.
 
-    .venv/bin/python -m tools.record_erp
+    .venv/bin/python -m tools.record_erp              # all three
+    .venv/bin/python -m tools.record_erp alpenholz    # one of: brandt, kowhai, alpenholz
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +37,7 @@ from inlet.connectors.erp_rest.synth import (
     xero_invoices,
 )
 from inlet.core import exact_json
+from inlet.core.auth import SessionLoginSettings
 from inlet.core.config import load_config
 from inlet.core.fixtures import record
 from tools.record_hospitals import CONFIG, ROOT
@@ -38,10 +46,19 @@ from tools.servers.b1 import B1TestServer
 from tools.servers.odata import OdataTestServer
 from tools.servers.xero import XeroTestServer
 
-__all__ = ["alpenholz_invoices", "brandt_invoices", "kowhai_invoices", "record_b1", "record_erp", "record_xero"]
+__all__ = [
+    "B1_PASSWORD_ENV",
+    "alpenholz_invoices",
+    "brandt_invoices",
+    "kowhai_invoices",
+    "record_b1",
+    "record_erp",
+    "record_xero",
+]
 
 CUSTOMER = "brandt-moebel"
 COMPANY = "c0ffee00-0000-4000-8000-000000000001"
+B1_PASSWORD_ENV = "ALPENHOLZ_B1_PASSWORD"
 
 
 def brandt_invoices() -> list[dict[str, Any]]:
@@ -74,11 +91,12 @@ def alpenholz_invoices() -> list[dict[str, Any]]:
     return invoices
 
 
-def _record(key: str, serve: Callable[[Any], Any], rows: int) -> None:
-    """Record integration ``key`` of ``examples/customers`` from the test server ``serve(settings)`` returns,
-    the recording's origin rewritten to the configured one and its amounts kept exact (Decimals)."""
+def _record(key: str, serve: Callable[[Any], Any], rows: int, target: Path = ROOT / "fixtures") -> Any:
+    """Record integration ``key`` of ``examples/customers`` from the test server ``serve(settings)`` returns into
+    ``target/key``, the recording's origin rewritten to the configured one and its amounts kept exact (Decimals).
+    A session login is sent to the test server's ``login_url``. Returns the (stopped) server, its request log."""
     _, [item] = load_config(CONFIG, only=[key])  # only this one: no other customer's secret needed
-    fixtures = ROOT / "fixtures" / key
+    fixtures = target / key
     settings: Any = item.settings
     with serve(settings) as server:
         here, there = origin(server.url).encode(), origin(settings.http.base_url).encode()
@@ -86,10 +104,15 @@ def _record(key: str, serve: Callable[[Any], Any], rows: int) -> None:
         def redact(doc: dict[str, Any]) -> dict[str, Any]:
             return exact_json.loads(exact_json.dumps(doc).replace(here, there))  # type: ignore[no-any-return]
 
-        http = settings.http.model_copy(update={"base_url": server.url, "replay": None})
+        auth = settings.http.auth
+        if isinstance(auth, SessionLoginSettings):
+            auth = auth.model_copy(update={"login_url": server.login_url})
+        http = settings.http.model_copy(update={"base_url": server.url, "replay": None, "auth": auth})
         live = replace(item, settings=settings.model_copy(update={"http": http}))
         count = record(live, fixtures, redact=redact, replay_as=item)
-    print(f"recorded {fixtures.relative_to(ROOT)}: {count} golden events from {rows} invoices")
+    shown = fixtures.relative_to(ROOT) if fixtures.is_relative_to(ROOT) else fixtures
+    print(f"recorded {shown}: {count} golden events from {rows} invoices")
+    return server
 
 
 def record_xero() -> None:
@@ -120,15 +143,33 @@ def record_erp() -> None:
     )
 
 
-def record_b1() -> None:
-    """Record Alpenholz's invoices integration (a SAP Business One Service Layer test server). The integration
-    YAML holds no credentials, so the server serves without a session (the session login has its own tests)."""
+def record_b1(target: Path = ROOT / "fixtures", password: str | None = None) -> B1TestServer:
+    """Record Alpenholz's invoices integration (a SAP Business One Service Layer test server) into
+    ``target/alpenholz/invoices`` through the session login its YAML configures: ``ALPENHOLZ_B1_PASSWORD`` is a
+    throwaway ``password`` for the recording (default: a random one; whatever the environment held is restored
+    after), which the test server requires with the configured user and company. Returns the server (its log)."""
     invoices = alpenholz_invoices()
-    _record(
-        "alpenholz/invoices",
-        lambda s: B1TestServer({"Invoices": invoices}, login_required=False, base_path=httpx.URL(s.http.base_url).path),
-        len(invoices),
-    )
+    before = os.environ.get(B1_PASSWORD_ENV)
+    os.environ[B1_PASSWORD_ENV] = password or "b1-test-" + secrets.token_urlsafe(12)  # test-only, never a real one
+    try:
+        server: B1TestServer = _record(
+            "alpenholz/invoices",
+            lambda s: B1TestServer(
+                {"Invoices": invoices},
+                company=s.http.auth.company,
+                username=s.http.auth.username,
+                password=s.http.auth.password.get_secret_value(),
+                base_path=httpx.URL(s.http.base_url).path,
+            ),
+            len(invoices),
+            target,
+        )
+    finally:
+        if before is None:
+            os.environ.pop(B1_PASSWORD_ENV, None)
+        else:
+            os.environ[B1_PASSWORD_ENV] = before
+    return server
 
 
 def record_all() -> None:
@@ -140,6 +181,5 @@ def record_all() -> None:
 if __name__ == "__main__":
     import sys
 
-    {"brandt": record_erp, "kowhai": record_xero, "alpenholz": record_b1}.get(
-        sys.argv[1] if len(sys.argv) > 1 else "", record_all
-    )()
+    runs: dict[str, Callable[[], object]] = {"brandt": record_erp, "kowhai": record_xero, "alpenholz": record_b1}
+    runs.get(sys.argv[1] if len(sys.argv) > 1 else "", record_all)()

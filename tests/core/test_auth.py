@@ -240,6 +240,17 @@ async def test_token_endpoint_unavailable_is_upstream_error(
         assert (await http.get(server.data_url)).status_code == 200  # the next try fetches a token
 
 
+async def test_a_token_endpoint_that_stops_answering_times_out_with_the_clients_timeout(
+    server: AuthTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.token_delay = 3.0  # the server sleeps before answering; the client gives up after 0.5 s
+    http = httpx.AsyncClient(auth=build_auth(oauth_settings(monkeypatch, server)), timeout=0.5)
+    async with http:
+        with pytest.raises(httpx.ReadTimeout) as caught:
+            await http.get(server.data_url)
+    assert str(caught.value.request.url) == server.oauth_token_url
+
+
 async def test_token_endpoint_unreachable_surfaces_as_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with AuthTestServer() as gone:
         token_url = gone.oauth_token_url

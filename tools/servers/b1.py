@@ -8,8 +8,7 @@ Shaped after the Service Layer's ``$metadata`` (OData v3, ``../shared/data/erp/s
 * ``GET /b1s/v1/<entity>`` (``Invoices``, ``BusinessPartners``, or whatever the server was given) with a live
   ``B1SESSION`` cookie, else 401 ``{"error": {"code": 301, "message": {"value": "Invalid session or session
   already timeout."}}}``. A session ends :attr:`B1TestServer.session_timeout_seconds` after its last use, or
-  when a test calls :meth:`B1TestServer.expire_sessions`; ``login_required=False`` serves without one (the
-  fixture recordings, whose integration YAML holds no credentials).
+  when a test calls :meth:`B1TestServer.expire_sessions`; ``login_required=False`` serves without one.
 * ``$filter=UpdateDate ge '<yyyy-mm-dd>'`` (the only filter B1 offers on modification: by day), ``$orderby``
   (``UpdateDate``/``UpdateTime``/key, ``asc``; rows are always ordered that way here), ``$skip`` and
   ``Prefer: odata.maxpagesize=N`` (default 20, as B1): ``{"odata.metadata", "value": [...], "odata.nextLink":

@@ -1,12 +1,15 @@
 """The ERP REST family's SAP Business One dialect (connectors.erp_rest.b1) against the local Service Layer test
 server: session login and re-login, ``odata.nextLink`` / ``$skip`` paging, exact money in the document's
 currency, ``tYES`` / ``tNO``, cancelled documents, ``UpdateDate`` + ``UpdateTime`` as Zurich wall time (DST days
-checked against zoneinfo by hand), the day-bound delta rule, bad pages, and the fields read against B1's
-``$metadata`` (read in place from the shared samples)."""
+checked against zoneinfo by hand), the day-bound delta rule, bad pages, the Alpenholz recording with its session
+login (no password, digest of it or session id in the fixture; offline replay without the password), and the fields
+read against B1's ``$metadata`` (read in place from the shared samples)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 import xml.etree.ElementTree as ET
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -32,13 +35,19 @@ from inlet.connectors.erp_rest.b1 import (
 from inlet.connectors.erp_rest.synth import b1_business_partners, b1_invoices, b1_wall
 from inlet.core.auth import SessionLoginSettings
 from inlet.core.checkpoint import CheckpointStore
+from inlet.core.config import load_config
 from inlet.core.connector import IntegrationContext
 from inlet.core.envelope import Enveloper
 from inlet.core.errors import AuthError, ConfigError, MappingError
+from inlet.core.fixtures import golden_diff, replay
 from inlet.core.http import HttpSettings
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import Pipeline
+from inlet.core.redact import scan_for_leaks
+from inlet.core.secrets import OfflineSecret
 from inlet.core.sinks.memory import MemorySink
+from tools.record_erp import B1_PASSWORD_ENV, record_b1
+from tools.record_hospitals import CONFIG
 from tools.servers.b1 import B1TestServer
 
 ZONE = "Europe/Zurich"
@@ -470,6 +479,42 @@ async def test_alpenholz_filters_its_training_series_and_pins_zurich(checkpoint_
         AlpenholzInvoices(IntegrationContext("acme", "b1", zone="Europe/Berlin"), settings)
     with pytest.raises(ConfigError, match="server's wall time"):
         ErpB1Connector(IntegrationContext("acme", "b1"), settings)
+
+
+def test_alpenholz_is_recorded_with_its_session_login_and_replays_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "b1-test-" + secrets.token_hex(8)
+    server = record_b1(tmp_path, password=password)
+    fixtures = tmp_path / "alpenholz" / "invoices"
+    raw = (fixtures / "http.jsonl").read_bytes()
+    logins = [r for r in server.requests if r.path == "/Login"]
+    sessions = {
+        cookie.split("=", 1)[1]
+        for r in server.requests
+        for cookie in r.headers.get("cookie", "").split("; ")
+        if cookie.startswith("B1SESSION=")
+    }
+    assert len(logins) == 2 and logins[0].status == 200 and sessions  # one session per pass, used on every page
+    assert all(r.status == 200 for r in server.requests)
+    planted = [
+        password,
+        hashlib.sha256(password.encode()).hexdigest(),
+        *(hashlib.sha256(r.body).hexdigest() for r in logins),  # the login body as sent, byte for byte
+        *sessions,
+    ]
+    assert scan_for_leaks(raw.decode(), secrets=planted, phi_values=[]) == []
+    recorded = [orjson.loads(line) for line in raw.splitlines()]
+    login_lines = [d for d in recorded if d["request"] == "POST /b1s/v1/Login"]
+    assert len(login_lines) == 2 and all("body_sha256" not in d["match"] for d in login_lines)
+    assert login_lines[0]["response"]["json"]["SessionId"] == "***"
+    assert login_lines[0]["response"]["set_cookie_names"] == ["B1SESSION", "ROUTEID"]
+
+    # Offline, as CI and `inlet replay` run it: no password anywhere, the recorded login answers a stand-in.
+    monkeypatch.delenv(B1_PASSWORD_ENV, raising=False)
+    _, [item] = load_config(CONFIG, only=["alpenholz/invoices"], offline=True)
+    assert isinstance(item.settings.http.auth.password, OfflineSecret)  # type: ignore[attr-defined]
+    assert golden_diff(fixtures, replay(item, fixtures)) == ""
 
 
 # --- the $metadata -------------------------------------------------------------------------------------------
