@@ -22,12 +22,14 @@ from rich.table import Table
 
 from inlet import __version__
 from inlet.core.cli_common import ConfigOpt, OnlyOpt, config_dir, err, fail_config, out, supervisor_only
+from inlet.core.cli_dlq import dlq_app, top_reasons
+from inlet.core.cli_ops import action_cmd, status_cmd
 from inlet.core.cli_plugins import new_app, plugins_app
 from inlet.core.cli_relay import relay_cmd
 from inlet.core.cli_topics import topics_app
 from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config
 from inlet.core.errors import ConfigError
-from inlet.core.logging import configure_logging
+from inlet.core.logging import allow_level, configure_logging
 from inlet.core.metrics import Stats
 
 __all__ = ["app", "main"]
@@ -41,6 +43,10 @@ app.add_typer(plugins_app, name="plugins")
 app.add_typer(new_app, name="new")
 app.command("relay")(relay_cmd)
 app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
+app.command("status")(status_cmd)
+for _action in ("pause", "resume", "restart"):
+    app.command(_action)(action_cmd(_action))
 
 
 def _version(value: bool) -> None:
@@ -69,7 +75,8 @@ def _load(
 
 
 def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) -> None:
-    """Print the per-integration table, then where the DLQ records and filtered records came from."""
+    """Print the per-integration table, then where the DLQ records came from (stages, top reasons) and why
+    records were filtered."""
     table = Table(title=f"inlet run summary ({seconds:.1f} s)")
     for col in ("integration", "read", "events", "DLQ", "filtered", "drift", "restarts", "balanced"):
         table.add_column(col, justify="left" if col == "integration" else "right", no_wrap=True)
@@ -88,6 +95,7 @@ def _summary(stats: dict[str, Stats], failed: dict[str, str], seconds: float) ->
             status,
         )
         details += [f"{key}: DLQ {n} at stage {stage}" for stage, n in sorted(t.dlq.items())]
+        details += top_reasons(key, t.reasons)
         details += [f"{key}: filtered {n}: {reason}" for reason, n in sorted(t.filtered.items())]
         if key in failed:
             details.append(f"{key}: gave up: {failed[key]}")
@@ -103,16 +111,26 @@ def run(
     config: ConfigOpt = None,
     only: OnlyOpt = None,
     once: Annotated[bool, typer.Option(help="Stop each integration once it has caught up")] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show progress: bars on a terminal, a log line every 10 s off one (default: with --once)",
+        ),
+    ] = None,
 ) -> None:
     """Run the supervisor: every enabled integration, until SIGTERM (or caught up, with --once)."""
+    from inlet.core.progress import view_for
     from inlet.core.supervisor import Supervisor, state_dir, tune_gc
 
     configure_logging()
     sup_cfg, integrations = _load(config_dir(config), only)
+    allow_level(i.config.log_level for i in integrations)  # an integration's log_level may be below the process's
     _warn(integrations)
     tune_gc()
     try:
-        supervisor = Supervisor(sup_cfg, integrations, once=once)
+        view = view_for(once if progress is None else progress, err)
+        supervisor = Supervisor(sup_cfg, integrations, once=once, progress=view)
     except ConfigError as exc:  # sink: kafka without a bootstrap
         fail_config([exc])
     target = (

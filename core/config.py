@@ -291,6 +291,14 @@ class TopicsSettings(PluginSettings):
     """Per contract name (every major's topic) or exact topic name."""
 
 
+class ApiSettings(PluginSettings):
+    """``api:``: the operations API and console on the metrics port (``core.api``)."""
+
+    token_file: str | None = None
+    """A file holding the bearer token that enables the actions (pause, resume, restart), relative to the config
+    directory; ``INLET_API_TOKEN`` takes precedence. With neither, the API is read-only."""
+
+
 class SupervisorConfig(RenamedKeys, PluginSettings):
     """``inlet.yaml``: where events go and where state lives."""
 
@@ -315,6 +323,7 @@ class SupervisorConfig(RenamedKeys, PluginSettings):
     """Seconds before the first restart of a failed integration; doubling (jittered) after each failure."""
     restart_backoff_max_seconds: float = Field(default=60.0, gt=0)
     """The restart backoff's ceiling."""
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _relay_needs_kafka_and_the_outbox(self) -> SupervisorConfig:
@@ -364,6 +373,8 @@ class IntegrationConfig(RenamedKeys, PluginSettings):
     max_in_flight: int = Field(default=4, ge=1, le=64)
     settings: dict[str, Any] = Field(default_factory=dict)
     drift: DriftSettings | None = None
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+    """This integration's log level, overriding ``INLET_LOG_LEVEL`` for its lines; None: the process's level."""
 
     @field_validator("zone")
     @classmethod
@@ -434,6 +445,10 @@ def _env_overrides(data: dict[str, Any]) -> dict[str, Any]:
     state = os.environ.get("INLET_STATE_DIR")
     if state:
         data["state_dir"] = str(Path(state).resolve())  # an environment variable is relative to where it is set
+    # A container serves the probes without editing the mounted config.
+    for key, name in (("metrics_port", "INLET_METRICS_PORT"), ("metrics_host", "INLET_METRICS_HOST")):
+        if value := os.environ.get(name):
+            data[key] = value
     return data
 
 
@@ -457,7 +472,10 @@ def load_supervisor(root: Path, errors: list[ConfigError]) -> SupervisorConfig:
         sup = SupervisorConfig()
     # Like every path in a config, state_dir is relative to the config directory, never to the working
     # directory: the same config run from two places must find the same checkpoints and outbox.
-    return sup.model_copy(update={"state_dir": str((root / sup.state_dir).resolve())})
+    update: dict[str, Any] = {"state_dir": str((root / sup.state_dir).resolve())}
+    if sup.api.token_file is not None:
+        update["api"] = sup.api.model_copy(update={"token_file": str((root / sup.api.token_file).resolve())})
+    return sup.model_copy(update=update)
 
 
 def _read_integration(path: Path) -> IntegrationConfig:

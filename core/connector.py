@@ -194,5 +194,19 @@ class Connector(abc.ABC, Generic[SettingsT]):
     def map(self, record: Any) -> Sequence[Contract]:
         """Pure: a decoded record to contract instances; raise ``MappingError`` when it cannot."""
 
+    def raw_from_dlq(self, payload: bytes) -> RawRecord:
+        """The raw record a DLQ record's payload was made from, for ``inlet dlq replay`` (the inverse of
+        ``core.envelope.payload_bytes``). Default: a JSON object or array parsed as the HTTP families read it
+        (``core.exact_json``: numbers as written), anything else the bytes themselves. A family whose raw records
+        carry more than their payload (an MQTT topic) raises ``NotReplayable`` here."""
+        from inlet.core import exact_json
+
+        if payload[:1] in (b"{", b"["):
+            try:
+                return exact_json.loads(payload)
+            except ValueError:
+                pass
+        return payload
+
     async def acknowledge(self, position: Position) -> None:
         """Called once the sink holds every event up to ``position`` and the checkpoint is written."""

@@ -138,6 +138,11 @@ class Enveloper:
             self._per_contract[cls] = info
         return info
 
+    @property
+    def last_time(self) -> datetime | None:
+        """The event time of the last event enveloped (None before one with a time): ``core.status``'s lag."""
+        return self._when
+
     def topic_for(self, cls: type[Contract]) -> str:
         """The topic a contract's events go to (``<name>.v<major>`` by default)."""
         return self._contract_info(cls)[0]

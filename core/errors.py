@@ -33,6 +33,8 @@ with what the caller must do (a class with a second base names it first: "also a
     │   ├── RelayFailed             not retriable: the relay gave up after failures in a row (the last is named)
     │   ├── RelayRefused            also a SinkRefused; fatal: Kafka refused the relay for good; fix, restart
     │   └── relay._Isolate          local to core.relay: rows refused for good, resent alone or as DLQ records
+    ├── DlqError                    `inlet dlq` cannot do what was asked (no such record): the message says why
+    │   └── NotReplayable           this DLQ record cannot go through the pipeline again (stage sink, truncated)
     ├── LeftOut                     no failure: the record is left out on purpose, counted under its reason
     ├── RecordError                 this one record goes to the DLQ at its stage; the stream goes on
     │   ├── DecodeError             stage "decode": bytes/JSON that cannot be parsed
@@ -63,9 +65,11 @@ __all__ = [
     "ConfigError",
     "ContractViolation",
     "DecodeError",
+    "DlqError",
     "InletError",
     "LeftOut",
     "MappingError",
+    "NotReplayable",
     "PageDecodeError",
     "PaginationError",
     "PaginationLimitError",
@@ -208,6 +212,15 @@ class RelayRefused(RelayError, SinkRefused):
 
 
 # --- one record ------------------------------------------------------------------------------------------------
+
+
+class DlqError(InletError):
+    """An ``inlet dlq`` command cannot do what was asked: no such DLQ record, an integration not configured."""
+
+
+class NotReplayable(DlqError):
+    """A DLQ record that cannot go through the pipeline again: a sink refusal (its payload is the refused event,
+    not a source record), a payload cut short, or a family whose raw records are more than their payload."""
 
 
 class LeftOut(InletError):

@@ -1,9 +1,12 @@
 """Failpoints: ``INLET_FAILPOINT`` makes the process SIGKILL itself at a named point, for crash tests only.
 
 A kill at a random moment rarely lands in the window that matters (the sink holds a message's events, the
-sender has no ACK yet); a failpoint puts it there deterministically. ``INLET_FAILPOINT=mllp.after_sink:3`` kills
-the process at the 3rd time the point ``mllp.after_sink`` is reached; several are separated by commas. Never set
-it in production: the process dies exactly as with ``kill -9`` (no cleanup, nothing flushed).
+sender has no ACK yet); a failpoint puts it there deterministically. The points: ``mllp.after_sink`` (a
+message's events are in the sink, its ACK not sent) and ``dlq.after_sink`` (``inlet dlq replay``: a chunk's
+events are acknowledged by the sink, their DLQ records not yet marked resolved).
+``INLET_FAILPOINT=mllp.after_sink:3`` kills the process at the 3rd time the point ``mllp.after_sink`` is
+reached; several are separated by commas. Never set it in production: the process dies exactly as with
+``kill -9`` (no cleanup, nothing flushed).
 
 The variable is read once, when a :class:`Failpoint` is made (a listener's start): an unset failpoint costs one
 ``is None`` test per hit. A malformed value raises ``ValueError`` naming it, so a test cannot silently run

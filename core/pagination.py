@@ -50,6 +50,7 @@ import orjson
 from pydantic import Field, model_validator
 from typing_extensions import Unpack, override
 
+from inlet.core import progress
 from inlet.core.connector import PluginSettings
 from inlet.core.errors import (
     DecodeError,
@@ -533,6 +534,7 @@ async def paginate(
         url, query = _absolute(http.settings.base_url, request.url), request.params
         body, answer_headers = await http.get(url, query, headers=headers)
         number += 1
+        progress.page()
         content_type = answer_headers.get("content-type")
         try:
             # A leading UTF-8 byte order mark is allowed by RFC 8259 parsers (and sent by real OData v2

@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,7 +51,8 @@ from inlet.core.errors import (
     SinkRefused,
     UpstreamDrift,
 )
-from inlet.core.metrics import BatchCounts, Stats
+from inlet.core.metrics import BatchCounts, Stats, dlq_reason
+from inlet.core.progress import caught_up, committed
 from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
 
@@ -71,13 +74,27 @@ _Span = tuple[int, int, str]
 """A mapped record's events in a batch's event list: first index, end index, source key."""
 
 
-def _dlq(env: Enveloper, raw: Any, position: Position, stage: str, exc: BaseException, source_key: str | None) -> Event:
+def _dlq(
+    env: Enveloper,
+    raw: Any,
+    position: Position,
+    stage: str,
+    exc: BaseException,
+    source_key: str | None,
+    counts: BatchCounts,
+) -> Event:
+    error_type = exc.error_type if isinstance(exc, RecordError) else type(exc).__name__
+    message = str(exc)
+    counts.dlq[stage] += 1
+    counts.reasons[dlq_reason(stage, error_type, message)] += 1  # per DLQ record only: good events pay nothing
+    payload = payload_bytes(raw)
+    counts.sample(stage, error_type, message, payload)  # core.status: the recent DLQ records
     return env.dead_letter(
         DlqRecord(
             stage=stage,
-            error_type=exc.error_type if isinstance(exc, RecordError) else type(exc).__name__,
-            message=str(exc),
-            payload=payload_bytes(raw),
+            error_type=error_type,
+            message=message,
+            payload=payload,
             position=position,
             source_key=source_key,
         )
@@ -113,6 +130,8 @@ def _check_drift(
     alert(env.customer, env.integration, changes, connector.log, throttle=drift.throttle)
     events.append(env.drift([c.to_dict() for c in changes], key, position))
     counts.drift += len(changes)
+    if len(counts.drifts) < 20:  # core.status: the recent drift alerts
+        counts.drifts.append({"at": time.time(), "source_key": key, "changes": [c.to_dict() for c in changes[:20]]})
     if drift.policy == "dlq":
         raise UpstreamDrift("upstream drift: " + "; ".join(f"{c.path}: {c.kind} ({c.detail})" for c in changes))
 
@@ -182,8 +201,8 @@ def _process_batch(
             where, known = stage, key
             if isinstance(failed, RecordError):  # the class says where it failed, and may know the source
                 where, known = failed.stage, key or failed.source_key
-            counts.dlq[where] += 1
-            events.append(_dlq(env, raw, batch.position, where, failed, known or _known_key(source_identity, record)))
+            key_of = known or _known_key(source_identity, record)
+            events.append(_dlq(env, raw, batch.position, where, failed, key_of, counts))
             continue
         counts.records_mapped += 1
         counts.events_out += len(out)
@@ -229,6 +248,7 @@ class _Pending:
     counts: BatchCounts
     events: list[Event]
     spans: list[_Span]
+    when: datetime | None = None  # the event time of the batch's last event (core.status: lag)
 
 
 class Pipeline:
@@ -287,7 +307,7 @@ class Pipeline:
                 nxt = None
                 events, counts, spans = _process_batch(self.connector, self.env, batch, self.drift)
                 ack = asyncio.ensure_future(await self.sink.submit(events))
-                pending.append(_Pending(ack, batch.position, counts, events, spans))
+                pending.append(_Pending(ack, batch.position, counts, events, spans, self.env.last_time))
                 while pending and (len(pending) >= self.max_in_flight or pending[0].ack.done()):
                     await self._commit(pending.popleft())
             while pending:  # drain: everything handed to the sink gets its commit
@@ -302,6 +322,8 @@ class Pipeline:
                     await nxt
             with contextlib.suppress(Exception):
                 await batches.aclose()  # type: ignore[attr-defined]
+        if not stop.is_set():
+            caught_up()  # the source had nothing more (core.progress: the lag gauge's clock)
         return self.position
 
     async def _commit(self, item: _Pending) -> None:
@@ -312,6 +334,9 @@ class Pipeline:
         self.position = item.position
         self.stats.add(item.counts)
         self.stats.last_position = item.position
+        committed(item.position)  # per batch: the lag gauge's clock and the position on the log lines
+        if item.when is not None and (self.stats.newest_event_time is None or item.when > self.stats.newest_event_time):
+            self.stats.newest_event_time = item.when
         await self.connector.acknowledge(item.position)
 
     async def _dead_letter(self, item: _Pending, rejected: Sequence[Rejected]) -> None:
@@ -334,6 +359,8 @@ class Pipeline:
                     moved.add(j)
                     counts.records_mapped -= 1
                     counts.dlq["sink"] += 1
+                    counts.reasons[dlq_reason("sink", refusal.error_type, refusal.message)] += 1
+                    counts.sample("sink", refusal.error_type, refusal.message, event.value)
             # else: a drift alert, which is no record of its own: its DLQ record keeps the alert, uncounted
             out.append(refused_event(env, event, refusal, item.position, source_key))
         while out:

@@ -29,18 +29,21 @@ import gc
 import random
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import LoadedIntegration, SupervisorConfig
+from inlet.core.control import Control
 from inlet.core.drift import Shape
 from inlet.core.envelope import Enveloper
 from inlet.core.errors import ConfigError, InletError
+from inlet.core.gauges import unwatch, watch
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import DriftCheck, Pipeline
+from inlet.core.progress import IntegrationProgress, ProgressView, enter, show
 from inlet.core.ratelimit import paused_for
 from inlet.core.sinks import Sink
 from inlet.core.sinks.outbox import OutboxSink
@@ -100,6 +103,7 @@ class Supervisor:
         *,
         once: bool = False,
         max_failures: int | None = None,
+        progress: ProgressView | None = None,
     ) -> None:
         self.cfg = cfg
         self.integrations = [i for i in integrations if i.config.enabled]
@@ -109,6 +113,11 @@ class Supervisor:
         self.stop_event = asyncio.Event()
         self.stats = {i.config.key: Stats(i.config.customer, i.config.integration) for i in self.integrations}
         self.failed: dict[str, str] = {}
+        # What each integration has done so far (core.progress): the lag gauge, and bars or lines when shown.
+        self.progress = {key: IntegrationProgress(key, s) for key, s in self.stats.items()}
+        self.progress_view = progress
+        # The operator's pause / resume / restart of each integration (core.control, through core.api).
+        self.controls = {key: Control() for key in self.stats}
         self.sink = build_sink(cfg)
         self.health: HealthServer | None = None
         self.checkpoints = CheckpointStore(state_dir(cfg) / "checkpoints.sqlite")
@@ -136,6 +145,8 @@ class Supervisor:
         if not self.stop_event.is_set():
             log.info("stopping: draining in-flight batches")
             self.stop_event.set()
+        for control in self.controls.values():
+            control.wake()
 
     def status(self) -> dict[str, str | None]:
         """Per integration: None when healthy, else why it stopped or its last error (for /readyz)."""
@@ -173,6 +184,8 @@ class Supervisor:
             except ConfigError as exc:
                 self.refused = exc
                 self.stop_event.set()  # every integration ends; run() raises it
+                for control in self.controls.values():
+                    control.wake()
                 raise
             self._topics_checked = True
 
@@ -202,14 +215,24 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         beat: asyncio.Task[None] | None = None
         if self.cfg.metrics_port is not None:
-            self.health = HealthServer(self.status, host=self.cfg.metrics_host, port=self.cfg.metrics_port)
+            from inlet.core.api import Api
+
+            api = Api(self, loop)
+            self.health = HealthServer(self.status, host=self.cfg.metrics_host, port=self.cfg.metrics_port, app=api)
             self.health.start()
             beat = asyncio.create_task(self._heartbeat())
-            log.info("serving /metrics, /healthz, /readyz", port=self.health.port)
+            log.info(
+                "serving /metrics, /healthz, /readyz, /api, /console",
+                port=self.health.port,
+                actions="enabled" if api.token else "disabled (no api token)",
+            )
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         relay = asyncio.create_task(self._run_relay()) if self.relay is not None else None
+        watch(self)
+        view = self.progress_view
+        shown = asyncio.create_task(show(view, list(self.progress.values()))) if view is not None else None
         try:
             await self._check_topics_at_start()
             if self.refused is None:
@@ -226,6 +249,11 @@ class Supervisor:
                 self.relay.finish()  # once: ship what was written, then end; stopping: it drains and ends
                 await relay
         finally:
+            unwatch(self)
+            if shown is not None:
+                shown.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await shown
             if relay is not None and not relay.done():
                 relay.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -244,15 +272,21 @@ class Supervisor:
                     await beat
         return self.stats
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when stopping."""
+    async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Sleep, but wake at once when stopping (or when ``wake`` is set: a pause or restart)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_event.wait(), timeout=seconds)
+            await asyncio.wait_for((wake or self.stop_event).wait(), timeout=seconds)
 
     async def _supervise(self, item: LoadedIntegration) -> None:
         cfg = item.config
         stats = self.stats[cfg.key]
         bound = log.bind(customer=cfg.customer, integration=cfg.integration)
+        progress = self.progress[cfg.key]
+        # The contracts it produces, each name once (a dual-published major is the same contract).
+        names = {m.contract_name: m.contract_version for m in reversed(item.produces)}
+        contract = ", ".join(f"{n} {v}" for n, v in reversed(names.items())) or None
+        # This task's log lines carry the integration's names and level; the progress hooks find its progress.
+        enter(progress, customer=cfg.customer, integration=cfg.integration, contract=contract, log_level=cfg.log_level)
         env = Enveloper(
             cfg.customer,
             cfg.integration,
@@ -264,16 +298,49 @@ class Supervisor:
         if cfg.drift is not None:
             shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())
             drift = DriftCheck(shape, policy=cfg.drift.policy, strict=cfg.drift.strict)
+        try:
+            await self._run_integration(item, stats, env, drift, self.controls[cfg.key], bound)
+        finally:
+            progress.finished = True
+            if stats.state not in ("failed", "caught_up"):
+                stats.state = "stopped"
+
+    @staticmethod
+    async def _paused(control: Control, stats: Stats, bound: Any) -> bool:
+        """Wait while an operator has the integration paused; True when it was (resumed now, or stopping)."""
+        if not control.paused:
+            return False
+        stats.state = "paused"
+        bound.info("integration paused: it reads again when resumed")
+        await control.resumed.wait()
+        return True
+
+    async def _run_integration(
+        self,
+        item: LoadedIntegration,
+        stats: Stats,
+        env: Enveloper,
+        drift: DriftCheck | None,
+        control: Control,
+        bound: Any,
+    ) -> None:
+        """Read, restart after failures with backoff, pause and resume, until stopped (the states: core.status)."""
+        cfg = item.config
         backoff = self.cfg.restart_backoff_initial_seconds
         failures = 0
         while not self.stop_event.is_set():
+            if await self._paused(control, stats, bound):
+                continue
+            if control.begin():  # an operator's restart: no backoff left to wait out
+                failures, backoff = 0, self.cfg.restart_backoff_initial_seconds
             connector = item.build(once=self.once)
             try:
                 if self.cfg.resolved_sink() == "kafka":
                     await self._check_topics()
                 async with connector:
                     position = await self.checkpoints.load(cfg.customer, cfg.integration)
-                    while not self.stop_event.is_set():
+                    while not control.halt.is_set():
+                        stats.state = "running"
                         pipeline = Pipeline(
                             connector,
                             env,
@@ -283,20 +350,24 @@ class Supervisor:
                             max_in_flight=cfg.max_in_flight,
                             drift=drift,
                         )
-                        position = await pipeline.run(position, self.stop_event)
+                        position = await pipeline.run(position, control.halt)
                         if self.stop_event.is_set() and (paused := paused_for(cfg.customer, cfg.integration)):
                             # Stopped while waiting out a pause: not caught up, whatever the books say.
                             stats.interrupted = f"stopped while waiting: {paused}"
                             bound.warning("integration stopped while its upstream is paused", paused=paused)
                         failures, backoff = 0, self.cfg.restart_backoff_initial_seconds
+                        if control.halt.is_set():  # stopping, pausing or restarting: the connector is closed
+                            break
+                        stats.state = "caught_up"
                         if self.once:
                             return
-                        await self._sleep(cfg.poll_interval_seconds)
+                        await self._sleep(cfg.poll_interval_seconds, control.halt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if isinstance(exc, InletError) and exc.fatal:  # SinkRefused: a wrong password or certificate
                     self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
+                    stats.state = "failed"
                     bound.error("integration stopped, not restarted: restarting cannot fix this", error=str(exc))
                     return
                 if exc is self.refused:  # the start-up check refused the run: nothing to restart
@@ -307,6 +378,7 @@ class Supervisor:
                 level = bound.warning if transient else bound.error
                 if self.max_failures is not None and failures >= self.max_failures:
                     self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
+                    stats.state = "failed"
                     level(
                         "integration failed",
                         error=repr(exc),
@@ -322,5 +394,6 @@ class Supervisor:
                     failures=failures,
                     exc_info=not transient,
                 )
-                await self._sleep(backoff * random.uniform(0.8, 1.2))
+                stats.state = "backing_off"
+                await self._sleep(backoff * random.uniform(0.8, 1.2), control.halt)
                 backoff = min(backoff * 2, self.cfg.restart_backoff_max_seconds)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pytest
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -38,6 +39,15 @@ class _AsyncClosable(Protocol):
 _Closable = TypeVar("_Closable", bound=_AsyncClosable)
 
 # --- real services and sample data ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs the CLI in-process configures structlog for the whole process (a level filter, a
+    renderer): put the configuration back, so the next test's ``capture_logs`` sees every level again."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

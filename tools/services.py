@@ -21,8 +21,14 @@ certificates with ``openssl`` (into the test's temporary directory, never into t
 users created when the storage is formatted; ``Mosquitto(tls=...)`` adds a TLS listener that requires client
 certificates.
 
-Command line: ``python -m tools.services {fetch-kafka,install-mosquitto,kafka,mosquitto}``; ``kafka`` and
-``mosquitto`` print ``INLET_KAFKA_BOOTSTRAP=...`` / ``INLET_MQTT_URL=...`` and run until Ctrl-C or SIGTERM.
+- ``ensure_chromium()`` installs the Debian ``chromium`` and ``chromium-driver`` packages when missing (the web
+  console's browser tests drive a headless Chromium through Selenium).
+- ``ensure_promtool()`` installs the Debian ``prometheus`` package when ``promtool`` is missing (the tests check
+  ``deploy/prometheus/alerts.yml`` with ``promtool check rules``).
+
+Command line: ``python -m tools.services COMMAND``, COMMAND one of ``fetch-kafka``, ``install-mosquitto``,
+``install-chromium``, ``install-promtool``, ``kafka``, ``mosquitto``; ``kafka`` and ``mosquitto`` print
+``INLET_KAFKA_BOOTSTRAP=...`` / ``INLET_MQTT_URL=...`` and run until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -63,8 +69,10 @@ __all__ = [
     "Mosquitto",
     "MosquittoTls",
     "ServiceError",
+    "ensure_chromium",
     "ensure_kafka_jars",
     "ensure_mosquitto",
+    "ensure_promtool",
     "kafka_lib_dir",
     "main",
 ]
@@ -153,6 +161,55 @@ def ensure_mosquitto() -> str:
     found = _mosquitto_binary()
     if found is None:
         raise ServiceError("apt-get installed mosquitto but no `mosquitto` binary was found")
+    return found
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def ensure_chromium() -> tuple[Path, Path]:
+    """The Chromium and chromedriver binaries (Debian's paths), installing the packages first if needed."""
+    if CHROMIUM.is_file() and CHROMEDRIVER.is_file():
+        return CHROMIUM, CHROMEDRIVER
+    if shutil.which("apt-get") is None:
+        raise ServiceError("chromium is not installed and there is no apt-get: install chromium and chromium-driver")
+    sudo = [] if os.geteuid() == 0 else [_require("sudo", "run as root or install sudo")]
+    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
+    print("installing chromium with apt-get", file=sys.stderr, flush=True)
+    for args in (["update"], ["install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]):
+        result = subprocess.run([*apt, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(
+                f"`apt-get {' '.join(args)}` failed (exit {result.returncode}); install the Debian packages "
+                f"chromium and chromium-driver by hand:\n{_last_lines(result.stdout + result.stderr)}"
+            )
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        raise ServiceError(f"apt-get installed chromium but {CHROMIUM} or {CHROMEDRIVER} is missing")
+    return CHROMIUM, CHROMEDRIVER
+
+
+def ensure_promtool() -> str:
+    """The path of ``promtool`` (Prometheus's rule and config checker), installing Debian's ``prometheus`` package
+    first if needed (its service is not started: only the binary is used)."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    if shutil.which("apt-get") is None:
+        raise ServiceError("promtool is not installed and there is no apt-get: install Prometheus's promtool")
+    sudo = [] if os.geteuid() == 0 else [_require("sudo", "run as root or install sudo")]
+    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
+    print("installing promtool (Debian package prometheus) with apt-get", file=sys.stderr, flush=True)
+    for args in (["update"], ["install", "-y", "--no-install-recommends", "prometheus"]):
+        result = subprocess.run([*apt, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(
+                f"`apt-get {' '.join(args)}` failed (exit {result.returncode}); install the Debian package "
+                f"prometheus by hand:\n{_last_lines(result.stdout + result.stderr)}"
+            )
+    found = shutil.which("promtool")
+    if found is None:
+        raise ServiceError("apt-get installed prometheus but no `promtool` binary was found")
     return found
 
 
@@ -867,6 +924,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fetch-kafka", help="fetch the Kafka jars into the cache (Maven) and print the dir")
     commands.add_parser("install-mosquitto", help="apt-get install mosquitto if missing; print its path")
+    commands.add_parser("install-chromium", help="apt-get install chromium and chromedriver if missing")
+    commands.add_parser("install-promtool", help="apt-get install prometheus (for promtool) if missing; print its path")
     for name, what in (("kafka", "a single-node Kafka"), ("mosquitto", "a Mosquitto broker")):
         command = commands.add_parser(name, help=f"run {what} on 127.0.0.1 until Ctrl-C or SIGTERM")
         command.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
@@ -878,6 +937,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "install-mosquitto":
             print(ensure_mosquitto())
+            return 0
+        if args.command == "install-chromium":
+            print(*ensure_chromium())
+            return 0
+        if args.command == "install-promtool":
+            print(ensure_promtool())
             return 0
         if args.command == "kafka":
             broker = KafkaBroker(args.data_dir, port=args.port)

@@ -66,7 +66,7 @@ from inlet.contracts.clinical_encounter import EncounterV1
 from inlet.contracts.clinical_medication_request import MedicationRequestV1
 from inlet.contracts.clinical_observation_v2 import ObservationV2
 from inlet.contracts.clinical_patient import PatientV1
-from inlet.core import exact_json
+from inlet.core import exact_json, progress
 from inlet.core.connector import Batch, Connector, PluginSettings
 from inlet.core.errors import DecodeError, InletError, MappingError, UpstreamError
 from inlet.core.http import HttpClient, HttpResponse, HttpSettings, retry_after_seconds
@@ -300,6 +300,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         self.log.info(
             "bulk export kicked off", level=s.level, since=since, types=list(s.types), status_url=mask(status_url)
         )
+        progress.report(phase="export kicked off")
         return status_url
 
     async def _resume(self, export: Mapping[str, Any]) -> _Manifest | None:
@@ -348,6 +349,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                     f"export_deadline_seconds={s.export_deadline_seconds}; cancelled"
                 )
             self.log.info("bulk export in progress", progress=answer.headers.get("X-Progress"), wait=round(wait, 2))
+            progress.report(phase="waiting for the export", note=(answer.headers.get("X-Progress") or "")[:60])
             await asyncio.sleep(wait)
 
     def _refusal(self, what: str, answer: HttpResponse) -> InletError:
@@ -429,6 +431,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         status_url, first, skip = str(export["status_url"]), int(export["file"]), int(export["line"])
         origin = httpx.URL(s.http.base_url)
         held: Batch | None = None
+        downloaded = 0  # bytes of the files before this one, for the progress display
+        progress.report(phase="downloading", done=first, total=len(manifest.files), unit="files", note="")
         for file in manifest.files[first:]:
             same_origin = (httpx.URL(file.url).scheme, httpx.URL(file.url).netloc) == (origin.scheme, origin.netloc)
             if manifest.requires_token and not same_origin:
@@ -457,6 +461,7 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                 pending: list[Any] = []
                 read = last = 0
                 async for lines in ndjson_lines(resp, file, s.max_line_bytes):
+                    progress.report(bytes_done=downloaded + resp.num_bytes_downloaded)
                     read += len(lines)
                     last = lines[-1].line
                     records: list[Any] = lines
@@ -469,6 +474,8 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
                         if held is not None:
                             yield held
                         held = Batch(chunk, self._at(since, status_url, file, _done(chunk[-1])))
+                downloaded += resp.num_bytes_downloaded
+                progress.report(done=file.index + 1, bytes_done=downloaded)
                 if file.count is not None and read != file.count:
                     self._count_mismatch(file, read)
                     if read < file.count and not (skip and file.index == first and skip > last):

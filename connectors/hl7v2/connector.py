@@ -34,7 +34,7 @@ from inlet.contracts.clinical_observation_v3 import ObservationV3
 from inlet.contracts.clinical_patient import PatientV1
 from inlet.contracts.clinical_patient_merge import PatientMergeV1
 from inlet.core.connector import Batch, Connector, PluginSettings
-from inlet.core.errors import DecodeError, MappingError
+from inlet.core.errors import DecodeError, MappingError, NotReplayable
 from inlet.core.mllp import MllpMessage, MllpSettings, MllpSource, open_listener
 from inlet.core.scaffold import Scaffold
 from inlet.core.types import Position
@@ -192,6 +192,11 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
 
     def _fail(self, raw: MllpMessage, code: str, msg: Message | None, exc: BaseException) -> None:
         self._outcome[raw.serial] = (code, msg, str(exc), raw.received_at)
+
+    def raw_from_dlq(self, payload: bytes) -> MllpMessage:
+        """Not replayable from the DLQ: the message was answered AE or AR when it failed, so the sending system
+        holds it and resends it (or the hospital's interface engine does) once the plugin is fixed."""
+        raise NotReplayable("an HL7 v2 message that failed was answered AE/AR: its sender resends it, not inlet")
 
     def decode(self, raw: MllpMessage) -> Parsed:
         limit = self.settings.mllp.max_message_bytes

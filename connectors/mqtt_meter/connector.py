@@ -28,7 +28,7 @@ from inlet.contracts.energy_data_quality import DataQualityV1
 from inlet.contracts.energy_device_status import DeviceStatusV1
 from inlet.contracts.energy_meter_reading import MeterReadingV1
 from inlet.core.connector import Batch, Connector, PluginSettings
-from inlet.core.errors import DecodeError, MappingError
+from inlet.core.errors import DecodeError, MappingError, NotReplayable
 from inlet.core.mqtt import MessageSource, MqttMessage, MqttSettings, open_source
 from inlet.core.scaffold import Scaffold
 from inlet.core.time import normalise
@@ -229,6 +229,11 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
             self._route_cache.clear()
         self._route_cache[topic] = routed
         return routed
+
+    def raw_from_dlq(self, payload: bytes) -> MqttMessage:
+        """Not replayable from the DLQ: the decoder and the device come from the message's topic, which the DLQ
+        record does not hold; a meter republishes, or the recording replays, the message itself."""
+        raise NotReplayable("an MQTT reading's DLQ payload has no topic, and the topic names its decoder and device")
 
     def decode(self, raw: MqttMessage) -> Decoded:
         """Route and decode the message, then apply the cross-message hygiene rules (in arrival order)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ CREATE TABLE IF NOT EXISTS events (
     topic    TEXT NOT NULL,
     key      BLOB,
     value    BLOB NOT NULL,
-    headers  TEXT NOT NULL
+    headers  TEXT NOT NULL,
+    at       REAL
 );
 CREATE INDEX IF NOT EXISTS events_topic ON events(topic, seq);
 -- The relay's shipped-up-to watermark (core.relay): every events row with seq <= upto was acknowledged by Kafka,
@@ -77,7 +79,7 @@ class OutboxSink(Sink):
     async def start(self) -> None:
         if self._db is None:
             self._db = SqliteStore(self.path, _SCHEMA)
-            await self._db.acall(lambda c: None)  # open and create the schema now, not on first batch
+            await self._db.acall(_add_write_time)  # open and create the schema now, not on first batch
 
     async def stop(self) -> None:
         if self._db is not None:
@@ -92,6 +94,7 @@ class OutboxSink(Sink):
         if refused:
             skip = {r.index for r in refused}
             events = [e for i, e in enumerate(events) if i not in skip]
+        now = time.time()
         rows = [
             (
                 e.id,
@@ -99,6 +102,7 @@ class OutboxSink(Sink):
                 e.key,
                 e.value,
                 orjson.dumps({k: v.decode("utf-8", "replace") for k, v in e.headers}).decode(),
+                now,
             )
             for e in events
         ]
@@ -107,7 +111,7 @@ class OutboxSink(Sink):
             with conn:  # one transaction per batch
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(
-                    "INSERT INTO events (event_id, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)", rows
+                    "INSERT INTO events (event_id, topic, key, value, headers, at) VALUES (?, ?, ?, ?, ?, ?)", rows
                 )
 
         try:
@@ -117,6 +121,13 @@ class OutboxSink(Sink):
         done: asyncio.Future[Sequence[Rejected]] = asyncio.get_running_loop().create_future()
         done.set_result(refused)
         return done
+
+
+def _add_write_time(conn: sqlite3.Connection) -> None:
+    """Migrate an outbox file from before the ``at`` column (when a row was written, unix seconds: what
+    ``inlet dlq list --since`` selects on); its older rows keep no time (NULL)."""
+    if "at" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
+        conn.execute("ALTER TABLE events ADD COLUMN at REAL")
 
 
 def open_outbox(path: Path) -> SqliteStore:
