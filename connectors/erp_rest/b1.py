@@ -77,13 +77,13 @@ from pydantic import Field
 from typing_extensions import override
 
 from inlet.connectors.erp_rest.mapping import _check_totals, _currency, _required, money, parse_date
-from inlet.connectors.erp_rest.odata import UndecodablePage, delta_key
+from inlet.connectors.erp_rest.odata import UndecodablePage, delta_key, delta_position, page_record
 from inlet.contracts.base import Contract, published
 from inlet.contracts.erp_invoice import InvoiceLine, InvoiceV1
 from inlet.contracts.erp_party import PartyV1
 from inlet.core import exact_json
 from inlet.core.connector import Batch, Connector, IntegrationContext, PluginSettings
-from inlet.core.errors import ConfigError, DecodeError, MappingError
+from inlet.core.errors import ConfigError, MappingError
 from inlet.core.http import HttpClient, HttpSettings
 from inlet.core.pagination import NextLinkPaginator, PageDecodeError, paginate
 from inlet.core.time import Instant, normalise
@@ -375,20 +375,14 @@ class ErpB1Connector(Connector[ErpB1Settings]):
             yield Batch(page.records, self._position(start, seen))
 
     def _position(self, watermark: datetime | None, seen: set[str]) -> Position:
+        floor = None
         if watermark is not None:
             floor = _day_start(bound_day(watermark, self.settings.overlap_seconds, self.zone), self.zone)
-            seen.intersection_update({k for k in seen if datetime.fromisoformat(k.rsplit("@", 1)[1]) >= floor})
-        return {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
+        return delta_position(watermark, seen, floor)
 
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
-        if isinstance(raw, UndecodablePage):
-            raise DecodeError(
-                f"page {raw.url} is not a usable Service Layer page: {raw.reason}; first bytes: {raw.body[:120]!r}"
-            )
-        if not isinstance(raw, dict):
-            raise DecodeError(f"{self.settings.entity}: a record that is not a JSON object: {str(raw)[:200]}")
-        return raw
+        return page_record(raw, "Service Layer", self.settings.entity)
 
     def filter(self, record: Any) -> str | None:
         if record.get("CancelStatus") == "csCancellation":

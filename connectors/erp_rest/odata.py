@@ -77,6 +77,8 @@ __all__ = [
     "Removal",
     "UndecodablePage",
     "delta_key",
+    "delta_position",
+    "page_record",
 ]
 
 
@@ -260,6 +262,26 @@ def delta_key(record_id: Any, modified: datetime) -> str:
 
 def _key_time(key: str) -> datetime:
     return datetime.fromisoformat(key.rsplit("@", 1)[1])
+
+
+def delta_position(watermark: datetime | None, seen: set[str], floor: datetime | None) -> Position:
+    """The position of a watermark dialect: the watermark, and ``seen`` without the keys older than ``floor`` (the
+    start of what the next pass reads again: rows before it cannot come back, so their keys are dropped)."""
+    if floor is not None:
+        seen.intersection_update({k for k in seen if _key_time(k) >= floor})
+    return {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
+
+
+def page_record(raw: Any, dialect: str, what: str) -> dict[str, Any]:
+    """A record of a page as read, or the DecodeError an unusable page or a non-object record is (stage decode,
+    with the URL and the first bytes): the decode step every ERP dialect starts with."""
+    if isinstance(raw, UndecodablePage):
+        raise DecodeError(
+            f"page {raw.url} is not a usable {dialect} page: {raw.reason}; first bytes: {raw.body[:120]!r}"
+        )
+    if not isinstance(raw, dict):
+        raise DecodeError(f"{what}: a record that is not a JSON object: {str(raw)[:200]}")
+    return raw
 
 
 def _v2_loads(body: bytes) -> Any:
@@ -470,10 +492,7 @@ class ErpODataConnector(Connector[ErpODataSettings]):
         return None
 
     def _position(self, watermark: datetime | None, seen: set[str], link: str | None = None) -> Position:
-        floor = self._bound(watermark)
-        if floor is not None:
-            seen.intersection_update({k for k in seen if _key_time(k) >= floor})
-        position: Position = {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
+        position = delta_position(watermark, seen, self._bound(watermark))
         if self.tracking:  # only then: positions (and fixtures) of watermark integrations keep their shape
             position["delta_link"] = link
         return position
@@ -482,13 +501,7 @@ class ErpODataConnector(Connector[ErpODataSettings]):
     def decode(self, raw: Any) -> Any:
         if isinstance(raw, Removal):
             return raw
-        if isinstance(raw, UndecodablePage):
-            raise DecodeError(
-                f"page {raw.url} is not a usable OData page: {raw.reason}; first bytes: {raw.body[:120]!r}"
-            )
-        if not isinstance(raw, dict):
-            raise DecodeError(f"{self.settings.entity}: a record that is not a JSON object: {str(raw)[:200]}")
-        return _clean(raw)
+        return _clean(page_record(raw, "OData", self.settings.entity))
 
     def filter(self, record: Any) -> str | None:
         if self._seen and not isinstance(record, Removal):

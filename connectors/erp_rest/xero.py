@@ -54,14 +54,14 @@ from inlet.connectors.erp_rest.mapping import (
     money,
     parse_date,
 )
-from inlet.connectors.erp_rest.odata import UndecodablePage, delta_key
+from inlet.connectors.erp_rest.odata import UndecodablePage, delta_key, delta_position, page_record
 from inlet.contracts.base import Contract, published
 from inlet.contracts.erp_invoice import InvoiceLine, InvoiceV1
 from inlet.contracts.erp_party import PartyV1
 from inlet.contracts.erp_payment import InvoiceAllocation, PaymentV1
 from inlet.core import exact_json
 from inlet.core.connector import Batch, Connector, PluginSettings
-from inlet.core.errors import DecodeError, MappingError
+from inlet.core.errors import MappingError
 from inlet.core.http import HttpClient, HttpSettings
 from inlet.core.pagination import PageDecodeError, PageNumberPaginator, paginate
 from inlet.core.time import normalise
@@ -238,20 +238,12 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
                 yield Batch([], self._position(start if shifted else newest, seen))
 
     def _position(self, watermark: datetime | None, seen: set[str]) -> Position:
-        if watermark is not None:
-            floor = if_modified_since(watermark, self.settings.overlap_seconds)
-            seen.intersection_update({k for k in seen if datetime.fromisoformat(k.rsplit("@", 1)[1]) >= floor})
-        return {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
+        floor = None if watermark is None else if_modified_since(watermark, self.settings.overlap_seconds)
+        return delta_position(watermark, seen, floor)
 
     # -- pure hooks ------------------------------------------------------------------------------
     def decode(self, raw: Any) -> Any:
-        if isinstance(raw, UndecodablePage):
-            raise DecodeError(
-                f"page {raw.url} is not a usable Xero page: {raw.reason}; first bytes: {raw.body[:120]!r}"
-            )
-        if not isinstance(raw, dict):
-            raise DecodeError(f"{self.settings.endpoint}: a record that is not a JSON object: {str(raw)[:200]}")
-        return raw
+        return page_record(raw, "Xero", self.settings.endpoint)
 
     def filter(self, record: Any) -> str | None:
         if self._seen:
