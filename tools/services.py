@@ -141,23 +141,29 @@ def _mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
 
+def _apt_install(what: str, packages: list[str]) -> None:
+    """``apt-get update`` then install ``packages`` (as root, or through sudo); a failure names the packages to
+    install by hand. ``what`` is what the message says is being installed."""
+    if shutil.which("apt-get") is None:
+        raise ServiceError(f"{what} is not installed and there is no apt-get: install {' and '.join(packages)}")
+    sudo = [] if os.geteuid() == 0 else [_require("sudo", "run as root or install sudo")]
+    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
+    print(f"installing {what} with apt-get", file=sys.stderr, flush=True)
+    for args in (["update"], ["install", "-y", "--no-install-recommends", *packages]):
+        result = subprocess.run([*apt, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(
+                f"`apt-get {' '.join(args)}` failed (exit {result.returncode}); install the Debian packages "
+                f"{' and '.join(packages)} by hand:\n{_last_lines(result.stdout + result.stderr)}"
+            )
+
+
 def ensure_mosquitto() -> str:
     """Return the path of the ``mosquitto`` binary, installing the Debian packages first if needed."""
     found = _mosquitto_binary()
     if found:
         return found
-    if shutil.which("apt-get") is None:
-        raise ServiceError("mosquitto is not installed and there is no apt-get: install Mosquitto 2 yourself")
-    sudo = [] if os.geteuid() == 0 else [_require("sudo", "run as root or install sudo")]
-    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
-    print("installing mosquitto with apt-get", file=sys.stderr, flush=True)
-    for args in (["update"], ["install", "-y", "mosquitto", "mosquitto-clients"]):
-        result = subprocess.run([*apt, *args], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ServiceError(
-                f"`apt-get {' '.join(args)}` failed (exit {result.returncode}); install the Debian packages "
-                f"mosquitto and mosquitto-clients by hand:\n{_last_lines(result.stdout + result.stderr)}"
-            )
+    _apt_install("mosquitto", ["mosquitto", "mosquitto-clients"])
     found = _mosquitto_binary()
     if found is None:
         raise ServiceError("apt-get installed mosquitto but no `mosquitto` binary was found")
@@ -170,20 +176,8 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 def ensure_chromium() -> tuple[Path, Path]:
     """The Chromium and chromedriver binaries (Debian's paths), installing the packages first if needed."""
-    if CHROMIUM.is_file() and CHROMEDRIVER.is_file():
-        return CHROMIUM, CHROMEDRIVER
-    if shutil.which("apt-get") is None:
-        raise ServiceError("chromium is not installed and there is no apt-get: install chromium and chromium-driver")
-    sudo = [] if os.geteuid() == 0 else [_require("sudo", "run as root or install sudo")]
-    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
-    print("installing chromium with apt-get", file=sys.stderr, flush=True)
-    for args in (["update"], ["install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]):
-        result = subprocess.run([*apt, *args], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ServiceError(
-                f"`apt-get {' '.join(args)}` failed (exit {result.returncode}); install the Debian packages "
-                f"chromium and chromium-driver by hand:\n{_last_lines(result.stdout + result.stderr)}"
-            )
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        _apt_install("chromium", ["chromium", "chromium-driver"])
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         raise ServiceError(f"apt-get installed chromium but {CHROMIUM} or {CHROMEDRIVER} is missing")
     return CHROMIUM, CHROMEDRIVER
@@ -195,18 +189,7 @@ def ensure_promtool() -> str:
     found = shutil.which("promtool")
     if found:
         return found
-    if shutil.which("apt-get") is None:
-        raise ServiceError("promtool is not installed and there is no apt-get: install Prometheus's promtool")
-    sudo = [] if os.geteuid() == 0 else [_require("sudo", "run as root or install sudo")]
-    apt = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]
-    print("installing promtool (Debian package prometheus) with apt-get", file=sys.stderr, flush=True)
-    for args in (["update"], ["install", "-y", "--no-install-recommends", "prometheus"]):
-        result = subprocess.run([*apt, *args], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ServiceError(
-                f"`apt-get {' '.join(args)}` failed (exit {result.returncode}); install the Debian package "
-                f"prometheus by hand:\n{_last_lines(result.stdout + result.stderr)}"
-            )
+    _apt_install("promtool (Debian package prometheus)", ["prometheus"])
     found = shutil.which("promtool")
     if found is None:
         raise ServiceError("apt-get installed prometheus but no `promtool` binary was found")
