@@ -19,7 +19,7 @@ from inlet.core.metrics import Stats
 from inlet.core.mllp import frame
 from inlet.core.pipeline import Pipeline
 from inlet.core.sinks.memory import MemorySink
-from tools.services import CertAuthority, CertFiles, ServiceError
+from tools.services import CertAuthority, CertFiles
 
 ADT = (
     "MSH|^~\\&|ADT1|GOOD HEALTH HOSPITAL|INLET|ACME|20240331013000||ADT^A01^ADT_A01|{control}|P|2.5.1\r"
@@ -64,10 +64,7 @@ async def _send(port: int, context: ssl.SSLContext, control: str) -> bytes:
 async def test_tls_listener_requires_a_client_certificate_from_its_ca(
     tmp_path: Path, checkpoint_store: CheckpointStore
 ) -> None:
-    try:
-        ca = CertAuthority(tmp_path / "ca")
-    except ServiceError as exc:  # no openssl binary
-        pytest.skip(str(exc))
+    ca = CertAuthority(tmp_path / "ca")  # no openssl binary: a failure naming it, never a skip
     server = ca.issue("listener", server=True)
     sender = ca.issue("lab-sender")
     intruder = CertAuthority(tmp_path / "foreign", name="someone else's CA").issue("intruder")
