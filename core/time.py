@@ -75,6 +75,8 @@ Nonexistent = Literal["raise", "shift_forward", "shift_backward", "snap_forward"
 
 _EXPECTED: Final = "an ISO 8601 / RFC 3339 date-time, a FHIR partial date, an epoch number or /Date(ms)/"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_S_END: Final = 10**11  # the magnitude rule's unit bounds (module docstring), for the int fast path
+_EPOCH_MS_END: Final = 10**14
 _ONE_DAY: Final = timedelta(days=1)
 _MAX_OFFSET_MIN: Final = 18 * 60
 _fromiso = datetime.fromisoformat
@@ -95,22 +97,44 @@ _DOTNET: Final = re.compile(r"\\?/Date\(([+-]?[0-9]{1,20})(?:[+-]([0-9]{2})([0-9
 _NUMBER: Final = re.compile(r"([+-]?)([0-9]{1,20})(?:\.([0-9]{1,9}))?")
 _CALENDAR_DIGITS: Final = frozenset({4, 8, 12, 14})
 
-# Fast path: length without the zone designator -> (precision, end of the separator slice, the separators
-# allowed at positions 4, 7, 10, 13 (,16 (,19)) of the extended form, read in one slice).
+# Fast path for the common extended forms ``YYYY-MM-DD[Tt ]hh:mm[:ss[.f{1,6}]]`` + ``Z`` / ``±HH:MM`` / nothing.
+# Per zone designator, the value's total length -> (precision, end of the separator slice, the separators
+# allowed at positions 4, 7, 10, 13 (,16 (,19)), read in one slice). C fromisoformat also reads any separator
+# at 10, basic and hour-only times and ``:30.Z``: the slice keeps the fast path to what the strict path
+# accepts, and the length fixes the precision. Up to 6 fraction digits only: past the sixth, fromisoformat
+# skips any junk before a zone designator, so 7-9 digits (.NET ticks) take the strict path.
+_FastShape = tuple[Precision, int, frozenset[str]]
 _SEPS_MINUTE: Final = frozenset({"--T:", "--t:", "-- :"})
 _SEPS_SECOND: Final = frozenset({s + ":" for s in _SEPS_MINUTE})
-_SEPS_FRACTION: Final = frozenset({s + ":." for s in _SEPS_MINUTE})
-_SHAPES: Final[dict[int, tuple[Precision, int, frozenset[str]]]] = {
-    16: ("minute", 14, _SEPS_MINUTE),
-    19: ("second", 17, _SEPS_SECOND),
-    **{n: ("millisecond" if n <= 23 else "microsecond", 20, _SEPS_FRACTION) for n in range(21, 30)},
-}
+_SEPS_FRACTION: Final = frozenset({s + ":" + f for s in _SEPS_MINUTE for f in ".,"})
+
+
+def _fast_shapes(tz_len: int) -> dict[int, _FastShape]:
+    shapes: dict[int, _FastShape] = {
+        16 + tz_len: ("minute", 14, _SEPS_MINUTE),
+        19 + tz_len: ("second", 17, _SEPS_SECOND),
+    }
+    for digits in range(1, 7):
+        shapes[20 + digits + tz_len] = ("millisecond" if digits <= 3 else "microsecond", 20, _SEPS_FRACTION)
+    return shapes
+
+
+_SHAPES_Z: Final = _fast_shapes(1)
+_SHAPES_OFFSET: Final = _fast_shapes(6)
+_SHAPES_NAIVE: Final = _fast_shapes(0)
 # "+HH:MM" -> offset for every legal offset; a miss means "not this shape" or "beyond ±18:00".
 _OFFSETS: Final = {
     f"{sign}{m // 60:02d}:{m % 60:02d}": timedelta(minutes=m if sign == "+" else -m)
     for sign in "+-"
     for m in range(_MAX_OFFSET_MIN + 1)
 }
+# Results for strings that carry their own offset (Z, ±HH:MM, ...), /Date()/ or an epoch, by the exact string:
+# they do not depend on zone, policies, ``near`` or the series. The ERP and FHIR read loops normalise each
+# record's modification time for the watermark and the mapping does it again, and a feed's readings share
+# their times. Bounded: emptied when full (cheaper than LRU bookkeeping on every hit). Only successes are kept;
+# the future bound is checked on every call.
+_SEEN: dict[str, Instant] = {}
+_SEEN_MAX: Final = 4096
 _ZONES: dict[str, ZoneInfo] = {}
 _TIMESPECS: Final = {"millisecond": "milliseconds", "microsecond": "microseconds"}
 _SUBSECOND: Final[tuple[Precision, ...]] = (
@@ -189,34 +213,66 @@ def normalise(
     the reading closest to it — a device's clock in the repeated autumn hour is then read right instead of
     refused. The policies apply only without ``near``.
     """
-    if type(value) is str and len(value) > 15:
-        # Fast path for the common extended forms: the length and a few fixed positions give the shape and
-        # precision, C fromisoformat does digits and calendar. What it would accept but we must not (odd
-        # separators, "30.Z", "+01:00:30", hour-only) fails a check or raises, and takes the strict path.
-        last = value[-1]
-        off = None if last == "Z" else _OFFSETS.get(value[-6:])
-        body = len(value) - (1 if last == "Z" else 0 if off is None else 6)  # naive when no Z/offset
-        shape = _SHAPES.get(body)
-        if shape is not None and value[4 : shape[1] : 3] in shape[2] and (body < 21 or value[20:body].isdigit()):
-            try:
-                moment = _fromiso(value) if off is None else _fromiso(value[:body] + "Z") - off
-            except (ValueError, OverflowError):
-                pass  # 24:00, leap second, bad digits, out of range: the strict path explains
+    if type(value) is str:
+        instant = _SEEN.get(value)
+        if instant is None and (size := len(value)) > 15:
+            # Fast path (see _SHAPES_Z): the zone designator, the length and one slice of the separators give
+            # the shape and precision; C fromisoformat does digits and calendar. Whatever it raises on (24:00,
+            # leap second, bad digits, out of range) and every other spelling takes the strict path.
+            if value[-1] == "Z":
+                shape = _SHAPES_Z.get(size)
+                if shape is not None and value[4 : shape[1] : 3] in shape[2]:
+                    try:  # noqa: SIM105 (contextlib.suppress costs a context manager per value). Z is UTC itself
+                        instant = _new(Instant, (_fromiso(value), shape[0]))
+                    except (ValueError, OverflowError):
+                        pass
+            elif (off := _OFFSETS.get(value[-6:])) is not None:
+                shape = _SHAPES_OFFSET.get(size)
+                if shape is not None and value[4 : shape[1] : 3] in shape[2]:
+                    try:  # ±00:00 parses to UTC itself; other offsets are read as Z and moved
+                        moment = _fromiso(value[:-6] + "Z") - off if off else _fromiso(value)
+                        instant = _new(Instant, (moment, shape[0]))
+                    except (ValueError, OverflowError):
+                        pass
             else:
-                if moment.tzinfo is None:
-                    moment = _localise(
-                        moment,
-                        shape[0],
-                        value,
-                        zone,
-                        ambiguous=ambiguous,
-                        nonexistent=nonexistent,
-                        previous=None,
-                        near=near,
-                    )
-                if max_future_seconds is not None:
-                    _check_future(moment, value, zone, now, max_future_seconds)
-                return _new(Instant, (moment, shape[0]))
+                shape = _SHAPES_NAIVE.get(size)
+                if shape is not None and value[4 : shape[1] : 3] in shape[2]:
+                    try:
+                        moment = _fromiso(value)
+                    except (ValueError, OverflowError):
+                        pass
+                    else:
+                        if moment.tzinfo is None:  # else an offset hid in what looked like fraction digits
+                            # local wall time: depends on zone and policies, never kept
+                            moment = _localise(
+                                moment,
+                                shape[0],
+                                value,
+                                zone,
+                                ambiguous=ambiguous,
+                                nonexistent=nonexistent,
+                                previous=None,
+                                near=near,
+                            )
+                            if max_future_seconds is not None:
+                                _check_future(moment, value, zone, now, max_future_seconds)
+                            return _new(Instant, (moment, shape[0]))
+            if instant is not None:
+                if len(_SEEN) >= _SEEN_MAX:
+                    _SEEN.clear()
+                _SEEN[value] = instant
+        if instant is not None:
+            if max_future_seconds is not None:
+                _check_future(instant.utc, value, zone, now, max_future_seconds)
+            return instant
+    elif type(value) is int and 0 <= value < _EPOCH_MS_END:  # epoch s or ms from a JSON number (not bool)
+        if value < _EPOCH_S_END:
+            instant = _new(Instant, (_EPOCH + timedelta(0, value), "second"))
+        else:
+            instant = _new(Instant, (_EPOCH + timedelta(0, 0, 0, value), "millisecond"))
+        if max_future_seconds is not None:
+            _check_future(instant.utc, value, zone, now, max_future_seconds)
+        return instant
     return _strict(value, zone, ambiguous, nonexistent, now, max_future_seconds, None, near)
 
 
@@ -237,9 +293,16 @@ def _strict(
         moment = _localise(
             moment, precision, value, zone, ambiguous=ambiguous, nonexistent=nonexistent, previous=previous, near=near
         )
+        instant: Instant = _new(Instant, (moment, precision))
+    else:
+        instant = _new(Instant, (moment, precision))
+        if type(value) is str:  # its own offset, /Date()/ or an epoch: the same for every zone and policy
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            _SEEN[value] = instant
     if max_future_seconds is not None:
         _check_future(moment, value, zone, now, max_future_seconds)
-    return _new(Instant, (moment, precision))
+    return instant
 
 
 def normalise_series(
