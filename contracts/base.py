@@ -23,6 +23,7 @@ __all__ = [
     "Part",
     "Precision",
     "all_contracts",
+    "checked_instance",
     "converter",
     "converters_from",
     "get_contract",
@@ -158,6 +159,28 @@ def get_contract(name: str, version: str) -> type[Contract]:
 def all_contracts() -> list[type[Contract]]:
     """Every registered contract, sorted by name and version."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+M = TypeVar("M", bound=BaseModel)
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def checked_instance(cls: type[M], values: dict[str, Any], given: set[str]) -> M:
+    """An instance of ``cls`` from values already known to pass its validation, without validating them again.
+
+    Only for a hot path that has checked every value exactly as the model would (type, constraint, nested parts
+    already instances) and falls back to ``model_validate`` for anything else. ``values`` holds *every* field in
+    definition order (defaults filled in), as validation would leave ``__dict__``; ``given`` is the set of fields
+    the input named (validation's ``model_fields_set``). The result equals the validated instance, serialises to
+    the same bytes, and stays immutable; tests compare both paths over generated and real inputs.
+    """
+    model = _new(cls)
+    _setattr(model, "__dict__", values)
+    _setattr(model, "__pydantic_fields_set__", given)
+    _setattr(model, "__pydantic_extra__", None)
+    _setattr(model, "__pydantic_private__", None)
+    return model
 
 
 C = TypeVar("C", bound=Contract)

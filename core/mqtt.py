@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.matcher import MQTTMatcher
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from inlet.core.auth import AuthError
@@ -227,6 +228,8 @@ class MqttSource:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        if type(getattr(self._client, "_on_message_filtered", None)) is MQTTMatcher:
+            self._client._on_message_filtered = _NoTopicCallbacks()  # type: ignore[no-untyped-call]
         self._buffer: deque[MqttMessage] = deque()
         self._room = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -377,6 +380,17 @@ class MqttSource:
         """Send the PUBACKs of these messages (after the sink has their events)."""
         for mid in mids:
             self._client.ack(mid, 1)
+
+
+class _NoTopicCallbacks(MQTTMatcher):
+    """paho looks up per-topic callbacks (``message_callback_add``) for every message received; its matcher's
+    recursive generator makes a reference cycle each time, garbage only the collector frees. This source adds none
+    (everything goes to ``on_message``), so the lookup answers "none" at once while nothing was added."""
+
+    def iter_match(self, topic: str) -> Any:
+        if not self._root._children and self._root._content is None:
+            return iter(())
+        return super().iter_match(topic)  # type: ignore[no-untyped-call]
 
 
 _PROBE_TIMEOUT_SECONDS = 10.0

@@ -30,7 +30,7 @@ import bisect
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -145,6 +145,29 @@ def _known_key(source_identity: Any, record: Any) -> str | None:
         return None
 
 
+_Converters = dict[type, tuple[Callable[[Any], Contract], ...]]
+"""Per model class met in a batch: its converters to the other majors (looked up once per class and batch)."""
+
+
+def _envelope_all(
+    env: Enveloper, models: Sequence[Any], key: str, version: str, converters: _Converters
+) -> list[Event]:
+    """The events of one mapped record, in order: each model, then its other majors (dual publishing)."""
+    out = []
+    envelope = env.envelope
+    for i, model in enumerate(models):
+        cls = type(model)
+        converts = converters.get(cls)
+        if converts is None:
+            if not isinstance(model, Contract):
+                raise MappingError(f"map() returned {cls.__name__}, not a contract model")
+            converts = converters[cls] = tuple(converters_from(cls).values())
+        out.append(envelope(model, key, version, i))
+        for convert in converts:  # during a major migration: the same fact in the other major too
+            out.append(envelope(convert(model), key, version, i))
+    return out
+
+
 def process_batch(
     connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None = None
 ) -> tuple[list[Event], BatchCounts]:
@@ -162,6 +185,7 @@ def _process_batch(
     spans: list[_Span] = []
     # Local names for the hooks: filter() returns a reason to drop the record; identity() its source key and version.
     decode, drop_reason, source_identity, map_ = connector.decode, connector.filter, connector.identity, connector.map
+    converters: _Converters = {}
     for raw in batch.records:
         stage = "decode"
         key: str | None = None
@@ -183,14 +207,7 @@ def _process_batch(
             if not models:
                 raise MappingError("map() returned no events; leave records out with filter() and a reason")
             stage = "validate"
-            out = []
-            for i, model in enumerate(models):
-                if not isinstance(model, Contract):
-                    raise MappingError(f"map() returned {type(model).__name__}, not a contract model")
-                out.append(env.envelope(model, key, version, i))
-                # Dual publishing during a major migration: the same fact in the other major too.
-                for convert in converters_from(type(model)).values():
-                    out.append(env.envelope(convert(model), key, version, i))
+            out = _envelope_all(env, models, key, version, converters)
         except LeftOut as left:  # found out while decoding or mapping: as if filter() had returned the reason
             counts.filtered[left.reason] += 1
             continue

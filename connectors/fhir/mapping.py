@@ -35,11 +35,11 @@ import math
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
-from inlet.contracts.base import DECIMAL_PATTERN, Contract, plain_decimal
-from inlet.contracts.clinical_observation import Coding
-from inlet.contracts.clinical_observation_v2 import ObservationV2
+from inlet.contracts.base import DECIMAL_PATTERN, Contract, Precision, checked_instance, plain_decimal
+from inlet.contracts.clinical_observation import BooleanValue, CodedValue, Coding, IntegerValue, StringValue
+from inlet.contracts.clinical_observation_v2 import Component, ObservationV2, QuantityValue
 from inlet.core.errors import MappingError
 from inlet.core.time import Instant, normalise
 
@@ -53,6 +53,7 @@ __all__ = [
     "fhir_decimal",
     "items",
     "map_observation",
+    "map_observation_checked",
     "obj",
     "period",
     "quantity",
@@ -116,6 +117,8 @@ def reference_id(ref: Any) -> str | None:
         return None
     if text.startswith("urn:uuid:"):
         return text[9:]
+    if "_history" not in text:  # the common case: the last segment, without splitting them all
+        return text.rstrip("/").rpartition("/")[2]
     parts = text.rstrip("/").split("/")
     if len(parts) >= 4 and parts[-2] == "_history":  # Patient/123/_history/2
         return parts[-3]
@@ -425,6 +428,26 @@ def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | Non
     if type(res) is not dict or res.get("resourceType") != "Observation":
         got = res.get("resourceType") if type(res) is dict else _kind(res)
         raise MappingError(f"expected an Observation, got resourceType {got!r}")
+    fast = _observation_one_pass(res, zone, index)
+    if fast is not None:
+        return fast
+    fields = _observation_fields(res, zone, index)
+    # Validated once: the mapper's own checks plus the few left (prechecked_observation) build the model directly;
+    # anything they do not vouch for goes through pydantic, whose refusal is the record's DLQ reason.
+    return prechecked_observation(fields) or ObservationV2.model_validate(fields)
+
+
+def map_observation_checked(res: Resource, zone: str | None, *, index: BundleIndex | None = None) -> ObservationV2:
+    """:func:`map_observation` the long way: every field built by the full mapper and validated by pydantic. The
+    reference the fast paths are tested against (tests/connectors/fhir/test_fhir_prechecked.py)."""
+    if type(res) is not dict or res.get("resourceType") != "Observation":
+        got = res.get("resourceType") if type(res) is dict else _kind(res)
+        raise MappingError(f"expected an Observation, got resourceType {got!r}")
+    return ObservationV2.model_validate(_observation_fields(res, zone, index))
+
+
+def _observation_fields(res: Resource, zone: str | None, index: BundleIndex | None) -> dict[str, Any]:
+    """The input of ``ObservationV2`` for one Observation: MappingError for what the contract cannot carry."""
     oid = require_id(res, "Observation")
     where = f"Observation/{oid}"
     last_updated, version = source_meta(res, zone, where)
@@ -442,29 +465,340 @@ def map_observation(res: Resource, zone: str | None, *, index: BundleIndex | Non
         )
     code = res.get("code")
     ref = reference_id if index is None else lambda r: resolve(r, index)
-    return ObservationV2.model_validate(
-        {
-            "observation_id": oid,
-            "patient_id": ref(res.get("subject")),
-            "encounter_id": ref(res.get("encounter")),
-            "status": res.get("status"),
-            "category": [
-                c["code"]
-                for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
-                for c in codings(cat, f"{where}.category[{i}]")
-            ],
-            "code": codings(code, f"{where}.code") if code is not None else [],
-            "code_text": code.get("text") if type(code) is dict else None,
-            **_effective(res, zone, where),
-            "issued": when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
-            "value": _value(res, zone, where),
-            "data_absent_reason": _absent(res, where),
-            "components": components,
-            "has_member": [mid for m in items(res.get("hasMember"), f"{where}.hasMember") if (mid := ref(m))],
-            "source_last_updated": last_updated,
-            "source_version": version,
+    return {
+        "observation_id": oid,
+        "patient_id": ref(res.get("subject")),
+        "encounter_id": ref(res.get("encounter")),
+        "status": res.get("status"),
+        "category": [
+            c["code"]
+            for i, cat in enumerate(items(res.get("category"), f"{where}.category"))
+            for c in codings(cat, f"{where}.category[{i}]")
+        ],
+        "code": codings(code, f"{where}.code") if code is not None else [],
+        "code_text": code.get("text") if type(code) is dict else None,
+        **_effective(res, zone, where),
+        "issued": when(res["issued"], zone, f"{where}.issued").utc if res.get("issued") else None,
+        "value": _value(res, zone, where),
+        "data_absent_reason": _absent(res, where),
+        "components": components,
+        "has_member": [mid for m in items(res.get("hasMember"), f"{where}.hasMember") if (mid := ref(m))],
+        "source_last_updated": last_updated,
+        "source_version": version,
+    }
+
+
+# -- validating once -----------------------------------------------------------------------------------------
+_OBS_FIELDS: Final = tuple(ObservationV2.model_fields)
+_STATUSES: Final = frozenset(get_args(ObservationV2.model_fields["status"].annotation))
+_PRECISIONS: Final = frozenset(get_args(Precision))
+_COMPARATORS: Final = frozenset(get_args(get_args(QuantityValue.model_fields["comparator"].annotation)[0]))
+_CODING_KEYS: Final = ("system", "code", "display")
+_QUANTITY_KEYS: Final = ("type", "value", "unit", "system", "code", "comparator")
+_SIMPLE_VALUES: Final = {"string": (StringValue, str), "boolean": (BooleanValue, bool), "integer": (IntegerValue, int)}
+
+
+def _checked_codings(found: Any) -> list[Coding] | None:
+    """:func:`codings`' dicts as ``Coding`` instances, or None when a ``system``/``display`` is not a string."""
+    out = []
+    for c in found:
+        system, display = c["system"], c["display"]
+        if (system is not None and type(system) is not str) or (display is not None and type(display) is not str):
+            return None
+        out.append(checked_instance(Coding, c, set(_CODING_KEYS)))  # code: str() in codings()
+    return out
+
+
+def _checked_value(value: Any) -> Any:
+    """The contract part of a :func:`_value` result, or ``...`` when pydantic has to judge it (rarer kinds too)."""
+    if value is None:
+        return None
+    kind = value["type"]
+    if kind == "quantity":
+        number, unit, system, code, comparator = (
+            value["value"],
+            value["unit"],
+            value["system"],
+            value["code"],
+            value["comparator"],
+        )
+        if (
+            type(number) is str
+            and _PLAIN_DECIMAL.fullmatch(number)
+            and (unit is None or type(unit) is str)
+            and (system is None or type(system) is str)
+            and (code is None or type(code) is str)
+            and (comparator is None or (type(comparator) is str and comparator in _COMPARATORS))
+        ):
+            return checked_instance(QuantityValue, value, set(value))
+        return ...
+    if kind == "coded":
+        coding, text = _checked_codings(value["coding"]), value["text"]
+        if coding is None or (text is not None and type(text) is not str):
+            return ...
+        return checked_instance(CodedValue, {"type": "coded", "coding": coding, "text": text}, set(value))
+    simple = _SIMPLE_VALUES.get(kind)
+    if simple is not None and type(value["value"]) is simple[1]:
+        return checked_instance(simple[0], value, set(value))
+    return ...
+
+
+def prechecked_observation(fields: dict[str, Any]) -> ObservationV2 | None:
+    """The ``ObservationV2`` of :func:`map_observation`'s fields when every value is one the contract takes as it
+    is — what the mapper built is checked for the rest of the contract's rules (types, literals, lengths) — else
+    None, and ``model_validate`` decides (and words the refusal). Equal to the validated model, byte for byte
+    when serialised (tests/connectors/fhir/test_fhir_prechecked.py)."""
+    status, code_text, version = fields["status"], fields["code_text"], fields["source_version"]
+    if (
+        type(status) is not str
+        or status not in _STATUSES
+        or (code_text is not None and type(code_text) is not str)
+        or (version is not None and type(version) is not str)
+        or not fields["code"]
+    ):
+        return None
+    for name in ("effective_start", "effective_end", "issued", "source_last_updated"):
+        moment = fields.get(name)
+        if moment is not None and type(moment) is not datetime:
+            return None
+    precision = fields.get("effective_precision")
+    if precision is not None and precision not in _PRECISIONS:
+        return None
+    code = _checked_codings(fields["code"])
+    value = _checked_value(fields["value"])
+    if code is None or value is ...:
+        return None
+    components = []
+    for c in fields["components"]:
+        part_code = _checked_codings(c["code"]) if c["code"] else None
+        part_value = _checked_value(c["value"])
+        if part_code is None or part_value is ...:
+            return None
+        components.append(
+            checked_instance(
+                Component,
+                {"code": part_code, "value": part_value, "data_absent_reason": c["data_absent_reason"]},
+                set(c),
+            )
+        )
+    values = dict.fromkeys(_OBS_FIELDS)
+    values.update(fields)  # the mapper's strings, lists of strings and datetimes, as validation keeps them
+    values["code"], values["value"], values["components"] = code, value, components
+    return checked_instance(ObservationV2, values, set(fields))
+
+
+_FIXED_KEYS: Final = frozenset(_OBS_FIELDS) - {"effective_start", "effective_end", "effective_precision"}
+_STARTED_KEYS: Final = _FIXED_KEYS | {"effective_start", "effective_precision"}
+_ONE_PASS_LEFT_OUT: Final = ("valueTime", "valueDateTime")  # value kinds left to the full mapper (as are
+# valueRange, valueRatio, valueSampledData, valuePeriod, dataAbsentReason, effectivePeriod and effectiveTiming)
+
+
+def _codings_one_pass(concept: Any) -> list[Coding] | None:
+    """:func:`codings` of a CodeableConcept straight into ``Coding`` instances; None for anything the full mapper
+    has to judge or word (not an object, ``coding`` not an array of objects, a non-string system or display)."""
+    if type(concept) is not dict:
+        return None
+    found = concept.get("coding")
+    if found is None:
+        return []
+    if type(found) is not list:
+        return None
+    out = []
+    for c in found:
+        if type(c) is not dict:
+            return None
+        code = c.get("code")
+        if code is None:
+            continue
+        system, display = c.get("system"), c.get("display")
+        if (system is not None and type(system) is not str) or (display is not None and type(display) is not str):
+            return None
+        key = (system, str(code), display)
+        coding = _CODINGS.get(key)
+        if coding is None:
+            if len(_CODINGS) >= _CODINGS_KEPT:
+                _CODINGS.clear()
+            coding = _CODINGS[key] = checked_instance(
+                Coding, {"system": system, "code": key[1], "display": display}, set(_CODING_KEYS)
+            )
+        out.append(coding)
+    return out
+
+
+_CODINGS: dict[tuple[str | None, str, str | None], Coding] = {}
+"""The ``Coding`` instances made so far, by (system, code, display): a feed repeats a few hundred codes, and a
+contract part is immutable, so events share them (validation would make equal copies)."""
+_CODINGS_KEPT: Final = 4096
+
+
+def _category_codes(cats: Any) -> list[str] | None:
+    """The codes of ``category`` (every coding with a code, as :func:`map_observation` lists them); None for
+    anything the full mapper has to word."""
+    out: list[str] = []
+    if cats is None:
+        return out
+    if type(cats) is not list:
+        return None
+    for cat in cats:
+        found = cat.get("coding") if type(cat) is dict else ...
+        if found is None:
+            continue
+        if type(found) is not list:
+            return None
+        for c in found:
+            if type(c) is not dict:
+                return None
+            if (code := c.get("code")) is not None:
+                out.append(str(code))
+    return out
+
+
+def _value_one_pass(res: dict[str, Any]) -> Any:
+    """:func:`_value`'s contract part for the common kinds (quantity, coded, string, boolean, integer, none);
+    ``...`` for the rest and for anything the full mapper has to judge or word."""
+    if _VALUE_KEY_SET.isdisjoint(res):
+        return ... if any(k.startswith("value") for k in res) else None  # an unknown value[x]: its error
+    if (q := res.get("valueQuantity")) is not None:
+        if type(q) is not dict or "value" not in q:
+            return ...
+        number = q["value"]
+        kind = type(number)
+        if kind is float and math.isfinite(number):
+            text = repr(number)  # fhir_decimal's float branch, without the rare cases it words or rewrites
+            if len(text) > 16 or "e" in text:
+                return ...
+        elif kind is int:
+            text = str(number)
+        elif kind is Decimal:
+            try:
+                text = plain_decimal(number)  # fhir_decimal's Decimal branch
+            except ValueError:  # not finite, or absurdly long: the full mapper words it
+                return ...
+            if not _PLAIN_DECIMAL.fullmatch(text):
+                return ...
+        else:
+            return ...
+        unit, system, code, comparator = q.get("unit"), q.get("system"), q.get("code"), q.get("comparator")
+        if (
+            (unit is not None and type(unit) is not str)
+            or (system is not None and type(system) is not str)
+            or (code is not None and type(code) is not str)
+            or (comparator is not None and (type(comparator) is not str or comparator not in _COMPARATORS))
+        ):
+            return ...
+        fields = {
+            "type": "quantity",
+            "value": text,
+            "unit": unit,
+            "system": system,
+            "code": code,
+            "comparator": comparator,
         }
-    )
+        return checked_instance(QuantityValue, fields, set(_QUANTITY_KEYS))
+    if (cc := res.get("valueCodeableConcept")) is not None:
+        coding = _codings_one_pass(cc)
+        label = cc.get("text") if coding is not None else None
+        if coding is None or (label is not None and type(label) is not str):
+            return ...
+        return checked_instance(
+            CodedValue, {"type": "coded", "coding": coding, "text": label}, {"type", "coding", "text"}
+        )
+    for key, (cls, kind) in _SIMPLE_KEYS:
+        if key in res:
+            value = res[key]
+            if type(value) is not kind:
+                return ...
+            return checked_instance(cls, {"type": cls.model_fields["type"].default, "value": value}, {"type", "value"})
+    return ...  # the other kinds (or a known value[x] that is null): the full mapper
+
+
+_SIMPLE_KEYS: Final = (
+    ("valueString", (StringValue, str)),
+    ("valueBoolean", (BooleanValue, bool)),
+    ("valueInteger", (IntegerValue, int)),
+)
+
+
+def _observation_one_pass(res: dict[str, Any], zone: str | None, index: BundleIndex | None) -> ObservationV2 | None:
+    """:func:`map_observation` for the common shape in one pass, its values checked as the contract would and the
+    model built from them; None (the full mapper decides, and words any refusal) for every other shape.
+    Equal to the full mapper's validated model (tests/connectors/fhir/test_fhir_prechecked.py)."""
+    oid = res.get("id")
+    status = res.get("status")
+    if type(oid) is not str or not oid or type(status) is not str or status not in _STATUSES:
+        return None
+    if res.get("dataAbsentReason") is not None or res.get("effectivePeriod") is not None:
+        return None
+    try:
+        meta = res.get("meta")
+        last_updated = version = None
+        if meta is not None:
+            if type(meta) is not dict:
+                return None
+            lu = meta.get("lastUpdated")
+            last_updated = normalise(lu, zone).utc if lu else None
+            version = meta.get("versionId") or lu
+            if version is not None and type(version) is not str:
+                return None
+        dt = res.get("effectiveDateTime") or res.get("effectiveInstant")
+        effective = normalise(dt, zone) if dt is not None else None
+        issued = normalise(res["issued"], zone).utc if res.get("issued") else None
+    except Exception:  # a timestamp the full mapper refuses, naming the element
+        return None
+    if effective is None and res.get("effectiveTiming") is not None:
+        return None
+    code: Any = res.get("code")
+    codes = _codings_one_pass(code) if code is not None else None
+    if not codes:  # no code at all is the contract's refusal (min_length 1), the full mapper's to word
+        return None
+    code_text = code.get("text")
+    if code_text is not None and type(code_text) is not str:
+        return None
+    category = _category_codes(res.get("category"))
+    if category is None:
+        return None
+    value = _value_one_pass(res)
+    if value is ...:
+        return None
+    components = []
+    parts = res.get("component")
+    if parts is not None:
+        if type(parts) is not list:
+            return None
+        for c in parts:
+            if type(c) is not dict or c.get("dataAbsentReason") is not None:
+                return None
+            part_code = _codings_one_pass(c.get("code"))
+            part_value = _value_one_pass(c)
+            if not part_code or part_value is ...:
+                return None
+            given = {"code", "value", "data_absent_reason"}
+            part = {"code": part_code, "value": part_value, "data_absent_reason": None}
+            components.append(checked_instance(Component, part, given))
+    ref = reference_id if index is None else lambda r: resolve(r, index)
+    members = res.get("hasMember")
+    if members is not None and type(members) is not list:
+        return None
+    values: dict[str, Any] = {
+        "observation_id": oid,
+        "patient_id": ref(res.get("subject")),
+        "encounter_id": ref(res.get("encounter")),
+        "status": status,
+        "category": category,
+        "code": codes,
+        "code_text": code_text,
+        "effective_start": effective.utc if effective is not None else None,
+        "effective_end": None,
+        "effective_precision": effective.precision if effective is not None else None,
+        "issued": issued,
+        "value": value,
+        "data_absent_reason": None,
+        "components": components,
+        "has_member": [mid for m in members if (mid := ref(m))] if members else [],
+        "source_last_updated": last_updated,
+        "source_version": version,
+    }
+    return checked_instance(ObservationV2, values, set(_STARTED_KEYS if effective is not None else _FIXED_KEYS))
 
 
 _C = TypeVar("_C", bound=Contract)

@@ -17,7 +17,7 @@ import importlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import orjson
 from paho.mqtt.client import topic_matches_sub
@@ -36,7 +36,7 @@ from inlet.core.types import Position
 
 from .decoders._common import DeviceContext, Skip
 from .decoders.sparkplug_b import MetricMap, SparkplugDecoder
-from .hygiene import Hygiene
+from .hygiene import Hygiene, Noted
 
 __all__ = ["DeviceContext", "MqttMeterConnector", "MqttMeterSettings", "Route", "decode_json"]
 
@@ -177,7 +177,7 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
         self._route_cache: dict[str, tuple[Route, Decoder] | None] = {}
         self.hygiene = Hygiene()
         self._committed = Hygiene()  # what the sink acknowledged: the part of hygiene that survives a restart
-        self._pending: dict[int, list[MeterReadingV1]] = {}
+        self._pending: dict[int, list[Noted]] = {}  # per unacknowledged message: what the committed memory notes
         self._hygiene_file = self.ctx.state_path("hygiene")
         self._saved_at = time.monotonic()
         if self._hygiene_file is not None and self._hygiene_file.is_file():
@@ -213,9 +213,11 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
 
     async def acknowledge(self, position: Position) -> None:
         mids = list(position.get("mids", ()))
+        pending, commit = self._pending, self._committed.commit
         for mid in mids:  # the sink has these messages' readings: hygiene may remember them across restarts
-            for reading in self._pending.pop(mid, ()):
-                self._committed.note(reading)
+            noted = pending.pop(mid, None)
+            if noted is not None:
+                commit(noted)
         if time.monotonic() - self._saved_at >= _HYGIENE_SAVE_SECONDS:
             self._save_hygiene()
         self.source.ack(mids)
@@ -256,8 +258,11 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
             return Decoded(raw, [], skip.reason)
         if not decoded:
             return Decoded(raw, [], "no meter value in this message (status, announce or non-energy sensor)")
-        readings = [r for r in decoded if isinstance(r, MeterReadingV1)]
-        others = [e for e in decoded if not isinstance(e, MeterReadingV1)]
+        if all(type(e) is MeterReadingV1 for e in decoded):  # what every decoder but Sparkplug's returns
+            readings, others = cast(list[MeterReadingV1], decoded), []
+        else:
+            readings = [r for r in decoded if isinstance(r, MeterReadingV1)]
+            others = [e for e in decoded if not isinstance(e, MeterReadingV1)]
         verdict = self.hygiene.apply(readings)
         if verdict.conflicts and self.settings.time_conflicts == "dlq":
             raise MappingError(
@@ -270,8 +275,12 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
         if verdict.duplicates:
             self.log.info("duplicate readings dropped", topic=raw.topic, duplicates=verdict.duplicates, kept=len(kept))
         if raw.qos > 0 and kept:
-            self._pending.setdefault(raw.mid, []).extend(kept)
-        return Decoded(raw, [*others, *kept], None)
+            noted = self._pending.get(raw.mid)
+            if noted is None:
+                self._pending[raw.mid] = verdict.noted
+            else:
+                noted.extend(verdict.noted)
+        return Decoded(raw, [*others, *kept] if others else cast(list[Contract], kept), None)
 
     def filter(self, record: Decoded) -> str | None:
         return record.skip

@@ -28,19 +28,29 @@ redelivered message whose first delivery never reached the sink is not mistaken 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
 from inlet.contracts.energy_meter_reading import MeterReadingV1
 
-__all__ = ["Hygiene", "Verdict"]
+__all__ = ["Hygiene", "Noted", "Verdict"]
 
 _TO_WH: Final = {"Wh": 1.0, "kWh": 1000.0}
 
 Series = tuple[str, str, str | None, str | None, str]
 Value = tuple[float, str]
 """A reading's value as compared for duplicates: quantity and unit (1.2 kWh and 1200 Wh are not merged)."""
+Seen = Value | frozenset[Value]
+"""The values seen at one device time: the one value itself (nearly always), or the set of them after a time
+conflict. A bare tuple is what the collector stops tracking; a frozenset it tracks for as long as it lives."""
+Newest = tuple[datetime, float | None]
+"""A series' newest device time and, for a counter, its value in Wh."""
+Noted = tuple[Series, "tuple[Series, datetime] | None", Value, Newest]
+"""What the committed memory needs of an emitted reading: series, device-time stamp (None for receive time), value,
+and its time with the counter value in Wh. Plain tuples, not the reading: they wait for the PUBACK at no cost to
+the collector."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,8 @@ class Verdict:
     kept: list[MeterReadingV1]
     duplicates: int
     conflicts: int
+    noted: list[Noted] = field(default_factory=list)
+    """Per kept reading, what :meth:`Hygiene.commit` remembers once the sink has it."""
 
 
 class Hygiene:
@@ -57,54 +69,88 @@ class Hygiene:
 
     def __init__(self, max_series: int = 50_000, max_stamps: int = 200_000) -> None:
         self.max_series, self.max_stamps = max_series, max_stamps
-        self._newest: OrderedDict[Series, tuple[datetime, float | None]] = OrderedDict()
-        self._stamps: OrderedDict[tuple[Series, datetime], frozenset[Value]] = OrderedDict()
+        self._newest: OrderedDict[Series, Newest] = OrderedDict()
+        self._stamps: OrderedDict[tuple[Series, datetime], Seen] = OrderedDict()
         self.dropped_duplicates = 0
         self.conflicts = 0
 
     def apply(self, readings: list[MeterReadingV1]) -> Verdict:
         """The readings to emit (flagged where needed), how many were duplicates and how many time conflicts."""
         out: list[MeterReadingV1] = []
+        noted: list[Noted] = []
         duplicates = conflicts = 0
-        for r in readings:
+        stamps, newest_of = self._stamps, self._newest
+        for reading in readings:
+            r = reading  # flagged below by a copy
             series: Series = (r.device_id, r.metric, r.phase, r.direction, r.kind)
+            at, value = r.measured_at, (r.quantity, r.unit)
+            stamp = None
             if r.time_source == "device":  # a receive time says nothing about the device's sample
-                stamp, value = (series, r.measured_at), (r.quantity, r.unit)
-                seen = self._stamps.get(stamp)
-                if seen is not None and value in seen:
-                    self._stamps.move_to_end(stamp)
+                stamp = (series, at)
+                seen = stamps.get(stamp)
+                if seen is None:
+                    stamps[stamp] = value
+                    if len(stamps) > self.max_stamps:
+                        stamps.popitem(last=False)
+                elif seen == value if isinstance(seen, tuple) else value in seen:
+                    stamps.move_to_end(stamp)
                     duplicates += 1
                     continue
-                self._remember(stamp, value, seen)
-                if seen is not None:
+                else:
+                    stamps[stamp] = _with(seen, value)
+                    stamps.move_to_end(stamp)
                     conflicts += 1
                     if "clock_suspect" not in r.quality:
-                        out.append(self._flag(series, r.model_copy(update={"quality": [*r.quality, "clock_suspect"]})))
-                        continue
-            out.append(self._flag(series, r))
+                        r = r.model_copy(update={"quality": [*r.quality, "clock_suspect"]})
+            # The series' reference point: flags for a late reading and for a counter that went down.
+            wh = r.quantity * _TO_WH[r.unit] if r.kind == "cumulative" else None
+            newest = newest_of.get(series)
+            entry = (at, wh)
+            if newest is None:
+                newest_of[series] = entry
+                if len(newest_of) > self.max_series:
+                    newest_of.popitem(last=False)
+            elif at < newest[0]:
+                newest_of.move_to_end(series)
+                r = r.model_copy(update={"quality": [*r.quality, "out_of_order"]})
+            else:
+                newest_of[series] = entry
+                newest_of.move_to_end(series)
+                previous = newest[1]
+                if wh is not None and previous is not None and wh < previous and "counter_reset" not in r.quality:
+                    r = r.model_copy(update={"quality": [*r.quality, "counter_reset"]})
+            out.append(r)
+            noted.append((series, stamp, value, entry))
         if out and duplicates:
             self.dropped_duplicates += duplicates
         self.conflicts += conflicts
-        return Verdict(out, duplicates, conflicts)
+        return Verdict(out, duplicates, conflicts, noted)
 
     def note(self, r: MeterReadingV1) -> None:
         """Remember an emitted reading without judging it (the committed memory of what the sink has)."""
         series: Series = (r.device_id, r.metric, r.phase, r.direction, r.kind)
-        if r.time_source == "device":
-            stamp = (series, r.measured_at)
-            self._remember(stamp, (r.quantity, r.unit), self._stamps.get(stamp))
-        newest = self._newest.get(series)
-        if newest is None or r.measured_at >= newest[0]:
-            self._set_newest(series, r.measured_at, r.quantity * _TO_WH[r.unit] if r.kind == "cumulative" else None)
+        stamp = (series, r.measured_at) if r.time_source == "device" else None
+        wh = r.quantity * _TO_WH[r.unit] if r.kind == "cumulative" else None
+        self.commit(((series, stamp, (r.quantity, r.unit), (r.measured_at, wh)),))
 
-    def _remember(self, stamp: tuple[Series, datetime], value: Value, seen: frozenset[Value] | None) -> None:
-        self._stamps[stamp] = seen | {value} if seen is not None else frozenset((value,))
+    def commit(self, noted: Iterable[Noted]) -> None:
+        """:meth:`note` for the readings :meth:`apply` kept, from what its verdict noted of them."""
+        stamps, newest_of = self._stamps, self._newest
+        for series, stamp, value, entry in noted:
+            if stamp is not None:
+                self._remember(stamp, value, stamps.get(stamp))
+            newest = newest_of.get(series)
+            if newest is None or entry[0] >= newest[0]:
+                self._set_newest(series, entry)
+
+    def _remember(self, stamp: tuple[Series, datetime], value: Value, seen: Seen | None) -> None:
+        self._stamps[stamp] = _with(seen, value) if seen is not None else value
         self._stamps.move_to_end(stamp)
         if len(self._stamps) > self.max_stamps:
             self._stamps.popitem(last=False)
 
-    def _set_newest(self, series: Series, at: datetime, wh: float | None) -> None:
-        self._newest[series] = (at, wh)
+    def _set_newest(self, series: Series, entry: Newest) -> None:
+        self._newest[series] = entry
         self._newest.move_to_end(series)
         if len(self._newest) > self.max_series:
             self._newest.popitem(last=False)
@@ -115,34 +161,26 @@ class Hygiene:
         return {
             "newest": [[*series, at.isoformat(), wh] for series, (at, wh) in self._newest.items()],
             "stamps": [
-                [*series, at.isoformat(), [list(v) for v in values]] for (series, at), values in self._stamps.items()
+                [*series, at.isoformat(), [list(seen)] if isinstance(seen, tuple) else [list(v) for v in seen]]
+                for (series, at), seen in self._stamps.items()
             ],
         }
 
     def restore(self, doc: dict[str, Any]) -> None:
         """Load a :meth:`snapshot` (bounded by this instance's limits: the most recent entries win)."""
         for *series, at, wh in doc.get("newest", ())[-self.max_series :]:
-            self._set_newest(_series(series), datetime.fromisoformat(at), wh)
+            self._set_newest(_series(series), (datetime.fromisoformat(at), wh))
         for *series, at, values in doc.get("stamps", ())[-self.max_stamps :]:
             key = (_series(series), datetime.fromisoformat(at))
-            self._stamps[key] = frozenset((float(q), str(u)) for q, u in values)
+            seen = frozenset((float(q), str(u)) for q, u in values)
+            self._stamps[key] = next(iter(seen)) if len(seen) == 1 else seen
             if len(self._stamps) > self.max_stamps:
                 self._stamps.popitem(last=False)
 
-    def _flag(self, series: Series, r: MeterReadingV1) -> MeterReadingV1:
-        wh = r.quantity * _TO_WH[r.unit] if r.kind == "cumulative" else None
-        newest = self._newest.get(series)
-        if newest is not None:
-            self._newest.move_to_end(series)
-            at, previous = newest
-            if r.measured_at < at:
-                return r.model_copy(update={"quality": [*r.quality, "out_of_order"]})
-            self._set_newest(series, r.measured_at, wh)
-            if wh is not None and previous is not None and wh < previous and "counter_reset" not in r.quality:
-                return r.model_copy(update={"quality": [*r.quality, "counter_reset"]})
-            return r
-        self._set_newest(series, r.measured_at, wh)
-        return r
+
+def _with(seen: Seen, value: Value) -> frozenset[Value]:
+    """The values seen at a device time, one more added (the set ``frozenset((seen,)) | {value}`` would be)."""
+    return (frozenset((seen,)) if isinstance(seen, tuple) else seen) | {value}
 
 
 def _series(parts: list[Any]) -> Series:

@@ -30,14 +30,15 @@ Rules (contract ``energy.meter_reading`` v1.0):
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from inlet.contracts.energy_meter_reading import EnergyUnit, MeterReadingV1
-from inlet.core.time import Instant
+from inlet.core.time import Instant, TimestampError
+from inlet.core.time import zone as time_zone
 
-from ._common import DeviceContext, Kind, Reading, decode_error, load_json, number, phase_of, timestamp
+from ._common import DeviceContext, Kind, Reading, decode_error, fast_paths, load_json, number, phase_of, timestamp
 
 __all__ = ["decode_tasmota"]
 
@@ -54,6 +55,14 @@ _ENERGY_FIELDS: Final[dict[str, tuple[str, EnergyUnit, Kind, bool]]] = {
 }
 _SML_PHASE: Final = re.compile(r"(power|voltage|current)_l([123])")
 _SML_UNITS: Final[dict[str, EnergyUnit]] = {"power": "W", "voltage": "V", "current": "A"}
+
+# Per-message time work that repeats (fast paths; ``_common.checked_paths`` turns them off): the same
+# ``TotalStartTime`` in every message of a device, the same local midnight for a zone's whole day. Keyed by
+# everything the result depends on (``core.time.normalise`` is pure for these calls); only successes are kept,
+# and a full cache is emptied (a hub has a bounded set of devices and zones).
+_STARTED: dict[tuple[str, str | None], datetime] = {}
+_MIDNIGHT: dict[tuple[str, date], datetime] = {}
+_CACHE_MAX: Final = 10_000
 
 
 def decode_tasmota(topic: str, payload: bytes, ctx: DeviceContext) -> list[MeterReadingV1]:
@@ -91,7 +100,41 @@ def _builder(topic: str, body: dict[str, Any], ctx: DeviceContext) -> Reading:
         raise decode_error(topic, f"Time must be a string, got {type(raw).__name__}")
     if raw[:4].isdigit() and int(raw[:4]) < _UNSYNCED_YEAR:
         return Reading(topic, ctx, Instant(ctx.received_at), "receive", ("clock_suspect",))
-    return Reading(topic, ctx, timestamp(topic, raw, ctx.zone, near=ctx.received_at), "device")
+    return Reading(topic, ctx, _wall_time(topic, raw, ctx), "device")
+
+
+def _wall_time(topic: str, raw: str, ctx: DeviceContext) -> Instant:
+    """``Time`` (local wall time, no offset) read in the device zone, as ``core.time.normalise`` reads it.
+
+    Tasmota always writes ``YYYY-MM-DDThh:mm:ss``: for that shape, a wall time that exists once in the zone (all
+    but the repeated autumn hour and the spring gap) is the wall time minus the zone's offset there, precision
+    ``second`` — what normalise's fast path computes, without its general shape and policy handling. Anything
+    else (another shape, an unknown zone, a repeated or skipped wall time) goes through ``timestamp``."""
+    if ctx.zone is not None and len(raw) == 19 and raw[4:17:3] == "--T::" and raw.isascii() and fast_paths():
+        try:
+            wall = datetime.fromisoformat(raw)
+            tz = time_zone(ctx.zone)
+            offset = tz.utcoffset(wall)
+            if wall.tzinfo is None and offset is not None and offset == tz.utcoffset(wall.replace(fold=1)):
+                return Instant((wall - offset).replace(tzinfo=UTC), "second")
+        except (ValueError, OverflowError, TimestampError):
+            pass  # 24:00, a leap second, bad digits, an unknown zone: timestamp() explains
+    return timestamp(topic, raw, ctx.zone, near=ctx.received_at)
+
+
+def _started_at(topic: str, started: object, zone: str | None) -> datetime:
+    """``TotalStartTime`` in UTC; a counter started in a repeated autumn hour stays ambiguous for ever (no receive
+    time helps): the first occurrence, rather than a DLQ record on every message for the counter's whole life."""
+    if type(started) is not str or not fast_paths():
+        return timestamp(topic, started, zone, ambiguous="earliest").utc
+    key = (started, zone)
+    at = _STARTED.get(key)
+    if at is None:
+        at = timestamp(topic, started, zone, ambiguous="earliest").utc
+        if len(_STARTED) >= _CACHE_MAX:
+            _STARTED.clear()
+        _STARTED[key] = at
+    return at
 
 
 def _values(topic: str, value: object, field: str) -> list[tuple[float, int, int]]:
@@ -106,9 +149,7 @@ def _values(topic: str, value: object, field: str) -> list[tuple[float, int, int
 def _energy(topic: str, energy: dict[str, Any], builder: Reading) -> list[MeterReadingV1]:
     out: list[MeterReadingV1] = []
     started = energy.get("TotalStartTime")
-    # A counter started in a repeated autumn hour stays ambiguous for ever (no receive time helps): the first
-    # occurrence, rather than a DLQ record on every message for the counter's whole life.
-    started_at = timestamp(topic, started, builder.ctx.zone, ambiguous="earliest").utc if started is not None else None
+    started_at = _started_at(topic, started, builder.ctx.zone) if started is not None else None
     for key, direction in (("Total", "import"), ("ExportActive", "export")):
         if key in energy:
             for value, i, n in _values(topic, energy[key], key):
@@ -159,8 +200,21 @@ def _local_midnight(topic: str, builder: Reading) -> datetime | None:
     zone = builder.ctx.zone
     if zone is None or builder.time_source == "receive":
         return None  # "Today" starts at the *device's* midnight: unknown without zone or a synced clock
+    if fast_paths():
+        try:
+            local: date = builder.measured.utc.astimezone(time_zone(zone)).date()
+        except TimestampError:
+            return None  # as ZoneInfo's refusal below
+        key = (zone, local)
+        start = _MIDNIGHT.get(key)
+        if start is None:
+            start = timestamp(topic, local, zone).utc
+            if len(_MIDNIGHT) >= _CACHE_MAX:
+                _MIDNIGHT.clear()
+            _MIDNIGHT[key] = start
+        return start if start < builder.measured.utc else None
     try:
-        local: date = builder.measured.utc.astimezone(ZoneInfo(zone)).date()
+        local = builder.measured.utc.astimezone(ZoneInfo(zone)).date()
     except (ValueError, KeyError, OSError):
         return None  # an unknown zone already failed in timestamp() for naive Time; receive-time case
     start = timestamp(topic, local, zone).utc
