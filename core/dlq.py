@@ -494,13 +494,7 @@ async def replay(
     from inlet.core.supervisor import build_sink, state_dir
 
     c = item.config
-    env = Enveloper(
-        c.customer,
-        c.integration,
-        topic_template=cfg.topic_template,
-        dlq_topic_template=cfg.dlq_topic_template,
-        drift_topic_template=cfg.drift_topic_template,
-    )
+    env = Enveloper.of(cfg, c.customer, c.integration)
     drift = None
     if c.drift is not None:
         shape = Shape.from_json(item.context.path(c.drift.shape).read_bytes())

@@ -14,12 +14,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from inlet.contracts.base import Contract
 from inlet.core.types import Headers, Position
+
+if TYPE_CHECKING:
+    from inlet.core.config import SupervisorConfig
 
 __all__ = ["DlqRecord", "Enveloper", "Event", "EventIds", "event_id", "integration_namespace"]
 
@@ -147,6 +150,18 @@ class Enveloper:
         self._when_header: tuple[str, bytes] = ("ce_time", b"")
         # Per contract class: its topic, id name and header tuples (type, dataschema, contract version), built once.
         self._per_contract: dict[type[Contract], _ContractInfo] = {}
+
+    @classmethod
+    def of(cls, cfg: SupervisorConfig, customer: str, integration: str) -> Enveloper:
+        """The enveloper of one integration under the supervisor's topic templates (events, DLQ, drift): what the
+        supervisor writes with, and what the status API, the DLQ tooling and the topic plan name."""
+        return cls(
+            customer,
+            integration,
+            topic_template=cfg.topic_template,
+            dlq_topic_template=cfg.dlq_topic_template,
+            drift_topic_template=cfg.drift_topic_template,
+        )
 
     def _contract_info(self, cls: type[Contract]) -> _ContractInfo:
         info = self._per_contract.get(cls)

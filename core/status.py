@@ -212,13 +212,7 @@ def contracts(supervisor: Supervisor) -> list[dict[str, Any]]:
     cfg = supervisor.cfg
     for item in supervisor.integrations:
         c = item.config
-        env = Enveloper(
-            c.customer,
-            c.integration,
-            topic_template=cfg.topic_template,
-            dlq_topic_template=cfg.dlq_topic_template,
-            drift_topic_template=cfg.drift_topic_template,
-        )
+        env = Enveloper.of(cfg, c.customer, c.integration)
         for model in item.produces:
             for written in (model, *converters_from(model)):
                 found.setdefault((written.contract_name, written.contract_version, env.topic_for(written)), set()).add(

@@ -287,13 +287,7 @@ class Supervisor:
         contract = ", ".join(f"{n} {v}" for n, v in reversed(names.items())) or None
         # This task's log lines carry the integration's names and level; the progress hooks find its progress.
         enter(progress, customer=cfg.customer, integration=cfg.integration, contract=contract, log_level=cfg.log_level)
-        env = Enveloper(
-            cfg.customer,
-            cfg.integration,
-            topic_template=self.cfg.topic_template,
-            dlq_topic_template=self.cfg.dlq_topic_template,
-            drift_topic_template=self.cfg.drift_topic_template,
-        )
+        env = Enveloper.of(self.cfg, cfg.customer, cfg.integration)
         drift = None
         if cfg.drift is not None:
             shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())

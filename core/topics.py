@@ -171,13 +171,7 @@ def required_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedIntegrat
         c = item.config
         if not c.enabled:
             continue
-        env = Enveloper(
-            c.customer,
-            c.integration,
-            topic_template=cfg.topic_template,
-            dlq_topic_template=cfg.dlq_topic_template,
-            drift_topic_template=cfg.drift_topic_template,
-        )
+        env = Enveloper.of(cfg, c.customer, c.integration)
         for model in item.produces:
             for written in (model, *converters_from(model)):
                 add(env.topic_for(written), "contract", c.key, written)
