@@ -13,8 +13,10 @@ import sys
 import termios
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 import structlog
 from prometheus_client import generate_latest
 
@@ -138,7 +140,7 @@ def test_lag_and_readiness_are_gauges_per_integration() -> None:
     assert "acme" not in generate_latest().decode().split("inlet_stalled_seconds", 1)[1].split("# HELP", 1)[0]
 
 
-def test_a_bulk_export_reports_its_phase_files_and_bytes(tmp_path: Path) -> None:
+def test_a_bulk_export_reports_its_phase_files_and_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from inlet.connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
     from inlet.connectors.fhir.synth import generate_dataset
     from inlet.core.checkpoint import CheckpointStore
@@ -151,6 +153,13 @@ def test_a_bulk_export_reports_its_phase_files_and_bytes(tmp_path: Path) -> None
     stats = Stats("acme", "bulk")
     p = progress.IntegrationProgress("acme/bulk", stats)
     seen: list[str] = []
+    report = progress.report
+
+    def recording_report(**changes: Any) -> None:  # every state the connector reports, not samples of them
+        report(**changes)
+        seen.append(p.detail())
+
+    monkeypatch.setattr(progress, "report", recording_report)
 
     async def integration_task(base_url: str) -> None:
         progress.enter(p, customer="acme", integration="bulk", contract=None, log_level=None)
@@ -160,18 +169,10 @@ def test_a_bulk_export_reports_its_phase_files_and_bytes(tmp_path: Path) -> None
         connector = FhirBulkExportConnector(IntegrationContext("acme", "bulk", zone="Europe/Vienna"), settings)
         store = CheckpointStore(tmp_path / "cp.sqlite")
         sink = MemorySink()
-
-        async def watch() -> None:
-            while True:
-                seen.append(p.detail())
-                await asyncio.sleep(0.005)
-
-        watcher = asyncio.create_task(watch())
         try:
             async with connector:
                 await Pipeline(connector, Enveloper("acme", "bulk"), sink, store, stats).run(None, asyncio.Event())
         finally:
-            watcher.cancel()
             store.close()
 
     with FhirBulkServer(generate_dataset(300, seed=5).observations, file_lines=100) as server:
