@@ -77,6 +77,19 @@ def api_config(
     return root
 
 
+async def settled(count: Callable[[], int], quiet: float = 1.0, deadline: float = 60.0) -> int:
+    """``count()`` once it has stayed the same for ``quiet`` seconds (or at ``deadline``: the caller's next check
+    then fails if it still moves)."""
+    end = asyncio.get_running_loop().time() + deadline
+    last = count()
+    while True:
+        await asyncio.sleep(quiet)
+        now = count()
+        if now == last or asyncio.get_running_loop().time() > end:
+            return now
+        last = now
+
+
 async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -295,9 +308,9 @@ async def test_pause_stops_reading_resume_continues_restart_restarts_and_tokens_
         result = await asyncio.to_thread(runner.invoke, app, ["pause", key, "--url", base(supervisor)])
         assert result.exit_code == 0, result.output
         await wait_for(lambda: stats.state == "paused", 60, "paused")
-        # The server logs a request once answered: one sent before the pause (its read abandoned) may land now.
-        await asyncio.sleep(1.0)
-        requests, records_in = len(server.requests), stats.totals.records_in
+        # The server logs a request once answered: one sent before the pause (its read abandoned) may land late.
+        requests = await settled(lambda: len(server.requests))
+        records_in = stats.totals.records_in
         assert records_in < len(resources), "finished before the pause: not paused mid-run"
         await asyncio.sleep(2.0)
         assert len(server.requests) == requests, "an upstream request while paused"
