@@ -291,6 +291,37 @@ class TopicsSettings(PluginSettings):
     """Per contract name (every major's topic) or exact topic name."""
 
 
+class FleetSettings(RenamedKeys, PluginSettings):
+    """``fleet:``: several supervisors share the integrations through a Kafka consumer group (``core.fleet``).
+
+    With it, positions live in the compacted ``positions_topic`` instead of ``checkpoints.sqlite``, so whichever
+    replica takes an integration over reads on from where the last owner committed."""
+
+    group: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    """The Kafka consumer group id the replicas share; replicas with the same group split the integrations."""
+    replica: str | None = None
+    """This replica's name in ``inlet status`` and in the positions it writes; None: ``INLET_REPLICA``, else
+    ``<hostname>-<pid>``."""
+    positions_topic: str = "inlet.positions"
+    """The compacted topic holding every integration's position, keyed ``customer/integration``."""
+    session_timeout_seconds: float = Field(default=10.0, ge=1, le=300)
+    """How long a silent replica keeps its integrations before the group hands them to the others."""
+    heartbeat_interval_seconds: float = Field(default=3.0, gt=0, le=100)
+    rebalance_timeout_seconds: float = Field(default=60.0, ge=1, le=3600)
+    """How long a rebalance waits for a replica to drain and commit what it releases."""
+    transactional_id_prefix: str = "inlet"
+    """``<prefix>.<customer>.<integration>`` is the transactional id of an exactly-once integration."""
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> FleetSettings:
+        if self.heartbeat_interval_seconds * 3 > self.session_timeout_seconds:
+            raise ValueError(
+                "fleet.heartbeat_interval_seconds must be at most a third of session_timeout_seconds "
+                f"(got {self.heartbeat_interval_seconds} and {self.session_timeout_seconds})"
+            )
+        return self
+
+
 class ApiSettings(PluginSettings):
     """``api:``: the operations API and console on the metrics port (``core.api``)."""
 
@@ -324,6 +355,17 @@ class SupervisorConfig(RenamedKeys, PluginSettings):
     restart_backoff_max_seconds: float = Field(default=60.0, gt=0)
     """The restart backoff's ceiling."""
     api: ApiSettings = Field(default_factory=ApiSettings)
+    fleet: FleetSettings | None = None
+    """Several supervisors sharing the integrations (positions in Kafka); None: this one runs them all."""
+
+    @model_validator(mode="after")
+    def _fleet_needs_kafka(self) -> SupervisorConfig:
+        if self.fleet is not None and (self.kafka is None or self.resolved_sink() != "kafka"):
+            raise ValueError(
+                "fleet needs Kafka as the sink (kafka.bootstrap, no relay): the replicas share positions and "
+                "events through it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _relay_needs_kafka_and_the_outbox(self) -> SupervisorConfig:
@@ -375,6 +417,14 @@ class IntegrationConfig(RenamedKeys, PluginSettings):
     drift: DriftSettings | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     """This integration's log level, overriding ``INLET_LOG_LEVEL`` for its lines; None: the process's level."""
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    """Its share of a replica's capacity when a fleet splits the integrations (a meter hub weighs more than a
+    nightly export)."""
+    slots: int = Field(default=1, ge=1, le=64)
+    """Parallel instances of a push source sharing its load (MQTT: one ``$share`` subscription, one persistent
+    session per slot); each slot is placed on a replica of its own where the fleet has enough of them."""
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    """``exactly_once``: each batch's events, DLQ records and position in one Kafka transaction (needs ``fleet``)."""
 
     @field_validator("zone")
     @classmethod

@@ -72,6 +72,8 @@ class IntegrationContext:
     integration: str
     zone: str | None = None
     config_root: Path = field(default_factory=Path.cwd)
+    slot: int | None = None
+    """Which of the integration's ``slots`` this instance is (0-based); None when it has one slot."""
     run_once: bool = False
     """``inlet run --once``: a push source ends its read when it has gone quiet (a pull source ends anyway)."""
     state_dir: Path | None = None
