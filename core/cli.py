@@ -25,6 +25,7 @@ from inlet.core.cli_common import ConfigOpt, OnlyOpt, config_dir, err, fail_conf
 from inlet.core.cli_dlq import dlq_app, top_reasons
 from inlet.core.cli_ops import action_cmd, status_cmd
 from inlet.core.cli_plugins import new_app, plugins_app
+from inlet.core.cli_positions import positions_app
 from inlet.core.cli_relay import relay_cmd
 from inlet.core.cli_topics import topics_app
 from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config
@@ -44,6 +45,7 @@ app.add_typer(new_app, name="new")
 app.command("relay")(relay_cmd)
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(positions_app, name="positions")
 app.command("status")(status_cmd)
 for _action in ("pause", "resume", "restart"):
     app.command(_action)(action_cmd(_action))

@@ -117,8 +117,14 @@ def status_cmd(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every --interval seconds until Ctrl-C")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch", min=0.5)] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status document as JSON")] = False,
+    fleet: Annotated[
+        bool, typer.Option("--fleet", help="Which replica of the config's fleet runs what (asks Kafka's group)")
+    ] = False,
 ) -> None:
     """What the running supervisor's integrations are doing: state, health, lag, rates, counts, last error."""
+    if fleet:
+        fleet_status(config, as_json=as_json)
+        return
     base = api_url(url, config)
     if as_json and not watch:
         out.print_json(orjson.dumps(_fetch_status(base)).decode())
@@ -137,6 +143,40 @@ def status_cmd(
                     live.update(status_table(doc), refresh=True)
     except KeyboardInterrupt:
         return
+
+
+def fleet_status(config: Path | None, *, as_json: bool) -> None:
+    """``inlet status --fleet``: every unit of the config and the replica running it, as the group coordinator
+    knows it (no replica's API needed: a dead replica's units show as unassigned until the group moves them)."""
+    import asyncio
+
+    from inlet.core.cli_common import fail_config
+    from inlet.core.config import check_config
+    from inlet.core.errors import InletError
+    from inlet.core.fleet import owners, units_of
+
+    sup, loaded, errors = check_config(config_dir(config), offline=True)
+    if errors:
+        fail_config(errors)
+    if sup.fleet is None:
+        err.print("[red]inlet.yaml has no fleet: section: one supervisor runs every integration[/]")
+        raise typer.Exit(2)
+    try:
+        running = asyncio.run(owners(sup))
+    except InletError as exc:
+        err.print(f"[red]cannot ask Kafka about fleet {sup.fleet.group}: {exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    units = [u.key for u in units_of(loaded)]
+    rows = {key: running.get(key) for key in [*units, *sorted(set(running) - set(units))]}
+    if as_json:
+        out.print_json(orjson.dumps({"group": sup.fleet.group, "units": rows}).decode())
+        return
+    table = Table(title=f"fleet {sup.fleet.group}: {len(set(running.values()))} replica(s)", title_justify="left")
+    table.add_column("integration")
+    table.add_column("replica")
+    for key, replica in rows.items():
+        table.add_row(key, replica or "[red]unassigned[/]")
+    out.print(table)
 
 
 def _token(token_file: Path | None) -> str | None:

@@ -456,10 +456,13 @@ class LoadedIntegration:
     warnings: tuple[str, ...] = ()
     """Configuration that runs but loses data or surprises (``inlet check`` prints them)."""
 
-    def build(self, *, once: bool = False) -> Connector[Any]:
+    def build(self, *, once: bool = False, slot: int | None = None) -> Connector[Any]:
         """A fresh connector instance (the supervisor makes a new one on every restart); ``once``: for a run
-        that ends when the source has nothing more (``inlet run --once``)."""
-        return self.plugin(replace(self.context, run_once=True) if once else self.context, self.settings)
+        that ends when the source has nothing more (``inlet run --once``); ``slot``: which of ``slots`` it is."""
+        ctx = self.context
+        if once or slot is not None:
+            ctx = replace(ctx, run_once=once or ctx.run_once, slot=slot)
+        return self.plugin(ctx, self.settings)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -573,6 +576,33 @@ def _errors_of(exc: ConfigError) -> list[ConfigError]:
     return exc.errors if isinstance(exc, _Many) else [exc]
 
 
+def _fleet_errors(sup: SupervisorConfig, loaded: list[LoadedIntegration]) -> list[ConfigError]:
+    """What an integration asks of the deployment: exactly-once needs a fleet (positions in Kafka, transactions);
+    slots need a plugin that can share its source between instances (a push source with shared subscriptions)."""
+    out = []
+    for item in loaded:
+        cfg = item.config
+        if cfg.delivery == "exactly_once" and sup.fleet is None:
+            out.append(
+                ConfigError(
+                    "delivery: exactly_once writes events and positions in one Kafka transaction: it needs Kafka "
+                    "positions, i.e. a fleet: section in inlet.yaml (a fleet of one replica is fine)",
+                    file=str(item.file),
+                    key="delivery",
+                )
+            )
+        if cfg.slots > 1 and not item.plugin.shares_source:
+            out.append(
+                ConfigError(
+                    f"slots: {cfg.slots} needs a plugin whose instances can share one source (MQTT shared "
+                    f"subscriptions); {cfg.plugin} reads one position per integration: keep slots: 1",
+                    file=str(item.file),
+                    key="slots",
+                )
+            )
+    return out
+
+
 def check_config(
     root: Path, *, only: Collection[str] | None = None, offline: bool = False
 ) -> tuple[SupervisorConfig, list[LoadedIntegration], list[ConfigError]]:
@@ -621,6 +651,7 @@ def check_config(
         errors.append(
             ConfigError(f"no integration {key} here{hint} (have: {', '.join(sorted(seen)) or 'none'})", file=str(root))
         )
+    errors.extend(_fleet_errors(sup, loaded))
     if not re.fullmatch(r"[A-Za-z0-9._{}-]+", sup.topic_template):
         errors.append(
             ConfigError(

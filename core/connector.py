@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict
 
@@ -125,6 +126,9 @@ class Connector(abc.ABC, Generic[SettingsT]):
     any other configured ``zone`` would shift every such time, so the base class refuses it (``inlet check`` too)."""
     zone_needed: ClassVar[str] = ""
     """Non-empty when records of this family need the integration's ``zone``: what goes to the DLQ without it."""
+    shares_source: ClassVar[bool] = False
+    """True when several instances (``slots``, each with ``ctx.slot``) can split one source between them (MQTT
+    shared subscriptions); a pull source with one position per integration cannot."""
 
     def __init__(self, ctx: IntegrationContext, settings: SettingsT) -> None:
         if self.source_zone is not None and ctx.zone != self.source_zone:
@@ -212,3 +216,12 @@ class Connector(abc.ABC, Generic[SettingsT]):
 
     async def acknowledge(self, position: Position) -> None:
         """Called once the sink holds every event up to ``position`` and the checkpoint is written."""
+
+    def describe_position(self, position: Position | None) -> str:
+        """What the next run reads from ``position``, in a line for people: ``inlet positions set`` / ``reset``
+        print it before an operator moves a position. Default: generic; a family that knows what its position
+        means says so (a watermark re-reads everything updated since it, a push source ignores it)."""
+        if not position:
+            return "reads from the start: no position"
+        shown = orjson.dumps(position, option=orjson.OPT_SORT_KEYS).decode()
+        return f"reads on after {shown if len(shown) <= 300 else shown[:299] + '…'}"

@@ -32,6 +32,8 @@ class Control:
         self.resumed = asyncio.Event()
         self.paused = False
         self.restart_requested = False
+        self.released = False
+        """Set while the integration runs on another replica of the fleet (``core.fleet``)."""
 
     def apply(self, action: Action) -> None:
         """Carry out ``action`` (idempotent: pausing a paused integration changes nothing)."""
@@ -54,6 +56,16 @@ class Control:
         """The run is stopping: end any read pass, sleep or pause."""
         self.halt.set()
         self.resumed.set()
+
+    def release(self) -> None:
+        """The fleet gives the integration to another replica: end the read pass (in-flight batches committed)
+        and its run here; :meth:`claim` undoes it when the integration is assigned here again."""
+        self.released = True
+        self.wake()
+
+    def claim(self) -> None:
+        """Assigned to this replica (again): its run may start."""
+        self.released = False
 
     def begin(self) -> bool:
         """Called before a connector is built: clears ``halt``; True when an operator asked for this restart."""

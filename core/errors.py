@@ -22,6 +22,7 @@ with what the caller must do (a class with a second base names it first: "also a
     │   ├── TopicsMissing           create the named topics (inlet topics apply) or set topics.create
     │   └── config._Many            local to core.config: several ConfigErrors of one file, listed one by one
     ├── SinkRefused                 fatal: Kafka refused inlet's credentials or certificates; fix them, restart
+    ├── Fenced                      another replica runs this integration now: stop it here, do not restart
     ├── AuthError                   the upstream refused a token or login: fix credentials, key, scope or URL
     ├── UpstreamRefused             a status retrying will not fix (401, 403, 404, 422); status and body kept
     ├── PaginationError             the upstream's paging is broken: the same pass would fail the same way
@@ -66,6 +67,7 @@ __all__ = [
     "ContractViolation",
     "DecodeError",
     "DlqError",
+    "Fenced",
     "InletError",
     "LeftOut",
     "MappingError",
@@ -136,6 +138,13 @@ class SinkRefused(InletError):
     """
 
     fatal: ClassVar[bool] = True
+
+
+class Fenced(InletError):
+    """A newer producer with this integration's transactional id exists: another replica of the fleet took the
+    integration over while this one was frozen or cut off. Its transaction is aborted (nothing of it is visible
+    to ``read_committed`` consumers); the integration stops on this replica without a restart, which would fence
+    the new owner in turn. Neither retriable nor fatal: the group's next assignment decides where it runs."""
 
 
 class AuthError(InletError):

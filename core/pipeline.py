@@ -38,7 +38,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from inlet.contracts.base import Contract, converters_from
-from inlet.core.checkpoint import CheckpointStore
 from inlet.core.connector import Batch, Connector
 from inlet.core.drift import AlertThrottle, DriftPolicy, Shape, alert, detect
 from inlet.core.envelope import DlqRecord, Enveloper, Event, event_id, payload_bytes
@@ -52,6 +51,7 @@ from inlet.core.errors import (
     UpstreamDrift,
 )
 from inlet.core.metrics import BatchCounts, Stats, dlq_reason
+from inlet.core.positions import PositionStore
 from inlet.core.progress import caught_up, committed
 from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
@@ -276,11 +276,12 @@ class Pipeline:
         connector: Connector[Any],
         env: Enveloper,
         sink: Sink,
-        checkpoints: CheckpointStore,
+        checkpoints: PositionStore,
         stats: Stats,
         *,
         max_in_flight: int = 4,
         drift: DriftCheck | None = None,
+        position_name: str | None = None,
     ) -> None:
         self.connector = connector
         self.env = env
@@ -289,6 +290,8 @@ class Pipeline:
         self.stats = stats
         self.max_in_flight = max_in_flight
         self.drift = drift
+        self.position_name = position_name or env.integration
+        """What the position is stored under: the integration's name, ``name#slot`` for a slot of it."""
         self.position: Position | None = None
 
     async def run(self, position: Position | None, stop: asyncio.Event) -> Position | None:
@@ -347,7 +350,7 @@ class Pipeline:
         rejected = await item.ack
         if rejected:  # a sink that resolves to None (an older or a test sink) refused nothing
             await self._dead_letter(item, rejected)
-        await self.checkpoints.save(self.env.customer, self.env.integration, item.position)
+        await self.checkpoints.save(self.env.customer, self.position_name, item.position)
         self.position = item.position
         self.stats.add(item.counts)
         self.stats.last_position = item.position

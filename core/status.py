@@ -3,8 +3,9 @@
 :func:`snapshot` reads what the supervisor and the pipelines keep anyway (``core.metrics.Stats`` per integration,
 updated once per committed batch), so taking it costs nothing on the hot path. Its shape::
 
-    {"ready": bool, "unhealthy": {key: why}, "generated_at": ISO-8601,
-     "integrations": [{"key": "customer/integration", "customer", "integration", "plugin", "state", "healthy",
+    {"ready": bool, "unhealthy": {key: why}, "generated_at": ISO-8601, "sink", "replica", "fleet": group | None,
+     "integrations": [{"key": "customer/integration", "customer", "integration", "plugin", "state", "replica",
+                       "healthy",
                        "last_success", "lag_seconds", "watermark", "watermark_age_seconds",
                        "counts": {"records_in", "events_out", "dlq", "filtered"}, "dlq_by_stage",
                        "filtered_by_reason", "events_per_second", "dlq_reasons": [{"stage", "error_type",
@@ -14,7 +15,10 @@ updated once per committed batch), so taking it costs nothing on the hot path. I
 
 - ``state``: ``running`` (reading or writing), ``backing_off`` (failed, waiting to restart from its checkpoint),
   ``failed`` (given up, or stopped for good), ``paused`` (by an operator: ``inlet pause``), ``caught_up`` (a pull
-  source waiting for its next poll, or a ``--once`` run that has read everything), ``stopped``.
+  source waiting for its next poll, or a ``--once`` run that has read everything), ``stopped``; in a fleet also
+  ``elsewhere`` (assigned to another replica: ``replica`` is None here, ``inlet status --fleet`` says which) and
+  ``fenced`` (another replica took it over while this one was cut off; it waits for the next assignment).
+- ``key``: ``customer/integration``, or ``customer/integration#slot`` for one slot of an integration with ``slots``.
 - ``lag_seconds``: now minus the newest event time delivered (the CloudEvents ``time`` of the last event of each
   committed batch, so it costs one comparison per batch); None for a family whose events carry no time, or before
   the first event.
@@ -156,7 +160,7 @@ def integration_status(
     """One integration's entry of :func:`snapshot` (``KeyError`` for an unknown key); ``recent=False`` leaves
     ``recent_dlq`` empty (the list view: previews are up to :data:`PREVIEW_CHARS` each)."""
     stats = supervisor.stats[key]
-    item = next(i for i in supervisor.integrations if i.config.key == key)
+    item = supervisor.items[supervisor.units[key].integration]
     phi = bool(item.plugin.phi)
     now = datetime.now(UTC)
     t = stats.totals
@@ -168,6 +172,7 @@ def integration_status(
         "integration": stats.integration,
         "plugin": item.config.plugin,
         "state": stats.state,
+        "replica": None if stats.state == "elsewhere" else supervisor.replica,
         "healthy": why is None,
         "unhealthy_reason": redact_text(why),
         "last_success": _iso(stats.last_success),
@@ -250,6 +255,8 @@ def snapshot(supervisor: Supervisor, *, recent: bool = True) -> dict[str, Any]:
         "unhealthy": unhealthy,
         "generated_at": _iso(time.time()),
         "sink": supervisor.cfg.resolved_sink(),
+        "replica": supervisor.replica,
+        "fleet": None if supervisor.cfg.fleet is None else supervisor.cfg.fleet.group,
         "integrations": [
             integration_status(supervisor, key, why=status.get(key), recent=recent) for key in supervisor.stats
         ],

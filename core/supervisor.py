@@ -33,16 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import LoadedIntegration, SupervisorConfig
 from inlet.core.control import Control
 from inlet.core.drift import Shape
 from inlet.core.envelope import Enveloper
-from inlet.core.errors import ConfigError, InletError
+from inlet.core.errors import ConfigError, Fenced, InletError
+from inlet.core.fleet import Membership, Unit, replica_name, units_of
 from inlet.core.gauges import unwatch, watch
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
 from inlet.core.pipeline import DriftCheck, Pipeline
+from inlet.core.positions import PositionStore, open_positions, running
 from inlet.core.progress import IntegrationProgress, ProgressView, enter, show
 from inlet.core.ratelimit import paused_for
 from inlet.core.sinks import Sink
@@ -50,6 +51,7 @@ from inlet.core.sinks.outbox import OutboxSink
 
 if TYPE_CHECKING:
     from inlet.core.relay import Relay
+    from inlet.core.sinks.transactional import ExactlyOnce
 
 __all__ = ["Supervisor", "build_sink", "state_dir"]
 
@@ -107,11 +109,14 @@ class Supervisor:
     ) -> None:
         self.cfg = cfg
         self.integrations = [i for i in integrations if i.config.enabled]
+        self.items = {i.config.key: i for i in self.integrations}
+        # What runs: one unit per integration, one per slot of an integration with slots > 1 (core.fleet).
+        self.units = {u.key: u for u in units_of(self.integrations)}
         self.once = once
         # In once mode an integration that keeps failing is given up on, so the run ends and says so.
         self.max_failures = max_failures if max_failures is not None else (3 if once else None)
         self.stop_event = asyncio.Event()
-        self.stats = {i.config.key: Stats(i.config.customer, i.config.integration) for i in self.integrations}
+        self.stats = {key: Stats(u.customer, u.name) for key, u in self.units.items()}
         self.failed: dict[str, str] = {}
         # What each integration has done so far (core.progress): the lag gauge, and bars or lines when shown.
         self.progress = {key: IntegrationProgress(key, s) for key, s in self.stats.items()}
@@ -120,7 +125,9 @@ class Supervisor:
         self.controls = {key: Control() for key in self.stats}
         self.sink = build_sink(cfg)
         self.health: HealthServer | None = None
-        self.checkpoints = CheckpointStore(state_dir(cfg) / "checkpoints.sqlite")
+        self.checkpoints: PositionStore = open_positions(cfg)
+        self.replica = replica_name(cfg.fleet)
+        self.membership: Membership | None = None
         self.refused: ConfigError | None = None  # the start-up check refused the run (topics missing on Kafka)
         self._topics_checked = False
         self._topics_lock = asyncio.Lock()
@@ -234,9 +241,7 @@ class Supervisor:
         view = self.progress_view
         shown = asyncio.create_task(show(view, list(self.progress.values()))) if view is not None else None
         try:
-            await self._check_topics_at_start()
-            if self.refused is None:
-                await asyncio.gather(*(self._supervise(i) for i in self.integrations))
+            await self._run_units()
             if self.refused is not None:
                 raise self.refused
             if self.failed and not self.once and self.health is not None and not self.stop_event.is_set():
@@ -262,7 +267,7 @@ class Supervisor:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self.sink.stop()
-            self.checkpoints.close()
+            await self.checkpoints.aclose()
             if self.health is not None:
                 self.health.stop()
                 self.health = None
@@ -277,23 +282,79 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for((wake or self.stop_event).wait(), timeout=seconds)
 
-    async def _supervise(self, item: LoadedIntegration) -> None:
+    async def _run_units(self) -> None:
+        """Every unit here (one supervisor), or what the fleet assigns to this replica."""
+        if self.cfg.fleet is not None and self.once:
+            raise ConfigError(
+                "inlet run --once does not join a fleet: a fleet's replicas run until stopped "
+                "(leave fleet: out of inlet.yaml for a one-off run)",
+                file="inlet.yaml",
+                key="fleet",
+            )
+        await self._check_topics_at_start()
+        if self.refused is not None:
+            return
+        if self.cfg.fleet is not None:
+            await self._run_fleet()
+            return
+        with running(state_dir(self.cfg), list(self.stats)):  # `inlet positions` refuses to change these meanwhile
+            await asyncio.gather(*(self._supervise(u) for u in self.units.values()))
+
+    async def _run_fleet(self) -> None:
+        """Run what the fleet's group assigns to this replica, until stopped (``core.fleet``)."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+
+        async def assigned(keys: list[str]) -> None:
+            for key in keys:
+                if key in self.units and key not in tasks:
+                    self.controls[key].claim()
+                    tasks[key] = asyncio.create_task(self._supervise(self.units[key]))
+            for key, stats in self.stats.items():
+                if key not in tasks:
+                    stats.state = "elsewhere"
+
+        async def revoked() -> None:
+            for key in tasks:
+                self.controls[key].release()
+            if tasks:
+                await asyncio.gather(*tasks.values(), return_exceptions=True)
+            tasks.clear()
+
+        backoff = self.cfg.restart_backoff_initial_seconds
+        while not self.stop_event.is_set():
+            self.membership = Membership(self.cfg, list(self.units.values()), on_assigned=assigned, on_revoked=revoked)
+            try:
+                await self.membership.run(self.stop_event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the group (Kafka) is away: nothing runs here until it is back
+                if isinstance(exc, InletError) and exc.fatal:
+                    self.failed["fleet"] = f"{type(exc).__name__}: {exc}"
+                    log.error("fleet membership refused: nothing runs on this replica", error=str(exc))
+                    await self.stop_event.wait()
+                    return
+                log.warning("fleet membership lost; joining again", error=repr(exc), retry_in=round(backoff, 2))
+                await self._sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, self.cfg.restart_backoff_max_seconds)
+
+    async def _supervise(self, unit: Unit) -> None:
+        item = self.items[unit.integration]
         cfg = item.config
-        stats = self.stats[cfg.key]
-        bound = log.bind(customer=cfg.customer, integration=cfg.integration)
-        progress = self.progress[cfg.key]
+        stats = self.stats[unit.key]
+        bound = log.bind(customer=cfg.customer, integration=unit.name)
+        progress = self.progress[unit.key]
         # The contracts it produces, each name once (a dual-published major is the same contract).
         names = {m.contract_name: m.contract_version for m in reversed(item.produces)}
         contract = ", ".join(f"{n} {v}" for n, v in reversed(names.items())) or None
         # This task's log lines carry the integration's names and level; the progress hooks find its progress.
-        enter(progress, customer=cfg.customer, integration=cfg.integration, contract=contract, log_level=cfg.log_level)
+        enter(progress, customer=cfg.customer, integration=unit.name, contract=contract, log_level=cfg.log_level)
         env = Enveloper.of(self.cfg, cfg.customer, cfg.integration)
         drift = None
         if cfg.drift is not None:
             shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())
             drift = DriftCheck(shape, policy=cfg.drift.policy, strict=cfg.drift.strict)
         try:
-            await self._run_integration(item, stats, env, drift, self.controls[cfg.key], bound)
+            await self._run_integration(unit, item, stats, env, drift, self.controls[unit.key], bound)
         finally:
             progress.finished = True
             if stats.state not in ("failed", "caught_up"):
@@ -311,6 +372,7 @@ class Supervisor:
 
     async def _run_integration(
         self,
+        unit: Unit,
         item: LoadedIntegration,
         stats: Stats,
         env: Enveloper,
@@ -322,65 +384,52 @@ class Supervisor:
         cfg = item.config
         backoff = self.cfg.restart_backoff_initial_seconds
         failures = 0
-        while not self.stop_event.is_set():
+        while not (self.stop_event.is_set() or control.released):
             if await self._paused(control, stats, bound):
                 continue
             if control.begin():  # an operator's restart: no backoff left to wait out
                 failures, backoff = 0, self.cfg.restart_backoff_initial_seconds
-            connector = item.build(once=self.once)
+            connector = item.build(once=self.once, slot=unit.slot)
+            # Exactly-once: this integration's own transactional producer is its sink and writes its positions.
+            eos = self._exactly_once(unit) if cfg.delivery == "exactly_once" else None
+            sink: Sink = eos or self.sink
+            store: PositionStore = eos or self.checkpoints
             try:
                 if self.cfg.resolved_sink() == "kafka":
                     await self._check_topics()
                 async with connector:
-                    position = await self.checkpoints.load(cfg.customer, cfg.integration)
+                    await store.start()  # exactly-once: fences an older owner's producer before reading its position
+                    position = await store.load(cfg.customer, unit.name)
                     while not control.halt.is_set():
                         stats.state = "running"
                         pipeline = Pipeline(
                             connector,
                             env,
-                            self.sink,
-                            self.checkpoints,
+                            sink,
+                            store,
                             stats,
-                            max_in_flight=cfg.max_in_flight,
+                            max_in_flight=1 if eos is not None else cfg.max_in_flight,
                             drift=drift,
+                            position_name=unit.name,
                         )
                         position = await pipeline.run(position, control.halt)
-                        if self.stop_event.is_set() and (paused := paused_for(cfg.customer, cfg.integration)):
-                            # Stopped while waiting out a pause: not caught up, whatever the books say.
-                            stats.interrupted = f"stopped while waiting: {paused}"
-                            bound.warning("integration stopped while its upstream is paused", paused=paused)
                         failures, backoff = 0, self.cfg.restart_backoff_initial_seconds
-                        if control.halt.is_set():  # stopping, pausing or restarting: the connector is closed
+                        if not await self._caught_up(item, stats, control, bound):
                             break
-                        stats.state = "caught_up"
-                        if self.once:
-                            return
-                        await self._sleep(cfg.poll_interval_seconds, control.halt)
+                if self.once and stats.state == "caught_up":
+                    return
             except asyncio.CancelledError:
                 raise
+            except Fenced as exc:  # another replica runs it now; the group's next assignment says who
+                stats.state = "fenced"
+                bound.warning("integration fenced: another replica has taken it over", error=str(exc))
+                return
             except Exception as exc:
-                if isinstance(exc, InletError) and exc.fatal:  # SinkRefused: a wrong password or certificate
-                    self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
-                    stats.state = "failed"
-                    bound.error("integration stopped, not restarted: restarting cannot fix this", error=str(exc))
-                    return
-                if exc is self.refused:  # the start-up check refused the run: nothing to restart
-                    return
                 failures += 1
-                stats.restarted(exc)
+                if self._given_up(exc, unit, stats, bound, failures):
+                    return
                 transient = isinstance(exc, InletError) and exc.retriable
                 level = bound.warning if transient else bound.error
-                if self.max_failures is not None and failures >= self.max_failures:
-                    self.failed[cfg.key] = f"{type(exc).__name__}: {exc}"
-                    stats.state = "failed"
-                    level(
-                        "integration failed",
-                        error=repr(exc),
-                        failures=failures,
-                        exc_info=not transient,
-                    )
-                    bound.error("integration given up after repeated failures", failures=failures)
-                    return
                 level(
                     "integration failed; restarting from its last checkpoint",
                     error=repr(exc),
@@ -391,3 +440,48 @@ class Supervisor:
                 stats.state = "backing_off"
                 await self._sleep(backoff * random.uniform(0.8, 1.2), control.halt)
                 backoff = min(backoff * 2, self.cfg.restart_backoff_max_seconds)
+            finally:
+                if eos is not None:
+                    await eos.stop()
+
+    def _given_up(self, exc: Exception, unit: Unit, stats: Stats, bound: Any, failures: int) -> bool:
+        """True when a failed integration is not restarted: fatal, refused at start, or too many failures."""
+        if isinstance(exc, InletError) and exc.fatal:  # SinkRefused: a wrong password or certificate
+            self.failed[unit.key] = f"{type(exc).__name__}: {exc}"
+            stats.state = "failed"
+            bound.error("integration stopped, not restarted: restarting cannot fix this", error=str(exc))
+            return True
+        if exc is self.refused:  # the start-up check refused the run: nothing to restart
+            return True
+        stats.restarted(exc)
+        if self.max_failures is not None and failures >= self.max_failures:
+            transient = isinstance(exc, InletError) and exc.retriable
+            self.failed[unit.key] = f"{type(exc).__name__}: {exc}"
+            stats.state = "failed"
+            level = bound.warning if transient else bound.error
+            level("integration failed", error=repr(exc), failures=failures, exc_info=not transient)
+            bound.error("integration given up after repeated failures", failures=failures)
+            return True
+        return False
+
+    async def _caught_up(self, item: LoadedIntegration, stats: Stats, control: Control, bound: Any) -> bool:
+        """After a read pass: False when it ended because of a stop, pause or restart (or ``once``); else sleep
+        until the next poll and say True."""
+        cfg = item.config
+        if self.stop_event.is_set() and (paused := paused_for(cfg.customer, cfg.integration)):
+            # Stopped while waiting out a pause: not caught up, whatever the books say.
+            stats.interrupted = f"stopped while waiting: {paused}"
+            bound.warning("integration stopped while its upstream is paused", paused=paused)
+        if control.halt.is_set():  # stopping, pausing or restarting: the connector is closed
+            return False
+        stats.state = "caught_up"
+        if self.once:
+            return False
+        await self._sleep(cfg.poll_interval_seconds, control.halt)
+        return True
+
+    def _exactly_once(self, unit: Unit) -> ExactlyOnce:
+        from inlet.core.sinks.transactional import ExactlyOnce
+
+        assert self.cfg.fleet is not None and self.cfg.kafka is not None  # the config guarantees both
+        return ExactlyOnce(self.cfg.kafka, f"{self.cfg.fleet.transactional_id_prefix}.{unit.key}", self.checkpoints)

@@ -5,29 +5,36 @@ work with this module; every client it opens is an aiokafka admin client built b
 
 **Which topics** (:func:`required_topics`): for every enabled integration, the topic of each contract it produces
 (``LoadedIntegration.produces``) and of each major those events are dual-published to (``converters_from``), its
-DLQ topic, and its drift topic when it has drift checks (only then does it write alerts). Names come from the
+DLQ topic, and its drift topic when it has drift checks (only then does it write alerts); with ``fleet:``, the
+positions topic (``fleet.positions_topic``, :mod:`inlet.core.positions`) every replica reads. Names come from the
 templates of ``inlet.yaml`` through the pipeline's own :class:`~inlet.core.envelope.Enveloper`, so they are the
 topics the run will write, not a second guess.
 
 **How each is created**: the built-in defaults below, overridden in ``inlet.yaml`` ``topics:`` by
-``replication_factor``, then per kind (``contracts``, ``dlq``, ``drift``), then per contract name (every major's
-topic) and per topic name (:class:`~inlet.core.config.TopicsSettings`).
+``replication_factor``, then per kind (``contracts``, ``dlq``, ``drift``; the positions topic has no kind layer),
+then per contract name (every major's topic) and per topic name (:class:`~inlet.core.config.TopicsSettings`).
 
-========  ==========  =========  =======  ==================================================================
-kind      partitions  retention  cleanup  why
-========  ==========  =========  =======  ==================================================================
-contract  6           7 days     delete   Partitions are how consumers scale and the unit of per-key order;
-                                          adding some later moves keys (their order breaks across the change),
-                                          so the headroom is chosen up front: 6 spreads evenly over 1, 2, 3 or
-                                          6 consumers. 7 days is Kafka's own default: a consumer can be away
-                                          over a long weekend. inlet is not the system of record (the source
-                                          is, and a checkpoint can re-read it), and events are facts in time,
-                                          not a changelog to compact.
-dlq       1           30 days    delete   Few records, read by people in arrival order, after an incident
-                                          rather than within hours; a DLQ record is the only copy inlet keeps
-                                          of a payload it could not deliver, so it is kept longer.
-drift     1           30 days    delete   Upstream drift alerts: rare, read by people, like the DLQ.
-========  ==========  =========  =======  ==================================================================
+=========  ==========  =========  =======  ==================================================================
+kind       partitions  retention  cleanup  why
+=========  ==========  =========  =======  ==================================================================
+contract   6           7 days     delete   Partitions are how consumers scale and the unit of per-key order;
+                                           adding some later moves keys (their order breaks across the change),
+                                           so the headroom is chosen up front: 6 spreads evenly over 1, 2, 3 or
+                                           6 consumers. 7 days is Kafka's own default: a consumer can be away
+                                           over a long weekend. inlet is not the system of record (the source
+                                           is, and a checkpoint can re-read it), and events are facts in time,
+                                           not a changelog to compact.
+dlq        1           30 days    delete   Few records, read by people in arrival order, after an incident
+                                           rather than within hours; a DLQ record is the only copy inlet keeps
+                                           of a payload it could not deliver, so it is kept longer.
+drift      1           30 days    delete   Upstream drift alerts: rare, read by people, like the DLQ.
+positions  1           -          compact  The latest position per ``customer/integration`` (a fleet's): compacted,
+                                           so a key keeps its last value however old it is (time retention would
+                                           delete the position of a quiet integration). One partition: every
+                                           replica reads every position anyway (no group splits them), there is
+                                           one small record per committed batch, and one partition keeps the
+                                           topic's end offsets a single request to catch up to.
+=========  ==========  =========  =======  ==================================================================
 
 Replication: 3, with ``min.insync.replicas`` 2 (one less than the replication, at least 1, unless set in
 ``configs``): with ``acks=all`` an event is acknowledged once two brokers hold it, and one broker can be down
@@ -87,13 +94,14 @@ __all__ = [
 
 log = structlog.get_logger("inlet.topics")
 
-Kind = Literal["contract", "dlq", "drift"]
+Kind = Literal["contract", "dlq", "drift", "positions"]
 
 _DAY_MS = 24 * 3600 * 1000
 DEFAULTS: Mapping[Kind, TopicSettings] = {
     "contract": TopicSettings(partitions=6, retention_ms=7 * _DAY_MS, cleanup_policy="delete"),
     "dlq": TopicSettings(partitions=1, retention_ms=30 * _DAY_MS, cleanup_policy="delete"),
     "drift": TopicSettings(partitions=1, retention_ms=30 * _DAY_MS, cleanup_policy="delete"),
+    "positions": TopicSettings(partitions=1, cleanup_policy="compact"),
 }
 """The built-in settings per kind of topic (module docstring: why)."""
 
@@ -133,7 +141,7 @@ def _settings_for(
     topics: TopicsSettings, kind: Kind, name: str, contract: str | None
 ) -> tuple[int, int | None, dict[str, str]]:
     """Partitions, replication and configs of one topic: the most specific layer that sets a field wins."""
-    kind_settings = {"contract": topics.contracts, "dlq": topics.dlq, "drift": topics.drift}[kind]
+    kind_settings = {"contract": topics.contracts, "dlq": topics.dlq, "drift": topics.drift}.get(kind)
     layers = [
         topics.overrides.get(name),
         topics.overrides.get(contract) if contract else None,
@@ -158,7 +166,8 @@ def _settings_for(
 
 
 def required_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedIntegration]) -> list[TopicSpec]:
-    """Every topic the enabled ``integrations`` write under ``cfg``: contract topics, then DLQ, then drift."""
+    """Every topic the enabled ``integrations`` write under ``cfg``: contract topics, then DLQ, then drift, then
+    (with ``fleet:``) the positions topic."""
     found: dict[str, tuple[Kind, str | None, set[str], set[str]]] = {}
 
     def add(name: str, kind: Kind, writer: str, model: type[Contract] | None = None) -> None:
@@ -178,6 +187,8 @@ def required_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedIntegrat
         add(env.dlq_topic, "dlq", c.key)
         if c.drift is not None:
             add(env.drift_topic, "drift", c.key)
+        if cfg.fleet is not None:
+            add(cfg.fleet.positions_topic, "positions", c.key)
     return _specs(cfg.topics, found)
 
 
@@ -196,7 +207,7 @@ def topic_specs(topics: TopicsSettings, wanted: Iterable[tuple[str, Kind, str | 
 
 
 def _specs(topics: TopicsSettings, found: Mapping[str, tuple[Kind, str | None, set[str], set[str]]]) -> list[TopicSpec]:
-    order = {"contract": 0, "dlq": 1, "drift": 2}
+    order = {"contract": 0, "dlq": 1, "drift": 2, "positions": 3}
     specs = []
     for name, (kind, contract, writers, contracts) in sorted(found.items(), key=lambda kv: (order[kv[1][0]], kv[0])):
         partitions, replication, configs = _settings_for(topics, kind, name, contract)

@@ -154,13 +154,19 @@ async def consume(
     idle: float = 3.0,
     timeout: float = 90.0,
     until: Callable[[list[Any]], bool] | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> list[Any]:
     """Every record on ``topics`` from the beginning: until ``expect`` are read (or ``until(records)`` holds),
     or, with neither given, until ``idle`` seconds bring nothing new."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
     )
     out: list[Any] = []
     loop = asyncio.get_running_loop()
@@ -189,13 +195,16 @@ def header_map(record: Any) -> dict[str, bytes]:
     return dict(record.headers)
 
 
-def start_supervisor(root: Path, *, once: bool = False, log_level: str = "warning") -> Any:
-    """``inlet run`` on config ``root`` as its own process (for kill -9 tests); log in ``root/supervisor.log``."""
+def start_supervisor(
+    root: Path, *, once: bool = False, log_level: str = "warning", env: dict[str, str] | None = None
+) -> Any:
+    """``inlet run`` on config ``root`` as its own process (for kill -9 tests); log in ``root/supervisor.log``;
+    ``env``: variables to add (``INLET_FAILPOINT``)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": log_level}
+    env = {**os.environ, "INLET_LOG_FORMAT": "json", "INLET_LOG_LEVEL": log_level, **(env or {})}
     args = [sys.executable, "-m", "inlet", "run", "--config", str(root), *(["--once"] if once else [])]
     with (root / "supervisor.log").open("ab") as log:
         return subprocess.Popen(
@@ -226,3 +235,39 @@ def read_checkpoint(root: Path) -> dict[str, Any] | None:
     finally:
         conn.close()
     return None if row is None else dict(orjson.loads(row[0]))
+
+
+def write_fleet_config(
+    root: Path,
+    *,
+    kafka: str,
+    prefix: str,
+    group: str,
+    replica: str,
+    integrations: Sequence[dict[str, Any]],
+    session_timeout_seconds: float = 6.0,
+) -> Path:
+    """One replica's config directory: ``integrations`` (each a full integration YAML document) in fleet
+    ``group``, topics under ``prefix`` (DLQ ``<prefix>dlq``, positions ``<prefix>positions``), its own state dir.
+    Replicas of one fleet get the same integrations and group in different roots."""
+    (root / "integrations").mkdir(parents=True, exist_ok=True)
+    sup = {
+        "state_dir": str(root / "state"),
+        "restart_backoff_initial_seconds": 0.2,
+        "restart_backoff_max_seconds": 2.0,
+        "topic_template": prefix + "{name}.v{major}",
+        "dlq_topic_template": prefix + "dlq",
+        "kafka": {"bootstrap": kafka, "request_timeout_ms": 5000},
+        "fleet": {
+            "group": group,
+            "replica": replica,
+            "positions_topic": prefix + "positions",
+            "session_timeout_seconds": session_timeout_seconds,
+            "heartbeat_interval_seconds": session_timeout_seconds / 4,
+            "rebalance_timeout_seconds": 30,
+        },
+    }
+    (root / "inlet.yaml").write_text(yaml.safe_dump(sup))
+    for doc in integrations:
+        (root / "integrations" / f"{doc['customer']}.{doc['integration']}.yaml").write_text(yaml.safe_dump(doc))
+    return root

@@ -77,7 +77,13 @@ from pydantic import Field
 from typing_extensions import override
 
 from inlet.connectors.erp_rest.mapping import _check_totals, _currency, _required, money, parse_date
-from inlet.connectors.erp_rest.odata import UndecodablePage, delta_key, delta_position, page_record
+from inlet.connectors.erp_rest.odata import (
+    UndecodablePage,
+    delta_key,
+    delta_position,
+    describe_watermark,
+    page_record,
+)
 from inlet.contracts.base import Contract, published
 from inlet.contracts.erp_invoice import InvoiceLine, InvoiceV1
 from inlet.contracts.erp_party import PartyV1
@@ -373,6 +379,11 @@ class ErpB1Connector(Connector[ErpB1Settings]):
                 if newest is None or modified > newest:
                     newest = modified
             yield Batch(page.records, self._position(start, seen))
+
+    @override
+    def describe_position(self, position: Position | None) -> str:
+        s = self.settings
+        return describe_watermark(position, s.entity, s.since, s.overlap_seconds, by_day=True)
 
     def _position(self, watermark: datetime | None, seen: set[str]) -> Position:
         floor = None

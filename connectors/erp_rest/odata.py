@@ -78,6 +78,7 @@ __all__ = [
     "UndecodablePage",
     "delta_key",
     "delta_position",
+    "describe_watermark",
     "page_record",
 ]
 
@@ -270,6 +271,20 @@ def delta_position(watermark: datetime | None, seen: set[str], floor: datetime |
     if floor is not None:
         seen.intersection_update({k for k in seen if _key_time(k) >= floor})
     return {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
+
+
+def describe_watermark(
+    position: Position | None, what: str, since: str | None, overlap_seconds: float, *, by_day: bool = False
+) -> str:
+    """What a watermark dialect's next pass reads from ``position`` (``inlet positions``): the rows modified since
+    the watermark less the overlap (``by_day``: from the start of that day), those already delivered skipped."""
+    watermark = (position or {}).get("modified_since") or since
+    if watermark is None:
+        return f"reads every {what} from the start: no watermark"
+    bound = f"{watermark} less {overlap_seconds:g} s of overlap"
+    if by_day:
+        bound = f"the day of {bound}"
+    return f"re-reads every {what} modified since {bound} (rows delivered are skipped)"
 
 
 def page_record(raw: Any, dialect: str, what: str) -> dict[str, Any]:
@@ -490,6 +505,13 @@ class ErpODataConnector(Connector[ErpODataSettings]):
             )
         self._told_no_link = True
         return None
+
+    @override
+    def describe_position(self, position: Position | None) -> str:
+        s = self.settings
+        if self.tracking and (position or {}).get("delta_link"):
+            return f"follows the service's delta link: every {s.entity} changed or removed since the last pass"
+        return describe_watermark(position, s.entity, s.since, s.overlap_seconds)
 
     def _position(self, watermark: datetime | None, seen: set[str], link: str | None = None) -> Position:
         position = delta_position(watermark, seen, self._bound(watermark))

@@ -54,7 +54,13 @@ from inlet.connectors.erp_rest.mapping import (
     money,
     parse_date,
 )
-from inlet.connectors.erp_rest.odata import UndecodablePage, delta_key, delta_position, page_record
+from inlet.connectors.erp_rest.odata import (
+    UndecodablePage,
+    delta_key,
+    delta_position,
+    describe_watermark,
+    page_record,
+)
 from inlet.contracts.base import Contract, published
 from inlet.contracts.erp_invoice import InvoiceLine, InvoiceV1
 from inlet.contracts.erp_party import PartyV1
@@ -236,6 +242,11 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
                 yield Batch(page.records, self._position(start, seen))
             else:  # the empty page: the pass is complete; the watermark moves unless pages shifted under it
                 yield Batch([], self._position(start if shifted else newest, seen))
+
+    @override
+    def describe_position(self, position: Position | None) -> str:
+        s = self.settings
+        return describe_watermark(position, s.endpoint, s.since, s.overlap_seconds)
 
     def _position(self, watermark: datetime | None, seen: set[str]) -> Position:
         floor = None if watermark is None else if_modified_since(watermark, self.settings.overlap_seconds)

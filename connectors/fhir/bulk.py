@@ -519,6 +519,19 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
             },
         }
 
+    def describe_position(self, position: Position | None) -> str:
+        pos = position or {}
+        since = pos.get("transaction_time") or self.settings.since
+        export = pos.get("export")
+        if isinstance(export, dict):
+            return (
+                f"resumes the export begun with _since {since or '(none)'} at file {export.get('file')}, line "
+                f"{export.get('line')} (a new export with the same _since if the server has dropped it)"
+            )
+        if since is None or not self.settings.incremental:
+            return "kicks off a full export: every resource"
+        return f"kicks off an export of every resource changed since {since} (_since)"
+
     async def acknowledge(self, position: Position) -> None:
         if self._finished is not None and "export" not in position:
             url, self._finished = self._finished, None

@@ -233,6 +233,17 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             raise PageDecodeError(page.url, exact_json.dumps(page.body), "not a FHIR Bundle")
         return page
 
+    @override
+    def describe_position(self, position: Position | None) -> str:
+        since = (position or {}).get("last_updated") or self.settings.since
+        what = f"every {self.resource_type}"
+        if since is None:
+            return f"reads {what} from the start: no watermark"
+        skipped = len((position or {}).get("ids_at_watermark", ()))
+        return f"re-reads {what} updated since {since}" + (
+            f" (the {skipped} delivered at that instant are skipped)" if skipped else ""
+        )
+
     def _position(
         self, watermark: str | None, ids: set[str], deleted_since: str | None, deleted_seen: set[str]
     ) -> Position:

@@ -181,6 +181,9 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
                 self._outcome[m.serial] = ("AA", None, None, m.received_at)
             yield Batch(messages, {"serials": [m.serial for m in messages]})
 
+    def describe_position(self, position: Position | None) -> str:
+        return "senders resend what was not ACKed: a position changes nothing"
+
     async def acknowledge(self, position: Position) -> None:
         """The sink holds every event and DLQ record of these messages: answer each on its connection."""
         s = self.settings

@@ -30,3 +30,15 @@ def test_an_unset_failpoint_does_nothing_and_an_armed_one_counts(monkeypatch: py
     armed = Failpoint("mllp.after_sink")
     armed.hit()
     assert armed.at == 1_000_000 and armed.hits == 1
+
+
+def test_stop_freezes_instead_of_killing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    monkeypatch.setenv(ENV, "position.save:2:stop")
+    point = Failpoint("position.save")
+    assert point.at == 2 and point.signal == signal.SIGSTOP
+    monkeypatch.setenv(ENV, "position.save:2")
+    assert Failpoint("position.save").signal == signal.SIGKILL
+    with pytest.raises(ValueError, match="is not NAME:N"):
+        configured("position.save", "position.save:2:pause")

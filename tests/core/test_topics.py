@@ -285,3 +285,53 @@ def test_topics_commands_need_kafka_configured(tmp_path: Path) -> None:
     root = write_config(tmp_path, base_url="http://127.0.0.1:9/fhir")
     result = _inlet("topics", "plan", "--config", str(root))
     assert result.returncode == 2 and "no Kafka configured" in result.stderr
+
+
+# --- the fleet's positions topic ----------------------------------------------------------------------------
+
+
+def test_a_fleet_adds_its_compacted_positions_topic(tmp_path: Path) -> None:
+    root = _two_integrations(tmp_path)
+    _set(root, topics={"replication_factor": 2}, fleet={"group": "g", "positions_topic": "p.positions"})
+    sup, loaded, errors = check_config(root, offline=True)
+    assert not errors
+    specs = required_topics(sup, loaded)
+    positions = specs[-1]  # after contract, DLQ and drift topics
+    assert (positions.name, positions.kind, positions.partitions, positions.replication_factor) == (
+        "p.positions",
+        "positions",
+        1,
+        2,
+    )
+    assert positions.configs == {"cleanup.policy": "compact"}  # no retention.ms: a quiet integration's stays
+    assert positions.writers == ("acme/observations", "beta/observations")
+    assert [s.kind for s in specs].count("positions") == 1
+
+    _set(root, topics={"overrides": {"p.positions": {"partitions": 3, "configs": {"segment.ms": "3600000"}}}})
+    sup, loaded, _ = check_config(root, offline=True)
+    positions = next(s for s in required_topics(sup, loaded) if s.kind == "positions")
+    assert positions.partitions == 3 and positions.configs == {"cleanup.policy": "compact", "segment.ms": "3600000"}
+
+    _set(root, fleet=None)
+    sup, loaded, _ = check_config(root, offline=True)
+    assert "positions" not in {s.kind for s in required_topics(sup, loaded)}
+
+
+@pytest.mark.kafka
+async def test_apply_creates_the_positions_topic_compacted(tmp_path: Path, kafka_bootstrap: str) -> None:
+    from inlet.core.config import KafkaSettings
+    from inlet.core.topics import create_missing, plan_topics
+
+    topic = f"pos-{uuid.uuid4().hex[:8]}.positions"
+    root = write_config(tmp_path, base_url="http://127.0.0.1:9/fhir", kafka=kafka_bootstrap)
+    _set(root, fleet={"group": "g", "positions_topic": topic})
+    sup, loaded, errors = check_config(root, offline=True)
+    assert not errors
+    specs = [s for s in required_topics(sup, loaded) if s.kind == "positions"]
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap)
+    plan = await plan_topics(kafka, specs)
+    assert [s.spec.name for s in plan.missing] == [topic]
+    assert await create_missing(kafka, plan) == {topic: None}
+    partitions, configs = (await _described(kafka_bootstrap, [topic]))[topic]
+    assert partitions == 1 and configs["cleanup.policy"] == "compact"
+    assert (await plan_topics(kafka, specs)).states[0].status == "ok"
