@@ -15,6 +15,11 @@ event loop in batches:
   A crash before that leaves the messages unacknowledged: the broker redelivers them on reconnect
   (same client id, ``clean_session=False``), and deterministic event ids make the duplicates recognisable.
 
+Several slots (``slots: N`` of the integration, :func:`for_slot`): instance ``k`` connects as ``<client id>-s<k>``
+— a persistent session per slot, kept by the slot wherever the fleet runs it — and subscribes every filter as
+``$share/<share group>/<filter>``, so the broker hands each message to one slot. A dead slot's unacknowledged
+messages stay in its session until the slot reconnects (on a surviving replica) and are redelivered to it.
+
 TLS (``mqtts://``): the broker's certificate is verified against ``tls_cafile`` (else the system's CAs) and its
 host name; ``tls_certfile``/``tls_keyfile`` present a client certificate to brokers that require one;
 ``tls_insecure: true`` turns verification off (a warning at every start). paho reports a refused handshake only
@@ -51,7 +56,16 @@ from inlet.core.connector import IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError
 from inlet.core.secrets import Secret, mask
 
-__all__ = ["MessageSource", "MqttMessage", "MqttSettings", "MqttSource", "create_session", "open_source"]
+__all__ = [
+    "MessageSource",
+    "MqttMessage",
+    "MqttSettings",
+    "MqttSource",
+    "create_session",
+    "for_slot",
+    "open_source",
+    "share_group",
+]
 
 log = structlog.get_logger("inlet.mqtt")
 
@@ -75,7 +89,19 @@ class MqttSettings(RenamedKeys, PluginSettings):
 
     topics: list[str] = Field(min_length=1)
     client_id: str | None = None
-    """Fixed per integration by default (``inlet-<customer>-<integration>``): the persistent session's name."""
+    """Fixed per integration by default (``inlet-<customer>-<integration>``): the persistent session's name.
+    An integration with ``slots`` > 1 connects as ``<client_id>-s<slot>``, one persistent session per slot."""
+    share_group: str | None = None
+    """With ``slots`` > 1: the slots split the load through the shared subscriptions
+    ``$share/<share_group>/<topic>``; default ``inlet-<customer>-<integration>``."""
+
+    @field_validator("share_group")
+    @classmethod
+    def _share_group(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "/+#")):
+            raise ValueError(f"share_group {value!r}: must be non-empty, without '/', '+' or '#'")
+        return value
+
     username: str | None = None
     password: Secret | None = None
     keepalive_seconds: int = Field(default=30, ge=5)
@@ -191,8 +217,26 @@ class MessageSource(Protocol):
     def ack(self, mids: list[int]) -> None: ...
 
 
+def share_group(settings: MqttSettings, customer: str, integration: str) -> str:
+    """The group of a slotted integration's shared subscriptions: ``share_group``, else
+    ``inlet-<customer>-<integration>``."""
+    return settings.share_group or f"inlet-{customer}-{integration}"
+
+
+def for_slot(settings: MqttSettings, client_id: str, slot: int | None, group: str) -> tuple[MqttSettings, str]:
+    """The settings and client id of one slot of an integration: ``<client_id>-s<slot>`` (the slot's own persistent
+    session, wherever it runs) subscribed to ``$share/<group>/<topic>`` (the broker hands each message to one slot).
+    Unchanged for slot None (an integration of one slot)."""
+    if slot is None:
+        return settings, client_id
+    shared = [f"$share/{group}/{topic}" for topic in settings.topics]
+    return settings.model_copy(update={"topics": shared}), f"{client_id}-s{slot}"
+
+
 def open_source(ctx: IntegrationContext, settings: MqttSettings, client_id: str) -> MessageSource:
-    """The broker connection for ``ctx``: live, or what ``ctx.message_source`` makes (recording, replay)."""
+    """The broker connection for ``ctx`` (its slot's client id and shared subscriptions, :func:`for_slot`): live,
+    or what ``ctx.message_source`` makes (recording, replay)."""
+    settings, client_id = for_slot(settings, client_id, ctx.slot, share_group(settings, ctx.customer, ctx.integration))
     factory = ctx.message_source
     return MqttSource(settings, client_id) if factory is None else cast(MessageSource, factory(settings, client_id))
 
@@ -398,12 +442,28 @@ _PROBE_READ_TIMEOUT_SECONDS = 3.0
 _TLS_NOT_REFUSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError)
 
 
-def create_session(settings: MqttSettings, client_id: str, timeout: float = 10.0) -> None:
+def create_session(
+    settings: MqttSettings, client_id: str, timeout: float = 10.0, *, slots: int = 1, group: str | None = None
+) -> list[str]:
     """Create (or keep) the persistent session of ``client_id`` with its subscriptions, then disconnect.
 
     From then on the broker queues QoS 1 messages for it while nobody is connected — what a recording of
     pre-published traffic, a backlog benchmark or a first deployment before the daemon starts relies on.
+    With ``slots`` > 1, the session of every slot (:func:`for_slot`, shared subscriptions of ``group``:
+    :func:`share_group`). Returns the client ids.
     """
+    if slots == 1:
+        _create_session(settings, client_id, timeout)
+        return [client_id]
+    if group is None:
+        raise ValueError("the sessions of several slots need their share group (core.mqtt.share_group)")
+    made = [for_slot(settings, client_id, slot, group) for slot in range(slots)]
+    for slot_settings, slot_client_id in made:
+        _create_session(slot_settings, slot_client_id, timeout)
+    return [slot_client_id for _, slot_client_id in made]
+
+
+def _create_session(settings: MqttSettings, client_id: str, timeout: float) -> None:
     source = MqttSource(settings, client_id)
     subscribed = threading.Event()
     source._client.on_subscribe = lambda *args: subscribed.set()

@@ -28,7 +28,7 @@ from inlet.connectors.mqtt_meter.synth import Message, grid_traffic, municipal_t
 from inlet.core.config import load_config
 from inlet.core.errors import ConfigError
 from inlet.core.logging import configure_logging
-from inlet.core.mqtt import create_session
+from inlet.core.mqtt import create_session, share_group
 from tools.record_meters import publish
 
 __all__ = ["main", "session_for", "traffic"]
@@ -45,15 +45,18 @@ def traffic(kind: str, steps: int | None = None, seed: int | None = None) -> lis
 
 
 def session_for(key: str, config: Path) -> tuple[str, str]:
-    """Create the persistent session of integration ``key`` in ``config``; its broker URL and client id."""
+    """Create the persistent session of integration ``key`` in ``config`` (of each of its ``slots``); its broker
+    URL and client id(s)."""
     _, [item] = load_config(config, only=[key])
     mqtt_settings: Any = getattr(item.settings, "mqtt", None)
     if mqtt_settings is None:
         raise ConfigError(f"{key} is not an MQTT integration (its settings have no mqtt section)", file=str(item.file))
     # The client id the MQTT meter family connects with; the session (and its queue) belongs to it.
-    client_id = mqtt_settings.client_id or f"inlet-{item.config.customer}-{item.config.integration}"
-    create_session(mqtt_settings, client_id)
-    return str(mqtt_settings.url), client_id
+    cfg = item.config
+    client_id = mqtt_settings.client_id or f"inlet-{cfg.customer}-{cfg.integration}"
+    group = share_group(mqtt_settings, cfg.customer, cfg.integration)
+    client_ids = create_session(mqtt_settings, client_id, slots=cfg.slots, group=group)
+    return str(mqtt_settings.url), ", ".join(client_ids)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -145,6 +145,7 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     settings_model: ClassVar[type[PluginSettings]] = MqttMeterSettings
     contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1, DeviceStatusV1, DataQualityV1)
     description: ClassVar[str] = "MQTT meter hub (QoS 1, persistent session, PUBACK after the sink)"
+    shares_source: ClassVar[bool] = True  # slots: one $share subscription, one persistent session per slot
     scaffold: ClassVar[Scaffold] = Scaffold(
         family="mqtt_meter",
         integration="meters",
@@ -179,6 +180,8 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
         self._committed = Hygiene()  # what the sink acknowledged: the part of hygiene that survives a restart
         self._pending: dict[int, list[Noted]] = {}  # per unacknowledged message: what the committed memory notes
         self._hygiene_file = self.ctx.state_path("hygiene")
+        if self._hygiene_file is not None and self.ctx.slot is not None:  # each slot remembers what it saw
+            self._hygiene_file = self._hygiene_file.with_suffix(f".s{self.ctx.slot}.json")
         self._saved_at = time.monotonic()
         if self._hygiene_file is not None and self._hygiene_file.is_file():
             doc = orjson.loads(self._hygiene_file.read_bytes())
@@ -210,6 +213,9 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
                 return
             wait = mqtt.once_idle_seconds if wait else None
             yield Batch(messages, {"mids": [m.mid for m in messages if m.qos > 0]})
+
+    def describe_position(self, position: Position | None) -> str:
+        return "the broker keeps unacknowledged messages in the session: a position changes nothing"
 
     async def acknowledge(self, position: Position) -> None:
         mids = list(position.get("mids", ()))

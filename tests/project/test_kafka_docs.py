@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from inlet.core.config import KafkaSettings, RelaySettings, TopicsSettings
+from inlet.core.config import FleetSettings, KafkaSettings, RelaySettings, TopicsSettings
 from inlet.core.mqtt import MqttSettings
 from inlet.core.sinks.kafka import ERROR_ACTIONS
 from inlet.core.topics import DEFAULTS
@@ -57,7 +57,8 @@ def _defaults(model: type[BaseModel]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "model"), [("kafka", KafkaSettings), ("relay", RelaySettings), ("topics", TopicsSettings)]
+    ("prefix", "model"),
+    [("kafka", KafkaSettings), ("relay", RelaySettings), ("topics", TopicsSettings), ("fleet", FleetSettings)],
 )
 def test_every_setting_is_in_the_configuration_reference(prefix: str, model: type[BaseModel]) -> None:
     documented = {cells[0]: cells[1] for cells in _rows(CONFIGURATION, rf"{prefix}\.\w+")}
