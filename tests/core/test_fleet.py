@@ -418,3 +418,174 @@ async def test_a_replica_frozen_past_its_session_loses_its_integrations_without_
     assert all(len(v) == 1 for v in ids.values()), "a re-read record got a new event id"
     if delivery == "exactly_once":
         assert max(copies.values()) == 1, "a read_committed consumer saw an event twice"
+
+
+@pytest.mark.kafka
+@pytest.mark.mqtt
+@pytest.mark.slow
+async def test_thirty_integrations_on_three_replicas_survive_a_kill_and_a_fourth_takes_a_share(
+    tmp_path: Path, kafka_bootstrap: str, mosquitto_factory: Any
+) -> None:
+    """20 FHIR search, 7 FHIR bulk export and 3 MQTT integrations on three replicas. One is killed -9 mid-stream:
+    its integrations resume on the others within the session timeout (plus a generous margin for a loaded
+    machine); a fourth replica then takes a fair share. Every source record is in Kafka, duplicates only with
+    identical event ids."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from inlet.core.mqtt import MqttSettings, create_session
+    from tools.servers.fhir_bulk import BulkFaults, FhirBulkServer
+
+    session = 6.0
+    resources = generate_observations(400, seed=21)
+    wanted = {r["id"] for r in resources if r["status"] != "entered-in-error"}
+    readings = 1500
+    prefix = f"thirty-{uuid.uuid4().hex[:8]}."
+    group = f"{prefix}group"
+    broker = mosquitto_factory()
+    faults = BulkFaults(pending_polls=1, retry_after="0", chunk_delay=0.002)
+    with (
+        FhirTestServer(resources, page_delay=0.05) as search,
+        FhirBulkServer(resources, faults=faults, file_lines=100) as bulk,
+    ):
+        docs = [_search("acme", f"s{n}", search.base_url) for n in range(20)]
+        docs += [
+            {
+                "customer": "acme",
+                "integration": f"b{n}",
+                "plugin": "fhir.bulk_export",
+                "zone": "Europe/Vienna",
+                "poll_interval_seconds": 3600,
+                "weight": 2,
+                "settings": {
+                    "types": ["Observation"],
+                    "batch_size": 50,
+                    "poll_min_seconds": 0.01,
+                    "poll_max_seconds": 2.0,
+                    "http": {"base_url": bulk.base_url, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.5},
+                },
+            }
+            for n in range(7)
+        ]
+        mqtt_docs = [
+            {
+                "customer": "acme",
+                "integration": f"m{n}",
+                "plugin": "mqtt_meter",
+                "weight": 3,
+                "settings": {
+                    "mqtt": {"url": broker.url, "topics": [f"hub{n}/+/power"], "client_id": f"inlet-{prefix}m{n}"},
+                    "routes": [{"topic": f"hub{n}/+/power", "decoder": "json", "device_level": 1}],
+                },
+            }
+            for n in range(3)
+        ]
+        for doc in mqtt_docs:
+            settings = doc["settings"]
+            create_session(MqttSettings.model_validate(settings["mqtt"]), settings["mqtt"]["client_id"])
+        docs += mqtt_docs
+        roots = [
+            write_fleet_config(
+                tmp_path / f"r{i}",
+                kafka=kafka_bootstrap,
+                prefix=prefix,
+                group=group,
+                replica=f"r{i}",
+                integrations=docs,
+                session_timeout_seconds=session,
+            )
+            for i in range(4)
+        ]
+        procs = [start_supervisor(roots[i], log_level="info") for i in range(3)]
+        host, port = broker.url.removeprefix("mqtt://").split(":")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
+        in_flight = threading.BoundedSemaphore(20)
+        client.on_publish = lambda *args: in_flight.release()
+        client.connect(host, int(port))
+        client.loop_start()
+
+        def publish_all() -> None:
+            for i in range(readings):
+                for n in range(3):
+                    in_flight.acquire()
+                    payload = {"metric": "power", "value": i, "unit": "W", "ts": 1_763_000_000_000 + i}
+                    client.publish(f"hub{n}/dev{i % 7}/power", orjson.dumps(payload), qos=1)
+                if i % 100 == 0:
+                    time.sleep(0.05)
+
+        publisher = threading.Thread(target=publish_all, daemon=True)
+        try:
+            cfg = load_config(roots[0])[0]
+            deadline = time.monotonic() + 90
+            seen: dict[str, str] = {}
+            while time.monotonic() < deadline:
+                seen = await owners(cfg)
+                if len(seen) == 30 and set(seen.values()) == {"r0", "r1", "r2"}:
+                    break
+                time.sleep(0.3)
+            assert len(seen) == 30 and set(seen.values()) == {"r0", "r1", "r2"}, seen
+            publisher.start()
+            time.sleep(2.0)
+            theirs = sorted(k for k, r in seen.items() if r == "r1")
+            procs[1].send_signal(signal.SIGKILL)
+            procs[1].wait(timeout=10)
+            killed = time.monotonic()
+            positions = f"{prefix}positions"
+            pulls = [k for k in theirs if not k.startswith("acme/m")]  # pushes write no position
+            resumed: set[str] = set()
+            while time.monotonic() < killed + session + 60 and len(resumed) < len(pulls):
+                written = await _positions(kafka_bootstrap, positions)
+                resumed = {k for k, d in written if k in pulls and d["replica"] != "r1"}
+                time.sleep(0.3)
+            took = time.monotonic() - killed
+            assert resumed == set(pulls), f"not resumed elsewhere after {took:.0f} s: {sorted(set(pulls) - resumed)}"
+            seen = await owners(cfg)
+            assert len(seen) == 30 and "r1" not in seen.values(), seen
+            procs.append(start_supervisor(roots[3], log_level="info"))  # a fourth replica joins
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                seen = await owners(cfg)
+                if len(seen) == 30 and Counter(seen.values())["r3"] >= 5:
+                    break
+                time.sleep(0.3)
+            assert Counter(seen.values())["r3"] >= 5, Counter(seen.values())
+            publisher.join(timeout=120)
+
+            def done(records: list[Any]) -> bool:
+                per = _by_source(records)
+                return len(per) == 30 and all(
+                    len(v) >= (readings if k.startswith("m") else len(wanted)) for k, v in per.items()
+                )
+
+            got = await consume(
+                kafka_bootstrap,
+                [f"{prefix}clinical.observation.v1", f"{prefix}energy.meter_reading.v1"],
+                until=done,
+                timeout=240,
+            )
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGKILL)
+                    p.wait(timeout=10)
+    per = _by_source(got)
+    assert sorted(per) == sorted(d["integration"] for d in docs)
+    for name, records in per.items():
+        expected = {float(i) for i in range(readings)} if name.startswith("m") else wanted
+        assert set(records) == expected, (name, len(expected - set(records)))
+        assert all(len(ids) == 1 for ids in records.values()), f"{name}: a re-read record got a new event id"
+
+
+def _by_source(records: list[Any]) -> dict[str, dict[Any, set[str]]]:
+    """integration → source record (observation id, or a reading's quantity) → its event ids."""
+    out: dict[str, dict[Any, set[str]]] = {}
+    for r in records:
+        h = dict(r.headers)
+        doc = orjson.loads(r.value)
+        source = doc.get("observation_id", doc.get("quantity"))
+        out.setdefault(h["ce_integration"].decode(), {}).setdefault(source, set()).add(h["ce_id"].decode())
+    return out
