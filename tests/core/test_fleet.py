@@ -469,7 +469,7 @@ async def test_thirty_integrations_on_three_replicas_survive_a_kill_and_a_fourth
             }
             for n in range(7)
         ]
-        mqtt_docs = [
+        mqtt_docs: list[dict[str, Any]] = [
             {
                 "customer": "acme",
                 "integration": f"m{n}",
@@ -483,8 +483,8 @@ async def test_thirty_integrations_on_three_replicas_survive_a_kill_and_a_fourth
             for n in range(3)
         ]
         for doc in mqtt_docs:
-            settings = doc["settings"]
-            create_session(MqttSettings.model_validate(settings["mqtt"]), settings["mqtt"]["client_id"])
+            mqtt_settings = doc["settings"]["mqtt"]
+            create_session(MqttSettings.model_validate(mqtt_settings), mqtt_settings["client_id"])
         docs += mqtt_docs
         roots = [
             write_fleet_config(
