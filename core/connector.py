@@ -31,6 +31,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from inlet.contracts.base import Contract, published
+from inlet.core.envelope import payload_bytes
 from inlet.core.errors import ConfigError
 from inlet.core.types import Position, RawRecord
 
@@ -126,6 +127,10 @@ class Connector(abc.ABC, Generic[SettingsT]):
     any other configured ``zone`` would shift every such time, so the base class refuses it (``inlet check`` too)."""
     zone_needed: ClassVar[str] = ""
     """Non-empty when records of this family need the integration's ``zone``: what goes to the DLQ without it."""
+    redelivers: ClassVar[bool] = False
+    """True for a push source whose sender redelivers what was not acknowledged (an MQTT broker, an MLLP sender):
+    with ``delivery: exactly_once`` the pipeline then keeps the :meth:`redelivery_key` of the last committed batch
+    in its position, so a message redelivered after a crash between commit and acknowledgement is recognised."""
     shares_source: ClassVar[bool] = False
     """True when several instances (``slots``, each with ``ctx.slot``) can split one source between them (MQTT
     shared subscriptions); a pull source with one position per integration cannot."""
@@ -216,6 +221,10 @@ class Connector(abc.ABC, Generic[SettingsT]):
 
     async def acknowledge(self, position: Position) -> None:
         """Called once the sink holds every event up to ``position`` and the checkpoint is written."""
+
+    def redelivery_key(self, raw: RawRecord) -> bytes:
+        """What makes a redelivered raw record recognisable (``redelivers``): by default its bytes."""
+        return payload_bytes(raw)
 
     def describe_position(self, position: Position | None) -> str:
         """What the next run reads from ``position``, in a line for people: ``inlet positions set`` / ``reset``

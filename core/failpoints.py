@@ -6,7 +6,8 @@ message's events are in the sink, its ACK not sent) and ``dlq.after_sink`` (``in
 events are acknowledged by the sink, their DLQ records not yet marked resolved) and ``position.save`` (a fleet's
 batch is in the sink, its position not yet committed to the positions topic: ``core.positions``).
 ``position.save`` (a batch's events are sent to Kafka, its position not yet written; exactly-once: inside the
-open transaction, before its commit).
+open transaction, before its commit) and ``pipeline.after_commit`` (a batch is committed, its upstream
+acknowledgement — an MQTT PUBACK — not yet sent).
 ``INLET_FAILPOINT=mllp.after_sink:3`` kills the process at the 3rd time the point ``mllp.after_sink`` is
 reached; several are separated by commas. ``NAME:N:stop`` sends SIGSTOP instead: the process freezes there (a
 long GC pause, a partitioned host) until a SIGCONT, which is how the fleet tests freeze a replica inside a

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ from inlet.core.errors import (
     SinkRefused,
     UpstreamDrift,
 )
+from inlet.core.failpoints import Failpoint
 from inlet.core.metrics import BatchCounts, Stats, dlq_reason
 from inlet.core.positions import PositionStore
 from inlet.core.progress import caught_up, committed
@@ -65,6 +67,16 @@ __all__ = [
     "refused_event",
     "truncated",
 ]
+
+AFTER_COMMIT = Failpoint("pipeline.after_commit")
+"""``INLET_FAILPOINT=pipeline.after_commit:N``: killed after the N-th commit, before its upstream acknowledgement."""
+
+REDELIVERED = "redelivered: its events are committed"
+"""The filter reason of a message a push source redelivered after its batch was committed (exactly-once)."""
+
+COMMITTED_KEY = "_committed"
+"""Position key of an exactly-once push source: digests of the last committed batch's messages (see
+:meth:`Pipeline.run`)."""
 
 DLQ_TRUNCATED_BYTES = 4096
 """How much of its payload a DLQ record keeps when the sink refused it whole: enough to see what the record was,
@@ -176,6 +188,29 @@ def process_batch(
     return events, counts
 
 
+def _digest(connector: Connector[Any], raw: Any) -> str:
+    return hashlib.blake2b(connector.redelivery_key(raw), digest_size=12).hexdigest()
+
+
+MAX_COMMITTED_DIGESTS = 20_000
+"""At most this many digests ride in a position (a batch's, plus those of earlier commits not redelivered yet)."""
+
+
+def _left_redelivered(connector: Connector[Any], batch: Batch, committed: dict[str, None]) -> tuple[Batch, int]:
+    """The batch without the messages redelivered after their commit (``committed``: digests not yet seen again,
+    in order; those met are removed), its position carrying the digests of all its messages plus the rest of
+    ``committed`` (a second crash before they came back must still know them); and how many were left out."""
+    digests = [_digest(connector, raw) for raw in batch.records]
+    kept: list[Any] = []
+    for raw, digest in zip(batch.records, digests, strict=True):
+        if digest in committed:
+            del committed[digest]  # met again: acknowledged with this batch, never redelivered after it
+        else:
+            kept.append(raw)
+    carried = [*digests, *committed][:MAX_COMMITTED_DIGESTS]
+    return Batch(kept, {**batch.position, COMMITTED_KEY: carried}), len(batch.records) - len(kept)
+
+
 def _process_batch(
     connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None
 ) -> tuple[list[Event], BatchCounts, list[_Span]]:
@@ -282,6 +317,7 @@ class Pipeline:
         max_in_flight: int = 4,
         drift: DriftCheck | None = None,
         position_name: str | None = None,
+        redelivered: bool = False,
     ) -> None:
         self.connector = connector
         self.env = env
@@ -293,10 +329,16 @@ class Pipeline:
         self.position_name = position_name or env.integration
         """What the position is stored under: the integration's name, ``name#slot`` for a slot of it."""
         self.position: Position | None = None
+        self.redelivered = redelivered
+        """Exactly-once with a push source (``Connector.redelivers``): each committed position carries the digests
+        of its batch's messages under :data:`COMMITTED_KEY`; a message redelivered after a crash between a commit
+        and its acknowledgement matches one and is filtered (:data:`REDELIVERED`) instead of committed twice. One
+        batch is enough: the pipeline acknowledges each batch right after its commit, before the next commit."""
 
     async def run(self, position: Position | None, stop: asyncio.Event) -> Position | None:
         """Read from ``position`` until the connector is caught up or ``stop`` is set; return the last commit."""
         self.position = position
+        committed = dict.fromkeys((position or {}).get(COMMITTED_KEY, ())) if self.redelivered else {}
         pending: deque[_Pending] = deque()
         batches = self.connector.read(position).__aiter__()
         stopper = asyncio.ensure_future(stop.wait())
@@ -325,9 +367,7 @@ class Pipeline:
                 except StopAsyncIteration:
                     break
                 nxt = None
-                events, counts, spans = _process_batch(self.connector, self.env, batch, self.drift)
-                ack = asyncio.ensure_future(await self.sink.submit(events))
-                pending.append(_Pending(ack, batch.position, counts, events, spans, self.env.last_time))
+                pending.append(await self._submit(batch, committed))
                 while pending and (len(pending) >= self.max_in_flight or pending[0].ack.done()):
                     await self._commit(pending.popleft())
             while pending:  # drain: everything handed to the sink gets its commit
@@ -346,11 +386,24 @@ class Pipeline:
             caught_up()  # the source had nothing more (core.progress: the lag gauge's clock)
         return self.position
 
+    async def _submit(self, batch: Batch, committed: dict[str, None]) -> _Pending:
+        """Process a batch and hand its events to the sink (exactly-once push: without redelivered messages)."""
+        left = 0
+        if self.redelivered:
+            batch, left = _left_redelivered(self.connector, batch, committed)
+        events, counts, spans = _process_batch(self.connector, self.env, batch, self.drift)
+        if left:
+            counts.records_in += left
+            counts.filtered[REDELIVERED] += left
+        ack = asyncio.ensure_future(await self.sink.submit(events))
+        return _Pending(ack, batch.position, counts, events, spans, self.env.last_time)
+
     async def _commit(self, item: _Pending) -> None:
         rejected = await item.ack
         if rejected:  # a sink that resolves to None (an older or a test sink) refused nothing
             await self._dead_letter(item, rejected)
         await self.checkpoints.save(self.env.customer, self.position_name, item.position)
+        AFTER_COMMIT.hit()  # crash tests: committed, not yet acknowledged upstream
         self.position = item.position
         self.stats.add(item.counts)
         self.stats.last_position = item.position

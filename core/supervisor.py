@@ -411,6 +411,7 @@ class Supervisor:
                             max_in_flight=1 if eos is not None else cfg.max_in_flight,
                             drift=drift,
                             position_name=unit.name,
+                            redelivered=eos is not None and item.plugin.redelivers,
                         )
                         position = await pipeline.run(position, control.halt)
                         failures, backoff = 0, self.cfg.restart_backoff_initial_seconds

@@ -147,6 +147,7 @@ class Hl7v2Connector(Connector[Hl7v2Settings]):
     contracts: ClassVar[tuple[type[Contract], ...]] = (PatientV1, EncounterV1, ObservationV3, PatientMergeV1)
     description: ClassVar[str] = "HL7 v2 ADT/ORU over MLLP (ACK after the sink)"
     phi: ClassVar[bool] = True
+    redelivers: ClassVar[bool] = True  # an MLLP sender resends what was not ACKed
     zone_needed: ClassVar[str] = "HL7 timestamps without an offset are the sending facility's wall time"
     scaffold: ClassVar[Scaffold] = Scaffold(
         family="hl7v2",

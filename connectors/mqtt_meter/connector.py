@@ -146,6 +146,7 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
     contracts: ClassVar[tuple[type[Contract], ...]] = (MeterReadingV1, DeviceStatusV1, DataQualityV1)
     description: ClassVar[str] = "MQTT meter hub (QoS 1, persistent session, PUBACK after the sink)"
     shares_source: ClassVar[bool] = True  # slots: one $share subscription, one persistent session per slot
+    redelivers: ClassVar[bool] = True  # the broker redelivers what was not PUBACKed
     scaffold: ClassVar[Scaffold] = Scaffold(
         family="mqtt_meter",
         integration="meters",
@@ -213,6 +214,9 @@ class MqttMeterConnector(Connector[MqttMeterSettings]):
                 return
             wait = mqtt.once_idle_seconds if wait else None
             yield Batch(messages, {"mids": [m.mid for m in messages if m.qos > 0]})
+
+    def redelivery_key(self, raw: MqttMessage) -> bytes:
+        return raw.topic.encode() + b"\0" + raw.payload
 
     def describe_position(self, position: Position | None) -> str:
         return "the broker keeps unacknowledged messages in the session: a position changes nothing"
