@@ -137,10 +137,8 @@ def _runs_where(cfg: SupervisorConfig, key: str) -> str | None:
         return f"the supervisor running on {cfg.state_dir} ({pid}) runs it"
     if cfg.fleet is None:
         return None
-    try:
-        from inlet.core.fleet import owners
-    except ImportError as exc:
-        return f"which fleet replica runs it cannot be told (core.fleet: {exc})"
+    from inlet.core.fleet import owners
+
     try:
         owned = asyncio.run(owners(cfg))
     except (TransientError, SinkRefused) as exc:

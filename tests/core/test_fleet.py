@@ -178,6 +178,14 @@ async def test_two_replicas_split_the_integrations_and_one_takes_over_when_the_o
             )
             doc = orjson.loads(shown.stdout)
             assert doc["group"] == group and doc["units"] == seen, doc  # `inlet status --fleet` says who runs what
+            refused = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "inlet", "positions", "reset", "acme/obs0", "--yes", "--config", str(roots[0])],
+                capture_output=True,
+                timeout=60,
+            )
+            assert refused.returncode == 1, refused.stderr  # `inlet positions` will not move a running position
+            assert f"fleet replica {seen['acme/obs0']} runs it" in refused.stderr.decode(), refused.stderr
             procs[1].send_signal(signal.SIGTERM)  # a clean stop: it leaves the group, r0 takes everything
             assert procs[1].wait(timeout=60) == 0, supervisor_log(roots[1])
             deadline = time.monotonic() + 60
