@@ -411,6 +411,8 @@ OPENAPI: dict[str, Any] = {
                     "unhealthy": {"type": "object", "additionalProperties": {"type": "string"}},
                     "generated_at": {"type": "string", "format": "date-time"},
                     "sink": {"enum": ["kafka", "outbox"]},
+                    "replica": {"type": "string", "description": "this supervisor's name in a fleet"},
+                    "fleet": {"type": ["string", "null"], "description": "the fleet's consumer group; null: none"},
                     "integrations": {"type": "array", "items": {"$ref": "#/components/schemas/Integration"}},
                     "contracts": {"type": "array", "items": {"$ref": "#/components/schemas/Contract"}},
                 },
@@ -419,11 +421,26 @@ OPENAPI: dict[str, Any] = {
             "Integration": {
                 "type": "object",
                 "properties": {
-                    "key": {"type": "string", "description": "customer/integration"},
+                    "key": {"type": "string", "description": "customer/integration, or customer/integration#slot"},
                     "customer": {"type": "string"},
                     "integration": {"type": "string"},
                     "plugin": {"type": "string"},
-                    "state": {"enum": ["running", "backing_off", "failed", "paused", "caught_up", "stopped"]},
+                    "state": {
+                        "enum": [
+                            "running",
+                            "backing_off",
+                            "failed",
+                            "paused",
+                            "caught_up",
+                            "stopped",
+                            "elsewhere",
+                            "fenced",
+                        ]
+                    },
+                    "replica": {
+                        "type": ["string", "null"],
+                        "description": "the replica running it: this one, or null when it runs elsewhere in the fleet",
+                    },
                     "healthy": {"type": "boolean"},
                     "unhealthy_reason": _NULL_STR,
                     "last_success": {"type": ["string", "null"], "format": "date-time"},

@@ -145,6 +145,7 @@ async def test_counts_dlq_reasons_and_metrics_agree_after_a_known_run(
 
     filtered = len(resources) - len(wanted) - 1
     assert doc["state"] == "caught_up" and doc["healthy"] and listed["ready"] is True
+    assert doc["replica"] == supervisor.replica == listed["replica"] and listed["fleet"] is None  # runs here
     assert doc["counts"] == {
         "records_in": len(resources),
         "events_out": 2 * len(wanted),  # clinical.observation v2 and, dual-published, v1
