@@ -1,4 +1,4 @@
-"""HTTP for connectors: one httpx client per integration, with the politeness a plugin cannot forget.
+"""HTTP for connectors: one client per integration, with the politeness a plugin cannot forget.
 
 What :class:`HttpClient` does on every request, in this order:
 
@@ -21,18 +21,26 @@ Errors carry ``retriable`` on the class: :class:`~core.errors.UpstreamError` (re
 backs off and resumes from the checkpoint) or :class:`UpstreamRefused` (not: 401/403/404/422...).
 Every retry, wait and refusal is a log line and a Prometheus counter. ``replay:`` in the settings
 answers from recorded fixtures through httpx's transport layer instead of the network.
+
+Idle, a client costs little: every client verifies with one TLS context per CA source (:func:`tls_context`), and
+one with nothing in flight for :data:`IDLE_RELEASE_SECONDS` closes its connection pool (the next request opens
+a new one), so an integration sleeping between polls holds no socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
+import os
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -58,6 +66,7 @@ __all__ = [
     "HttpSettings",
     "UnexpectedContent",
     "UpstreamRefused",
+    "tls_context",
 ]
 
 log = structlog.get_logger("inlet.http")
@@ -234,6 +243,30 @@ class _WaitRetryAfter(wait_base):
         return wait
 
 
+def tls_context() -> ssl.SSLContext:
+    """The verifying TLS context of every :class:`HttpClient`: one per process and CA source, not one per client.
+
+    What httpx builds for a client by default (``verify=True``, ``trust_env=True``): the CAs of
+    ``SSL_CERT_FILE``, else of ``SSL_CERT_DIR``, else certifi's bundle. httpx builds that context for every
+    client, even one that only talks plain http, and loading the CA bundle costs ~0.85 MB of native memory each
+    time: with a client per integration, a thousand idle integrations held ~850 MB of identical CA stores
+    (``bench/bench_idle.py``). A context is safe to share: it holds the verification policy and the trusted CAs,
+    no credentials. Settings that change either (a private CA, a client certificate) must get a context of
+    their own, keyed by those settings like the CA source here.
+    """
+    return _tls_context(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+@cache
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    # httpx's own choice for verify=True, trust_env=True, with the CA source as the cache key.
+    if cert_file:
+        return ssl.create_default_context(cafile=cert_file)
+    if cert_dir:
+        return ssl.create_default_context(capath=cert_dir)
+    return httpx.create_ssl_context(verify=True, trust_env=False)  # certifi's bundle
+
+
 def _exception_action(exc: BaseException) -> Action | None:
     for kind, action in EXCEPTION_ACTIONS.items():
         if isinstance(exc, kind):
@@ -257,6 +290,12 @@ def _transport_error(method: str, url: str, exc: httpx.HTTPError) -> InletError:
     return UpstreamRefused(message)
 
 
+IDLE_RELEASE_SECONDS = 10.0
+"""An :class:`HttpClient` idle this long (no request, no open stream) closes its connection pool; twice httpcore's
+keep-alive expiry (5 s), after which a pooled connection would not be reused anyway."""
+_RELEASING: set[asyncio.Task[None]] = set()  # pools being closed in the background (a reference keeps the task)
+
+
 class HttpClient:
     """An integration's HTTP client. Use as ``async with HttpClient(settings, ctx) as http``."""
 
@@ -277,14 +316,12 @@ class HttpClient:
         self._origin = httpx.URL(settings.base_url)
         self._label = self._origin.host or "local"
         self._accept = {t.lower() for t in settings.content_types}
-        self._client = httpx.AsyncClient(
-            base_url=settings.base_url,
-            headers={"User-Agent": "inlet/0.1", **settings.headers},
-            auth=build_auth(settings.auth, logger=self.log),
-            transport=transport,
-            timeout=settings.timeout_seconds,
-            follow_redirects=False,
-        )
+        self._auth = build_auth(settings.auth, logger=self.log)  # one per HttpClient: renewed tokens live on it
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None  # made on first use, dropped when idle (own transport only)
+        self._closed = False
+        self._busy = 0  # logical requests and open streams
+        self._idle: asyncio.TimerHandle | None = None
         self.retries = 0
 
     async def __aenter__(self) -> HttpClient:
@@ -295,7 +332,54 @@ class HttpClient:
 
     async def aclose(self) -> None:
         """Close the connection pool; idempotent."""
+        self._closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._client is None:  # never used, or released while idle: a closed one refuses further requests
+            self._client = self._new_client()
         await self._client.aclose()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.settings.base_url,
+            headers={"User-Agent": "inlet/0.1", **self.settings.headers},
+            auth=self._auth,
+            transport=self._transport,
+            timeout=self.settings.timeout_seconds,
+            follow_redirects=False,
+            verify=tls_context(),
+        )
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def _enter(self) -> None:
+        self._busy += 1
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0 and self._transport is None and self._client is not None and not self._closed:
+            self._idle = asyncio.get_running_loop().call_later(IDLE_RELEASE_SECONDS, self._release)
+
+    def _release(self) -> None:
+        """Idle for :data:`IDLE_RELEASE_SECONDS`: close the pool (its keep-alive connections have expired by then,
+        but httpcore only notices at the next request, so each would hold a socket, and the upstream a
+        connection, until the next poll). The next request makes a new one. An injected transport (replay,
+        recording, a test's) is never closed here: it may not open again."""
+        self._idle = None
+        if self._busy or self._closed or self._client is None:
+            return
+        client, self._client = self._client, None
+        task = asyncio.get_running_loop().create_task(client.aclose())
+        _RELEASING.add(task)
+        task.add_done_callback(_RELEASING.discard)
 
     async def _once(
         self,
@@ -309,7 +393,7 @@ class HttpClient:
         """One attempt; raises ``_Retryable`` for what the policy retries. ``strict`` is ``get()``'s contract:
         any status >= 400 raises and a 2xx must have a declared content type."""
         try:
-            async with self.limiter.slot(), self._client.stream(method, url, headers=headers, params=params) as resp:
+            async with self.limiter.slot(), self._http.stream(method, url, headers=headers, params=params) as resp:
                 REQUESTS.labels(self._label, str(resp.status_code)).inc()
                 self.limiter.observe(resp.headers)
                 if strict:
@@ -397,7 +481,6 @@ class HttpClient:
 
     async def _attempts(self, method: str, url: str, once: Callable[[], Awaitable[_T]]) -> _T:
         """``once()`` until it succeeds, within ``max_attempts`` and ``deadline_seconds``; every retry logged."""
-        s = self.settings
         started = time.monotonic()
 
         def before_sleep(state: RetryCallState) -> None:
@@ -415,6 +498,21 @@ class HttpClient:
                 wait=round(state.next_action.sleep, 2) if state.next_action else None,
             )
 
+        self._enter()
+        try:
+            return await self._retrying(method, url, once, started, before_sleep)
+        finally:
+            self._leave()
+
+    async def _retrying(
+        self,
+        method: str,
+        url: str,
+        once: Callable[[], Awaitable[_T]],
+        started: float,
+        before_sleep: Callable[[RetryCallState], None],
+    ) -> _T:
+        s = self.settings
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.max_attempts) | stop_before_delay(s.deadline_seconds),  # never sleep past it
             wait=_WaitRetryAfter(s.backoff_initial_seconds, s.backoff_max_seconds),
@@ -491,7 +589,7 @@ class HttpClient:
         scheme, host and port) — another origin raises :class:`UpstreamRefused`, nothing is sent; False
         sends none (a pre-signed URL); ``"cross-origin"`` sends them to any origin, an explicit decision.
         """
-        target = self._client.build_request("GET", url, headers=headers).url
+        target = self._http.build_request("GET", url, headers=headers).url
         if send_auth is True and (target.scheme, target.netloc) != (self._origin.scheme, self._origin.netloc):
             raise UpstreamRefused(
                 mask(
@@ -503,10 +601,10 @@ class HttpClient:
         auth: Any = httpx.USE_CLIENT_DEFAULT if send_auth else None
 
         async def once() -> httpx.Response:
-            request = self._client.build_request("GET", url, headers=headers)
+            request = self._http.build_request("GET", url, headers=headers)
             try:
                 async with self.limiter.slot():
-                    resp = await self._client.send(request, stream=True, auth=auth)
+                    resp = await self._http.send(request, stream=True, auth=auth)
             except UpstreamError as exc:  # the auth flow's token endpoint answered 5xx / 429
                 raise _Retryable(mask(str(exc)), "auth") from exc
             except httpx.HTTPError as exc:
@@ -526,8 +624,12 @@ class HttpClient:
                     await resp.aclose()
             return resp
 
-        resp = await self._attempts("GET", url, once)
+        self._enter()  # until the caller has read the body: the pool must stay open
         try:
-            yield resp
+            resp = await self._attempts("GET", url, once)
+            try:
+                yield resp
+            finally:
+                await resp.aclose()
         finally:
-            await resp.aclose()
+            self._leave()

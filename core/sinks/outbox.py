@@ -115,7 +115,8 @@ class OutboxSink(Sink):
                 )
 
         try:
-            await self._db.acall(write)
+            if rows:  # a batch with no event (a poll that found only what it had delivered): nothing to write
+                await self._db.acall(write)
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"outbox {self.path}: {exc}") from exc
         done: asyncio.Future[Sequence[Rejected]] = asyncio.get_running_loop().create_future()
