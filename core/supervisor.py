@@ -15,6 +15,11 @@
   certificate) stops the integration for good instead of restarting it; ``/readyz`` reports it. When no
   integration is left running and the probes are served, the supervisor stays up (not ready, saying why) until
   SIGTERM.
+- With ``fleet:`` in ``inlet.yaml`` it is one replica of several: it runs what the fleet's consumer group assigns
+  it (:mod:`inlet.core.fleet`), releasing an integration (drained, committed) before a rebalance hands it on;
+  positions then live in Kafka (:mod:`inlet.core.positions`), and an integration with ``delivery: exactly_once``
+  writes through its own transactional producer (:mod:`inlet.core.sinks.transactional`). An integration with
+  ``slots`` runs as that many units, one connector each.
 - With ``relay: {enabled: true}`` (and Kafka configured) the integrations write the outbox and the relay
   (:mod:`inlet.core.relay`) ships it to Kafka alongside them: the outbox is then a local buffer that keeps the
   integrations reading while Kafka is away, and Kafka gets every event in outbox order. With ``once`` the relay
@@ -358,7 +363,7 @@ class Supervisor:
             await self._run_integration(unit, item, stats, env, drift, self.controls[unit.key], bound)
         finally:
             progress.finished = True
-            if stats.state not in ("failed", "caught_up"):
+            if stats.state not in ("failed", "caught_up", "fenced"):
                 stats.state = "stopped"
 
     @staticmethod
