@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aiokafka.errors import GroupAuthorizationFailedError
 
 from inlet.core.config import LoadedIntegration, SupervisorConfig
 from inlet.core.control import Control
@@ -334,7 +335,7 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the group (Kafka) is away: nothing runs here until it is back
-                if isinstance(exc, InletError) and exc.fatal:
+                if (isinstance(exc, InletError) and exc.fatal) or isinstance(exc, GroupAuthorizationFailedError):
                     self.failed["fleet"] = f"{type(exc).__name__}: {exc}"
                     log.error("fleet membership refused: nothing runs on this replica", error=str(exc))
                     await self.stop_event.wait()
