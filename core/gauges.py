@@ -12,8 +12,9 @@ supervisor at scrape time instead of being kept up to date on the hot path:
 - ``inlet_ready{customer,integration}`` — 1 while the integration is healthy, 0 while it backs off after an error,
   waits out an upstream pause or was stopped for good: ``/readyz``, per integration.
 
-A supervisor is watched from the start of its run to its end (:func:`watch`, :func:`unwatch`); with none
-running, the gauges have no samples.
+In a fleet each replica reports only the integrations it runs (none of those in state ``elsewhere``), so an
+integration's samples come from one replica at a time. A supervisor is watched from the start of its run to its
+end (:func:`watch`, :func:`unwatch`); with none running, the gauges have no samples.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class _Collector(Collector):
         for supervisor in watched:
             status = supervisor.status()
             for key, p in list(supervisor.progress.items()):
+                if p.stats.state == "elsewhere":  # another replica of the fleet runs it, and reports it
+                    continue
                 labels = [p.stats.customer, p.stats.integration]
                 if (newest := p.stats.newest_event_time) is not None:
                     lag.add_metric(labels, round((wall - newest).total_seconds(), 3))

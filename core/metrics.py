@@ -115,7 +115,8 @@ class Stats:
     """Set when a stop ended the run while the integration was not caught up in a way the books cannot show
     (waiting out an upstream pause): the run summary then does not call it balanced."""
     state: str = "stopped"
-    """What the supervisor does with it (``core.status``): running, backing_off, failed, paused, caught_up, stopped."""
+    """What the supervisor does with it (``core.status``): running, backing_off, failed, paused, caught_up, stopped;
+    in a fleet also elsewhere (another replica runs it) and fenced."""
     last_success: float | None = None
     """Unix time of the last committed batch."""
     newest_event_time: datetime | None = None

@@ -140,6 +140,31 @@ def test_lag_and_readiness_are_gauges_per_integration() -> None:
     assert "acme" not in generate_latest().decode().split("inlet_stalled_seconds", 1)[1].split("# HELP", 1)[0]
 
 
+def test_an_integration_another_replica_runs_has_no_samples_here() -> None:
+    stats = Stats("acme", "moved")
+    stats.state = "elsewhere"  # the fleet gave it to another replica: that one reports it
+    p = progress.IntegrationProgress("acme/moved", stats)
+    p.last_progress -= 7200  # would look stalled for two hours
+
+    class Replica:
+        def __init__(self) -> None:
+            self.progress = {"acme/moved": p}
+
+        def status(self) -> dict[str, str | None]:
+            return {"acme/moved": None}
+
+    replica = Replica()
+    gauges.watch(replica)
+    try:
+        text = generate_latest().decode()
+        stats.state = "running"  # assigned here again: reported again
+        again = generate_latest().decode()
+    finally:
+        gauges.unwatch(replica)
+    assert 'integration="moved"' not in text
+    assert 'inlet_stalled_seconds{customer="acme",integration="moved"}' in again
+
+
 def test_a_bulk_export_reports_its_phase_files_and_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from inlet.connectors.fhir.bulk import FhirBulkExportConnector, FhirBulkSettings
     from inlet.connectors.fhir.synth import generate_dataset
