@@ -46,6 +46,7 @@ from aiokafka.consumer.subscription_state import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
+from prometheus_client import Counter, Gauge
 
 from inlet.core.kafka_client import connection_options, start_client
 from inlet.core.ratelimit import upstream_key
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["ASSIGNOR", "Membership", "Unit", "owners", "plan", "replica_name", "units_of"]
 
 log = structlog.get_logger("inlet.fleet")
+
+UNITS = Gauge("inlet_fleet_units", "Units (integrations, slots) this replica runs", ("group", "replica"))
+REBALANCES = Counter("inlet_fleet_rebalances", "Assignments this replica received from its group", ("group", "replica"))
 
 ASSIGNOR = "inlet-weighted"
 """The group protocol's name: every member must offer it (a plain consumer joining the group is refused)."""
@@ -292,10 +296,13 @@ class Membership:
             log.info("fleet rebalance: draining and committing before releasing", units=len(self.running))
         await self._on_revoked()
         self.running = []
+        UNITS.labels(self.fleet.group, self.replica).set(0)
 
     async def assign(self) -> None:
         self.rebalances += 1
         self.running = list(self.assignor.assigned)
+        REBALANCES.labels(self.fleet.group, self.replica).inc()
+        UNITS.labels(self.fleet.group, self.replica).set(len(self.running))
         log.info("fleet assignment received", replica=self.replica, units=self.running)
         await self._on_assigned(self.running)
 

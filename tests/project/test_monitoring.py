@@ -22,7 +22,15 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "inlet-dashboard.json"
 
 # Every module that declares metrics (a test keeps this list complete: see the last test).
-METRIC_MODULES = ("core.metrics", "core.http", "core.ratelimit", "core.drift", "core.gauges", "core.supervisor")
+METRIC_MODULES = (
+    "core.metrics",
+    "core.http",
+    "core.ratelimit",
+    "core.drift",
+    "core.gauges",
+    "core.supervisor",
+    "core.fleet",
+)
 _SUFFIXES = {
     "counter": ("_total",),
     "gauge": ("",),
