@@ -78,7 +78,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
-import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -90,6 +89,7 @@ from inlet.connectors.fhir.resources import filter_reason
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.core.config import load_config
 from inlet.core.fleet import owners
+from tools.fleet_config import write_fleet_config
 from tools.servers.fhir import FhirTestServer
 from tools.services import Mosquitto
 
@@ -128,32 +128,21 @@ def write_config(
     integrations: Sequence[dict[str, Any]],
     session_timeout: float = DEFAULT_SESSION_TIMEOUT,
 ) -> Path:
-    """One replica's config directory: fleet ``<prefix>group``, positions ``<prefix>positions``, topics under
-    ``prefix`` (created at start-up: ``topics.create``), its own state directory."""
-    (root / "integrations").mkdir(parents=True, exist_ok=True)
-    sup = {
-        "state_dir": str(root / "state"),
-        "restart_backoff_initial_seconds": 0.2,
-        "restart_backoff_max_seconds": 2.0,
-        "topic_template": prefix + "{name}.v{major}",
-        "dlq_topic_template": prefix + "dlq",
-        "drift_topic_template": prefix + "drift",
-        "topics": {"create": True},
-        "kafka": {"bootstrap": kafka},
-        "fleet": {
-            "group": prefix + "group",
-            "replica": replica,
-            "positions_topic": prefix + "positions",
-            "session_timeout_seconds": session_timeout,
-            "heartbeat_interval_seconds": session_timeout / 4,
-            "rebalance_timeout_seconds": 30,
-            "transactional_id_prefix": prefix + "tx",
-        },
-    }
-    (root / "inlet.yaml").write_text(yaml.safe_dump(sup))
-    for doc in integrations:
-        (root / "integrations" / f"{doc['customer']}.{doc['integration']}.yaml").write_text(yaml.safe_dump(doc))
-    return root
+    """One replica's config directory (``tools.fleet_config``): fleet ``<prefix>group``, topics under ``prefix``
+    created at start-up (``topics.create``), transactional ids under ``<prefix>tx``, Kafka's default timeouts."""
+    return write_fleet_config(
+        root,
+        kafka=kafka,
+        prefix=prefix,
+        group=prefix + "group",
+        replica=replica,
+        integrations=integrations,
+        session_timeout_seconds=session_timeout,
+        request_timeout_ms=None,
+        fleet={"transactional_id_prefix": prefix + "tx"},
+        drift_topic_template=prefix + "drift",
+        topics={"create": True},
+    )
 
 
 class Replica:
@@ -860,6 +849,25 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     drains: list[Drain] = []
     deliveries = ("at_least_once", "exactly_once")
     profiles: list[str] = []
+
+    async def pairs(kind: str) -> None:
+        """``args.pairs`` alternating at-least-once and exactly-once drains of ``kind``, then the profiled ones."""
+        for i in range(args.pairs):
+            for delivery in deliveries:
+                log(f"{kind}: pair {i + 1}/{args.pairs}, {delivery}")
+                drains.append(await drain(s, kind, delivery, f"p{i}"))
+        if args.profile:
+            s.profile_dir = args.profile
+            for delivery in deliveries:
+                log(f"{kind}: profiled {delivery} run (py-spy, not counted)")
+                d = await drain(s, kind, delivery, "profile")
+                short = "eos" if delivery == "exactly_once" else "alo"
+                profiles.append(
+                    f"{delivery}, {d.rate:,.0f}/s under py-spy\n"
+                    + profile_summary(args.profile / f"{kind}-profile-{short}.txt")
+                )
+            s.profile_dir = None
+
     if args.resources:
         data = tmp / "Observation.000.ndjson"
         count, size = write_ndjson(data, args.resources)
@@ -871,41 +879,13 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
             s.bulk_url = base_url
             log("bulk: warm-up (one exactly-once run, not counted)")
             await drain(s, "bulk", "exactly_once", "warm")
-            for i in range(args.pairs):
-                for delivery in deliveries:
-                    log(f"bulk: pair {i + 1}/{args.pairs}, {delivery}")
-                    drains.append(await drain(s, "bulk", delivery, f"p{i}"))
-            if args.profile:
-                s.profile_dir = args.profile
-                for delivery in deliveries:
-                    log(f"bulk: profiled {delivery} run (py-spy, not counted)")
-                    d = await drain(s, "bulk", delivery, "profile")
-                    short = "eos" if delivery == "exactly_once" else "alo"
-                    profiles.append(
-                        f"{delivery}, {d.rate:,.0f}/s under py-spy\n"
-                        + profile_summary(args.profile / f"bulk-profile-{short}.txt")
-                    )
-                s.profile_dir = None
+            await pairs("bulk")
     if args.messages:
         with Mosquitto() as mosquitto:
             s.mqtt = MqttEnv("127.0.0.1", mosquitto.port, mosquitto.url, bootstrap, mosquitto.pid, broker_pid, tmp)
             s.events_per_message = check_stamp_is_ignored()
             s.messages = readings(args.messages)
-            for i in range(args.pairs):
-                for delivery in deliveries:
-                    log(f"mqtt: pair {i + 1}/{args.pairs}, {delivery}")
-                    drains.append(await drain(s, "mqtt", delivery, f"p{i}"))
-            if args.profile:
-                s.profile_dir = args.profile
-                for delivery in deliveries:
-                    log(f"mqtt: profiled {delivery} run (py-spy, not counted)")
-                    d = await drain(s, "mqtt", delivery, "profile")
-                    short = "eos" if delivery == "exactly_once" else "alo"
-                    profiles.append(
-                        f"{delivery}, {d.rate:,.0f}/s under py-spy\n"
-                        + profile_summary(args.profile / f"mqtt-profile-{short}.txt")
-                    )
-                s.profile_dir = None
+            await pairs("mqtt")
     moves = await rebalance(args, bootstrap, tmp, run_id) if args.kills else None
     return {
         "benchmark": "fleet",

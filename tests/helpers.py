@@ -237,37 +237,16 @@ def read_checkpoint(root: Path) -> dict[str, Any] | None:
     return None if row is None else dict(orjson.loads(row[0]))
 
 
-def write_fleet_config(
-    root: Path,
-    *,
-    kafka: str,
-    prefix: str,
-    group: str,
-    replica: str,
-    integrations: Sequence[dict[str, Any]],
-    session_timeout_seconds: float = 6.0,
-) -> Path:
-    """One replica's config directory: ``integrations`` (each a full integration YAML document) in fleet
-    ``group``, topics under ``prefix`` (DLQ ``<prefix>dlq``, positions ``<prefix>positions``), its own state dir.
-    Replicas of one fleet get the same integrations and group in different roots."""
-    (root / "integrations").mkdir(parents=True, exist_ok=True)
-    sup = {
-        "state_dir": str(root / "state"),
-        "restart_backoff_initial_seconds": 0.2,
-        "restart_backoff_max_seconds": 2.0,
-        "topic_template": prefix + "{name}.v{major}",
-        "dlq_topic_template": prefix + "dlq",
-        "kafka": {"bootstrap": kafka, "request_timeout_ms": 5000},
-        "fleet": {
-            "group": group,
-            "replica": replica,
-            "positions_topic": prefix + "positions",
-            "session_timeout_seconds": session_timeout_seconds,
-            "heartbeat_interval_seconds": session_timeout_seconds / 4,
-            "rebalance_timeout_seconds": 30,
-        },
-    }
-    (root / "inlet.yaml").write_text(yaml.safe_dump(sup))
-    for doc in integrations:
-        (root / "integrations" / f"{doc['customer']}.{doc['integration']}.yaml").write_text(yaml.safe_dump(doc))
-    return root
+async def owners_when(cfg: Any, done: Callable[[dict[str, str]], bool], timeout: float) -> dict[str, str]:
+    """A fleet's owners (unit → replica, ``core.fleet.owners``) once ``done(owners)`` holds, or as last seen
+    when ``timeout`` seconds have passed (the caller asserts what it needs)."""
+    import time
+
+    from inlet.core.fleet import owners
+
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = await owners(cfg)
+        if done(seen) or time.monotonic() >= deadline:
+            return seen
+        await asyncio.sleep(0.25)

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.core.config import load_config
 from inlet.core.fleet import Member, owners, plan
-from tests.helpers import consume, start_supervisor, supervisor_log, write_fleet_config
+from tests.helpers import consume, owners_when, start_supervisor, supervisor_log
+from tools.fleet_config import fleet_roots
 from tools.servers.fhir import FhirTestServer
 
 # --- the assignment (pure) ----------------------------------------------------------------------------------
@@ -144,27 +145,11 @@ async def test_two_replicas_split_the_integrations_and_one_takes_over_when_the_o
     group = f"{prefix}group"
     with FhirTestServer(resources, page_delay=0.02) as server:
         docs = [_search("acme", f"obs{n}", server.base_url) for n in range(6)]
-        roots = [
-            write_fleet_config(
-                tmp_path / f"r{i}",
-                kafka=kafka_bootstrap,
-                prefix=prefix,
-                group=group,
-                replica=f"r{i}",
-                integrations=docs,
-            )
-            for i in range(2)
-        ]
+        roots = fleet_roots(tmp_path, 2, kafka=kafka_bootstrap, prefix=prefix, group=group, integrations=docs)
         procs = [start_supervisor(root, log_level="info") for root in roots]
         try:
             cfg = load_config(roots[0])[0]
-            deadline = time.monotonic() + 90
-            seen: dict[str, str] = {}
-            while time.monotonic() < deadline:
-                seen = await owners(cfg)
-                if len(seen) == 6 and set(seen.values()) == {"r0", "r1"}:
-                    break
-                time.sleep(0.5)
+            seen = await owners_when(cfg, lambda seen: len(seen) == 6 and set(seen.values()) == {"r0", "r1"}, 90)
             assert len(seen) == 6 and Counter(seen.values()) == Counter({"r0": 3, "r1": 3}), (
                 seen,
                 supervisor_log(roots[0]),
@@ -188,12 +173,7 @@ async def test_two_replicas_split_the_integrations_and_one_takes_over_when_the_o
             assert f"fleet replica {seen['acme/obs0']} runs it" in refused.stderr.decode(), refused.stderr
             procs[1].send_signal(signal.SIGTERM)  # a clean stop: it leaves the group, r0 takes everything
             assert procs[1].wait(timeout=60) == 0, supervisor_log(roots[1])
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                seen = await owners(cfg)
-                if len(seen) == 6 and set(seen.values()) == {"r0"}:
-                    break
-                time.sleep(0.5)
+            seen = await owners_when(cfg, lambda seen: len(seen) == 6 and set(seen.values()) == {"r0"}, 60)
             assert set(seen.values()) == {"r0"} and len(seen) == 6, (seen, supervisor_log(roots[0]))
             topic = f"{prefix}clinical.observation.v1"
             got = await consume(
@@ -249,17 +229,7 @@ async def test_exactly_once_across_ten_random_kill_9_of_replicas(tmp_path: Path,
 
     with FhirTestServer(resources, page_delay=0.3) as server:
         docs = [_search("acme", f"obs{n}", server.base_url, delivery="exactly_once") for n in range(6)]
-        roots = [
-            write_fleet_config(
-                tmp_path / f"r{i}",
-                kafka=kafka_bootstrap,
-                prefix=prefix,
-                group=group,
-                replica=f"r{i}",
-                integrations=docs,
-            )
-            for i in range(3)
-        ]
+        roots = fleet_roots(tmp_path, 3, kafka=kafka_bootstrap, prefix=prefix, group=group, integrations=docs)
         procs = [start(i) for i in range(3)]
         kills = by_failpoint = 0
         try:
@@ -351,23 +321,18 @@ async def test_a_replica_frozen_past_its_session_loses_its_integrations_without_
     session = 6.0
     with FhirTestServer(resources, page_delay=0.2) as server:
         docs = [_search("acme", f"obs{n}", server.base_url, delivery=delivery) for n in range(4)]
-        roots = [
-            write_fleet_config(
-                tmp_path / f"r{i}",
-                kafka=kafka_bootstrap,
-                prefix=prefix,
-                group=group,
-                replica=f"r{i}",
-                integrations=docs,
-                session_timeout_seconds=session,
-            )
-            for i in range(2)
-        ]
+        roots = fleet_roots(
+            tmp_path,
+            2,
+            kafka=kafka_bootstrap,
+            prefix=prefix,
+            group=group,
+            integrations=docs,
+            session_timeout_seconds=session,
+        )
         r0 = start_supervisor(roots[0], log_level="info")
         cfg = load_config(roots[0])[0]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(await owners(cfg)) < 4:
-            time.sleep(0.2)
+        await owners_when(cfg, lambda seen: len(seen) >= 4, 60)
         r1 = start_supervisor(roots[1], log_level="info", env={"INLET_FAILPOINT": "position.save:4:stop"})
         procs = [r0, r1]
         try:
@@ -377,13 +342,7 @@ async def test_a_replica_frozen_past_its_session_loses_its_integrations_without_
             assert _frozen(r1.pid), supervisor_log(roots[1])
             frozen_at = time.monotonic()
             theirs = {k for k, r in (await owners(cfg)).items() if r == "r1"}
-            deadline = time.monotonic() + session + 60
-            seen: dict[str, str] = {}
-            while time.monotonic() < deadline:
-                seen = await owners(cfg)
-                if len(seen) == 4 and set(seen.values()) == {"r0"}:
-                    break
-                time.sleep(0.2)
+            seen = await owners_when(cfg, lambda seen: len(seen) == 4 and set(seen.values()) == {"r0"}, session + 60)
             moved_after = time.monotonic() - frozen_at
             assert set(seen.values()) == {"r0"} and len(seen) == 4, (seen, supervisor_log(roots[0]))
             assert moved_after < session + 30, f"took {moved_after:.1f} s to move r1's integrations"
@@ -501,18 +460,15 @@ async def test_thirty_integrations_on_three_replicas_survive_a_kill_and_a_fourth
             mqtt_settings = doc["settings"]["mqtt"]
             create_session(MqttSettings.model_validate(mqtt_settings), mqtt_settings["client_id"])
         docs += mqtt_docs
-        roots = [
-            write_fleet_config(
-                tmp_path / f"r{i}",
-                kafka=kafka_bootstrap,
-                prefix=prefix,
-                group=group,
-                replica=f"r{i}",
-                integrations=docs,
-                session_timeout_seconds=session,
-            )
-            for i in range(4)
-        ]
+        roots = fleet_roots(
+            tmp_path,
+            4,
+            kafka=kafka_bootstrap,
+            prefix=prefix,
+            group=group,
+            integrations=docs,
+            session_timeout_seconds=session,
+        )
         procs = [start_supervisor(roots[i], log_level="info") for i in range(3)]
         host, port = broker.url.removeprefix("mqtt://").split(":")
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}")
@@ -533,13 +489,7 @@ async def test_thirty_integrations_on_three_replicas_survive_a_kill_and_a_fourth
         publisher = threading.Thread(target=publish_all, daemon=True)
         try:
             cfg = load_config(roots[0])[0]
-            deadline = time.monotonic() + 90
-            seen: dict[str, str] = {}
-            while time.monotonic() < deadline:
-                seen = await owners(cfg)
-                if len(seen) == 30 and set(seen.values()) == {"r0", "r1", "r2"}:
-                    break
-                time.sleep(0.3)
+            seen = await owners_when(cfg, lambda seen: len(seen) == 30 and set(seen.values()) == {"r0", "r1", "r2"}, 90)
             assert len(seen) == 30 and set(seen.values()) == {"r0", "r1", "r2"}, seen
             publisher.start()
             time.sleep(2.0)
@@ -558,21 +508,12 @@ async def test_thirty_integrations_on_three_replicas_survive_a_kill_and_a_fourth
             # Resumed elsewhere: the group has given every unit of r1 to a survivor (whose first commit follows; a
             # caught-up pull source has nothing new to commit, so the positions topic cannot tell). That they ran
             # there is what the read-back below proves: every record of them is in Kafka.
-            while time.monotonic() < killed + session + 60:
-                seen = await owners(cfg)
-                if len(seen) == 30 and "r1" not in seen.values():
-                    break
-                time.sleep(0.3)
+            seen = await owners_when(cfg, lambda seen: len(seen) == 30 and "r1" not in seen.values(), session + 60)
             took = time.monotonic() - killed
             assert len(seen) == 30 and "r1" not in seen.values(), (seen, supervisor_log(roots[0]))
             assert took < session + 30, f"r1's integrations ({len(theirs)}) took {took:.0f} s to move"
             procs.append(start_supervisor(roots[3], log_level="info"))  # a fourth replica joins
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                seen = await owners(cfg)
-                if len(seen) == 30 and Counter(seen.values())["r3"] >= 5:
-                    break
-                time.sleep(0.3)
+            seen = await owners_when(cfg, lambda seen: len(seen) == 30 and Counter(seen.values())["r3"] >= 5, 90)
             assert Counter(seen.values())["r3"] >= 5, Counter(seen.values())
             publisher.join(timeout=120)
 

@@ -15,9 +15,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from inlet.core.config import load_config
-from inlet.core.fleet import owners
 from inlet.core.mqtt import MqttSettings, create_session, share_group
-from tests.helpers import consume, start_supervisor, supervisor_log, write_fleet_config
+from tests.helpers import consume, owners_when, start_supervisor, supervisor_log
+from tools.fleet_config import fleet_roots, write_fleet_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
 
@@ -66,34 +66,17 @@ async def test_three_replicas_drain_a_shared_backlog_and_a_killed_ones_slot_move
         client.publish(f"meters/dev{i % 50}/power", _payload(i), qos=1)
     for _ in range(50):  # every PUBACK is in: the broker holds the whole backlog
         in_flight.acquire()
-    roots = [
-        write_fleet_config(
-            tmp_path / f"r{i}", kafka=kafka_bootstrap, prefix=prefix, group=group, replica=f"r{i}", integrations=[doc]
-        )
-        for i in range(3)
-    ]
+    roots = fleet_roots(tmp_path, 3, kafka=kafka_bootstrap, prefix=prefix, group=group, integrations=[doc])
     procs = [start_supervisor(root, log_level="info") for root in roots]
     try:
         cfg = load_config(roots[0])[0]
-        deadline = time.monotonic() + 90
-        seen: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            seen = await owners(cfg)
-            if len(set(seen.values())) == 3:
-                break
-            time.sleep(0.2)
+        seen = await owners_when(cfg, lambda seen: len(set(seen.values())) == 3, 90)
         assert sorted(seen) == ["acme/hub#0", "acme/hub#1", "acme/hub#2"] and len(set(seen.values())) == 3, seen
         # Mid-drain: some readings are in Kafka, far from all.
         await consume(kafka_bootstrap, [topic], expect=5000, timeout=90)
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait(timeout=10)
-        killed_at = time.monotonic()
-        deadline = killed_at + 60
-        while time.monotonic() < deadline:
-            seen = await owners(cfg)
-            if len(seen) == 3 and "r1" not in seen.values():
-                break
-            time.sleep(0.2)
+        seen = await owners_when(cfg, lambda seen: len(seen) == 3 and "r1" not in seen.values(), 60)
         assert len(seen) == 3 and "r1" not in seen.values(), (seen, supervisor_log(roots[0]))
 
         def complete(records: list[Any]) -> bool:
