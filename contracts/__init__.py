@@ -19,10 +19,12 @@ from inlet.contracts.erp_deletion import ErpDeletionV1
 from inlet.contracts.erp_invoice import InvoiceV1
 from inlet.contracts.erp_party import PartyV1
 from inlet.contracts.erp_payment import PaymentV1
+from inlet.contracts.inlet_data_alert import DataAlertV1
 
 __all__ = [
     "ConditionV1",
     "Contract",
+    "DataAlertV1",
     "DataQualityV1",
     "DeletionV1",
     "DeviceStatusV1",

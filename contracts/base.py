@@ -8,6 +8,7 @@ so the pipeline never has to know a contract's fields.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
@@ -20,6 +21,7 @@ __all__ = [
     "Compatibility",
     "Contract",
     "DecimalString",
+    "Monitoring",
     "Part",
     "Precision",
     "all_contracts",
@@ -99,11 +101,30 @@ class Part(_Closed):
     """Base of the nested parts of a contract (codings, lines, values): closed and immutable like the event."""
 
 
+@dataclass(frozen=True)
+class Monitoring:
+    """What the data-quality monitors (``core.monitors``) watch on a contract's events unless an integration's
+    ``monitors.fields`` says otherwise. A path is dotted attribute names; ``name[0]`` takes a list's first item,
+    ``name[]`` each item (categories only). The contract knows which of its fields are measurements and which
+    series they belong to, so every integration producing it is watched with no configuration at all."""
+
+    numeric: tuple[str, ...] = ()
+    """Measured values, watched for level shifts and distribution moves per series."""
+    series: tuple[str, ...] = ()
+    """The fields that name a series of ``numeric`` values (a meter and its metric; a lab code); none: one series."""
+    categories: tuple[str, ...] = ()
+    """Codes whose share of events is watched (a category, a currency, a unit)."""
+    nulls: tuple[str, ...] = ()
+    """Optional fields whose rate of missing values is watched."""
+
+
 class Contract(_Closed):
     """An event payload. Subclasses set ``contract_name`` / ``contract_version`` and the three hooks."""
 
     contract_name: ClassVar[str]
     contract_version: ClassVar[str]
+    monitoring: ClassVar[Monitoring | None] = None
+    """What the monitors watch by default; None: derived from the fields (``core.monitors.default_monitoring``)."""
     compatibility: ClassVar[Compatibility] = "FORWARD"
     """FORWARD by default: consumers built against an older minor can read events of the new one."""
 

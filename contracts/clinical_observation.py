@@ -27,7 +27,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from inlet.contracts.base import Contract, Part, Precision, register
+from inlet.contracts.base import Contract, Monitoring, Part, Precision, register
 
 __all__ = ["Coding", "Component", "ObservationV1", "ObservationValue"]
 
@@ -160,6 +160,12 @@ class ObservationV1(Contract):
 
     contract_name: ClassVar[str] = "clinical.observation"
     contract_version: ClassVar[str] = "1.0"
+    monitoring: ClassVar[Monitoring | None] = Monitoring(
+        numeric=("value.value",),
+        series=("code[0].code",),
+        categories=("category[]", "status", "code[0].code"),
+        nulls=("value", "patient_id", "encounter_id", "effective_start"),
+    )
 
     observation_id: str = Field(min_length=1)
     patient_id: str | None = None

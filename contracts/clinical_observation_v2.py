@@ -52,7 +52,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from inlet.contracts.base import Contract, DecimalString, Part, Precision, checked_instance, converter, register
+from inlet.contracts.base import (
+    Contract,
+    DecimalString,
+    Monitoring,
+    Part,
+    Precision,
+    checked_instance,
+    converter,
+    register,
+)
 from inlet.contracts.clinical_observation import (
     BooleanValue,
     CodedValue,
@@ -151,6 +160,12 @@ class ObservationV2(Contract):
 
     contract_name: ClassVar[str] = "clinical.observation"
     contract_version: ClassVar[str] = "2.0"
+    monitoring: ClassVar[Monitoring | None] = Monitoring(
+        numeric=("value.value",),
+        series=("code[0].code",),
+        categories=("category[]", "status", "code[0].code"),
+        nulls=("value", "patient_id", "encounter_id", "effective_start"),
+    )
 
     observation_id: str = Field(min_length=1)
     patient_id: str | None = None

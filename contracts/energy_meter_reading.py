@@ -37,7 +37,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from inlet.contracts.base import Contract, Precision, register
+from inlet.contracts.base import Contract, Monitoring, Precision, register
 
 __all__ = ["EnergyUnit", "MeterReadingV1", "QualityFlag"]
 
@@ -56,6 +56,12 @@ class MeterReadingV1(Contract):
 
     contract_name: ClassVar[str] = "energy.meter_reading"
     contract_version: ClassVar[str] = "1.0"
+    monitoring: ClassVar[Monitoring | None] = Monitoring(
+        numeric=("quantity",),
+        series=("device_id", "metric", "phase", "direction"),
+        categories=("unit", "kind", "time_source"),
+        nulls=("measured_at_precision", "counter_started_at"),
+    )
 
     device_id: str = Field(min_length=1)
     metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")

@@ -55,7 +55,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from inlet.contracts.base import DECIMAL_PATTERN, Contract, DecimalString, Part, Precision, register
+from inlet.contracts.base import DECIMAL_PATTERN, Contract, DecimalString, Monitoring, Part, Precision, register
 
 __all__ = ["DECIMAL_PATTERN", "CurrencyCode", "DecimalString", "InvoiceLine", "InvoiceV1"]
 # DecimalString (and its pattern) live in contracts.base, shared with clinical.observation v2; re-exported here
@@ -89,6 +89,12 @@ class InvoiceV1(Contract):
 
     contract_name: ClassVar[str] = "erp.invoice"
     contract_version: ClassVar[str] = "1.0"
+    monitoring: ClassVar[Monitoring | None] = Monitoring(
+        numeric=("gross_amount",),
+        series=("kind",),
+        categories=("currency", "status", "kind"),
+        nulls=("due_date", "amount_due", "last_modified"),
+    )
 
     kind: Literal["sales", "purchase"]
     invoice_id: str = Field(min_length=1)

@@ -33,7 +33,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from inlet.contracts.base import Contract, DecimalString, Part, Precision, register
+from inlet.contracts.base import Contract, DecimalString, Monitoring, Part, Precision, register
 from inlet.contracts.erp_invoice import CurrencyCode
 
 __all__ = ["InvoiceAllocation", "PaymentV1"]
@@ -52,6 +52,12 @@ class PaymentV1(Contract):
 
     contract_name: ClassVar[str] = "erp.payment"
     contract_version: ClassVar[str] = "1.0"
+    monitoring: ClassVar[Monitoring | None] = Monitoring(
+        numeric=("amount",),
+        series=("direction",),
+        categories=("currency", "status", "direction", "method"),
+        nulls=("party_number", "payment_number"),
+    )
 
     direction: Literal["received", "made"]
     payment_id: str = Field(min_length=1)

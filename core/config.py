@@ -44,6 +44,8 @@ __all__ = [
     "IntegrationConfig",
     "KafkaSettings",
     "LoadedIntegration",
+    "MonitorFields",
+    "MonitorSettings",
     "RelaySettings",
     "RenamedKeys",
     "SupervisorConfig",
@@ -400,6 +402,63 @@ class DriftSettings(PluginSettings):
     """Also alert on fields never seen before."""
 
 
+class MonitorFields(PluginSettings):
+    """Which fields of one contract the monitors watch, replacing the contract's own ``monitoring`` defaults (each
+    list given replaces that list; a list left out keeps the default). Paths as in ``contracts.base.Monitoring``."""
+
+    numeric: list[str] | None = None
+    series: list[str] | None = None
+    categories: list[str] | None = None
+    nulls: list[str] | None = None
+
+
+class MonitorSettings(PluginSettings):
+    """Data-quality monitors (``core.monitors``, docs/monitors.md): volume, freshness, numeric and categorical
+    drift and null rates of this integration's events, judged per window against a learnt baseline."""
+
+    enabled: bool = True
+    window_seconds: float = Field(default=3600.0, ge=1, le=86400)
+    """The window events are counted and judged in; windows are aligned to the Unix epoch (to UTC hours)."""
+    learn_seconds: float = Field(default=7 * 86400.0, ge=0)
+    """How long a new integration learns before any monitor alerts (a week: every hour of the week seen once)."""
+    max_series: int = Field(default=1000, ge=1, le=100_000)
+    """Numeric series kept per integration; a new series beyond it evicts the one not seen for the longest time."""
+    volume: bool = True
+    volume_low_ratio: float = Field(default=0.3, gt=0, lt=1)
+    """Alert when a window holds fewer than this share of the events its hours of the week normally bring."""
+    volume_high_ratio: float = Field(default=4.0, gt=1)
+    """Alert when a window holds more than this many times the events its hours of the week normally bring."""
+    volume_min_expected: float = Field(default=20.0, ge=1)
+    """Judge volume only in windows expected to hold at least this many events (a quiet night is no outage)."""
+    freshness: bool = True
+    silence_expected_events: float = Field(default=20.0, ge=1)
+    """Alert on silence once the baseline expected at least this many events since the last one came."""
+    max_silence_seconds: float | None = Field(default=None, gt=0)
+    """Also alert after this long without any event, whatever the baseline expects (a feed that must never pause)."""
+    lag_factor: float = Field(default=4.0, gt=1)
+    lag_min_seconds: float = Field(default=900.0, ge=0)
+    """Alert when a window's median lag (arrival - event time) exceeds the baseline by this factor and margin."""
+    numeric: bool = True
+    numeric_min_count: int = Field(default=5, ge=1)
+    """Judge a series only in windows with at least this many values."""
+    level_ratio: float = Field(default=10.0, gt=1)
+    """A level shift: the window's median moved by this factor or more (a unit x1000) and its middle half left the
+    baseline's 5th-95th percentile band..."""
+    shift_scale: float = Field(default=2.0, gt=0)
+    """...or it moved by this many times the baseline's magnitude (a sign flip, a move across zero)."""
+    categorical: bool = True
+    nulls: bool = True
+    share_change: float = Field(default=0.15, gt=0, lt=1)
+    """Categories and nulls: alert when a value's share of a window moved by at least this much (0.15 = 15
+    points)..."""
+    share_sigmas: float = Field(default=5.0, gt=0)
+    """...and by this many standard errors of the baseline share at the window's count (not chance)."""
+    share_min_count: int = Field(default=30, ge=1)
+    """Judge a field's shares only in windows where it was seen at least this many times."""
+    fields: dict[str, MonitorFields] = Field(default_factory=dict)
+    """Per contract name (``energy.meter_reading``): the fields to watch instead of the contract's defaults."""
+
+
 class IntegrationConfig(RenamedKeys, PluginSettings):
     """One ``integrations/*.yaml``: which plugin serves which customer, with its settings."""
 
@@ -415,6 +474,7 @@ class IntegrationConfig(RenamedKeys, PluginSettings):
     max_in_flight: int = Field(default=4, ge=1, le=64)
     settings: dict[str, Any] = Field(default_factory=dict)
     drift: DriftSettings | None = None
+    monitors: MonitorSettings = Field(default_factory=MonitorSettings)
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     """This integration's log level, overriding ``INLET_LOG_LEVEL`` for its lines; None: the process's level."""
     weight: float = Field(default=1.0, gt=0, le=1000)

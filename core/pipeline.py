@@ -53,6 +53,7 @@ from inlet.core.errors import (
 )
 from inlet.core.failpoints import Failpoint
 from inlet.core.metrics import BatchCounts, Stats, dlq_reason
+from inlet.core.monitors import STATE_KEY, Monitors
 from inlet.core.positions import PositionStore
 from inlet.core.progress import caught_up, committed
 from inlet.core.sinks import Rejected, Sink
@@ -184,7 +185,7 @@ def process_batch(
     connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None = None
 ) -> tuple[list[Event], BatchCounts]:
     """Turn one batch into events and DLQ records, counting each record exactly once. Pure CPU."""
-    events, counts, _ = _process_batch(connector, env, batch, drift)
+    events, counts, _ = _process_batch(connector, env, batch, drift, None)
     return events, counts
 
 
@@ -212,9 +213,10 @@ def _left_redelivered(connector: Connector[Any], batch: Batch, committed: dict[s
 
 
 def _process_batch(
-    connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None
+    connector: Connector[Any], env: Enveloper, batch: Batch, drift: DriftCheck | None, observed: list[Any] | None
 ) -> tuple[list[Event], BatchCounts, list[_Span]]:
-    """:func:`process_batch`, also saying which events each mapped record became (to account for refusals)."""
+    """:func:`process_batch`, also saying which events each mapped record became (to account for refusals), and
+    adding the models of every mapped record to ``observed`` (the data-quality monitors' input) when given."""
     counts = BatchCounts(records_in=len(batch.records))
     events: list[Event] = []
     spans: list[_Span] = []
@@ -256,6 +258,8 @@ def _process_batch(
             key_of = known or _known_key(source_identity, record)
             events.append(_dlq(env, raw, batch.position, where, failed, key_of, counts))
             continue
+        if observed is not None:
+            observed.extend(models)
         counts.records_mapped += 1
         counts.events_out += len(out)
         spans.append((len(events), len(events) + len(out), key))
@@ -318,6 +322,7 @@ class Pipeline:
         drift: DriftCheck | None = None,
         position_name: str | None = None,
         redelivered: bool = False,
+        monitors: Monitors | None = None,
     ) -> None:
         self.connector = connector
         self.env = env
@@ -334,6 +339,9 @@ class Pipeline:
         of its batch's messages under :data:`COMMITTED_KEY`; a message redelivered after a crash between a commit
         and its acknowledgement matches one and is filtered (:data:`REDELIVERED`) instead of committed twice. One
         batch is enough: the pipeline acknowledges each batch right after its commit, before the next commit."""
+        self.monitors = monitors
+        """The integration's data-quality monitors: they see each batch's mapped models, their alerts go with the
+        batch, their state (:attr:`Monitors.saved`) is stored with each position."""
 
     async def run(self, position: Position | None, stop: asyncio.Event) -> Position | None:
         """Read from ``position`` until the connector is caught up or ``stop`` is set; return the last commit."""
@@ -391,7 +399,11 @@ class Pipeline:
         left = 0
         if self.redelivered:
             batch, left = _left_redelivered(self.connector, batch, committed)
-        events, counts, spans = _process_batch(self.connector, self.env, batch, self.drift)
+        observed: list[Any] | None = None if self.monitors is None else []
+        events, counts, spans = _process_batch(self.connector, self.env, batch, self.drift, observed)
+        if self.monitors is not None and observed is not None:
+            for alert in self.monitors.observe(observed):  # alerts are no record's events: not in the counts
+                events.append(self.env.envelope(alert, alert.alert_id, alert.status))
         if left:
             counts.records_in += left
             counts.filtered[REDELIVERED] += left
@@ -403,7 +415,8 @@ class Pipeline:
         if rejected:  # a sink that resolves to None (an older or a test sink) refused nothing
             await self._dead_letter(item, rejected)
         if item.events or item.position != self.position:  # a poll that found nothing new writes nothing
-            await self.checkpoints.save(self.env.customer, self.position_name, item.position)
+            stored = item.position if self.monitors is None else {**item.position, STATE_KEY: self.monitors.saved}
+            await self.checkpoints.save(self.env.customer, self.position_name, stored)
         AFTER_COMMIT.hit()  # crash tests: committed, not yet acknowledged upstream
         self.position = item.position
         self.stats.add(item.counts)

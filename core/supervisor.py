@@ -42,12 +42,13 @@ from aiokafka.errors import GroupAuthorizationFailedError
 from inlet.core.config import LoadedIntegration, SupervisorConfig
 from inlet.core.control import Control
 from inlet.core.drift import Shape
-from inlet.core.envelope import Enveloper
+from inlet.core.envelope import Enveloper, Event
 from inlet.core.errors import ConfigError, Fenced, InletError
 from inlet.core.fleet import Membership, Unit, replica_name, units_of
 from inlet.core.gauges import unwatch, watch
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
+from inlet.core.monitors import Monitors, split_position
 from inlet.core.pipeline import DriftCheck, Pipeline
 from inlet.core.positions import PositionStore, open_positions, running
 from inlet.core.progress import IntegrationProgress, ProgressView, enter, show
@@ -129,6 +130,8 @@ class Supervisor:
         self.progress_view = progress
         # The operator's pause / resume / restart of each integration (core.control, through core.api).
         self.controls = {key: Control() for key in self.stats}
+        # The data-quality monitors of the units running here (core.monitors), from their first position load on.
+        self.monitors: dict[str, Monitors] = {}
         self.sink = build_sink(cfg)
         self.health: HealthServer | None = None
         self.checkpoints: PositionStore = open_positions(cfg)
@@ -360,9 +363,13 @@ class Supervisor:
         if cfg.drift is not None:
             shape = Shape.from_json(item.context.path(cfg.drift.shape).read_bytes())
             drift = DriftCheck(shape, policy=cfg.drift.policy, strict=cfg.drift.strict)
+        ticker = asyncio.create_task(self._tick_monitors(unit, env, stats, bound))
         try:
             await self._run_integration(unit, item, stats, env, drift, self.controls[unit.key], bound)
         finally:
+            ticker.cancel()
+            if (monitors := self.monitors.pop(unit.key, None)) is not None:
+                monitors.forget_metrics()  # running elsewhere now (fleet), or stopped: its alerts are not ours
             progress.finished = True
             if stats.state not in ("failed", "caught_up", "fenced"):
                 stats.state = "stopped"
@@ -406,7 +413,11 @@ class Supervisor:
                     await self._check_topics()
                 async with connector:
                     await store.start()  # exactly-once: fences an older owner's producer before reading its position
-                    position = await store.load(cfg.customer, unit.name)
+                    position, saved = split_position(await store.load(cfg.customer, unit.name))
+                    if cfg.monitors.enabled and unit.key not in self.monitors:  # baselines as last stored
+                        self.monitors[unit.key] = Monitors(
+                            cfg.customer, unit.name, cfg.monitors, zone=cfg.zone, state=saved
+                        )
                     while not control.halt.is_set():
                         stats.state = "running"
                         pipeline = Pipeline(
@@ -419,6 +430,7 @@ class Supervisor:
                             drift=drift,
                             position_name=unit.name,
                             redelivered=eos is not None and item.plugin.redelivers,
+                            monitors=self.monitors.get(unit.key),
                         )
                         position = await pipeline.run(position, control.halt)
                         failures, backoff = 0, self.cfg.restart_backoff_initial_seconds
@@ -451,6 +463,27 @@ class Supervisor:
             finally:
                 if eos is not None:
                     await eos.stop()
+
+    async def _tick_monitors(self, unit: Unit, env: Enveloper, stats: Stats, bound: Any) -> None:
+        """Between batches: end the windows that are over and notice a silent feed, which sends no batch to do it.
+        Alerts found here go straight to the shared sink (at least once: one that fails is sent with the next)."""
+        period = min(30.0, max(0.5, self.items[unit.integration].config.monitors.window_seconds / 10))
+        unsent: list[Event] = []
+        while not self.stop_event.is_set():
+            await self._sleep(period)
+            monitors = self.monitors.get(unit.key)
+            if monitors is None or stats.state == "paused":  # an operator's pause is no silence of the feed
+                continue
+            unsent += [env.envelope(a, a.alert_id, a.status) for a in monitors.tick()]
+            if unsent:
+                try:
+                    refused = await self.sink.send(unsent)
+                except Exception as exc:  # the sink is down: the integration itself backs off and says so
+                    bound.warning("data alerts not delivered yet; retrying", error=repr(exc), alerts=len(unsent))
+                    continue
+                for r in refused:
+                    bound.error("data alert refused by the sink", error=f"{r.error_type}: {r.message}")
+                unsent = []
 
     def _given_up(self, exc: Exception, unit: Unit, stats: Stats, bound: Any, failures: int) -> bool:
         """True when a failed integration is not restarted: fatal, refused at start, or too many failures."""

@@ -4,10 +4,11 @@
 work with this module; every client it opens is an aiokafka admin client built by ``core.kafka_client``.
 
 **Which topics** (:func:`required_topics`): for every enabled integration, the topic of each contract it produces
-(``LoadedIntegration.produces``) and of each major those events are dual-published to (``converters_from``), its
-DLQ topic, and its drift topic when it has drift checks (only then does it write alerts); with ``fleet:``, the
-positions topic (``fleet.positions_topic``, :mod:`inlet.core.positions`) every replica reads. Names come from the
-templates of ``inlet.yaml`` through the pipeline's own :class:`~inlet.core.envelope.Enveloper`, so they are the
+(``LoadedIntegration.produces``) and of each major those events are dual-published to (``converters_from``), the
+``inlet.data_alert`` topic when its data-quality monitors are on (``core.monitors``), its DLQ topic, and its drift
+topic when it has drift checks (only then does it write alerts); with ``fleet:``, the positions topic
+(``fleet.positions_topic``, :mod:`inlet.core.positions`) every replica reads. Names come from the templates of
+``inlet.yaml`` through the pipeline's own :class:`~inlet.core.envelope.Enveloper`, so they are the
 topics the run will write, not a second guess.
 
 **How each is created**: the built-in defaults below, overridden in ``inlet.yaml`` ``topics:`` by
@@ -71,6 +72,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from inlet.contracts.base import Contract, converters_from
+from inlet.contracts.inlet_data_alert import DataAlertV1
 from inlet.core.config import KafkaSettings, LoadedIntegration, SupervisorConfig, TopicSettings, TopicsSettings
 from inlet.core.envelope import Enveloper
 from inlet.core.errors import SinkUnavailable, TopicsMissing
@@ -184,6 +186,8 @@ def required_topics(cfg: SupervisorConfig, integrations: Sequence[LoadedIntegrat
         for model in item.produces:
             for written in (model, *converters_from(model)):
                 add(env.topic_for(written), "contract", c.key, written)
+        if c.monitors.enabled:  # data-quality alerts (core.monitors): a contract of their own
+            add(env.topic_for(DataAlertV1), "contract", c.key, DataAlertV1)
         add(env.dlq_topic, "dlq", c.key)
         if c.drift is not None:
             add(env.drift_topic, "drift", c.key)
