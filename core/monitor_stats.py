@@ -110,9 +110,12 @@ def hour_slots(start: float, end: float, zone: ZoneInfo, cache: dict[int, int]) 
     return out
 
 
-def getter(path: str) -> Callable[[Any], Any]:
+def getter(path: str, model: Any = None) -> Callable[[Any], Any]:
     """A function reading ``path`` from a model: dotted attributes, ``name[0]`` a list's first item, ``name[]``
-    every item (a list back). A missing attribute or item reads as None: the field is absent on that event."""
+    every item (a list back). A missing attribute or item reads as None: the field is absent on that event.
+    A declared field of ``model`` (a pydantic class) is read in C: it is always there."""
+    if model is not None and path in getattr(model, "model_fields", ()):
+        return operator.attrgetter(path)
     parts = path.split(".")
     if all("[" not in p for p in parts):
         read = operator.attrgetter(path)

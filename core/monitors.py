@@ -33,6 +33,7 @@ the restart on: the window in progress and the time the supervisor was down are 
 from __future__ import annotations
 
 import contextlib
+import operator
 import time
 import uuid
 from collections import deque
@@ -43,6 +44,7 @@ from types import NoneType, UnionType
 from typing import Any, Final, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
+import orjson
 import structlog
 from prometheus_client import Counter, Gauge
 
@@ -69,6 +71,7 @@ __all__ = [
     "Monitors",
     "default_monitoring",
     "open_alerts",
+    "series_name",
     "split_position",
 ]
 
@@ -166,11 +169,36 @@ class _Plan:
     nulls: list[tuple[Callable[[Any], Any], _Shares]]
 
 
-def _series_of(paths: Sequence[str]) -> Callable[[Any], str]:
+def _series_of(model: type[Contract], paths: Sequence[str]) -> Callable[[Any], Any]:
+    """The series key of an event: the values of ``paths`` (one value, or a tuple of several), kept as they are on
+    the hot path (a tuple of fields is cheaper than a string); :func:`series_name` writes it for people."""
     if not paths:
-        return lambda model: "*"
+        return lambda model: None
+    if all(p in model.model_fields for p in paths):  # declared fields: always present, read in C
+        return operator.attrgetter(*paths)
     reads = [getter(p) for p in paths]
-    return lambda model: "/".join("-" if (v := r(model)) is None else str(v) for r in reads)
+    if len(reads) == 1:
+        return reads[0]
+    return lambda model: tuple(r(model) for r in reads)
+
+
+def series_name(key: Any) -> str:
+    """A series key as people read it: ``m1/energy_total/-/import`` (``-`` for a missing part; ``*``: the one
+    series of a field watched without a series key)."""
+    if key is None:
+        return "*"
+    if type(key) is tuple:
+        return "/".join("-" if v is None else str(v) for v in key)
+    return str(key)
+
+
+def _key_json(key: Any) -> str:
+    return orjson.dumps(list(key) if type(key) is tuple else [key]).decode()
+
+
+def _key_from_json(text: str) -> Any:
+    values = orjson.loads(text)
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _iso(ts: float) -> datetime:
@@ -248,7 +276,11 @@ class Monitors:
                     s.window.append(x)
             for read, shares in plan.categories:
                 value = read(model)
-                if type(value) is list:
+                counts = shares.counts
+                if type(value) is str and value in counts:  # the common case, inline
+                    counts[value] += 1
+                    shares.total += 1
+                elif type(value) is list:
                     for v in value or (NONE,):
                         self._count(shares, v)
                 else:
@@ -293,10 +325,12 @@ class Monitors:
         nulls = pick(hints.nulls, override.nulls if override else None) if s.nulls else ()
         plan = _Plan(
             contract=name,
-            series=_series_of(series),
-            numeric=[(getter(f), self.numeric.setdefault(f"{name}|{f}", {})) for f in numeric],
-            categories=[(getter(f), self.shares.setdefault(f"categorical|{name}|{f}", _Shares())) for f in categories],
-            nulls=[(getter(f), self.shares.setdefault(f"nulls|{name}|{f}", _Shares())) for f in nulls],
+            series=_series_of(model, series),
+            numeric=[(getter(f, model), self.numeric.setdefault(f"{name}|{f}", {})) for f in numeric],
+            categories=[
+                (getter(f, model), self.shares.setdefault(f"categorical|{name}|{f}", _Shares())) for f in categories
+            ],
+            nulls=[(getter(f, model), self.shares.setdefault(f"nulls|{name}|{f}", _Shares())) for f in nulls],
         )
         self._plans[model] = plan
         return plan
@@ -428,7 +462,7 @@ class Monitors:
             shifted = level_shift(q, one.band, s.level_ratio, s.shift_scale)
             base, lo, hi = one.band
             detail = f"median {q[2]:.6g} where {base:.6g} (5-95 %: {lo:.6g} to {hi:.6g}) is normal"
-            self._judge("level_shift", shifted, base, q[2], start, end, now, detail, contract, fname, key)
+            self._judge("level_shift", shifted, base, q[2], start, end, now, detail, contract, fname, series_name(key))
         if not shifted:
             old = one.band
             one.band = (
@@ -582,7 +616,11 @@ class Monitors:
             "rate": self.rate,
             "lag_base": self.lag_base,
             "numeric": {
-                name: {k: [*one.band, one.windows, one.seen] for k, one in series.items() if one.band is not None}
+                name: {
+                    _key_json(k): [*one.band, one.windows, one.seen]
+                    for k, one in series.items()
+                    if one.band is not None
+                }
                 for name, series in self.numeric.items()
             },
             "shares": {name: [sh.base, sh.windows] for name, sh in self.shares.items() if sh.windows},
@@ -600,7 +638,8 @@ class Monitors:
         self.rate, self.lag_base = state["rate"], state["lag_base"]
         for name, series in state["numeric"].items():
             self.numeric[name] = {
-                k: _Series(band=(v[0], v[1], v[2]), windows=int(v[3]), seen=int(v[4])) for k, v in series.items()
+                _key_from_json(k): _Series(band=(v[0], v[1], v[2]), windows=int(v[3]), seen=int(v[4]))
+                for k, v in series.items()
             }
         for name, (base, windows) in state["shares"].items():
             self.shares[name] = _Shares(base=dict(base), windows=int(windows))
@@ -618,12 +657,12 @@ class Monitors:
         numeric = []
         for name, series in self.numeric.items():
             contract, fname = name.split("|", 1)
-            for key, one in sorted(series.items()):
+            for key, one in sorted(series.items(), key=lambda kv: series_name(kv[0])):
                 numeric.append(
                     {
                         "contract": contract,
                         "field": fname,
-                        "series": key,
+                        "series": series_name(key),
                         "baseline": None
                         if one.band is None
                         else dict(zip(("median", "p05", "p95"), one.band, strict=True)),
