@@ -432,7 +432,8 @@ class MonitorSettings(PluginSettings):
     """Judge volume only in windows expected to hold at least this many events (a quiet night is no outage)."""
     freshness: bool = True
     silence_expected_events: float = Field(default=20.0, ge=1)
-    """Alert on silence once the baseline expected at least this many events since the last one came."""
+    """Alert on silence once the baseline expected at least this many events since the last one came (and half a
+    window has passed: a thinned feed's short gaps are the volume monitor's to judge)."""
     max_silence_seconds: float | None = Field(default=None, gt=0)
     """Also alert after this long without any event, whatever the baseline expects (a feed that must never pause)."""
     lag_factor: float = Field(default=4.0, gt=1)

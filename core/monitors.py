@@ -429,7 +429,7 @@ class Monitors:
         silent = now - since
         expected = self._expected(since, now) or 0.0
         stalled = (s.max_silence_seconds is not None and silent > s.max_silence_seconds) or (
-            expected >= s.silence_expected_events and silent >= s.window_seconds / 4
+            expected >= s.silence_expected_events and silent >= s.window_seconds / 2
         )
         if stalled or "silence" in self.open:
             detail = f"no events for {silent:.0f} s, where {expected:.1f} were expected"

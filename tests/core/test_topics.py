@@ -70,6 +70,7 @@ def test_every_topic_the_configuration_writes_with_its_settings(tmp_path: Path) 
     assert list(specs) == [
         "p.clinical.observation.v1",
         "p.clinical.observation.v2",
+        "p.inlet.data_alert.v1",  # the data-quality monitors' alerts (on by default)
         "p.inlet.dlq.acme.observations",
         "p.inlet.dlq.beta.observations",
         "p.inlet.drift.beta.observations",
@@ -90,6 +91,7 @@ def test_every_topic_the_configuration_writes_with_its_settings(tmp_path: Path) 
     }
     assert beta.replication_factor == 3 and beta.configs_on(brokers=5)["min.insync.replicas"] == "1"
     assert specs["p.inlet.drift.beta.observations"].writers == ("beta/observations",)  # only it checks drift
+    assert specs["p.inlet.data_alert.v1"].contracts == ("inlet.data_alert 1.0",)
 
     sup, acme_only, _ = check_config(root, only=["acme/observations"], offline=True)
     assert "p.inlet.dlq.beta.observations" not in {s.name for s in required_topics(sup, acme_only)}
@@ -208,7 +210,7 @@ def test_missing_topics_refuse_the_run_until_apply_creates_them_as_configured(
 
         # 2. plan says what is missing (exit 1); apply creates it with the configured settings.
         plan = _inlet("topics", "plan", "--config", str(root))
-        assert plan.returncode == 1 and "3 missing" in plan.stdout, plan.stdout + plan.stderr
+        assert plan.returncode == 1 and "4 missing" in plan.stdout, plan.stdout + plan.stderr  # and the alerts topic
         apply = _inlet("topics", "apply", "--config", str(root))
         assert apply.returncode == 0, apply.stdout + apply.stderr
         assert all(f"created {name}" in apply.stdout for name in names)
@@ -241,7 +243,7 @@ def test_missing_topics_refuse_the_run_until_apply_creates_them_as_configured(
             },
         )
         plan = _inlet("topics", "plan", "--config", str(root), "--only", "acme/observations")
-        assert plan.returncode == 1 and "2 differ" in plan.stdout, plan.stdout
+        assert plan.returncode == 1 and "3 differ" in plan.stdout, plan.stdout  # v1, v2 and the alerts topic
         assert f"{names[0]}: partitions: 3 (configured 4)" in plan.stdout
         apply = _inlet("topics", "apply", "--config", str(root))
         assert apply.returncode == 1 and "not altered" in apply.stdout
