@@ -381,8 +381,8 @@ class Monitors:
         start = index * s.window_seconds
         end = start + s.window_seconds
         learning = self._learning(end)
-        if s.volume and index != self.partial:
-            self._volume(start, end, now, learning)
+        if index != self.partial:  # the rates are learnt with volume judged or not: silence needs them too
+            self._volume(start, end, now, learning or not s.volume)
         if s.freshness:
             self._lag(start, end, now, learning)
         for name, series in self.numeric.items():
