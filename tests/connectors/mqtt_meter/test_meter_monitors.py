@@ -74,7 +74,7 @@ async def _wait_alerts(kafka: str, topic: str, done: Callable[[list[dict[str, An
 
 
 def _shift(a: dict[str, Any]) -> bool:
-    return a["check"] == "level_shift" and a["series"].startswith("dev2/power")
+    return a["check"] == "level_shift" and str(a["series"]).startswith("dev2/power")
 
 
 async def test_a_unit_jump_alerts_on_kafka_survives_a_restart_and_clears(
