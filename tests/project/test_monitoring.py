@@ -27,6 +27,7 @@ METRIC_MODULES = (
     "core.http",
     "core.ratelimit",
     "core.drift",
+    "core.monitors",
     "core.gauges",
     "core.supervisor",
     "core.fleet",
