@@ -594,6 +594,22 @@ class Monitors:
         for monitor, n in counts.items():
             ALERTS_OPEN.labels(self.customer, self.integration, monitor).set(n)
 
+    def reset(self, now: float | None = None) -> list[DataAlertV1]:
+        """Forget every baseline and learn again from now (an operator's ``inlet monitors --reset``: the change was
+        intended, a meter replaced, a new code system); the open alerts clear, saying so. Never automatic: a drift
+        that persists is exactly what must not quietly become the normal."""
+        now = self.clock() if now is None else now
+        for alert in list(self.open.values()):
+            start, why = alert.window_start.timestamp(), "baselines reset by an operator"
+            self._judge(alert.check, False, alert.expected, alert.seen, start, now, now, why,
+                        alert.contract, alert.field, alert.series)  # fmt: skip
+        self.numeric, self.shares, self._plans = {}, {}, {}
+        self.slot_rate, self.rate, self.lag_base = {}, None, None
+        self.lags.clear()
+        self.started_at, self.window, self.count = now, None, 0
+        self.saved = self.state()
+        return self._drain()
+
     def forget_metrics(self) -> None:
         """Drop this integration's open-alert gauges (it stopped running here: another replica reports it)."""
         for monitor in ("volume", "freshness", "numeric", "categorical", "nulls"):

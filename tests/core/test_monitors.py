@@ -310,3 +310,17 @@ def test_alerts_are_valid_events_of_their_contract() -> None:
     again = DataAlertV1.model_validate_json(alert.model_dump_json())
     assert again == alert and alert.entity_key() == "c/i"
     assert alert.window_end.timestamp() - alert.window_start.timestamp() == HOUR
+
+
+def test_an_operator_reset_clears_open_alerts_and_learns_again() -> None:
+    def wh(t: float, d: int, f: dict[str, Any]) -> dict[str, Any]:
+        return {**f, "value": f["value"] * 1000} if t >= FAULT_AT and d == 2 else f
+
+    m = Monitors("c", "i", settings())
+    batches = list(stream(2, fault=wh))
+    [opened_] = replay(m, (b for b in batches if b[0] < FAULT_AT + 2 * HOUR))
+    [cleared] = m.reset(FAULT_AT + 2 * HOUR)
+    assert (cleared.alert_id, cleared.status) == (opened_.alert_id, "cleared")
+    assert "reset by an operator" in cleared.detail and m.open == {}
+    assert m.describe(FAULT_AT + 3 * HOUR)["learning"] is True  # a week of learning again: x1000 is the new normal
+    assert replay(m, (b for b in batches if b[0] >= FAULT_AT + 2 * HOUR)) == []
