@@ -34,6 +34,7 @@ from inlet.core.cli_common import ConfigOpt, config_dir, err, fail_config, out
 from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config
 from inlet.core.connector import Connector
 from inlet.core.errors import ConfigError, SinkRefused, TransientError
+from inlet.core.monitors import STATE_KEY, split_position
 from inlet.core.positions import PositionRecord, PositionStore, open_positions, running_supervisor
 from inlet.core.types import Position
 
@@ -184,9 +185,9 @@ def show_cmd(
         keys = [key]
     else:
         keys = sorted(set(known) | set(stored))
-    if as_json:
+    if as_json:  # the connector's position; the monitors' baselines stored with it are `inlet monitors`'s
         doc = {
-            k: {"position": r.position, "updated_at": r.updated_at, "replica": r.replica}
+            k: {"position": split_position(r.position)[0], "updated_at": r.updated_at, "replica": r.replica}
             for k in keys
             if (r := stored.get(k)) is not None
         }
@@ -196,11 +197,14 @@ def show_cmd(
     _line(f"positions in {where}:")
     for k in keys:
         record = stored.get(k)
+        position, monitors = split_position(record.position if record else None)
         _line(k + ("" if k in known else "  (not configured)"))
-        _line(f"  position: {_shown(record.position if record else None)}")
+        _line(f"  position: {_shown(position)}")
         if record is not None:
             _line(f"  written:  {_written(record)}")
-        _line(f"  next run: {_next_run(known.get(k), record.position if record else None)}")
+        if monitors is not None:
+            _line(f"  monitors: baselines stored with it, {len(monitors.get('open', {}))} alert(s) open")
+        _line(f"  next run: {_next_run(known.get(k), position)}")
 
 
 def _change(
@@ -212,11 +216,13 @@ def _change(
     customer, integration = _split(key, known, stored)
     _refuse_if_running(cfg, key, what)
     record = stored.get(key)
-    old = record.position if record else None
+    old, monitors = split_position(record.position if record else None)
+    if new is not None and monitors is not None:  # a new position keeps the monitors' baselines; a reset does not
+        new = {**new, STATE_KEY: monitors}
     item = known.get(key)
     _line(f"{key}:")
     _line(f"  old position: {_shown(old)}" + (f"  (written {_written(record)})" if record else ""))
-    _line(f"  new position: {_shown(new)}")
+    _line(f"  new position: {_shown(split_position(new)[0])}")
     _line(f"  next run, now:   {_next_run(item, old)}")
     _line(f"  next run, after: {_next_run(item, new)}")
     _confirm(yes, f"{what} the position of {key}")
@@ -229,7 +235,8 @@ def _change(
             await store.save(customer, integration, new)
 
     _with_store(cfg, apply)
-    _line(f"{what}: {key} " + ("has no position now" if new is None else "has the new position"))
+    done = "has no position now (its monitors learn again)" if new is None else "has the new position"
+    _line(f"{what}: {key} {done}")
 
 
 @positions_app.command("set")

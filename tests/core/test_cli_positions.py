@@ -97,6 +97,27 @@ def test_show_set_reset_on_the_checkpoints(tmp_path: Path) -> None:
     assert orjson.loads(_cli("show", "--json", *config).stdout) == {}
 
 
+def test_set_keeps_the_monitors_baselines_stored_with_the_position_and_show_leaves_them_out(tmp_path: Path) -> None:
+    root = _sqlite_config(tmp_path)
+    config = ["--config", str(root)]
+    state = {"format": 1, "open": {"volume_drop": {}}, "numeric": {}}
+    store = CheckpointStore(root / "state" / "checkpoints.sqlite")
+    try:
+        asyncio.run(store.save("acme", "observations", {**WATERMARK, "_monitors": state}))
+    finally:
+        store.close()
+    shown = _cli("show", KEY, *config)
+    assert '"_monitors"' not in shown.output and "monitors: baselines stored with it, 1 alert(s) open" in shown.output
+    assert orjson.loads(_cli("show", "--json", *config).stdout)[KEY]["position"] == WATERMARK
+
+    new = {"last_updated": "2024-04-01T00:00:00+00:00", "ids_at_watermark": []}
+    applied = _cli("set", KEY, "--position", orjson.dumps(new).decode(), "--yes", *config)
+    assert applied.exit_code == 0 and '"_monitors"' not in applied.output, applied.output
+    assert _stored(root) == {**new, "_monitors": state}
+    reset = _cli("reset", KEY, "--yes", *config)
+    assert "its monitors learn again" in reset.output and _stored(root) is None
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
