@@ -430,6 +430,8 @@ class MonitorSettings(PluginSettings):
     """Alert when a window holds more than this many times the events its hours of the week normally bring."""
     volume_min_expected: float = Field(default=20.0, ge=1)
     """Judge volume only in windows expected to hold at least this many events (a quiet night is no outage)."""
+    volume_sigmas: float = Field(default=3.0, gt=0)
+    """...and only a count this many standard deviations of the feed's learnt burstiness away from the expected."""
     freshness: bool = True
     silence_expected_events: float = Field(default=20.0, ge=1)
     """Alert on silence once the baseline expected at least this many events since the last one came (and half a

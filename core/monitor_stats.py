@@ -32,12 +32,16 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "WINDOW_SAMPLE",
     "Band",
+    "count_moved",
     "ewma",
     "getter",
     "hour_slots",
+    "index_of_dispersion",
     "level_shift",
     "quantiles",
+    "share_dispersion",
     "share_moved",
+    "widened",
 ]
 
 WINDOW_SAMPLE: Final = 64
@@ -66,8 +70,9 @@ def level_shift(window: tuple[float, float, float, float, float], band: Band, ra
 
     Either the median moved by ``ratio`` or more (same sign; a unit x1000 or /1000) *and* the window's middle half
     lies wholly outside the baseline's 5th-95th percentile band (a series that naturally spans decades, standby
-    watts and full load, keeps its middle half inside); or the median moved by ``scale`` times the baseline's
-    magnitude or more (a sign flip, a jump across zero, where a ratio means nothing)."""
+    watts and full load, keeps its middle half inside); or the middle half took the other sign of a series that
+    never changed sign (import booked as export); or the median moved by ``scale`` times the baseline's magnitude
+    or more (a jump across zero, where a ratio means nothing)."""
     _, p25, median, p75, _ = window
     base, lo, hi = band
     magnitude = max(abs(lo), abs(hi), hi - lo)
@@ -75,21 +80,83 @@ def level_shift(window: tuple[float, float, float, float, float], band: Band, ra
         return median != base and p25 == p75  # a constant series that settled on another constant
     if abs(median - base) >= scale * magnitude:
         return True
+    if (lo > 0.0 and p75 < 0.0) or (hi < 0.0 and p25 > 0.0):  # a sign flip of a one-signed series
+        return True
     if base == 0.0 or median == 0.0 or (base > 0) != (median > 0):
         return False
     moved = abs(math.log10(abs(median) / abs(base))) >= math.log10(ratio)
     return moved and (p25 > hi or p75 < lo)
 
 
-def share_moved(seen: float, count: int, base: float, change: float, sigmas: float) -> bool:
+def count_moved(
+    seen: float, expected: float, dispersion: float, settings: Any, learnt: float = float("inf")
+) -> tuple[bool, bool]:
+    """(a drop, a spike): a window's count against its expected count. Both need the ratio (``volume_low_ratio``,
+    ``volume_high_ratio``) *and* a move of ``volume_sigmas`` on the count's own scale: the events are taken to come
+    in bursts of ``dispersion`` (variance over mean, at least 1: a Poisson feed), the bursts to be Poisson, and
+    the burst counts compared through Anscombe's square-root transform (near-normal with variance 1 even for a
+    handful of bursts, so a skewed right tail is not mistaken for a spike); ``learnt`` weeks of baseline add the
+    expected count's own uncertainty (one week: the difference of two counts). A hospital feed sends an encounter's
+    ten observations at once: its hourly counts stray ten times more than a meter hub's, and a 90 % drop of a
+    steady meter hub is dozens of deviations while a quiet hour of the hospital is none."""
+    s = settings
+    burst = max(dispersion, 1.0)
+    z = 2.0 * (math.sqrt(seen / burst + 0.375) - math.sqrt(expected / burst + 0.375)) / math.sqrt(1.0 + 1.0 / learnt)
+    drop = expected >= s.volume_min_expected and seen < expected * s.volume_low_ratio and z <= -s.volume_sigmas
+    spike = seen >= s.volume_min_expected and seen > expected * s.volume_high_ratio and z >= s.volume_sigmas
+    return drop, spike
+
+
+def index_of_dispersion(counts: Sequence[int]) -> float:
+    """Variance over mean of counts (1 for a Poisson feed, ~10 for one that sends ten events at a time)."""
+    mean = sum(counts) / len(counts)
+    if mean == 0:
+        return 1.0
+    return sum((c - mean) ** 2 for c in counts) / (len(counts) - 1) / mean
+
+
+def _share_var(base: float, count: int) -> float:
+    """A binomial share's variance at ``count`` events, the share held away from 0 and 1 by one event (a code
+    never seen that appears once in a small window is chance; in a large window it is a finding)."""
+    p = min(max(base, 1.0 / count), 1.0 - 1.0 / count) if count > 1 else 0.5
+    return p * (1.0 - p) / count
+
+
+def share_moved(seen: float, count: int, base: float, change: float, sigmas: float, dispersion: float | None) -> bool:
     """Whether a share seen in ``count`` events moved from its baseline by ``change`` or more *and* by ``sigmas``
-    standard errors of a binomial share (the baseline held away from 0 and 1 by one event, so a never-seen code
-    appearing in one event of a small window is chance, in a large window a finding)."""
+    standard errors: of a binomial share times the field's learnt ``dispersion`` (a lab sends a panel's five
+    results at once, so shares of a hospital feed stray more than independent events would)."""
     delta = abs(seen - base)
     if delta < change:
         return False
-    p = min(max(base, 1.0 / count), 1.0 - 1.0 / count) if count > 1 else 0.5
-    return delta >= sigmas * math.sqrt(p * (1.0 - p) / count)
+    return delta >= sigmas * math.sqrt(max(dispersion or 1.0, 1.0) * _share_var(base, count))
+
+
+def share_dispersion(seen: dict[str, float], base: dict[str, float], count: int) -> float:
+    """How far a normal window's shares strayed from the baseline, in binomial variances (mean over the codes):
+    what :func:`share_moved` scales its standard errors by."""
+    codes = set(seen) | set(base)
+    if not codes:
+        return 1.0
+    return sum((seen.get(c, 0.0) - base.get(c, 0.0)) ** 2 / _share_var(base.get(c, 0.0), count) for c in codes) / len(
+        codes
+    )
+
+
+def widened(band: Band | None, window: tuple[float, float, float, float, float], alpha: float) -> Band:
+    """A series' band after a normal window: the median follows (weight ``alpha``); the 5th-95th percentile band
+    widens as fast (towards a window's lower p05 or higher p95) and narrows ten times slower, so it spans what the
+    series does over days (a solar inverter at noon and at dusk), not just the last hours. Not at once: a window
+    half of which already drifted must not stretch the band over the drift."""
+    p05, _, median, _, p95 = window
+    if band is None:
+        return (median, p05, p95)
+    base, lo, hi = band
+    return (
+        ewma(base, median, alpha),
+        ewma(lo, p05, alpha if p05 < lo else alpha / 10),
+        ewma(hi, p95, alpha if p95 > hi else alpha / 10),
+    )
 
 
 def hour_slots(start: float, end: float, zone: ZoneInfo, cache: dict[int, int]) -> list[tuple[int, float]]:

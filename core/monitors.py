@@ -54,12 +54,16 @@ from inlet.core.config import MonitorSettings
 from inlet.core.monitor_stats import (
     WINDOW_SAMPLE,
     Band,
+    count_moved,
     ewma,
     getter,
     hour_slots,
+    index_of_dispersion,
     level_shift,
     quantiles,
+    share_dispersion,
     share_moved,
+    widened,
 )
 from inlet.core.types import Position
 
@@ -90,10 +94,13 @@ MAX_CATEGORIES: Final = 50
 OTHER: Final = "(other)"
 NONE: Final = "(none)"
 LAG_SAMPLE: Final = 256
+PARTS: Final = 12
+"""A window's count is also kept per twelfth of it, to learn the feed's burstiness within the first week."""
 MAX_CATCH_UP_WINDOWS: Final = 24 * 7
 """After a gap longer than this many windows (a stopped process), the windows in between are not judged one by one."""
 
 _ALPHA_SLOT, _ALPHA_RATE, _ALPHA_SERIES, _ALPHA_SHARE, _ALPHA_LAG = 0.3, 0.05, 0.2, 0.1, 0.1
+_SLOT_WEEKS = 6  # about the weight of all weeks in an hour's weighted mean at _ALPHA_SLOT
 """Baseline weights: an hour of the week is seen once a week, so it moves fast; the rest drift slowly."""
 
 Check = Literal["volume_drop", "volume_spike", "silence", "lag", "level_shift", "share_change", "null_rate"]
@@ -156,6 +163,7 @@ class _Shares:
     total: int = 0
     base: dict[str, float] = field(default_factory=dict)
     windows: int = 0
+    dispersion: float | None = None  # how much more shares stray than independent events would (>= 1 used)
 
 
 @dataclass
@@ -231,7 +239,12 @@ class Monitors:
         self.count = 0
         self.last_event_at: float | None = None
         self.slot_rate: dict[int, float] = {}
+        self.slot_n: dict[int, int] = {}  # weeks learnt per hour of the week (capped: the rate is a weighted mean)
+        self._rate_windows = 0
         self.rate: float | None = None
+        self.dispersion: float | None = None  # variance / mean of window counts around the baseline (>= 1 used)
+        self.burst: float | None = None  # variance / mean of counts within windows (twelfths): the same, from day one
+        self.parts = [0] * PARTS
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLE)
         self.lag_base: float | None = None
         self.open: dict[str, DataAlertV1] = {}
@@ -251,6 +264,8 @@ class Monitors:
         if not models:
             return self._drain()
         self.count += len(models)
+        if self.window is not None:  # which twelfth of the window: how bursty the feed is within it
+            self.parts[min(PARTS - 1, int((now / self.settings.window_seconds - self.window) * PARTS))] += len(models)
         self.last_event_at = now
         if "silence" in self.open:
             self._judge("silence", False, 0.0, float(len(models)), now, now, now, "events came again")
@@ -400,26 +415,34 @@ class Monitors:
                 else:
                     self._categories(contract, fname, shares, start, end, now, learning)
             shares.counts, shares.total = {}, 0
-        self.count = 0
+        self.count, self.parts = 0, [0] * PARTS
         self.saved = self.state()
 
     def _volume(self, start: float, end: float, now: float, learning: bool) -> None:
         s, seen = self.settings, float(self.count)
+        slots = hour_slots(start, end, self.zone, self._slots)
+        learnt = min((self.slot_n.get(slot, 0) for slot, _ in slots), default=0)  # weeks behind each hour of it
+        known = learnt > 0
         expected = self._expected(start, end)
         low = high = False
         if expected is not None and not learning:
-            low = expected >= s.volume_min_expected and seen < expected * s.volume_low_ratio
-            high = seen >= max(s.volume_min_expected, expected * s.volume_high_ratio)
+            burst = max(self.dispersion or 1.0, self.burst or 1.0)
+            low, high = count_moved(seen, expected, burst, s, learnt or self._rate_windows)
             exp = round(expected, 1)
-            self._judge("volume_drop", low, exp, seen, start, end, now, f"{seen:.0f} events where {exp} were expected")
-            self._judge(
-                "volume_spike", high, exp, seen, start, end, now, f"{seen:.0f} events where {exp} were expected"
-            )
+            detail = f"{seen:.0f} events where {exp} were expected"
+            self._judge("volume_drop", low, exp, seen, start, end, now, detail)
+            self._judge("volume_spike", high, exp, seen, start, end, now, detail)
         if not (low or high):
+            if expected is not None and known:  # how far counts stray from a learnt hour
+                self.dispersion = ewma(self.dispersion, (seen - expected) ** 2 / (expected + 1), _ALPHA_RATE)
+            if seen >= PARTS:  # from the first week on: a hospital sends an encounter's observations at once
+                self.burst = ewma(self.burst, index_of_dispersion(self.parts), _ALPHA_RATE)
             per_hour = seen * 3600 / s.window_seconds
-            for slot, _ in hour_slots(start, end, self.zone, self._slots):
+            for slot, _ in slots:
                 self.slot_rate[slot] = ewma(self.slot_rate.get(slot), per_hour, _ALPHA_SLOT)
+                self.slot_n[slot] = min(self.slot_n.get(slot, 0) + 1, _SLOT_WEEKS)
             self.rate = ewma(self.rate, per_hour, _ALPHA_RATE)
+            self._rate_windows += 1
 
     def _silence(self, now: float) -> None:
         s = self.settings
@@ -464,12 +487,7 @@ class Monitors:
             detail = f"median {q[2]:.6g} where {base:.6g} (5-95 %: {lo:.6g} to {hi:.6g}) is normal"
             self._judge("level_shift", shifted, base, q[2], start, end, now, detail, contract, fname, series_name(key))
         if not shifted:
-            old = one.band
-            one.band = (
-                ewma(old and old[0], q[2], _ALPHA_SERIES),
-                ewma(old and old[1], q[0], _ALPHA_SERIES),
-                ewma(old and old[2], q[4], _ALPHA_SERIES),
-            )
+            one.band = widened(one.band, q, _ALPHA_SERIES)
             one.windows += 1
 
     def _categories(
@@ -483,13 +501,13 @@ class Monitors:
             codes = set(seen) | set(shares.base) | {k[len(prefix) :] for k in self.open if k.startswith(prefix)}
             for code in sorted(codes):
                 now_share, base = seen.get(code, 0.0), shares.base.get(code, 0.0)
-                bad = share_moved(now_share, total, base, s.share_change, s.share_sigmas)
+                bad = share_moved(now_share, total, base, s.share_change, s.share_sigmas, shares.dispersion)
                 moved = moved or bad
                 detail = f"{code!r} is {now_share:.1%} of {total} events where {base:.1%} is normal"
                 self._judge("share_change", bad, round(base, 4), round(now_share, 4), start, end, now, detail,
                             contract, fname, code)  # fmt: skip
         if not moved:
-            self._learn_shares(shares, seen)
+            self._learn_shares(shares, seen, total)
 
     def _nulls(
         self, contract: str, fname: str, shares: _Shares, start: float, end: float, now: float, learning: bool
@@ -499,18 +517,19 @@ class Monitors:
         base = shares.base.get("null", 0.0)
         rose = False
         if shares.windows and not learning:
-            rose = rate > base and share_moved(rate, total, base, s.share_change, s.share_sigmas)
+            rose = rate > base and share_moved(rate, total, base, s.share_change, s.share_sigmas, shares.dispersion)
             detail = f"missing in {rate:.1%} of {total} events where {base:.1%} is normal"
             self._judge("null_rate", rose, round(base, 4), round(rate, 4), start, end, now, detail, contract, fname)
         if not rose:
-            self._learn_shares(shares, {"null": rate})
+            self._learn_shares(shares, {"null": rate, "present": 1.0 - rate}, total)
 
     @staticmethod
-    def _learn_shares(shares: _Shares, seen: dict[str, float]) -> None:
+    def _learn_shares(shares: _Shares, seen: dict[str, float], total: int) -> None:
         if not shares.windows:
             shares.base = dict(seen)
         else:
             base = shares.base
+            shares.dispersion = ewma(shares.dispersion, share_dispersion(seen, base, total), _ALPHA_RATE)
             for code in set(base) | set(seen):
                 share = ewma(base.get(code, 0.0), seen.get(code, 0.0), _ALPHA_SHARE)
                 if share < 0.0005 and code not in seen:
@@ -604,7 +623,8 @@ class Monitors:
             self._judge(alert.check, False, alert.expected, alert.seen, start, now, now, why,
                         alert.contract, alert.field, alert.series)  # fmt: skip
         self.numeric, self.shares, self._plans = {}, {}, {}
-        self.slot_rate, self.rate, self.lag_base = {}, None, None
+        self.slot_rate, self.rate, self.lag_base, self.dispersion, self.burst = {}, None, None, None, None
+        self.slot_n, self._rate_windows = {}, 0
         self.lags.clear()
         self.started_at, self.window, self.count = now, None, 0
         self.saved = self.state()
@@ -628,8 +648,10 @@ class Monitors:
             "format": STATE_FORMAT,
             "started_at": self.started_at,
             "last_event_at": self.last_event_at,
-            "slot_rate": {str(k): round(v, 4) for k, v in self.slot_rate.items()},
+            "slot_rate": {str(k): [round(v, 4), self.slot_n.get(k, 0)] for k, v in self.slot_rate.items()},
             "rate": self.rate,
+            "dispersion": self.dispersion,
+            "burst": self.burst,
             "lag_base": self.lag_base,
             "numeric": {
                 name: {
@@ -639,7 +661,7 @@ class Monitors:
                 }
                 for name, series in self.numeric.items()
             },
-            "shares": {name: [sh.base, sh.windows] for name, sh in self.shares.items() if sh.windows},
+            "shares": {name: [sh.base, sh.windows, sh.dispersion] for name, sh in self.shares.items() if sh.windows},
             "open": {key: alert.model_dump(mode="json") for key, alert in self.open.items()},
         }
 
@@ -650,15 +672,17 @@ class Monitors:
         self.started_at = state["started_at"]
         # The time the supervisor was down is no silence of the feed's: judged from the restart on.
         self.last_event_at = None if state["last_event_at"] is None else max(state["last_event_at"], self.clock())
-        self.slot_rate = {int(k): float(v) for k, v in state["slot_rate"].items()}
+        self.slot_rate = {int(k): float(v[0]) for k, v in state["slot_rate"].items()}
+        self.slot_n = {int(k): int(v[1]) for k, v in state["slot_rate"].items()}
         self.rate, self.lag_base = state["rate"], state["lag_base"]
+        self.dispersion, self.burst = state["dispersion"], state["burst"]
         for name, series in state["numeric"].items():
             self.numeric[name] = {
                 _key_from_json(k): _Series(band=(v[0], v[1], v[2]), windows=int(v[3]), seen=int(v[4]))
                 for k, v in series.items()
             }
-        for name, (base, windows) in state["shares"].items():
-            self.shares[name] = _Shares(base=dict(base), windows=int(windows))
+        for name, (base, windows, dispersion) in state["shares"].items():
+            self.shares[name] = _Shares(base=dict(base), windows=int(windows), dispersion=dispersion)
         self.open = {key: DataAlertV1.model_validate(a) for key, a in state["open"].items()}
         self._gauges()
 
@@ -713,6 +737,7 @@ class Monitors:
             "volume": {
                 "expected_in_window": self._expected(start, start + s.window_seconds),
                 "baseline_per_hour": self.rate,
+                "dispersion": max(self.dispersion or 1.0, self.burst or 1.0),
             },
             "freshness": {
                 "last_event_at": None if self.last_event_at is None else _iso(self.last_event_at).isoformat(),
