@@ -433,9 +433,9 @@ class MonitorSettings(PluginSettings):
     volume_sigmas: float = Field(default=3.0, gt=0)
     """...and only a count this many standard deviations of the feed's learnt burstiness away from the expected."""
     freshness: bool = True
-    silence_expected_events: float = Field(default=20.0, ge=1)
-    """Alert on silence once the baseline expected at least this many events since the last one came (and half a
-    window has passed: a thinned feed's short gaps are the volume monitor's to judge)."""
+    silence_expected_events: float = Field(default=10.0, ge=1)
+    """Alert on silence once the baseline expected at least this many events since the last one came, counted in
+    the feed's bursts (a hospital sending ten observations at a time: a hundred), and half a window has passed."""
     max_silence_seconds: float | None = Field(default=None, gt=0)
     """Also alert after this long without any event, whatever the baseline expects (a feed that must never pause)."""
     lag_factor: float = Field(default=4.0, gt=1)

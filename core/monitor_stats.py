@@ -101,9 +101,15 @@ def count_moved(
     steady meter hub is dozens of deviations while a quiet hour of the hospital is none."""
     s = settings
     burst = max(dispersion, 1.0)
-    z = 2.0 * (math.sqrt(seen / burst + 0.375) - math.sqrt(expected / burst + 0.375)) / math.sqrt(1.0 + 1.0 / learnt)
-    drop = expected >= s.volume_min_expected and seen < expected * s.volume_low_ratio and z <= -s.volume_sigmas
-    spike = seen >= s.volume_min_expected and seen > expected * s.volume_high_ratio and z >= s.volume_sigmas
+
+    def z(expected: float) -> float:
+        moved = math.sqrt(seen / burst + 0.375) - math.sqrt(expected / burst + 0.375)
+        return 2.0 * moved / math.sqrt(1.0 + 1.0 / learnt)
+
+    floor = s.volume_min_expected
+    drop = expected >= floor and seen < expected * s.volume_low_ratio and z(expected) <= -s.volume_sigmas
+    # A spike against at least ``volume_min_expected``: an hour learnt empty from one week says little.
+    spike = seen >= floor and seen > expected * s.volume_high_ratio and z(max(expected, floor)) >= s.volume_sigmas
     return drop, spike
 
 
@@ -159,11 +165,11 @@ def widened(band: Band | None, window: tuple[float, float, float, float, float],
     )
 
 
-def hour_slots(start: float, end: float, zone: ZoneInfo, cache: dict[int, int]) -> list[tuple[int, float]]:
-    """The local hours of the week ``[start, end)`` covers, as ``(slot, seconds)``: slot = weekday * 24 + hour in
-    ``zone`` (Monday 0). Real hours are walked, so a DST day yields 23 or 25 of them. ``cache`` maps a UTC hour
-    (Unix seconds // 3600) to its slot: zone conversions are paid once per hour, not per window or event."""
-    out: list[tuple[int, float]] = []
+def hour_slots(start: float, end: float, zone: ZoneInfo, cache: dict[int, int]) -> list[tuple[int, int, float]]:
+    """The real hours ``[start, end)`` covers, as ``(hour, slot, seconds)``: hour = Unix seconds // 3600, slot =
+    weekday * 24 + hour in ``zone`` (Monday 0). Real hours are walked, so a DST day yields 23 or 25 of them. ``cache``
+    maps an hour to its slot: zone conversions are paid once per hour, not per window or event."""
+    out: list[tuple[int, int, float]] = []
     t = start
     while t < end:
         hour = int(t // _HOUR)
@@ -172,7 +178,7 @@ def hour_slots(start: float, end: float, zone: ZoneInfo, cache: dict[int, int]) 
             local = datetime.fromtimestamp(hour * _HOUR, UTC).astimezone(zone)
             slot = cache[hour] = local.weekday() * 24 + local.hour
         nxt = min(end, (hour + 1) * _HOUR)
-        out.append((slot, nxt - t))
+        out.append((hour, slot, nxt - t))
         t = nxt
     return out
 

@@ -240,11 +240,11 @@ class Monitors:
         self.last_event_at: float | None = None
         self.slot_rate: dict[int, float] = {}
         self.slot_n: dict[int, int] = {}  # weeks learnt per hour of the week (capped: the rate is a weighted mean)
-        self._rate_windows = 0
         self.rate: float | None = None
         self.dispersion: float | None = None  # variance / mean of window counts around the baseline (>= 1 used)
         self.burst: float | None = None  # variance / mean of counts within windows (twelfths): the same, from day one
         self.parts = [0] * PARTS
+        self.hourly: dict[int, int] = {}  # the window's events per real hour (Unix seconds // 3600)
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLE)
         self.lag_base: float | None = None
         self.open: dict[str, DataAlertV1] = {}
@@ -264,6 +264,8 @@ class Monitors:
         if not models:
             return self._drain()
         self.count += len(models)
+        hour = int(now // 3600)
+        self.hourly[hour] = self.hourly.get(hour, 0) + len(models)
         if self.window is not None:  # which twelfth of the window: how bursty the feed is within it
             self.parts[min(PARTS - 1, int((now / self.settings.window_seconds - self.window) * PARTS))] += len(models)
         self.last_event_at = now
@@ -383,12 +385,13 @@ class Monitors:
         return end <= self.started_at + self.settings.learn_seconds
 
     def _expected(self, start: float, end: float) -> float | None:
-        if self.rate is None:
+        """The events ``[start, end)`` normally brings, from the hours of the week learnt so far; None before any.
+        An hour of the week never seen counts nothing: a Sunday night is only judged once a Sunday night is known."""
+        if not self.slot_rate:
             return None
         rates = self.slot_rate
         return sum(
-            rates.get(slot, self.rate) * seconds / 3600
-            for slot, seconds in hour_slots(start, end, self.zone, self._slots)
+            rates.get(slot, 0.0) * seconds / 3600 for _, slot, seconds in hour_slots(start, end, self.zone, self._slots)
         )
 
     def _close(self, index: int, now: float) -> None:
@@ -415,34 +418,31 @@ class Monitors:
                 else:
                     self._categories(contract, fname, shares, start, end, now, learning)
             shares.counts, shares.total = {}, 0
-        self.count, self.parts = 0, [0] * PARTS
+        self.count, self.parts, self.hourly = 0, [0] * PARTS, {}
         self.saved = self.state()
 
     def _volume(self, start: float, end: float, now: float, learning: bool) -> None:
         s, seen = self.settings, float(self.count)
         slots = hour_slots(start, end, self.zone, self._slots)
-        learnt = min((self.slot_n.get(slot, 0) for slot, _ in slots), default=0)  # weeks behind each hour of it
+        learnt = min((self.slot_n.get(slot, 0) for _, slot, _ in slots), default=0)  # weeks behind each hour of it
         known = learnt > 0
         expected = self._expected(start, end)
         low = high = False
-        if expected is not None and not learning:
+        if expected is not None and known and not learning:
             burst = max(self.dispersion or 1.0, self.burst or 1.0)
-            low, high = count_moved(seen, expected, burst, s, learnt or self._rate_windows)
+            low, high = count_moved(seen, expected, burst, s, learnt)
             exp = round(expected, 1)
             detail = f"{seen:.0f} events where {exp} were expected"
             self._judge("volume_drop", low, exp, seen, start, end, now, detail)
             self._judge("volume_spike", high, exp, seen, start, end, now, detail)
         if not (low or high):
-            if expected is not None and known:  # how far counts stray from a learnt hour
-                self.dispersion = ewma(self.dispersion, (seen - expected) ** 2 / (expected + 1), _ALPHA_RATE)
             if seen >= PARTS:  # from the first week on: a hospital sends an encounter's observations at once
                 self.burst = ewma(self.burst, index_of_dispersion(self.parts), _ALPHA_RATE)
-            per_hour = seen * 3600 / s.window_seconds
-            for slot, _ in slots:
+            for hour, slot, seconds in slots:  # each hour's own count: a day's window keeps its office hours
+                per_hour = self.hourly.get(hour, 0) * 3600 / seconds
                 self.slot_rate[slot] = ewma(self.slot_rate.get(slot), per_hour, _ALPHA_SLOT)
                 self.slot_n[slot] = min(self.slot_n.get(slot, 0) + 1, _SLOT_WEEKS)
-            self.rate = ewma(self.rate, per_hour, _ALPHA_RATE)
-            self._rate_windows += 1
+            self.rate = ewma(self.rate, seen * 3600 / s.window_seconds, _ALPHA_RATE)
 
     def _silence(self, now: float) -> None:
         s = self.settings
@@ -451,8 +451,9 @@ class Monitors:
         since = self.last_event_at if self.last_event_at is not None else self.started_at
         silent = now - since
         expected = self._expected(since, now) or 0.0
+        bursts = expected / max(self.dispersion or 1.0, self.burst or 1.0, 1.0)  # a bursty feed's gaps are longer
         stalled = (s.max_silence_seconds is not None and silent > s.max_silence_seconds) or (
-            expected >= s.silence_expected_events and silent >= s.window_seconds / 2
+            bursts >= s.silence_expected_events and silent >= s.window_seconds / 2
         )
         if stalled or "silence" in self.open:
             detail = f"no events for {silent:.0f} s, where {expected:.1f} were expected"
@@ -529,7 +530,9 @@ class Monitors:
             shares.base = dict(seen)
         else:
             base = shares.base
-            shares.dispersion = ewma(shares.dispersion, share_dispersion(seen, base, total), _ALPHA_RATE)
+            # Clipped: a window the drift began in (not judged anomalous yet) must not widen the tolerance at once.
+            sample = min(share_dispersion(seen, base, total), 4.0 * max(shares.dispersion or 1.0, 1.0))
+            shares.dispersion = ewma(shares.dispersion, sample, _ALPHA_RATE)
             for code in set(base) | set(seen):
                 share = ewma(base.get(code, 0.0), seen.get(code, 0.0), _ALPHA_SHARE)
                 if share < 0.0005 and code not in seen:
@@ -624,7 +627,7 @@ class Monitors:
                         alert.contract, alert.field, alert.series)  # fmt: skip
         self.numeric, self.shares, self._plans = {}, {}, {}
         self.slot_rate, self.rate, self.lag_base, self.dispersion, self.burst = {}, None, None, None, None
-        self.slot_n, self._rate_windows = {}, 0
+        self.slot_n = {}
         self.lags.clear()
         self.started_at, self.window, self.count = now, None, 0
         self.saved = self.state()
