@@ -134,8 +134,8 @@ FAULTS: dict[str, tuple[str, Callable[[Stream, datetime], Stream], list[tuple[st
         lambda s, at: volume_drop(s, at, keep=0.1),
         [("volume_drop", None, None)],
     ),
-    "a stalled meter hub": ("meters", lambda s, at: stall(s, at), [("silence", None, None)]),
-    "a stalled hospital feed": ("observations", lambda s, at: stall(s, at), [("silence", None, None)]),
+    "a stalled meter hub": ("meters", stall, [("silence", None, None)]),
+    "a stalled hospital feed": ("observations", stall, [("silence", None, None)]),
     "observation values going null": (
         "observations",
         lambda s, at: field_null(s, at, "value"),
