@@ -1,7 +1,8 @@
 """The operations API and web console of ``inlet run``, served on the metrics port next to the probes.
 
 Read-only by default (``GET``): the status document of :mod:`inlet.core.status` (all of it, one integration's,
-the contracts, the topics), the OpenAPI document (:data:`OPENAPI`) and the console (:mod:`inlet.core.console`).
+the contracts, the topics), the data-quality monitors' baselines and windows (``/api/monitors``), the OpenAPI
+document (:data:`OPENAPI`) and the console (:mod:`inlet.core.console`).
 The actions — ``POST /api/integrations/{customer}/{integration}/pause|resume|restart`` (:mod:`inlet.core.control`)
 — need ``Authorization: Bearer <token>`` with the token from ``INLET_API_TOKEN`` or the file ``api.token_file``
 names; it is compared in constant time. Without a header: 401; a wrong token: 403; no token configured: 403
@@ -61,6 +62,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/api/integrations/{customer}/{integration}/restart"),
     ("GET", "/api/contracts"),
     ("GET", "/api/topics"),
+    ("GET", "/api/monitors"),
+    ("GET", "/api/monitors/{customer}/{integration}"),
     ("GET", "/api/openapi.json"),
     ("GET", "/console"),
     ("GET", "/console/{customer}/{integration}"),
@@ -154,6 +157,17 @@ class Api:
             return _json(200, {"contracts": self._on_loop(lambda: status.contracts(sup))})
         if parts == ["topics"]:
             return _json(200, {"topics": self._on_loop(lambda: status.topics(sup))})
+        if parts == ["monitors"]:
+            return _json(200, self._on_loop(lambda: status.monitors(sup)))
+        if len(parts) == 3 and parts[0] == "monitors":
+            unit = f"{unquote(parts[1])}/{unquote(parts[2])}"
+
+            def one() -> tuple[dict[str, Any] | None, str]:
+                doc = status.unit_monitors(sup, unit)
+                return doc, "" if doc is not None else status.no_monitors_reason(sup, unit)
+
+            doc, why_not = self._on_loop(one)
+            return _json(200, doc) if doc is not None else _error(404, why_not)
         if parts == ["openapi.json"]:
             return _json(200, OPENAPI)
         return _error(404, f"not found: /api/{'/'.join(parts)}; see /api/openapi.json")
@@ -199,7 +213,9 @@ class Api:
                 return 404, "text/html; charset=utf-8", page.encode(), console.HEADERS
             why = self._on_loop(sup.status).get(key)
             item = self._on_loop(lambda: status.integration_status(sup, key, why=why))
-            return 200, "text/html; charset=utf-8", console.render_integration(item).encode(), console.HEADERS
+            monitors = self._on_loop(lambda: status.unit_monitors(sup, key))
+            page = console.render_integration(item, monitors)
+            return 200, "text/html; charset=utf-8", page.encode(), console.HEADERS
         return _error(404, f"not found: /console/{'/'.join(parts)}")
 
 
@@ -348,6 +364,27 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/monitors": {
+            "get": {
+                "summary": "The data-quality monitors of every integration running here: baselines, current window, "
+                "open alerts",
+                "operationId": "listMonitors",
+                "responses": {"200": _ok("Monitors", {"$ref": "#/components/schemas/Monitors"})},
+            }
+        },
+        "/api/monitors/{customer}/{integration}": {
+            "get": {
+                "summary": "One integration's data-quality monitors (a slot: integration#slot)",
+                "operationId": "getMonitors",
+                "parameters": _path_params("customer", "integration"),
+                "responses": {
+                    "200": _ok("Monitors", {"$ref": "#/components/schemas/Monitor"}),
+                    "404": _ok(
+                        "Not in this run, not running here, or its monitors are off (the error says which)", _ERROR
+                    ),
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -481,8 +518,133 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "drift_alerts": {"type": "array", "items": {"type": "object"}},
+                    "open_alerts": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/DataAlert"},
+                        "description": "the data-quality alerts open now, oldest first (empty: none, or monitors off)",
+                    },
                 },
-                "required": ["key", "state", "counts", "dlq_reasons", "restarts"],
+                "required": ["key", "state", "counts", "dlq_reasons", "restarts", "open_alerts"],
+            },
+            "DataAlert": {
+                "type": "object",
+                "description": "An event of the inlet.data_alert v1 contract, as published when the alert opened",
+                "properties": {
+                    "alert_id": {"type": "string"},
+                    "status": {"enum": ["open", "cleared"]},
+                    "customer": {"type": "string"},
+                    "integration": {"type": "string"},
+                    "monitor": {"enum": ["volume", "freshness", "numeric", "categorical", "nulls"]},
+                    "check": {
+                        "enum": [
+                            "volume_drop",
+                            "volume_spike",
+                            "silence",
+                            "lag",
+                            "level_shift",
+                            "share_change",
+                            "null_rate",
+                        ]
+                    },
+                    "contract": _NULL_STR,
+                    "field": _NULL_STR,
+                    "series": _NULL_STR,
+                    "measure": {"enum": ["events", "seconds", "value", "share"]},
+                    "expected": {"type": "number"},
+                    "seen": {"type": "number"},
+                    "window_start": {"type": "string", "format": "date-time"},
+                    "window_end": {"type": "string", "format": "date-time"},
+                    "observed_at": {"type": "string", "format": "date-time"},
+                    "detail": {"type": "string"},
+                },
+                "required": ["alert_id", "status", "monitor", "check", "measure", "expected", "seen", "detail"],
+            },
+            "Monitors": {
+                "type": "object",
+                "properties": {
+                    "generated_at": {"type": "string", "format": "date-time"},
+                    "replica": {"type": "string"},
+                    "monitors": {"type": "array", "items": {"$ref": "#/components/schemas/Monitor"}},
+                },
+                "required": ["monitors"],
+            },
+            "Monitor": {
+                "type": "object",
+                "description": "One running unit's monitors: each baseline and the window in progress",
+                "properties": {
+                    "key": {"type": "string", "description": "customer/integration, or customer/integration#slot"},
+                    "customer": {"type": "string"},
+                    "integration": {"type": "string"},
+                    "learning": {"type": "boolean", "description": "no alert until learning_until"},
+                    "learning_until": {"type": ["string", "null"], "format": "date-time"},
+                    "window": {
+                        "type": "object",
+                        "properties": {
+                            "start": {"type": "string", "format": "date-time"},
+                            "seconds": {"type": "number"},
+                            "events": {"type": "integer"},
+                        },
+                    },
+                    "volume": {
+                        "type": "object",
+                        "properties": {"expected_in_window": _NULL_NUM, "baseline_per_hour": _NULL_NUM},
+                    },
+                    "freshness": {
+                        "type": "object",
+                        "properties": {
+                            "last_event_at": {"type": ["string", "null"], "format": "date-time"},
+                            "lag_baseline_seconds": _NULL_NUM,
+                            "lag_window_median_seconds": _NULL_NUM,
+                        },
+                    },
+                    "numeric": {
+                        "type": "array",
+                        "description": "at most 200 series (numeric_series counts them all)",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "contract": {"type": "string"},
+                                "field": {"type": "string"},
+                                "series": {"type": "string"},
+                                "baseline": {
+                                    "type": ["object", "null"],
+                                    "properties": {"median": _NULL_NUM, "p05": _NULL_NUM, "p95": _NULL_NUM},
+                                },
+                                "windows_learnt": {"type": "integer"},
+                                "window": {
+                                    "type": "object",
+                                    "properties": {"values": {"type": "integer"}, "median": _NULL_NUM},
+                                },
+                            },
+                        },
+                    },
+                    "numeric_series": {"type": "integer"},
+                    "shares": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "monitor": {"enum": ["categorical", "nulls"]},
+                                "contract": {"type": "string"},
+                                "field": {"type": "string"},
+                                "baseline": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "number"},
+                                    "description": "the top 20 codes (nulls: null) and their share, 0..1",
+                                },
+                                "window": {
+                                    "type": "object",
+                                    "properties": {
+                                        "events": {"type": "integer"},
+                                        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                    "open_alerts": {"type": "array", "items": {"$ref": "#/components/schemas/DataAlert"}},
+                },
+                "required": ["key", "learning", "window", "volume", "freshness", "numeric", "shares", "open_alerts"],
             },
             "Contract": {
                 "type": "object",

@@ -23,6 +23,7 @@ from rich.table import Table
 from inlet import __version__
 from inlet.core.cli_common import ConfigOpt, OnlyOpt, config_dir, err, fail_config, out, supervisor_only
 from inlet.core.cli_dlq import dlq_app, top_reasons
+from inlet.core.cli_monitors import monitors_cmd
 from inlet.core.cli_ops import action_cmd, status_cmd
 from inlet.core.cli_plugins import new_app, plugins_app
 from inlet.core.cli_positions import positions_app
@@ -47,6 +48,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(positions_app, name="positions")
 app.command("status")(status_cmd)
+app.command("monitors")(monitors_cmd)
 for _action in ("pause", "resume", "restart"):
     app.command(_action)(action_cmd(_action))
 

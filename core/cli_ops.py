@@ -1,4 +1,6 @@
 """``inlet status`` and ``inlet pause|resume|restart``: the running supervisor, through its API (``core.api``).
+The helpers to find and ask the API (:func:`api_url`, :func:`api_get`, :func:`quoted_key`) serve ``inlet monitors``
+(``core.cli_monitors``) too.
 
 Where the API is: ``--url``, else ``INLET_API_URL``, else ``http://<metrics_host>:<metrics_port>`` of the config's
 ``inlet.yaml`` (``0.0.0.0`` / ``::`` read as loopback). The actions send ``Authorization: Bearer <token>``, the
@@ -21,7 +23,7 @@ from rich.table import Table
 
 from inlet.core.cli_common import ConfigOpt, config_dir, err, out, supervisor_only
 
-__all__ = ["action_cmd", "api_url", "status_cmd", "status_table"]
+__all__ = ["UrlOpt", "action_cmd", "api_get", "api_url", "quoted_key", "status_cmd", "status_table"]
 
 UrlOpt = Annotated[
     str | None,
@@ -67,6 +69,20 @@ def _request(method: str, url: str, *, token: str | None = None) -> tuple[int, A
         return response.status_code, orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return response.status_code, {"error": response.text[:500]}
+
+
+def api_get(url: str) -> tuple[int, Any]:
+    """``GET url`` of the supervisor's API: the status code and the JSON body; exit 1 when it cannot be reached."""
+    return _request("GET", url)
+
+
+def quoted_key(key: str) -> str:
+    """``CUSTOMER/INTEGRATION`` (a slot: ``INTEGRATION#SLOT``) as the API's two path segments; exit 2 otherwise."""
+    customer, sep, integration = key.partition("/")
+    if not sep or not customer or not integration or "/" in integration:
+        err.print(f"[red]expected CUSTOMER/INTEGRATION, got {key!r}[/]", highlight=False)
+        raise typer.Exit(2)
+    return f"{quote(customer, safe='')}/{quote(integration, safe='')}"
 
 
 def _fmt(value: float | None) -> str:
@@ -205,12 +221,8 @@ def action_cmd(action: str) -> Any:
             Path | None, typer.Option("--token-file", help="File holding the API token (default: INLET_API_TOKEN)")
         ] = None,
     ) -> None:
-        customer, sep, integration = key.partition("/")
-        if not sep or not customer or not integration or "/" in integration:
-            err.print(f"[red]expected CUSTOMER/INTEGRATION, got {key!r}[/]", highlight=False)
-            raise typer.Exit(2)
+        quoted = quoted_key(key)
         base = api_url(url, config)
-        quoted = f"{quote(customer, safe='')}/{quote(integration, safe='')}"
         code, doc = _request("POST", f"{base}/api/integrations/{quoted}/{action}", token=_token(token_file))
         if code != 202:
             message = doc.get("error") if isinstance(doc, dict) else doc

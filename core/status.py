@@ -10,7 +10,8 @@ updated once per committed batch), so taking it costs nothing on the hot path. I
                        "counts": {"records_in", "events_out", "dlq", "filtered"}, "dlq_by_stage",
                        "filtered_by_reason", "events_per_second", "dlq_reasons": [{"stage", "error_type",
                        "message", "count"}], "restarts", "last_error", "recent_dlq": [{"at", "stage",
-                       "error_type", "message", "payload_preview", "payload_bytes"}], "drift_alerts": [...]}],
+                       "error_type", "message", "payload_preview", "payload_bytes"}], "drift_alerts": [...],
+                       "open_alerts": [inlet.data_alert, ...]}],
      "contracts": [{"name", "version", "topic", "integrations"}]}
 
 - ``state``: ``running`` (reading or writing), ``backing_off`` (failed, waiting to restart from its checkpoint),
@@ -24,8 +25,13 @@ updated once per committed batch), so taking it costs nothing on the hot path. I
   the first event.
 - ``watermark_age_seconds``: for pull sources whose position holds a timestamp watermark (``last_updated``,
   ``modified_since``, ``transaction_time``): now minus that watermark; None otherwise.
-- Everything an operator reads here went through redaction: messages and errors lose every known secret
-  (``core.secrets``) and credential-looking values (``core.redact``); a payload preview of a plugin that declares
+- ``open_alerts``: the data-quality alerts (``inlet.data_alert`` events, oldest first) open on the unit's running
+  monitors (``core.monitors``); empty when none are open, its monitors are off, or it does not run here.
+  :func:`monitors` and :func:`unit_monitors` are the monitors' own document (``GET /api/monitors``): each running
+  unit's ``Monitors.describe()`` with its ``key``.
+- Everything an operator reads here went through redaction: messages and errors, and every string of the
+  monitors' documents (series and codes are upstream values), lose every known secret (``core.secrets``) and
+  credential-looking values (``core.redact``); a payload preview of a plugin that declares
   PHI (``Connector.phi``) is pseudonymised like a recording, and one that cannot be (not JSON, not HL7 v2) is
   withheld. Previews are at most :data:`PREVIEW_CHARS` characters.
 """
@@ -40,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from inlet.core.metrics import DlqSample, Stats
+from inlet.core.monitors import open_alerts
 from inlet.core.redact import Redactor
 
 if TYPE_CHECKING:
@@ -50,10 +57,13 @@ __all__ = [
     "STATES",
     "contracts",
     "integration_status",
+    "monitors",
+    "no_monitors_reason",
     "payload_preview",
     "redact_text",
     "snapshot",
     "topics",
+    "unit_monitors",
 ]
 
 STATES = ("running", "backing_off", "failed", "paused", "caught_up", "stopped")
@@ -197,7 +207,55 @@ def integration_status(
         "last_error": redact_text(stats.last_error),
         "recent_dlq": [_sample(s, phi=phi) for s in reversed(stats.recent_dlq)] if recent else [],
         "drift_alerts": [_drift(d) for d in reversed(stats.recent_drift)],
+        "open_alerts": _masked(open_alerts([m])) if (m := supervisor.monitors.get(key)) is not None else [],
     }
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with known secrets and credential-looking values masked in every string and member name: the
+    monitors name series and codes after upstream values, which an upstream may fill with anything."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {redact_text(k) if isinstance(k, str) else k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+def unit_monitors(supervisor: Supervisor, key: str) -> dict[str, Any] | None:
+    """The running monitors of unit ``key`` as ``Monitors.describe()`` shows them, with the ``key``; None when it
+    has none running here (:func:`no_monitors_reason` says why). Take it on the supervisor's event loop."""
+    found = supervisor.monitors.get(key)
+    if found is None:
+        return None
+    return {"key": key, **_masked(found.describe())}
+
+
+def monitors(supervisor: Supervisor) -> dict[str, Any]:
+    """Every running unit's monitors (:func:`unit_monitors`), in the order of the status document."""
+    return {
+        "generated_at": _iso(time.time()),
+        "replica": supervisor.replica,
+        "monitors": [doc for key in supervisor.stats if (doc := unit_monitors(supervisor, key)) is not None],
+    }
+
+
+def no_monitors_reason(supervisor: Supervisor, key: str) -> str:
+    """Why unit ``key`` has no monitors running here, as a sentence naming it and what to do."""
+    if key not in supervisor.stats:
+        slots = [k for k in supervisor.stats if k.startswith(f"{key}#")]
+        if slots:
+            return f"{key} runs as slots, each with its own monitors: ask for one of {', '.join(slots)}"
+        return f"no integration {key} in this run"
+    if not supervisor.items[supervisor.units[key].integration].config.monitors.enabled:
+        return f"{key} has its monitors off (monitors.enabled: false in its integration YAML)"
+    state = supervisor.stats[key].state
+    if state == "elsewhere":
+        return f"{key} runs on another replica of the fleet: ask that one (`inlet status --fleet` says which)"
+    if state in ("failed", "stopped", "fenced"):
+        return f"{key} is {state}: its monitors run only while it runs"
+    return f"{key} has no monitors running yet (state {state}): they start when it first loads its position"
 
 
 def _drift(alert: dict[str, Any]) -> dict[str, Any]:

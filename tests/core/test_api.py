@@ -42,6 +42,21 @@ def bad_observation(template: Resource, rid: str) -> Resource:
     return bad
 
 
+def coded_observation(template: Resource, rid: str, code: str, value: float = 7.5) -> Resource:
+    """A final Observation of ``code`` (any text an upstream may send) with a number: the data-quality monitors
+    name a numeric series and count a code after it."""
+    odd = copy.deepcopy(template)
+    for name in [k for k in odd if k.startswith("value") or k == "component"]:
+        del odd[name]
+    odd.update(
+        id=rid,
+        status="final",
+        code={"coding": [{"system": "urn:test:local-codes", "code": code}], "text": "local test"},
+        valueQuantity={"value": value, "unit": "mg"},
+    )
+    return odd
+
+
 def api_config(
     tmp_path: Path,
     *,
@@ -169,7 +184,12 @@ async def test_counts_dlq_reasons_and_metrics_agree_after_a_known_run(
     assert metric(metrics, "inlet_dlq_records_total", **labels, stage="validate") == 1
     assert metric(metrics, "inlet_filtered_records_total", **labels) == filtered
     names = {t["name"]: t for t in topics["topics"]}
-    assert set(names) == {"clinical.observation.v1", "clinical.observation.v2", f"inlet.dlq.{customer}.observations"}
+    assert set(names) == {
+        "clinical.observation.v1",
+        "clinical.observation.v2",
+        "inlet.data_alert.v1",  # its data-quality monitors are on (the default)
+        f"inlet.dlq.{customer}.observations",
+    }
     assert names[f"inlet.dlq.{customer}.observations"]["kind"] == "dlq"
     assert {(c["name"], c["version"], c["topic"]) for c in contracts["contracts"]} == {
         ("clinical.observation", "1.0", "clinical.observation.v1"),
@@ -201,6 +221,7 @@ async def test_the_openapi_document_covers_exactly_the_routes_served(
         run_supervisor(supervisor)
         await wait_for(lambda: supervisor.health is not None, 30, "the metrics port")
         key = next(iter(supervisor.stats))
+        await wait_for(lambda: key in supervisor.monitors, 30, "its monitors (/api/monitors/{customer}/...)")
         client = aclosing(httpx.AsyncClient(timeout=30))
         served = await get_json(client, f"{base(supervisor)}/api/openapi.json")
         assert served == orjson.loads(orjson.dumps(OPENAPI))
@@ -362,6 +383,8 @@ async def test_a_planted_secret_never_appears_in_the_api_the_console_the_metrics
     leaky = bad_observation(resources[0], "leaky-1")
     leaky["valueString"] = f"key={secret} and {secret}"  # the upstream echoes the key into a bad record
     resources.append(leaky)
+    # ... and into a good one's code, which the data-quality monitors name a series after.
+    resources.append(coded_observation(resources[1], "leaky-2", f"key={secret}"))
     customer = f"secret{uuid.uuid4().hex[:6]}"
     with FhirTestServer(resources) as server:
         root = api_config(
@@ -395,3 +418,5 @@ async def test_a_planted_secret_never_appears_in_the_api_the_console_the_metrics
     assert [p for p, body in bodies.items() if secret in body] == []
     doc = orjson.loads(bodies[f"/api/integrations/{customer}/observations"])
     assert doc["recent_dlq"] and "***" in doc["recent_dlq"][0]["payload_preview"]
+    watched = orjson.loads(bodies[f"/api/monitors/{customer}/observations"])
+    assert "key=***" in [n["series"] for n in watched["numeric"]]
