@@ -37,7 +37,7 @@ import operator
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import NoneType, UnionType
@@ -50,6 +50,7 @@ from prometheus_client import Counter, Gauge
 
 from inlet.contracts.base import Contract, Monitoring
 from inlet.contracts.inlet_data_alert import DataAlertV1
+from inlet.core import monitor_view
 from inlet.core.config import MonitorSettings
 from inlet.core.monitor_stats import (
     WINDOW_SAMPLE,
@@ -74,7 +75,6 @@ __all__ = [
     "STATE_KEY",
     "Monitors",
     "default_monitoring",
-    "open_alerts",
     "series_name",
     "split_position",
 ]
@@ -241,8 +241,7 @@ class Monitors:
         self.slot_rate: dict[int, float] = {}
         self.slot_n: dict[int, int] = {}  # weeks learnt per hour of the week (capped: the rate is a weighted mean)
         self.rate: float | None = None
-        self.dispersion: float | None = None  # variance / mean of window counts around the baseline (>= 1 used)
-        self.burst: float | None = None  # variance / mean of counts within windows (twelfths): the same, from day one
+        self.burst: float | None = None  # variance / mean of the counts of a window's twelfths (1: Poisson)
         self.parts = [0] * PARTS
         self.hourly: dict[int, int] = {}  # the window's events per real hour (Unix seconds // 3600)
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLE)
@@ -384,7 +383,7 @@ class Monitors:
         assert self.started_at is not None
         return end <= self.started_at + self.settings.learn_seconds
 
-    def _expected(self, start: float, end: float) -> float | None:
+    def expected(self, start: float, end: float) -> float | None:
         """The events ``[start, end)`` normally brings, from the hours of the week learnt so far; None before any.
         An hour of the week never seen counts nothing: a Sunday night is only judged once a Sunday night is known."""
         if not self.slot_rate:
@@ -426,11 +425,10 @@ class Monitors:
         slots = hour_slots(start, end, self.zone, self._slots)
         learnt = min((self.slot_n.get(slot, 0) for _, slot, _ in slots), default=0)  # weeks behind each hour of it
         known = learnt > 0
-        expected = self._expected(start, end)
+        expected = self.expected(start, end)
         low = high = False
         if expected is not None and known and not learning:
-            burst = max(self.dispersion or 1.0, self.burst or 1.0)
-            low, high = count_moved(seen, expected, burst, s, learnt)
+            low, high = count_moved(seen, expected, self.burst or 1.0, s, learnt)
             exp = round(expected, 1)
             detail = f"{seen:.0f} events where {exp} were expected"
             self._judge("volume_drop", low, exp, seen, start, end, now, detail)
@@ -450,8 +448,8 @@ class Monitors:
             return
         since = self.last_event_at if self.last_event_at is not None else self.started_at
         silent = now - since
-        expected = self._expected(since, now) or 0.0
-        bursts = expected / max(self.dispersion or 1.0, self.burst or 1.0, 1.0)  # a bursty feed's gaps are longer
+        expected = self.expected(since, now) or 0.0
+        bursts = expected / max(self.burst or 1.0, 1.0)  # a bursty feed's gaps are longer
         stalled = (s.max_silence_seconds is not None and silent > s.max_silence_seconds) or (
             bursts >= s.silence_expected_events and silent >= s.window_seconds / 2
         )
@@ -626,12 +624,16 @@ class Monitors:
             self._judge(alert.check, False, alert.expected, alert.seen, start, now, now, why,
                         alert.contract, alert.field, alert.series)  # fmt: skip
         self.numeric, self.shares, self._plans = {}, {}, {}
-        self.slot_rate, self.rate, self.lag_base, self.dispersion, self.burst = {}, None, None, None, None
+        self.slot_rate, self.rate, self.lag_base, self.burst = {}, None, None, None
         self.slot_n = {}
         self.lags.clear()
         self.started_at, self.window, self.count = now, None, 0
         self.saved = self.state()
         return self._drain()
+
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        """Each monitor's baseline and current window (``core.monitor_view``)."""
+        return monitor_view.describe(self, self.clock() if now is None else now)
 
     def forget_metrics(self) -> None:
         """Drop this integration's open-alert gauges (it stopped running here: another replica reports it)."""
@@ -653,7 +655,6 @@ class Monitors:
             "last_event_at": self.last_event_at,
             "slot_rate": {str(k): [round(v, 4), self.slot_n.get(k, 0)] for k, v in self.slot_rate.items()},
             "rate": self.rate,
-            "dispersion": self.dispersion,
             "burst": self.burst,
             "lag_base": self.lag_base,
             "numeric": {
@@ -678,7 +679,7 @@ class Monitors:
         self.slot_rate = {int(k): float(v[0]) for k, v in state["slot_rate"].items()}
         self.slot_n = {int(k): int(v[1]) for k, v in state["slot_rate"].items()}
         self.rate, self.lag_base = state["rate"], state["lag_base"]
-        self.dispersion, self.burst = state["dispersion"], state["burst"]
+        self.burst = state["burst"]
         for name, series in state["numeric"].items():
             self.numeric[name] = {
                 _key_from_json(k): _Series(band=(v[0], v[1], v[2]), windows=int(v[3]), seen=int(v[4]))
@@ -690,68 +691,6 @@ class Monitors:
         self._gauges()
 
     # --- for people -----------------------------------------------------------------------------------------------
-
-    def describe(self, now: float | None = None) -> dict[str, Any]:
-        """Each monitor's baseline and current window (``inlet monitors``, the status API, the console)."""
-        now = self.clock() if now is None else now
-        s = self.settings
-        start = (self.window if self.window is not None else int(now // s.window_seconds)) * s.window_seconds
-        learn_end = None if self.started_at is None else self.started_at + s.learn_seconds
-        numeric = []
-        for name, series in self.numeric.items():
-            contract, fname = name.split("|", 1)
-            for key, one in sorted(series.items(), key=lambda kv: series_name(kv[0])):
-                numeric.append(
-                    {
-                        "contract": contract,
-                        "field": fname,
-                        "series": series_name(key),
-                        "baseline": None
-                        if one.band is None
-                        else dict(zip(("median", "p05", "p95"), one.band, strict=True)),
-                        "windows_learnt": one.windows,
-                        "window": {
-                            "values": len(one.window),
-                            "median": quantiles(one.window)[2] if one.window else None,
-                        },
-                    }
-                )
-        shares = []
-        for name, sh in self.shares.items():
-            kind, contract, fname = name.split("|", 2)
-            shares.append(
-                {
-                    "monitor": kind,
-                    "contract": contract,
-                    "field": fname,
-                    "baseline": {k: round(v, 4) for k, v in sorted(sh.base.items(), key=lambda kv: -kv[1])[:20]},
-                    "window": {
-                        "events": sh.total,
-                        "counts": dict(sorted(sh.counts.items(), key=lambda kv: -kv[1])[:20]),
-                    },
-                }
-            )
-        return {
-            "customer": self.customer,
-            "integration": self.integration,
-            "learning": learn_end is None or now < learn_end,
-            "learning_until": None if learn_end is None else _iso(learn_end).isoformat(),
-            "window": {"start": _iso(start).isoformat(), "seconds": s.window_seconds, "events": self.count},
-            "volume": {
-                "expected_in_window": self._expected(start, start + s.window_seconds),
-                "baseline_per_hour": self.rate,
-                "dispersion": max(self.dispersion or 1.0, self.burst or 1.0),
-            },
-            "freshness": {
-                "last_event_at": None if self.last_event_at is None else _iso(self.last_event_at).isoformat(),
-                "lag_baseline_seconds": self.lag_base,
-                "lag_window_median_seconds": quantiles(self.lags)[2] if self.lags else None,
-            },
-            "numeric": numeric[:200],
-            "numeric_series": len(numeric),
-            "shares": shares,
-            "open_alerts": [a.model_dump(mode="json") for a in self.open.values()],
-        }
 
 
 _MEASURE: Final[dict[str, Literal["events", "seconds", "value", "share"]]] = {
@@ -771,9 +710,3 @@ def _log_fields(alert: DataAlertV1) -> dict[str, Any]:
     )
     fields["window"] = f"{alert.window_start.isoformat()}/{alert.window_end.isoformat()}"
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def open_alerts(monitors: Iterable[Monitors]) -> list[dict[str, Any]]:
-    """Every open alert of ``monitors``, oldest first (the status API and the console)."""
-    alerts = [a for m in monitors for a in m.open.values()]
-    return [a.model_dump(mode="json") for a in sorted(alerts, key=lambda a: a.observed_at)]

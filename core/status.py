@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from inlet.core.metrics import DlqSample, Stats
-from inlet.core.monitors import open_alerts
+from inlet.core.monitor_view import open_alerts
 from inlet.core.redact import Redactor
 
 if TYPE_CHECKING:
