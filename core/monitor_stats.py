@@ -9,9 +9,11 @@ where a baseline here is five numbers, which matters because baselines ride with
 
 The checks, with their reasons (docs/monitors.md):
 
-- volume: the expected count of a window is the sum, over the real hours it covers, of the learnt hourly rate of
-  that hour *of the local week* (:func:`hour_slots`): a Sunday night expects a Sunday night; a 23- or 25-hour
-  local day is 23 or 25 real hours, each judged against its own local hour, so DST days are no anomaly;
+- volume (:func:`count_moved`): the expected count of a window is the sum, over the real hours it covers, of the
+  learnt hourly rate of that hour *of the local week* (:func:`hour_slots`): a Sunday night expects a Sunday night;
+  a 23- or 25-hour local day is 23 or 25 real hours, each judged against its own local hour, so DST days are no
+  anomaly. Counts are judged in the feed's bursts (:func:`index_of_dispersion`), so a hospital that sends an
+  encounter's observations at once is not held to a meter hub's regularity;
 - numeric (:func:`level_shift`): a window's median against a baseline band (medians, 5th and 95th percentiles of
   earlier windows, exponentially weighted): a unit x1000 moves the median by three orders of magnitude and its
   middle half out of the band; a sign flip or a move across zero moves it by a multiple of the baseline's magnitude;
