@@ -4,7 +4,8 @@ Read-only by default (``GET``): the status document of :mod:`inlet.core.status` 
 the contracts, the topics), the data-quality monitors' baselines and windows (``/api/monitors``), the OpenAPI
 document (:data:`OPENAPI`) and the console (:mod:`inlet.core.console`).
 The actions — ``POST /api/integrations/{customer}/{integration}/pause|resume|restart`` (:mod:`inlet.core.control`)
-— need ``Authorization: Bearer <token>`` with the token from ``INLET_API_TOKEN`` or the file ``api.token_file``
+and ``POST /api/monitors/{customer}/{integration}/reset`` (forget the monitors' baselines) — need
+``Authorization: Bearer <token>`` with the token from ``INLET_API_TOKEN`` or the file ``api.token_file``
 names; it is compared in constant time. Without a header: 401; a wrong token: 403; no token configured: 403
 saying how to enable them.
 
@@ -47,7 +48,7 @@ _JSON = "application/json"
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _ENABLE_HINT = (
     "actions are disabled: no API token is configured; set INLET_API_TOKEN (or api.token_file in inlet.yaml) "
-    "for `inlet run`, and pass the same token to `inlet pause|resume|restart`"
+    "for `inlet run`, and pass the same token to `inlet pause|resume|restart` and `inlet monitors --reset`"
 )
 
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -64,6 +65,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/api/topics"),
     ("GET", "/api/monitors"),
     ("GET", "/api/monitors/{customer}/{integration}"),
+    ("POST", "/api/monitors/{customer}/{integration}/reset"),
     ("GET", "/api/openapi.json"),
     ("GET", "/console"),
     ("GET", "/console/{customer}/{integration}"),
@@ -141,8 +143,13 @@ class Api:
             if method != "POST":
                 return _error(405, f"{parts[3]} is a POST", Allow="POST")
             return self._act(parts[1], parts[2], parts[3], headers)
+        if len(parts) == 4 and parts[0] == "monitors" and parts[3] == "reset":
+            if method != "POST":
+                return _error(405, "reset is a POST", Allow="POST")
+            return self._reset(parts[1], parts[2], headers)
         if method != "GET":
-            return _error(405, "read-only: only the actions (pause, resume, restart) take a POST", Allow="GET")
+            message = "read-only: only the actions (pause, resume, restart, and a monitors reset) take a POST"
+            return _error(405, message, Allow="GET")
         if parts == ["status"]:
             return _json(200, self._on_loop(lambda: status.snapshot(sup)))
         if parts == ["integrations"]:
@@ -172,7 +179,8 @@ class Api:
             return _json(200, OPENAPI)
         return _error(404, f"not found: /api/{'/'.join(parts)}; see /api/openapi.json")
 
-    def _act(self, customer: str, integration: str, action: Action, headers: Mapping[str, str]) -> Response:
+    def _refused(self, headers: Mapping[str, str]) -> Response | None:
+        """The answer to an action without the API token (401 none given, 403 a wrong one or none configured)."""
         if self.token is None:
             return _error(403, _ENABLE_HINT)
         given = headers.get("authorization", "")
@@ -181,6 +189,11 @@ class Api:
             return _error(401, "an action needs Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
             return _error(403, "the bearer token is not the API token")
+        return None
+
+    def _act(self, customer: str, integration: str, action: Action, headers: Mapping[str, str]) -> Response:
+        if (refused := self._refused(headers)) is not None:
+            return refused
         key = self._key(customer, integration)
         if key is None:
             return _error(404, f"no integration {unquote(customer)}/{unquote(integration)} in this run")
@@ -196,6 +209,28 @@ class Api:
 
         before = self._on_loop(apply)
         return _json(202, {"key": key, "action": action, "accepted": True, "state_before": before})
+
+    def _reset(self, customer: str, integration: str, headers: Mapping[str, str]) -> Response:
+        """Forget a unit's monitor baselines (``Supervisor.reset_monitors``); 404 saying why it has no monitors."""
+        from inlet.core import status
+
+        if (refused := self._refused(headers)) is not None:
+            return refused
+        sup, key = self.supervisor, f"{unquote(customer)}/{unquote(integration)}"
+
+        async def reset() -> int | str:
+            try:
+                return await sup.reset_monitors(key)
+            except KeyError:
+                return status.no_monitors_reason(sup, key)
+
+        done = asyncio.run_coroutine_threadsafe(reset(), self.loop)
+        try:
+            cleared = done.result(timeout=LOOP_TIMEOUT_SECONDS)
+        except TimeoutError:  # a slow sink, or a busy loop: the reset is queued or done, only its answer is late
+            message = f"the reset of {key} did not finish within {LOOP_TIMEOUT_SECONDS:g} s; it goes on"
+            return _error(503, f"{message}: `inlet monitors {key}` shows when it is learning again")
+        return _json(202, {"key": key, "cleared": cleared}) if isinstance(cleared, int) else _error(404, cleared)
 
     def _console(self, method: str, parts: list[str]) -> Response:
         from inlet.core import console, status
@@ -232,6 +267,11 @@ def _ok(description: str, schema: dict[str, Any], content: str = _JSON) -> dict[
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NOT_FOUND = {"404": _ok("No such integration in this run", _ERROR)}
+_TOKEN_REFUSED = {
+    "401": _ok("No bearer token given", _ERROR),
+    "403": _ok("Wrong token, or actions disabled (no token configured)", _ERROR),
+}
+_NO_MONITORS = {"404": _ok("Not in this run, not running here, or its monitors are off (the error says which)", _ERROR)}
 
 
 def _action(verb: str, what: str) -> dict[str, Any]:
@@ -246,8 +286,7 @@ def _action(verb: str, what: str) -> dict[str, Any]:
                 "202": _ok(
                     "Accepted: the integration's state changes shortly", {"$ref": "#/components/schemas/Accepted"}
                 ),
-                "401": _ok("No bearer token given", _ERROR),
-                "403": _ok("Wrong token, or actions disabled (no token configured)", _ERROR),
+                **_TOKEN_REFUSED,
                 **_NOT_FOUND,
             },
         }
@@ -379,8 +418,36 @@ OPENAPI: dict[str, Any] = {
                 "parameters": _path_params("customer", "integration"),
                 "responses": {
                     "200": _ok("Monitors", {"$ref": "#/components/schemas/Monitor"}),
-                    "404": _ok(
-                        "Not in this run, not running here, or its monitors are off (the error says which)", _ERROR
+                    **_NO_MONITORS,
+                },
+            }
+        },
+        "/api/monitors/{customer}/{integration}/reset": {
+            "post": {
+                "summary": "Forget one integration's data-quality baselines (a slot: integration#slot)",
+                "description": "For an intended change: its open alerts clear (published as cleared, saying so) and "
+                "it learns again for learn_seconds.",
+                "operationId": "resetMonitors",
+                "security": [{"bearer": []}],
+                "parameters": _path_params("customer", "integration"),
+                "responses": {
+                    "202": _ok(
+                        "Reset: learning again",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "key": {"type": "string"},
+                                "cleared": {"type": "integer", "description": "the open alerts it cleared"},
+                            },
+                            "required": ["key", "cleared"],
+                        },
+                    ),
+                    **_TOKEN_REFUSED,
+                    **_NO_MONITORS,
+                    "503": _ok(
+                        "Not finished in time; it goes on (GET /api/monitors/{customer}/{integration} says when "
+                        "it learns again)",
+                        _ERROR,
                     ),
                 },
             }

@@ -4,10 +4,15 @@ Without a key, one row per integration (or slot) running here: learning or watch
 what its baseline expects, and its open alerts. With ``CUSTOMER/INTEGRATION``, that one's monitors: volume,
 freshness, each numeric series and each watched code field (baseline against the window), and its open alerts.
 Series names and codes come from upstream values, so they are printed as plain text, never as rich markup.
+
+``--reset`` (an action: it needs the API token, and a confirmation) makes one integration's monitors forget their
+baselines after an intended change; its open alerts clear, saying so, and it learns again.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -17,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inlet.core.cli_common import ConfigOpt, err, out
-from inlet.core.cli_ops import UrlOpt, api_get, api_url, quoted_key
+from inlet.core.cli_ops import UrlOpt, _request, _token, api_get, api_url, quoted_key
 from inlet.core.console import duration, measured, number, share, top_codes
 
 __all__ = ["alerts_table", "monitors_cmd", "monitors_table", "unit_tables"]
@@ -131,6 +136,27 @@ def _get(url: str, key: str | None) -> dict[str, Any]:
     return doc
 
 
+def _reset(base: str, quoted: str, key: str, token_file: Path | None, *, yes: bool, as_json: bool) -> None:
+    """Post the reset once confirmed (``--yes``, or yes on a terminal; elsewhere exit 1 having changed nothing),
+    with the token and request of the other actions (``inlet pause``)."""
+    what = f"forget the data-quality baselines of {key} (its open alerts clear; it learns again)"
+    if not yes and not (sys.stdin.isatty() and typer.confirm(f"{what}?", default=False)):
+        err.print(f"{key} not reset: nothing changed (pass --yes to reset)", style="red", markup=False, highlight=False)
+        raise typer.Exit(1)
+    code, doc = _request("POST", f"{base}/api/monitors/{quoted}/reset", token=_token(token_file))
+    if code != 202 or not isinstance(doc, dict):
+        message = doc.get("error") if isinstance(doc, dict) else doc
+        err.print(f"reset refused ({code}): {message}", style="red", markup=False, highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        out.print_json(orjson.dumps(doc).decode())
+        return
+    cleared = doc["cleared"]
+    out.print(
+        Text(f"{key}: baselines forgotten, {cleared} open alert{'' if cleared == 1 else 's'} cleared; learning again")
+    )
+
+
 def monitors_cmd(
     key: Annotated[
         str | None,
@@ -141,11 +167,28 @@ def monitors_cmd(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's monitors document as JSON")] = False,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset", help="Forget the integration's baselines after an intended change (needs the API token)"
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Reset without asking (needed off a terminal)")] = False,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the API token (default: INLET_API_TOKEN)")
+    ] = None,
 ) -> None:
     """The data-quality monitors of the running supervisor: learning or watching, volume, freshness, numeric
-    series and codes against their baselines, and the open data alerts."""
+    series and codes against their baselines, and the open data alerts. With --reset, one integration's monitors
+    forget their baselines and learn again (its open alerts clear)."""
+    if reset and key is None:
+        err.print("--reset needs CUSTOMER/INTEGRATION: baselines are reset one integration at a time", style="red")
+        raise typer.Exit(2)
     quoted = None if key is None else quoted_key(key)
     base = api_url(url, config)
+    if reset and key is not None and quoted is not None:
+        _reset(base, quoted, key, token_file, yes=yes, as_json=as_json)
+        return
     doc = _get(f"{base}/api/monitors" if quoted is None else f"{base}/api/monitors/{quoted}", key)
     if as_json:
         out.print_json(orjson.dumps(doc).decode())

@@ -485,6 +485,27 @@ class Supervisor:
                     bound.error("data alert refused by the sink", error=f"{r.error_type}: {r.message}")
                 unsent = []
 
+    async def reset_monitors(self, unit_key: str) -> int:
+        """An operator's ``inlet monitors --reset``: the change the monitors see was intended, so they forget every
+        baseline and learn again; the number of alerts that cleared. The cleared alerts go to the shared sink as the
+        ticker's do; a sink that fails only costs their delivery (logged), the reset stands. KeyError: no monitors
+        of ``unit_key`` run here."""
+        monitors, unit = self.monitors[unit_key], self.units[unit_key]
+        cfg = self.items[unit.integration].config
+        bound = log.bind(customer=cfg.customer, integration=unit.name)
+        cleared = monitors.reset()
+        if cleared:
+            env = Enveloper.of(self.cfg, cfg.customer, cfg.integration)
+            try:
+                refused = await self.sink.send([env.envelope(a, a.alert_id, a.status) for a in cleared])
+            except Exception as exc:
+                bound.warning("cleared data alerts not delivered", error=repr(exc), alerts=len(cleared))
+            else:
+                for r in refused:
+                    bound.error("data alert refused by the sink", error=f"{r.error_type}: {r.message}")
+        bound.info("data-quality baselines reset by an operator", cleared=len(cleared))
+        return len(cleared)
+
     def _given_up(self, exc: Exception, unit: Unit, stats: Stats, bound: Any, failures: int) -> bool:
         """True when a failed integration is not restarted: fatal, refused at start, or too many failures."""
         if isinstance(exc, InletError) and exc.fatal:  # SinkRefused: a wrong password or certificate

@@ -11,12 +11,14 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.core.cli import app
 from inlet.core.config import load_config
+from inlet.core.sinks.outbox import read_outbox
 from inlet.core.supervisor import Supervisor
 from tests.core.test_api import SCRIPT, Resource, api_config, base, coded_observation, get_json, wait_for
 from tools.servers.fhir import FhirTestServer
@@ -141,6 +143,78 @@ async def test_open_alerts_and_monitors_in_the_api_and_the_cli(
         assert shown in detail.stdout, shown
     assert as_json.exit_code == 0 and orjson.loads(as_json.stdout)["open_alerts"] == [alert]
     assert missing.exit_code == 1 and off in missing.output and "monitors off" in missing.output
+
+
+async def test_a_reset_needs_the_token_clears_the_open_alerts_and_learns_again(
+    tmp_path: Path,
+    run_supervisor: Callable[[Supervisor], asyncio.Task[Any]],
+    aclosing: Callable[[httpx.AsyncClient], httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("INLET_API_TOKEN", token)
+    customer = f"reset{uuid.uuid4().hex[:6]}"
+    key, off = f"{customer}/observations", f"{customer}/unwatched"
+    with FhirTestServer(upstream(seed=32)) as server:
+        root = monitored_config(tmp_path, base_url=server.base_url, customer=customer)
+        supervisor = Supervisor(*load_config(root))
+        run_supervisor(supervisor)
+        client = aclosing(httpx.AsyncClient(timeout=30))
+        await wait_for(lambda: key in supervisor.monitors, 60, "the monitors")
+        await silence_opened(supervisor, key)
+        one, reset = f"{base(supervisor)}/api/monitors/{key}", f"{base(supervisor)}/api/monitors/{key}/reset"
+        runner, url = CliRunner(), ["--url", base(supervisor)]
+
+        # Refused, and nothing changed: no token, a wrong one, a GET, the CLI without --yes (no terminal here).
+        no_token = await client.post(reset)
+        wrong = await client.post(reset, headers={"Authorization": "Bearer nope"})
+        as_get = await client.get(reset)
+        unconfirmed = await asyncio.to_thread(runner.invoke, app, ["monitors", key, "--reset", *url])
+        no_key = await asyncio.to_thread(runner.invoke, app, ["monitors", "--reset", *url])
+        still = await get_json(client, one)
+        assert no_token.status_code == 401 and wrong.status_code == 403, (no_token.text, wrong.text)
+        assert as_get.status_code == 405
+        assert unconfirmed.exit_code == 1 and "nothing changed" in unconfirmed.output
+        assert no_key.exit_code == 2 and "CUSTOMER/INTEGRATION" in no_key.output
+        assert still["learning"] is False and checks(still["open_alerts"]) == ["silence"]
+        first = still["open_alerts"]
+
+        # Through the CLI (the token from a file): the silence alert clears, and opens again once it has learnt.
+        monkeypatch.delenv("INLET_API_TOKEN")
+        tokenless = await asyncio.to_thread(runner.invoke, app, ["monitors", key, "--reset", "--yes", *url])
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        by_cli = await asyncio.to_thread(
+            runner.invoke, app, ["monitors", key, "--reset", "--yes", "--token-file", str(token_file), *url]
+        )
+        assert tokenless.exit_code == 1 and "401" in tokenless.output
+        assert by_cli.exit_code == 0, by_cli.output
+        assert f"{key}: baselines forgotten, 1 open alert cleared" in by_cli.stdout
+        await silence_opened(supervisor, key)
+
+        # Through the API: learning for an hour from here, so what follows is checked before it can alert again.
+        monitors = supervisor.monitors[key]
+        monitors.settings = monitors.settings.model_copy(update={"learn_seconds": 3600.0})
+        second = (await get_json(client, one))["open_alerts"]
+        accepted = await client.post(reset, headers={"Authorization": f"Bearer {token}"})
+        after = await get_json(client, one)
+        entry = await get_json(client, f"{base(supervisor)}/api/integrations/{key}")
+        unwatched = await client.post(reset.replace(key, off), headers={"Authorization": f"Bearer {token}"})
+        read_only = await client.post(one)
+
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json() == {"key": key, "cleared": len(second)} and len(second) >= 1
+    assert after["learning"] is True and after["open_alerts"] == [] and entry["open_alerts"] == []
+    assert unwatched.status_code == 404 and "monitors off" in unwatched.json()["error"]  # as the GET says
+    assert read_only.status_code == 405 and "monitors reset" in read_only.json()["error"]
+
+    # The sink got each alert opened, then cleared by the operator's reset.
+    rows = read_outbox(root / "state" / "outbox.sqlite", limit=1000, topic="inlet.data_alert.v1")
+    events = [orjson.loads(r.value) for r in rows]
+    for alert in [*first, *second]:
+        published = [e for e in events if e["alert_id"] == alert["alert_id"]]
+        assert [e["status"] for e in published] == ["open", "cleared"], published
+        assert "operator" in published[1]["detail"], published[1]
 
 
 def test_the_cli_says_when_the_supervisor_cannot_be_reached() -> None:
