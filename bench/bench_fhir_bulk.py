@@ -1,7 +1,7 @@
 """FHIR Bulk Data ``$export`` → mapped, validated events acknowledged by Kafka, next to its yardsticks.
 
     .venv/bin/python bench/bench_fhir_bulk.py [--events N] [--naive-events M] [--rounds R] [--memory-mb MB]
-                                              [--bootstrap HOST:PORT] [--json]
+                                              [--bootstrap HOST:PORT] [--monitor-pairs K] [--json]
 
 What one run measures, against one broker (started here with the default JIT unless ``--bootstrap`` or
 ``INLET_KAFKA_BOOTSTRAP`` names one), on loopback only:
@@ -27,7 +27,12 @@ What one run measures, against one broker (started here with the default JIT unl
    resources — then a few fields hand-mapped into a dict, ``orjson.dumps``, and one ``send()`` per resource on
    the same producer, awaiting the acks of every batch of ``--batch`` before the next. ``--naive-events``
    (default min(N, 20000)) bounds it: at ~300 µs a line it would otherwise dominate the run.
-5. **peak memory**: the inlet path over a ~``--memory-mb`` MB NDJSON file, in a child process (this script
+5. **monitors on / off**: ``--monitor-pairs`` pairs of inlet passes into Kafka (as in 2.), one with the
+   data-quality monitors and one without, the order alternating (``bench.monitor_pairs``: monitors as the
+   supervisor builds them, restored from a state learnt on these resources): CPU µs per resource and per event on
+   each side and the ratio on / off of every pair; the pure CPU split also times ``Monitors.observe``, and
+   ``observe`` runs once under cProfile. The rows of 2. run without monitors, as before they existed.
+6. **peak memory**: the inlet path over a ~``--memory-mb`` MB NDJSON file, in a child process (this script
    with ``--child-inlet``) whose peak RSS is read with ``os.wait4`` (``ru_maxrss``); target < 200 MB.
 
 Each round runs inlet, raw, naive on fresh pre-created one-partition topics; the headline is the median
@@ -50,7 +55,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +76,16 @@ from bench.bench_pipeline import (
     send_raw,
     sink_producer,
 )
+from bench.monitor_pairs import learnt_state, observe_profile, order, overhead, overhead_lines, state_bytes
 from inlet.connectors.fhir.ndjson import NdjsonFile, NdjsonLine
 from inlet.connectors.fhir.synth import generate_observations
-from inlet.contracts.base import converters_from
+from inlet.contracts.base import Contract, converters_from
 from inlet.core.checkpoint import CheckpointStore
-from inlet.core.config import KafkaSettings
+from inlet.core.config import KafkaSettings, MonitorSettings
 from inlet.core.connector import Batch, IntegrationContext
 from inlet.core.envelope import Enveloper, Event
 from inlet.core.metrics import BatchCounts, Stats
+from inlet.core.monitors import Monitors
 from inlet.core.pipeline import Pipeline, process_batch
 from inlet.core.registry import find_plugin
 from inlet.core.sinks import Rejected, Sink
@@ -92,6 +100,7 @@ DEFAULT_EVENTS = 100_000
 DEFAULT_NAIVE = 20_000
 DEFAULT_ROUNDS = 3
 DEFAULT_MEMORY_MB = 100
+DEFAULT_MONITOR_PAIRS = 3
 NAIVE_BATCH = 500  # the connector's default batch_size: naive awaits its acks batch by batch
 WARMUP_RAW = 10_000
 SPLIT_LINES = 20_000  # lines the pure CPU split times
@@ -200,12 +209,21 @@ def topic_template(prefix: str) -> str:
 
 
 async def inlet_pass(
-    base_url: str, sink: Sink, template: str, state: Path, out: list[Round] | None, broker_pid: int | None
+    base_url: str,
+    sink: Sink,
+    template: str,
+    state: Path,
+    out: list[Round] | None,
+    broker_pid: int | None,
+    monitors: Callable[[], Monitors] | None = None,
 ) -> tuple[BatchCounts, float]:
     """One export through the registered plugin → Pipeline → ``sink`` → checkpoints.
 
     Returns the totals and the seconds from kick-off to the first events. With ``out`` the pass is measured
-    (``bench_pipeline.measure``: wall, CPU, GC); without, it is timed with ``perf_counter`` only.
+    (``bench_pipeline.measure``: wall, CPU, GC); without, it is timed with ``perf_counter`` only. ``monitors``
+    builds the data-quality monitors the pipeline feeds (None: as with ``monitors: {enabled: false}``); they are
+    built inside the measured block, after the harness's data is frozen out of the collector, as the supervisor
+    builds them after ``tune_gc``'s freeze (the collector walks them).
     """
     cls = find_plugin(PLUGIN)
     settings = cls.settings_model.model_validate({"http": {"base_url": base_url}})  # every other default
@@ -216,14 +234,18 @@ async def inlet_pass(
     stats = Stats(CUSTOMER, INTEGRATION)
     try:
         async with connector:
-            run = Pipeline(connector, env, timed, store, stats).run(None, asyncio.Event())
+
+            def run() -> Coroutine[Any, Any, Any]:
+                pipeline = Pipeline(connector, env, timed, store, stats, monitors=monitors() if monitors else None)
+                return asyncio.wait_for(pipeline.run(None, asyncio.Event()), LOAD_TIMEOUT)
+
             if out is None:
                 t0 = time.perf_counter()
-                await asyncio.wait_for(run, LOAD_TIMEOUT)
+                await run()
             else:
                 with measure(0, broker_pid, out):
                     t0 = time.perf_counter()
-                    await asyncio.wait_for(run, LOAD_TIMEOUT)
+                    await run()
     finally:
         store.close()
     totals = stats.totals
@@ -234,12 +256,18 @@ async def inlet_pass(
 
 
 async def run_inlet_kafka(
-    settings: KafkaSettings, base_url: str, template: str, state: Path, broker_pid: int | None, out: list[Round]
+    settings: KafkaSettings,
+    base_url: str,
+    template: str,
+    state: Path,
+    broker_pid: int | None,
+    out: list[Round],
+    monitors: Callable[[], Monitors] | None = None,
 ) -> tuple[BatchCounts, float]:
     sink = KafkaSink(settings)
     await sink.start()  # producer start-up before the clock, as in bench_pipeline
     try:
-        return await inlet_pass(base_url, sink, template, state, out, broker_pid)
+        return await inlet_pass(base_url, sink, template, state, out, broker_pid, monitors)
     finally:
         await sink.stop()
 
@@ -335,19 +363,21 @@ def run_memory_child(base_url: str, bootstrap: str, template: str, state: Path) 
 # --- the pure CPU split ------------------------------------------------------------------------------------
 
 
-STAGES = ("process_batch", "decode", "filter+identity", "map+validate", "convert v1", "envelope", "of it JSON")
+STAGES = (
+    "process_batch",
+    "decode",
+    "filter+identity",
+    "map+validate",
+    "convert v1",
+    "envelope",
+    "of it JSON",
+    "monitors.observe",
+)
+BATCH = 500  # the plugin's default batch_size
 
 
-def stage_split(path: Path, count: int, passes: int = 3) -> dict[str, float]:
-    """CPU µs per resource of the pipeline's pure part (no HTTP, no Kafka), whole and stage by stage.
-
-    The first ``count`` lines of ``path`` as the connector's own NDJSON lines in batches of 500 (its default),
-    through the registered plugin's hooks and an ``Enveloper``: ``process_batch`` as a whole, then each stage on
-    its own over the previous stage's output (decode = ``core.exact_json`` and the Bulk checks; map+validate =
-    the mapper, which builds the validated v2.0 model; convert v1 = the contract's v2 → v1 converter; envelope =
-    ids, headers, time and the JSON value of both events, of which the JSON value alone). Best of ``passes``,
-    this thread only, the harness's data frozen out of the GC. The stages need not add up to the whole.
-    """
+def plugin_lines(path: Path, count: int) -> tuple[Any, list[NdjsonLine]]:
+    """The registered plugin (its hooks need no HTTP) and the first ``count`` lines of ``path`` as its own lines."""
     file = NdjsonFile(0, "http://127.0.0.1/Observation.000.ndjson", "Observation", "output")
     lines: list[NdjsonLine] = []
     with path.open("rb") as f:
@@ -359,15 +389,44 @@ def stage_split(path: Path, count: int, passes: int = 3) -> dict[str, float]:
             lines.append(line)
     cls = find_plugin(PLUGIN)
     settings = cls.settings_model.model_validate({"http": {"base_url": "http://127.0.0.1:1"}})
-    connector = cls(IntegrationContext(CUSTOMER, INTEGRATION, zone=ZONE), settings)
+    return cls(IntegrationContext(CUSTOMER, INTEGRATION, zone=ZONE), settings), lines
+
+
+def observed_batches(path: Path, count: int) -> list[list[Contract]]:
+    """What the pipeline hands the monitors for the first ``count`` lines: the mapped models, batch by batch."""
+    connector, lines = plugin_lines(path, count)
+    models = [m for line in lines for m in connector.map(connector.decode(line))]
+    return [models[i : i + BATCH] for i in range(0, len(models), BATCH)]
+
+
+def stage_split(path: Path, count: int, passes: int = 3) -> dict[str, float]:
+    """CPU µs per resource of the pipeline's pure part (no HTTP, no Kafka), whole and stage by stage.
+
+    The first ``count`` lines of ``path`` as the connector's own NDJSON lines in batches of 500 (its default),
+    through the registered plugin's hooks and an ``Enveloper``: ``process_batch`` as a whole, then each stage on
+    its own over the previous stage's output (decode = ``core.exact_json`` and the Bulk checks; map+validate =
+    the mapper, which builds the validated v2.0 model; convert v1 = the contract's v2 → v1 converter; envelope =
+    ids, headers, time and the JSON value of both events, of which the JSON value alone). And what monitors add
+    when they are on: ``Monitors.observe`` over each batch's v2.0 models (fresh monitors each pass; not part of
+    ``process_batch``). Best of ``passes``, this thread only, the harness's data frozen out of the GC. The
+    stages need not add up to the whole.
+    """
+    connector, lines = plugin_lines(path, count)
     env = Enveloper(CUSTOMER, INTEGRATION, topic_template="bench.{name}.v{major}")
-    batches = [Batch(lines[i : i + 500], {"line": i}) for i in range(0, len(lines), 500)]
+    batches = [Batch(lines[i : i + BATCH], {"line": i}) for i in range(0, len(lines), BATCH)]
     records = [connector.decode(line) for line in lines]
     keys = [connector.identity(r) for r in records]
     v2 = [connector.map(r)[0] for r in records]
     convert = next(iter(converters_from(type(v2[0])).values()))
     v1 = [convert(m) for m in v2]
     models = [(m, k, ver) for m, (k, ver) in zip(v2 + v1, keys + keys, strict=True)]
+    observed = [v2[i : i + BATCH] for i in range(0, len(v2), BATCH)]
+
+    def observe() -> None:
+        monitors = Monitors(CUSTOMER, INTEGRATION, MonitorSettings(), zone=ZONE)
+        for b in observed:
+            monitors.observe(b)
+
     clock = time.thread_time
     work: dict[str, Callable[[], object]] = {
         "process_batch": lambda: [process_batch(connector, env, b) for b in batches],
@@ -377,6 +436,7 @@ def stage_split(path: Path, count: int, passes: int = 3) -> dict[str, float]:
         "convert v1": lambda: [convert(m) for m in v2],
         "envelope": lambda: [env.envelope(m, k, ver, 0) for m, k, ver in models],
         "of it JSON": lambda: [m.__pydantic_serializer__.to_json(m, warnings=False) for m, _, _ in models],
+        "monitors.observe": observe,
     }
     best: dict[str, float] = {}
     with harness_frozen():
@@ -463,6 +523,57 @@ async def run_raw(
         await sink.stop()
 
 
+# --- data-quality monitors: on against off ---------------------------------------------------------------
+
+
+async def monitor_overhead(
+    pairs: int,
+    settings: KafkaSettings,
+    base_url: str,
+    templates: dict[tuple[int, bool], str],
+    state: Path,
+    broker_pid: int | None,
+    learnt: dict[str, Any],
+    count: int,
+) -> dict[str, Any]:
+    """inlet passes into Kafka with monitors on and off, ``pairs`` times in alternating order
+    (``bench.monitor_pairs``); on = monitors restored from ``learnt``; ``templates``: fresh topics per pass."""
+    cpu: list[tuple[float, float]] = []
+    passes: list[dict[str, Any]] = []
+    events_per_resource = 0.0
+    for i in range(pairs):
+        per_resource: dict[bool, float] = {}
+        for on in order(i):
+            log(f"monitors pair {i + 1}/{pairs}: {'on' if on else 'off'} ({count} resources)")
+            monitors = partial(Monitors, CUSTOMER, INTEGRATION, MonitorSettings(), zone=ZONE, state=learnt)
+            out: list[Round] = []
+            counts, _ = await run_inlet_kafka(
+                settings, base_url, templates[i, on], state, broker_pid, out, monitors=monitors if on else None
+            )
+            if counts.records_in != count or counts.dlq or counts.filtered:
+                raise SystemExit(f"monitors pass: {count} lines, pipeline counted {counts}")
+            r = out[-1]
+            per_resource[on] = r.cpu_s / r.events * 1e6
+            events_per_resource = counts.events_out / counts.records_in
+            passes.append(
+                {
+                    "monitors": on,
+                    "resources_per_s": round(r.rate),
+                    "py_cpu_us": round(per_resource[on], 1),
+                    "gc_us": round(r.gc_s / r.events * 1e6, 1),
+                    "others_cores": None if r.others_cpu_s is None else round(r.others_cpu_s / r.wall_s, 2),
+                }
+            )
+            log(f"  {r.rate:,.0f} resources/s, {per_resource[on]:.1f} µs CPU per resource")
+        cpu.append((per_resource[True], per_resource[False]))
+    return {
+        "resources": count,
+        "state_bytes": state_bytes(learnt),
+        **overhead(cpu, events_per_resource),
+        "passes": passes,
+    }
+
+
 # --- the run -----------------------------------------------------------------------------------------------
 
 
@@ -513,13 +624,18 @@ async def bench(
 
         topics = {n: [f"bench-{run_id}-{n}-{i}" for i in range(args.rounds)] for n in ("raw", "naive")}
         prefixes = [f"bench-{run_id}-inlet{i}" for i in range(args.rounds)]
+        monitor_prefixes = {
+            (i, on): f"bench-{run_id}-mon{i}-{'on' if on else 'off'}"
+            for i in range(args.monitor_pairs)
+            for on in (True, False)
+        }
         await create_topics(
             bootstrap,
             [
                 f"bench-{run_id}-warm",
                 *topics["raw"],
                 *topics["naive"],
-                *(f"{p}.{c}" for p in prefixes for c in contract_topics),
+                *(f"{p}.{c}" for p in [*prefixes, *monitor_prefixes.values()] for c in contract_topics),
             ],
         )
         await run_raw(settings, f"bench-{run_id}-warm", events[:WARMUP_RAW], broker_pid, [])
@@ -536,6 +652,19 @@ async def bench(
             log(f"round {i + 1}/{args.rounds}: naive ({len(lines)} resources)")
             await run_naive(settings, topics["naive"][i], lines, broker_pid, rows["naive"])
         assert counts is not None
+        monitors: dict[str, Any] | None = None
+        if args.monitor_pairs:
+            observed = observed_batches(data, SPLIT_LINES)
+            learnt = learnt_state(
+                CUSTOMER, INTEGRATION, ZONE, [m for b in observed for m in b], MonitorSettings(), batch=BATCH
+            )
+            profile = observe_profile(Monitors(CUSTOMER, INTEGRATION, MonitorSettings(), zone=ZONE), observed)
+            del observed
+            templates = {k: topic_template(p) for k, p in monitor_prefixes.items()}
+            monitors = await monitor_overhead(
+                args.monitor_pairs, settings, base_url, templates, state, broker_pid, learnt, count
+            )
+            monitors["observe_profile"] = profile
     mean_value = sum(len(e.value) for e in events) / len(events)
     mean_headers = sum(sum(len(k) + len(v) for k, v in e.headers) for e in events) / len(events)
     n_events = len(events)
@@ -581,6 +710,7 @@ async def bench(
         "results": res,
         "ratios": {"inlet/raw": round(inlet / raw, 3), "inlet/naive": round(inlet / naive, 2)},
         "pure_cpu_us_per_resource": split,
+        "monitors": monitors,
         "memory": mem,
     }
 
@@ -634,6 +764,18 @@ def print_table(r: dict[str, Any]) -> None:
         "pure CPU µs per resource (no HTTP, no Kafka; two events each): "
         + ", ".join(f"{name} {split[name]}" for name in STAGES)
     )
+    mon = r["monitors"]
+    if mon:
+        print(
+            f"\ndata-quality monitors: {mon['pairs']} pairs of inlet passes into Kafka, on and off alternating "
+            f"(learnt state {mon['state_bytes']:,} bytes per position; {mon['events_per_unit']:g} events per resource, "
+            f"monitors observe one of them)"
+        )
+        print("\n".join(overhead_lines(mon, "resource")))
+        rates = ", ".join(f"{'on' if p['monitors'] else 'off'} {p['resources_per_s']:,}" for p in mon["passes"])
+        others = ", ".join(f"{p['others_cores']}" for p in mon["passes"])
+        print(f"  resources/s in run order: {rates}; cores used by other processes: {others}")
+        print("\n" + mon["observe_profile"])
     mem = r["memory"]
     if mem:
         print(
@@ -665,6 +807,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--topic-template", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--monitor-pairs",
+        type=int,
+        default=DEFAULT_MONITOR_PAIRS,
+        help="pairs of inlet passes with data-quality monitors on and off (default 3; 0 skips them)",
+    )
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.file_lines)
@@ -678,8 +826,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         and 1 <= args.rounds <= 10
         and 0 <= args.memory_mb <= 1000
         and args.file_lines >= 1
+        and 0 <= args.monitor_pairs <= 10
     ):
-        parser.error("--events 1..1000000, --naive-events 1..200000, --rounds 1..10, --memory-mb 0..1000")
+        parser.error(
+            "--events 1..1000000, --naive-events 1..200000, --rounds 1..10, --memory-mb 0..1000, --monitor-pairs 0..10"
+        )
     quiet_logs()
     host = {**machine(), "fhir.resources": _version("fhir.resources")}
     with tempfile.TemporaryDirectory(prefix="inlet-bench-bulk-") as tmp, contextlib.ExitStack() as stack:

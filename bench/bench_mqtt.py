@@ -1,7 +1,8 @@
 """MQTT meter readings into Kafka: inlet's full path against a naive paho→aiokafka forwarder.
 
     .venv/bin/python bench/bench_mqtt.py [--messages N] [--runs R] [--latency-seconds S] [--kafka HOST:PORT]
-                                         [--mqtt-inflight M] [--profile-messages P]
+                                         [--mqtt-inflight M] [--profile-messages P] [--monitor-pairs K]
+                                         [--monitor-messages M] [--monitor-max-series S] [--monitors-only]
 
 Everything runs on loopback: a Mosquitto started here (``tools.services.Mosquitto``, the tests' config) and a
 Kafka broker started here with the default JIT (unless ``--kafka`` or ``INLET_KAFKA_BOOTSTRAP`` names one).
@@ -27,6 +28,14 @@ other processes meanwhile (neighbours on a shared machine). Every run checks tha
 least N records (inlet: exactly the events it counted, and no DLQ record) — a benchmark that loses messages
 fails loudly. The headline per contender is its best run; ``inlet / naive`` compares the best runs.
 
+The contenders' inlet runs without the data-quality monitors (``core.monitors``), as before they existed.
+**Monitors.** ``--monitor-pairs`` pairs of inlet drains of ``--monitor-messages`` readings, one with monitors and
+one without, the order alternating (``bench.monitor_pairs``: monitors as the supervisor builds them, restored from
+a state learnt on these readings): CPU µs per message and per event on each side and the ratio on / off of every
+pair. The pure pass below also times ``Monitors.observe`` alone, with ``--monitor-max-series`` and with no series
+bound; and ``observe`` under cProfile. ``--monitors-only`` skips the contenders and the latency phase, and profiles
+the drain with monitors on.
+
 **Latency.** inlet again, on a live session, while a paced publisher (a child process, so that it does not
 compete with inlet for the GIL) sends readings at half inlet's best drain rate for ``--latency-seconds``; each
 payload carries its publish time (CLOCK_MONOTONIC) in an extra top-level field that the Tasmota decoder
@@ -36,6 +45,8 @@ until the batch reached the pipeline (broker, paho, the source's batch linger).
 
 **Profile.** One more inlet drain of ``--profile-messages`` readings under cProfile (the event loop thread:
 paho's thread is not profiled), top functions by cumulative and by own time.
+
+**Pure CPU.** ``process_batch`` over the readings without I/O, its stages alone, and ``Monitors.observe``.
 
 Progress goes to stderr; the table, the profile and a final one-line JSON document to stdout. Every wait is
 bounded (publishing, draining, the latency phase).
@@ -83,16 +94,19 @@ from bench.bench_pipeline import (
     machine,
     quiet_logs,
 )
+from bench.monitor_pairs import learnt_state, observe_profile, order, overhead, overhead_lines, state_bytes
 from inlet.connectors.mqtt_meter.connector import DeviceContext, MqttMeterConnector, MqttMeterSettings, Route
 from inlet.connectors.mqtt_meter.decoders.tasmota import decode_tasmota
 from inlet.connectors.mqtt_meter.hygiene import Hygiene
 from inlet.connectors.mqtt_meter.synth import tasmota_sensor
+from inlet.contracts.base import Contract
 from inlet.contracts.energy_meter_reading import MeterReadingV1
 from inlet.core.checkpoint import CheckpointStore
-from inlet.core.config import KafkaSettings
+from inlet.core.config import KafkaSettings, MonitorSettings
 from inlet.core.connector import Batch, IntegrationContext
 from inlet.core.envelope import Enveloper
 from inlet.core.metrics import Stats
+from inlet.core.monitors import Monitors
 from inlet.core.mqtt import MqttMessage, MqttSettings, create_session
 from inlet.core.pipeline import Pipeline, process_batch
 from inlet.core.sinks.kafka import KafkaSink
@@ -104,6 +118,9 @@ DEFAULT_MESSAGES = 100_000
 DEFAULT_RUNS = 3
 DEFAULT_LATENCY_SECONDS = 10.0
 DEFAULT_PROFILE_MESSAGES = 20_000
+DEFAULT_MONITOR_PAIRS = 3
+DEFAULT_MONITOR_MESSAGES = 20_000
+UNBOUNDED_SERIES = 100_000  # MonitorSettings.max_series' upper bound: no series is ever evicted
 DEVICES = 1000  # reading i is device i % 1000, step i // 1000: every (device, time) once, no hygiene duplicates
 ZONE = "Europe/Berlin"
 PUBLISH_WINDOW = 20  # unacknowledged QoS 1 publishes (paho breaks beyond 65,535; ~20 is fastest)
@@ -334,6 +351,9 @@ class Inlet:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     on_ack: Callable[[Position], None] | None = None
     on_batch: Callable[[Batch], None] | None = None
+    # Builds the data-quality monitors once the harness's data is frozen out of the collector, as the supervisor
+    # builds them after tune_gc's freeze (the collector walks them); None: as with ``monitors: {enabled: false}``.
+    monitors: Callable[[], Monitors] | None = None
 
     def __post_init__(self) -> None:
         e = self.env
@@ -392,12 +412,14 @@ class Inlet:
         try:
             with harness_frozen() as gc_clock:
                 self.gc_clock = gc_clock
+                monitors = self.monitors() if self.monitors else None
                 if meter:
                     meter.start()
                 if profiler:
                     profiler.enable()
                 await self.connector.start()
-                run = asyncio.create_task(Pipeline(self.connector, self.enveloper, sink, store, stats).run(None, stop))
+                pipeline = Pipeline(self.connector, self.enveloper, sink, store, stats, monitors=monitors)
+                run = asyncio.create_task(pipeline.run(None, stop))
                 yield stats, run
                 if profiler:
                     profiler.disable()
@@ -414,10 +436,14 @@ class Inlet:
 
 
 async def drain_inlet(
-    env: Env, label: str, messages: Sequence[tuple[str, bytes]], profiler: cProfile.Profile | None = None
+    env: Env,
+    label: str,
+    messages: Sequence[tuple[str, bytes]],
+    profiler: cProfile.Profile | None = None,
+    monitors: Callable[[], Monitors] | None = None,
 ) -> Drain:
     n = len(messages)
-    inlet = Inlet(env, label, n)
+    inlet = Inlet(env, label, n, monitors=monitors)
     seconds = await asyncio.to_thread(prepublish, env, inlet.prefix, messages, inlet.client_id)
     log(f"{label}: {n} readings queued in {seconds:.1f} s; draining")
     meter = Meter(env)
@@ -671,12 +697,17 @@ class _NoBroker:
         return None
 
 
-async def pure_cost(count: int, batch_size: int, passes: int = 3) -> dict[str, float]:
+async def pure_cost(
+    count: int, batch_size: int, monitor_settings: MonitorSettings, passes: int = 3
+) -> tuple[dict[str, float], list[list[Contract]]]:
     """CPU µs per message of the part of inlet's path that needs no I/O (this thread), best of ``passes``.
 
     ``process_batch`` over the readings as MqttMessages in batches of the source's ``batch_max``, and its
     parts measured alone: the connector's ``decode`` (route, Tasmota decoder, hygiene), the Tasmota decoder
-    and the hygiene on their own, ``identity`` and ``envelope``. Each pass starts with fresh hygiene memory.
+    and the hygiene on their own, ``identity`` and ``envelope``; and ``Monitors.observe`` over each batch's
+    events (what the pipeline hands it when monitors are on), with ``monitor_settings`` and with no series
+    bound (``monitors_unbounded``, which also counts the series). Each pass starts with fresh hygiene memory
+    and fresh monitors. Also returns the events, batch by batch.
     """
     env = Env("127.0.0.1", 1, "mqtt://127.0.0.1:1", "unused", None, None, Path())
     inlet = Inlet(env, "pure", count)
@@ -727,28 +758,74 @@ async def pure_cost(count: int, batch_size: int, passes: int = 3) -> dict[str, f
                 for i, model in enumerate(d.events):
                     inlet.enveloper.envelope(model, key, version, i)
             keep("envelope", clock() - t0)
+            observed = [[e for d in decoded[i : i + batch_size] for e in d.events] for i in range(0, count, batch_size)]
+            for name, settings in (
+                ("monitors", monitor_settings),
+                ("monitors_unbounded", monitor_settings.model_copy(update={"max_series": UNBOUNDED_SERIES})),
+            ):
+                monitors = Monitors("bench", "pure", settings, zone=ZONE)
+                t0 = clock()
+                for models in observed:
+                    monitors.observe(models)
+                keep(name, clock() - t0)
+            series = sum(len(s) for s in monitors.numeric.values())  # the unbounded ones: every series seen
     await connector.stop()
     if events != count * len(raw[0]):
         raise BenchError(f"pure pass: {events} events from {count} readings")
-    return {k: round(v / count * 1e6, 1) for k, v in best.items()}
+    return {**{k: round(v / count * 1e6, 1) for k, v in best.items()}, "series": series}, observed
 
 
 # --- profile ---------------------------------------------------------------------------------------
 
 
-async def profile_inlet(env: Env, count: int) -> str:
+async def profile_inlet(env: Env, count: int, monitors: Callable[[], Monitors] | None = None) -> str:
     """One inlet drain under cProfile (the event loop's thread); the top functions as text."""
     profiler = cProfile.Profile()
-    drain = await drain_inlet(env, "profile", readings(count), profiler)
+    drain = await drain_inlet(env, "profile", readings(count), profiler, monitors)
     buf = io.StringIO()
     stats = pstats.Stats(profiler, stream=buf)
     buf.write(
-        f"cProfile of one inlet drain of {count} readings ({drain.rate:,.0f} msg/s under the profiler; "
-        f"event loop thread only, paho's network thread is not profiled)\n"
+        f"cProfile of one inlet drain of {count} readings, monitors {'on' if monitors else 'off'} "
+        f"({drain.rate:,.0f} msg/s under the profiler; event loop thread only, paho's network thread is not "
+        f"profiled)\n"
     )
     stats.sort_stats("cumulative").print_stats(30)
     stats.sort_stats("tottime").print_stats(25)
     return buf.getvalue()
+
+
+# --- data-quality monitors: on against off ---------------------------------------------------------
+
+
+async def monitor_overhead(
+    env: Env, pairs: int, count: int, settings: MonitorSettings, observed: list[list[Contract]]
+) -> dict[str, Any]:
+    """inlet drains of ``count`` readings with monitors on and off, ``pairs`` times in alternating order
+    (``bench.monitor_pairs``); on = monitors restored from a state learnt on ``observed``, the pure pass's events."""
+    messages = readings(count)
+    state = learnt_state("bench", "monitors", ZONE, [m for b in observed for m in b], settings)
+    cpu: list[tuple[float, float]] = []
+    drains: list[dict[str, Any]] = []
+    events_per_message = 0.0
+    for i in range(pairs):
+        per_message: dict[bool, float] = {}
+        for on in order(i):
+            label = f"mon{i}-{'on' if on else 'off'}"
+            monitors = partial(Monitors, "bench", label, settings, zone=ZONE, state=state) if on else None
+            log(f"monitors pair {i + 1}/{pairs}: {'on' if on else 'off'}")
+            d = await drain_inlet(env, label, messages, monitors=monitors)
+            per_message[on] = d.cpu_s / d.messages * 1e6
+            events_per_message = d.events / d.messages
+            drains.append({"monitors": on, **d.summary()})
+            log(f"  {d.rate:,.0f} msg/s, {per_message[on]:.1f} µs CPU per message")
+        cpu.append((per_message[True], per_message[False]))
+    return {
+        "messages": count,
+        "max_series": settings.max_series,
+        "state_bytes": state_bytes(state),
+        **overhead(cpu, events_per_message),
+        "drains": drains,
+    }
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -761,17 +838,19 @@ async def bench(args: argparse.Namespace, env: Env, host: dict[str, Any]) -> dic
     per_message = check_stamp_is_ignored()
     n = args.messages
     messages = readings(n)
-    log(f"{n} Tasmota readings, {per_message} readings (events) each; {args.runs} runs")
+    runs = 0 if args.monitors_only else args.runs
+    log(f"{n} Tasmota readings, {per_message} readings (events) each; {runs} runs")
     log("pure CPU of inlet's path without I/O")
     batch_max = MqttSettings(url=env.mqtt_url, topics=["#"]).batch_max
-    pure = await pure_cost(min(n, PURE_MESSAGES), batch_max)
+    monitor_settings = MonitorSettings(max_series=args.monitor_max_series)
+    pure, observed = await pure_cost(min(n, PURE_MESSAGES), batch_max, monitor_settings)
     log("warm-up: a small inlet drain")
     await drain_inlet(env, "warmup", messages[: min(n, WARMUP_MESSAGES)])
-    drains: dict[str, list[Drain]] = {c: [] for c in CONTENDERS}
-    for run in range(args.runs):
+    drains: dict[str, list[Drain]] = {c: [] for c in CONTENDERS} if runs else {}
+    for run in range(runs):
         # Contenders alternate within a run so that a noisy neighbour hits all of them alike.
-        order = CONTENDERS[run % 3 :] + CONTENDERS[: run % 3]
-        for contender in order:
+        rotation = CONTENDERS[run % 3 :] + CONTENDERS[: run % 3]
+        for contender in rotation:
             log(f"run {run + 1}/{args.runs}: {contender}")
             if contender == "inlet":
                 d = await drain_inlet(env, f"inlet-r{run}", messages)
@@ -792,39 +871,40 @@ async def bench(args: argparse.Namespace, env: Env, host: dict[str, Any]) -> dic
             "runs_messages_per_s": [round(d.rate) for d in ds],
             "median_messages_per_s": round(statistics.median(d.rate for d in ds)),
         }
+    monitors = None
+    if args.monitor_pairs:
+        monitors = await monitor_overhead(env, args.monitor_pairs, args.monitor_messages, monitor_settings, observed)
+        fresh = Monitors("bench", "profile", monitor_settings, zone=ZONE)
+        monitors["observe_profile"] = observe_profile(fresh, observed)
     lat = None
-    if args.latency_seconds > 0:
+    if args.latency_seconds > 0 and runs:
         lat = await latency(env, best["inlet"].rate / 2, args.latency_seconds)
-    profile = await profile_inlet(env, args.profile_messages) if args.profile_messages else ""
+    profile = ""
+    if args.profile_messages:  # with monitors when only they are measured
+        on = partial(Monitors, "bench", "profile", monitor_settings, zone=ZONE) if args.monitors_only else None
+        profile = await profile_inlet(env, args.profile_messages, on)
     return {
         "benchmark": "mqtt",
         "machine": host,
         "command": shlex.join([sys.executable, *sys.argv]),
         "messages": n,
-        "runs": args.runs,
+        "runs": runs,
         "readings_per_message": per_message,
         "mqtt_max_inflight_messages": args.mqtt_inflight if args.mqtt_inflight is not None else "20 (default)",
         "results": results,
-        "ratio_inlet_over_naive": round(best["inlet"].rate / best["naive"].rate, 3),
-        "ratio_inlet_over_naive_ack_on_receipt": round(best["inlet"].rate / best["naive, ack on receipt"].rate, 3),
+        "ratio_inlet_over_naive": round(best["inlet"].rate / best["naive"].rate, 3) if runs else None,
+        "ratio_inlet_over_naive_ack_on_receipt": (
+            round(best["inlet"].rate / best["naive, ack on receipt"].rate, 3) if runs else None
+        ),
         "target_ratio": TARGET_RATIO,
         "pure_cpu_us_per_message": pure,
+        "monitors": monitors,
         "latency": lat,
         "profile": profile,
     }
 
 
-def print_table(r: dict[str, Any]) -> None:
-    m = r["machine"]
-    print(
-        f"\ninlet MQTT benchmark — N={r['messages']:,} Tasmota readings ({r['readings_per_message']} events each) "
-        f"drained from a persistent session, best of {r['runs']} runs"
-    )
-    print(
-        f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
-        f"pydantic {m['pydantic']}; load avg at start {m['loadavg_at_start']}"
-    )
-    print(f"Mosquitto max_inflight_messages: {r['mqtt_max_inflight_messages']}; command: {r['command']}\n")
+def _print_contenders(r: dict[str, Any]) -> None:
     print(
         f"{'contender':<23}{'msg/s':>8}{'events/s':>10}  {'runs (msg/s)':<22}{'py CPU':>8}{'of it GC':>9}"
         f"{'mosq.':>7}{'kafka':>7}{'others':>8}"
@@ -849,15 +929,54 @@ def print_table(r: dict[str, Any]) -> None:
     verdict = "meets" if ratio >= r["target_ratio"] else "MISSES"
     print(f"inlet / naive (both PUBACK after Kafka): {ratio:.2f}x — {verdict} the target of {r['target_ratio']}x")
     print(f"inlet / naive acking on receipt:         {r['ratio_inlet_over_naive_ack_on_receipt']:.2f}x")
-    pc, inlet = r["pure_cpu_us_per_message"], r["results"]["inlet"]
+
+
+def print_table(r: dict[str, Any]) -> None:
+    m = r["machine"]
     print(
-        f"\ninlet CPU per message ({r['readings_per_message']} events), measured {inlet['cpu_us_per_message']} µs "
-        f"in the best drain, of which without I/O (this thread, best of 3):\n"
-        f"  process_batch {pc['process_batch']} µs = decode {pc['decode']} (Tasmota decoder {pc['tasmota_decoder']}, "
-        f"hygiene {pc['hygiene']}, routing and the rest) + identity {pc['identity']} + envelope {pc['envelope']}\n"
-        f"  the remaining {inlet['cpu_us_per_message'] - pc['process_batch']:.0f} µs: paho's thread, the "
-        f"MQTT→asyncio bridge, KafkaSink/aiokafka, the checkpoint write, the event loop, GC"
+        f"\ninlet MQTT benchmark — N={r['messages']:,} Tasmota readings ({r['readings_per_message']} events each) "
+        f"drained from a persistent session, best of {r['runs']} runs"
     )
+    print(
+        f"machine: {m['nproc']} cores, {m['cpu_model']}; Python {m['python']}, aiokafka {m['aiokafka']}, "
+        f"pydantic {m['pydantic']}; load avg at start {m['loadavg_at_start']}"
+    )
+    print(f"Mosquitto max_inflight_messages: {r['mqtt_max_inflight_messages']}; command: {r['command']}\n")
+    pc, inlet = r["pure_cpu_us_per_message"], r["results"].get("inlet")
+    if inlet:
+        _print_contenders(r)
+        print(
+            f"\ninlet CPU per message ({r['readings_per_message']} events), measured {inlet['cpu_us_per_message']} "
+            f"µs in the best drain, of which without I/O (this thread, best of 3):"
+        )
+    else:
+        print(f"inlet CPU per message ({r['readings_per_message']} events) without I/O (this thread, best of 3):")
+    print(
+        f"  process_batch {pc['process_batch']} µs = decode {pc['decode']} (Tasmota decoder {pc['tasmota_decoder']}, "
+        f"hygiene {pc['hygiene']}, routing and the rest) + identity {pc['identity']} + envelope {pc['envelope']}"
+    )
+    if inlet:
+        print(
+            f"  the remaining {inlet['cpu_us_per_message'] - pc['process_batch']:.0f} µs: paho's thread, the "
+            f"MQTT→asyncio bridge, KafkaSink/aiokafka, the checkpoint write, the event loop, GC"
+        )
+    per = r["readings_per_message"]
+    print(
+        f"  monitors on: Monitors.observe {pc['monitors']} µs more ({pc['monitors'] / per:.2f} per event); without "
+        f"a series bound {pc['monitors_unbounded']} µs ({pc['monitors_unbounded'] / per:.2f} per event); the "
+        f"events hold {pc['series']:,} numeric series"
+    )
+    mon = r["monitors"]
+    if mon:
+        print(
+            f"\ndata-quality monitors: {mon['pairs']} pairs of inlet drains of {mon['messages']:,} readings, on and "
+            f"off alternating (max_series {mon['max_series']}; learnt state {mon['state_bytes']:,} bytes per position)"
+        )
+        print("\n".join(overhead_lines(mon, "message")))
+        rates = ", ".join(f"{'on' if d['monitors'] else 'off'} {d['messages_per_s']:,}" for d in mon["drains"])
+        others = ", ".join(f"{d['others_cores']:.2f}" for d in mon["drains"])
+        print(f"  msg/s in run order: {rates}; cores used by other processes: {others}")
+        print("\n" + mon["observe_profile"])
     lat = r["latency"]
     if lat:
         print(
@@ -915,7 +1034,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_PROFILE_MESSAGES,
         help="readings of the profiled inlet drain (default 20000; 0 skips it)",
     )
+    parser.add_argument(
+        "--monitor-pairs",
+        type=int,
+        default=DEFAULT_MONITOR_PAIRS,
+        help="pairs of inlet drains with data-quality monitors on and off (default 3; 0 skips them)",
+    )
+    parser.add_argument(
+        "--monitor-messages",
+        type=int,
+        default=DEFAULT_MONITOR_MESSAGES,
+        help="readings per monitors on/off drain (default 20000)",
+    )
+    parser.add_argument(
+        "--monitor-max-series",
+        type=int,
+        default=MonitorSettings().max_series,
+        help="the monitors' max_series (default: MonitorSettings' own)",
+    )
+    parser.add_argument(
+        "--monitors-only",
+        action="store_true",
+        help="only the pure pass, the monitors on/off pairs and (monitors on) the profiled drain",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.monitor_pairs <= 10 or not 1 <= args.monitor_messages <= 200_000:
+        parser.error("--monitor-pairs must be 0..10 and --monitor-messages 1..200000")
+    if not 1 <= args.monitor_max_series <= UNBOUNDED_SERIES:
+        parser.error(f"--monitor-max-series must be 1..{UNBOUNDED_SERIES}")
     if not 1 <= args.messages <= 1_000_000 or not 1 <= args.runs <= 10 or not 0 <= args.latency_seconds <= 120:
         parser.error("--messages must be 1..1000000, --runs 1..10, --latency-seconds 0..120")
     if not 0 <= args.profile_messages <= 200_000 or (args.mqtt_inflight is not None and args.mqtt_inflight < 0):
