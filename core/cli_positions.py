@@ -34,7 +34,7 @@ from inlet.core.cli_common import ConfigOpt, config_dir, err, fail_config, out
 from inlet.core.config import LoadedIntegration, SupervisorConfig, check_config
 from inlet.core.connector import Connector
 from inlet.core.errors import ConfigError, SinkRefused, TransientError
-from inlet.core.monitors import STATE_KEY, split_position
+from inlet.core.monitors import STATE_SUFFIX, state_key
 from inlet.core.positions import PositionRecord, PositionStore, open_positions, running_supervisor
 from inlet.core.types import Position
 
@@ -184,10 +184,10 @@ def show_cmd(
         _split(key, known, stored)
         keys = [key]
     else:
-        keys = sorted(set(known) | set(stored))
-    if as_json:  # the connector's position; the monitors' baselines stored with it are `inlet monitors`'s
+        keys = sorted(set(known) | {k for k in stored if not k.endswith(STATE_SUFFIX)})
+    if as_json:  # the connectors' positions; the monitors' states beside them are `inlet monitors`'s
         doc = {
-            k: {"position": split_position(r.position)[0], "updated_at": r.updated_at, "replica": r.replica}
+            k: {"position": r.position, "updated_at": r.updated_at, "replica": r.replica}
             for k in keys
             if (r := stored.get(k)) is not None
         }
@@ -197,13 +197,13 @@ def show_cmd(
     _line(f"positions in {where}:")
     for k in keys:
         record = stored.get(k)
-        position, monitors = split_position(record.position if record else None)
+        position = record.position if record else None
         _line(k + ("" if k in known else "  (not configured)"))
         _line(f"  position: {_shown(position)}")
         if record is not None:
             _line(f"  written:  {_written(record)}")
-        if monitors is not None:
-            _line(f"  monitors: baselines stored with it, {len(monitors.get('open', {}))} alert(s) open")
+        if (monitors := stored.get(state_key(k))) is not None:
+            _line(f"  monitors: baselines stored beside it, {len(monitors.position.get('open', {}))} alert(s) open")
         _line(f"  next run: {_next_run(known.get(k), position)}")
 
 
@@ -216,21 +216,20 @@ def _change(
     customer, integration = _split(key, known, stored)
     _refuse_if_running(cfg, key, what)
     record = stored.get(key)
-    old, monitors = split_position(record.position if record else None)
-    if new is not None and monitors is not None:  # a new position keeps the monitors' baselines; a reset does not
-        new = {**new, STATE_KEY: monitors}
+    old = record.position if record else None
     item = known.get(key)
     _line(f"{key}:")
     _line(f"  old position: {_shown(old)}" + (f"  (written {_written(record)})" if record else ""))
-    _line(f"  new position: {_shown(split_position(new)[0])}")
+    _line(f"  new position: {_shown(new)}")
     _line(f"  next run, now:   {_next_run(item, old)}")
     _line(f"  next run, after: {_next_run(item, new)}")
     _confirm(yes, f"{what} the position of {key}")
     _refuse_if_running(cfg, key, what)  # again: it may have started while the question was open
 
     async def apply(store: PositionStore) -> None:
-        if new is None:
+        if new is None:  # from the start: the monitors learn again too (a backfill is no normal hour)
             await store.reset(customer, integration)
+            await store.reset(customer, state_key(integration))
         else:
             await store.save(customer, integration, new)
 

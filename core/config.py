@@ -421,8 +421,9 @@ class MonitorSettings(PluginSettings):
     """The window events are counted and judged in; windows are aligned to the Unix epoch (to UTC hours)."""
     learn_seconds: float = Field(default=7 * 86400.0, ge=0)
     """How long a new integration learns before any monitor alerts (a week: every hour of the week seen once)."""
-    max_series: int = Field(default=1000, ge=1, le=100_000)
-    """Numeric series kept per integration; a new series beyond it evicts the one not seen for the longest time."""
+    max_series: int = Field(default=5000, ge=1, le=100_000)
+    """Numeric series kept per integration (a meter hub of 1,000 meters has ~4,000); a new series beyond the cap
+    evicts the tenth of them not seen for the longest time. Each is ~75 bytes of stored state."""
     volume: bool = True
     volume_low_ratio: float = Field(default=0.3, gt=0, lt=1)
     """Alert when a window holds fewer than this share of the events its hours of the week normally bring."""

@@ -202,6 +202,24 @@ def getter(path: str, model: Any = None) -> Callable[[Any], Any]:
                 return None
 
         return plain
+    if "[]" not in path:  # attributes and fixed indexes: a chain of C getters (``code[0].code``)
+        ops: list[Callable[[Any], Any]] = []
+        for part in parts:
+            name, _, index = part.partition("[")
+            ops.append(operator.attrgetter(name))
+            if index:
+                ops.append(operator.itemgetter(int(index.rstrip("]"))))
+
+        def chain(model: Any) -> Any:
+            value = model
+            try:
+                for op in ops:
+                    value = op(value)
+            except (AttributeError, IndexError, TypeError):  # a missing part, an empty list, a None on the way
+                return None
+            return value
+
+        return chain
     steps: list[tuple[str, str | None]] = []
     for part in parts:
         name, _, index = part.partition("[")

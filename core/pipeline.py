@@ -53,7 +53,7 @@ from inlet.core.errors import (
 )
 from inlet.core.failpoints import Failpoint
 from inlet.core.metrics import BatchCounts, Stats, dlq_reason
-from inlet.core.monitors import STATE_KEY, Monitors
+from inlet.core.monitors import Monitors, store_state
 from inlet.core.positions import PositionStore
 from inlet.core.progress import caught_up, committed
 from inlet.core.sinks import Rejected, Sink
@@ -341,7 +341,7 @@ class Pipeline:
         batch is enough: the pipeline acknowledges each batch right after its commit, before the next commit."""
         self.monitors = monitors
         """The integration's data-quality monitors: they see each batch's mapped models, their alerts go with the
-        batch, their state (:attr:`Monitors.saved`) is stored with each position."""
+        batch, their state is stored beside the position when it changed (``core.monitors.store_state``)."""
 
     async def run(self, position: Position | None, stop: asyncio.Event) -> Position | None:
         """Read from ``position`` until the connector is caught up or ``stop`` is set; return the last commit."""
@@ -415,8 +415,9 @@ class Pipeline:
         if rejected:  # a sink that resolves to None (an older or a test sink) refused nothing
             await self._dead_letter(item, rejected)
         if item.events or item.position != self.position:  # a poll that found nothing new writes nothing
-            stored = item.position if self.monitors is None else {**item.position, STATE_KEY: self.monitors.saved}
-            await self.checkpoints.save(self.env.customer, self.position_name, stored)
+            await self.checkpoints.save(self.env.customer, self.position_name, item.position)
+            if self.monitors is not None:  # after the position: once per window, when a window's end changed it
+                await store_state(self.monitors, self.checkpoints, self.env.customer, self.position_name)
         AFTER_COMMIT.hit()  # crash tests: committed, not yet acknowledged upstream
         self.position = item.position
         self.stats.add(item.counts)

@@ -48,7 +48,7 @@ from inlet.core.fleet import Membership, Unit, replica_name, units_of
 from inlet.core.gauges import unwatch, watch
 from inlet.core.health import HealthServer
 from inlet.core.metrics import Stats
-from inlet.core.monitors import Monitors, split_position
+from inlet.core.monitors import Monitors, state_key, store_state
 from inlet.core.pipeline import DriftCheck, Pipeline
 from inlet.core.positions import PositionStore, open_positions, running
 from inlet.core.progress import IntegrationProgress, ProgressView, enter, show
@@ -413,8 +413,9 @@ class Supervisor:
                     await self._check_topics()
                 async with connector:
                     await store.start()  # exactly-once: fences an older owner's producer before reading its position
-                    position, saved = split_position(await store.load(cfg.customer, unit.name))
+                    position = await store.load(cfg.customer, unit.name)
                     if cfg.monitors.enabled and unit.key not in self.monitors:  # baselines as last stored
+                        saved = await store.load(cfg.customer, state_key(unit.name))
                         self.monitors[unit.key] = Monitors(
                             cfg.customer, unit.name, cfg.monitors, zone=cfg.zone, state=saved
                         )
@@ -475,34 +476,37 @@ class Supervisor:
             if monitors is None or stats.state == "paused":  # an operator's pause is no silence of the feed
                 continue
             unsent += [env.envelope(a, a.alert_id, a.status) for a in monitors.tick()]
-            if unsent:
-                try:
-                    refused = await self.sink.send(unsent)
-                except Exception as exc:  # the sink is down: the integration itself backs off and says so
-                    bound.warning("data alerts not delivered yet; retrying", error=repr(exc), alerts=len(unsent))
-                    continue
-                for r in refused:
-                    bound.error("data alert refused by the sink", error=f"{r.error_type}: {r.message}")
+            if await self._deliver_alerts(unit, monitors, unsent, bound):
                 unsent = []
+
+    async def _deliver_alerts(self, unit: Unit, monitors: Monitors, events: list[Event], bound: Any) -> bool:
+        """Send alert events found between batches to the shared sink, then store the monitors' state if it changed
+        (so a stored state never claims an alert whose event was not sent). False: the sink failed, send again."""
+        if events:
+            try:
+                refused = await self.sink.send(events)
+            except Exception as exc:  # the sink is down: the integration itself backs off and says so
+                bound.warning("data alerts not delivered yet; retrying", error=repr(exc), alerts=len(events))
+                return False
+            for r in refused:
+                bound.error("data alert refused by the sink", error=f"{r.error_type}: {r.message}")
+        try:
+            await store_state(monitors, self.checkpoints, unit.customer, unit.name)
+        except Exception as exc:  # stored again after the integration's next commit
+            bound.warning("data-quality monitor state not stored yet", error=repr(exc))
+        return True
 
     async def reset_monitors(self, unit_key: str) -> int:
         """An operator's ``inlet monitors --reset``: the change the monitors see was intended, so they forget every
-        baseline and learn again; the number of alerts that cleared. The cleared alerts go to the shared sink as the
-        ticker's do; a sink that fails only costs their delivery (logged), the reset stands. KeyError: no monitors
-        of ``unit_key`` run here."""
+        baseline and learn again (stored at once); the number of alerts that cleared. The cleared alerts go to the
+        shared sink as the ticker's do; a sink that fails only costs their delivery (logged), the reset stands.
+        KeyError: no monitors of ``unit_key`` run here."""
         monitors, unit = self.monitors[unit_key], self.units[unit_key]
         cfg = self.items[unit.integration].config
         bound = log.bind(customer=cfg.customer, integration=unit.name)
         cleared = monitors.reset()
-        if cleared:
-            env = Enveloper.of(self.cfg, cfg.customer, cfg.integration)
-            try:
-                refused = await self.sink.send([env.envelope(a, a.alert_id, a.status) for a in cleared])
-            except Exception as exc:
-                bound.warning("cleared data alerts not delivered", error=repr(exc), alerts=len(cleared))
-            else:
-                for r in refused:
-                    bound.error("data alert refused by the sink", error=f"{r.error_type}: {r.message}")
+        env = Enveloper.of(self.cfg, cfg.customer, cfg.integration)
+        await self._deliver_alerts(unit, monitors, [env.envelope(a, a.alert_id, a.status) for a in cleared], bound)
         bound.info("data-quality baselines reset by an operator", cleared=len(cleared))
         return len(cleared)
 

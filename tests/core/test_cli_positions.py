@@ -97,25 +97,32 @@ def test_show_set_reset_on_the_checkpoints(tmp_path: Path) -> None:
     assert orjson.loads(_cli("show", "--json", *config).stdout) == {}
 
 
-def test_set_keeps_the_monitors_baselines_stored_with_the_position_and_show_leaves_them_out(tmp_path: Path) -> None:
+def test_positions_leave_the_monitors_state_beside_them_alone_until_a_reset(tmp_path: Path) -> None:
     root = _sqlite_config(tmp_path)
     config = ["--config", str(root)]
     state = {"format": 1, "open": {"volume_drop": {}}, "numeric": {}}
     store = CheckpointStore(root / "state" / "checkpoints.sqlite")
     try:
-        asyncio.run(store.save("acme", "observations", {**WATERMARK, "_monitors": state}))
+        asyncio.run(store.save("acme", "observations", WATERMARK))
+        asyncio.run(store.save("acme", "observations@monitors", state))
     finally:
         store.close()
-    shown = _cli("show", KEY, *config)
-    assert '"_monitors"' not in shown.output and "monitors: baselines stored with it, 1 alert(s) open" in shown.output
-    assert orjson.loads(_cli("show", "--json", *config).stdout)[KEY]["position"] == WATERMARK
+    shown = _cli("show", *config)
+    assert "monitors: baselines stored beside it, 1 alert(s) open" in shown.output
+    assert "observations@monitors" not in shown.output  # not a position of its own
+    assert list(orjson.loads(_cli("show", "--json", *config).stdout)) == [KEY]
 
     new = {"last_updated": "2024-04-01T00:00:00+00:00", "ids_at_watermark": []}
     applied = _cli("set", KEY, "--position", orjson.dumps(new).decode(), "--yes", *config)
-    assert applied.exit_code == 0 and '"_monitors"' not in applied.output, applied.output
-    assert _stored(root) == {**new, "_monitors": state}
-    reset = _cli("reset", KEY, "--yes", *config)
-    assert "its monitors learn again" in reset.output and _stored(root) is None
+    assert applied.exit_code == 0, applied.output
+    store = CheckpointStore(root / "state" / "checkpoints.sqlite")
+    try:
+        assert store.load_sync("acme", "observations@monitors") == state  # a new position keeps the baselines
+        reset = _cli("reset", KEY, "--yes", *config)
+        assert reset.exit_code == 0 and "its monitors learn again" in reset.output
+        assert store.load_sync("acme", "observations@monitors") is None and _stored(root) is None
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(

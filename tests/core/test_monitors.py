@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -16,8 +17,9 @@ from pydantic import Field
 
 from inlet.contracts.base import Contract, Monitoring
 from inlet.contracts.inlet_data_alert import DataAlertV1
+from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import MonitorFields, MonitorSettings
-from inlet.core.monitors import MAX_CATEGORIES, STATE_KEY, Monitors, default_monitoring, split_position
+from inlet.core.monitors import MAX_CATEGORIES, Monitors, default_monitoring, state_key, store_state
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -237,9 +239,7 @@ def test_a_restart_keeps_baselines_open_alerts_and_the_learning_clock() -> None:
     first = Monitors("c", "i", settings())
     half = [b for b in batches if b[0] < FAULT_AT + 2 * HOUR]
     assert len(replay(first, iter(half))) == 1
-    stored = orjson.loads(orjson.dumps({"cursor": 5, STATE_KEY: first.saved}))  # as a position store keeps it
-    position, state = split_position(stored)
-    assert position == {"cursor": 5} and state is not None
+    state = orjson.loads(orjson.dumps(first.saved))  # as a position store keeps it
 
     clock = [FAULT_AT + 2 * HOUR]
     again = Monitors("c", "i", settings(), state=state, clock=lambda: clock[0])
@@ -320,3 +320,26 @@ def test_an_operator_reset_clears_open_alerts_and_learns_again() -> None:
     assert "reset by an operator" in cleared.detail and m.open == {}
     assert m.describe(FAULT_AT + 3 * HOUR)["learning"] is True  # a week of learning again: x1000 is the new normal
     assert replay(m, (b for b in batches if b[0] >= FAULT_AT + 2 * HOUR)) == []
+
+
+async def test_the_state_is_stored_beside_the_position_only_when_a_window_end_changed_it(tmp_path: Path) -> None:
+    """One write per window, not one per batch: a meter hub's state is hundreds of kilobytes."""
+
+    class Counting(CheckpointStore):
+        writes = 0
+
+        async def save(self, customer: str, integration: str, position: dict[str, Any]) -> None:
+            type(self).writes += 1
+            await super().save(customer, integration, position)
+
+    store = Counting(tmp_path / "checkpoints.sqlite")
+    m = Monitors("c", "i", settings())
+    try:
+        for t, batch in stream(0.1):  # 16.8 hours, a batch every five minutes: 202 batches, 16 window ends
+            m.observe(batch, t)
+            await store_state(m, store, "c", "i")
+        assert Counting.writes == 17  # the first state, then one per window that ended
+        assert store.load_sync("c", state_key("i")) == orjson.loads(orjson.dumps(m.saved))
+        assert store.load_sync("c", "i") is None  # the position itself is the pipeline's, untouched
+    finally:
+        store.close()

@@ -19,7 +19,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.helpers import consume, read_checkpoint, start_supervisor, supervisor_log, write_kafka_config
+from inlet.core.checkpoint import CheckpointStore
+from tests.helpers import consume, start_supervisor, supervisor_log, write_kafka_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mqtt, pytest.mark.slow]
 
@@ -64,6 +65,17 @@ class Meters:
             time.sleep(0.05)
 
 
+def _stored_state(root: Path) -> dict[str, Any]:
+    """The monitors' state as the supervisor stored it beside the position (``meters@monitors``)."""
+    store = CheckpointStore(root / "state" / "checkpoints.sqlite")
+    try:
+        state = store.load_sync("acme", "meters@monitors")
+    finally:
+        store.close()
+    assert state is not None
+    return state
+
+
 def _alerts(records: list[Any]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 
@@ -101,9 +113,7 @@ async def test_a_unit_jump_alerts_on_kafka_survives_a_restart_and_clears(
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, supervisor_log(root)
-        stored = read_checkpoint(root)
-        assert stored is not None
-        state = stored["_monitors"]
+        state = _stored_state(root)
         assert any(k.startswith("level_shift|energy.meter_reading|quantity|dev2/power") for k in state["open"])
         assert any('"dev1"' in k for k in state["numeric"]["energy.meter_reading|quantity"])  # baselines kept
 
