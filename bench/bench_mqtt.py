@@ -112,6 +112,7 @@ from inlet.core.pipeline import Pipeline, process_batch
 from inlet.core.sinks.kafka import KafkaSink
 from inlet.core.supervisor import tune_gc
 from inlet.core.types import Position
+from tools.no_broker import no_broker
 from tools.services import Mosquitto
 
 DEFAULT_MESSAGES = 100_000
@@ -680,23 +681,6 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 # --- pure CPU -------------------------------------------------------------------------------------
 
 
-class _NoBroker:
-    """A message source that never connects: the pure pass needs a started connector, not a broker."""
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
-        return
-        yield
-
-    def ack(self, mids: list[int]) -> None:
-        return None
-
-
 async def pure_cost(
     count: int, batch_size: int, monitor_settings: MonitorSettings, passes: int = 3
 ) -> tuple[dict[str, float], list[list[Contract]]]:
@@ -711,7 +695,7 @@ async def pure_cost(
     """
     env = Env("127.0.0.1", 1, "mqtt://127.0.0.1:1", "unused", None, None, Path())
     inlet = Inlet(env, "pure", count)
-    ctx = IntegrationContext("bench", "pure", zone=ZONE, message_source=lambda settings, client_id: _NoBroker())
+    ctx = IntegrationContext("bench", "pure", zone=ZONE, message_source=no_broker)
     connector = MqttMeterConnector(ctx, inlet.connector.settings)
     await connector.start()
     now = datetime.now(UTC)

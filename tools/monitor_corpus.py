@@ -30,7 +30,7 @@ import asyncio
 import math
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -53,6 +53,7 @@ from inlet.contracts.erp_invoice import InvoiceV1
 from inlet.core.connector import Connector, IntegrationContext
 from inlet.core.errors import RecordError
 from inlet.core.mqtt import MqttMessage
+from tools.no_broker import no_broker
 
 __all__ = [
     "BERLIN",
@@ -178,23 +179,6 @@ def _mapped(connector: Connector[Any], raw: Any) -> list[Contract]:
 
 
 # -- meters ------------------------------------------------------------------------------------------------------
-class _NoBroker:
-    """The connector's message source when there is no broker: the corpus hands it messages itself."""
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
-        return
-        yield
-
-    def ack(self, mids: list[int]) -> None:
-        return None
-
-
 def _ticks(traffic: list[Message]) -> list[list[Message]]:
     """The generator's messages by tick: a tick starts at each new Tasmota ``Time``; the Shelly Gen1 values (no
     time of their own) and a resent or truncated frame belong to the tick they follow.
@@ -307,9 +291,7 @@ def meter_stream(start: datetime, weeks: float = 3, seed: int = 7, *, devices: C
     retimer = _Retimer(seed)
 
     async def decode() -> Stream:
-        ctx = IntegrationContext(
-            "stadtwerke-nord", "meters", zone="Europe/Berlin", message_source=lambda settings, client_id: _NoBroker()
-        )
+        ctx = IntegrationContext("stadtwerke-nord", "meters", zone="Europe/Berlin", message_source=no_broker)
         settings = StadtwerkeNordSettings.model_validate({"mqtt": {"topics": ["#"]}})
         out: Stream = []
         async with StadtwerkeNordMeters(ctx, settings) as connector:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,23 +30,9 @@ from inlet.core.connector import Batch, IntegrationContext
 from inlet.core.envelope import Enveloper
 from inlet.core.mqtt import MqttMessage, MqttSettings
 from inlet.core.pipeline import process_batch
+from tools.no_broker import no_broker
 
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "Pacific/Chatham", "UTC"]
-
-
-class _NoBroker:
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def batches(self) -> AsyncIterator[list[MqttMessage]]:
-        return
-        yield
-
-    def ack(self, mids: list[int]) -> None:
-        return None
 
 
 def _connector(zone: str | None) -> MqttMeterConnector:
@@ -59,7 +44,7 @@ def _connector(zone: str | None) -> MqttMeterConnector:
             Route(topic="m/#", decoder="senml", device_level=1),
         ],
     )
-    ctx = IntegrationContext("cust", "meters", zone=zone, message_source=lambda s, c: _NoBroker())
+    ctx = IntegrationContext("cust", "meters", zone=zone, message_source=no_broker)
     return MqttMeterConnector(ctx, settings)
 
 
