@@ -162,7 +162,6 @@ class _Series:
     band: Band | None = None
     windows: int = 0
     seen: int = 0
-    last: tuple[int, float] | None = None  # the last judged window: (count, median)
 
 
 @dataclass
@@ -258,7 +257,6 @@ class Monitors:
         self.lags: deque[float] = deque(maxlen=LAG_SAMPLE)
         self.lag_base: float | None = None
         self.open: dict[str, DataAlertV1] = {}
-        self.latest: dict[str, float] = {}  # what an open alert's check saw last
         self._out: list[DataAlertV1] = []
         if state is not None:
             self._restore(state)
@@ -496,7 +494,6 @@ class Monitors:
     ) -> None:
         s = self.settings
         q = quantiles(one.window)
-        one.last = (len(one.window), q[2])
         shifted = False
         if one.band is not None and one.windows >= 2 and not learning:
             shifted = level_shift(q, one.band, s.level_ratio, s.shift_scale)
@@ -613,14 +610,10 @@ class Monitors:
                 }
             )
             del self.open[key]
-            self.latest.pop(key, None)
             self._out.append(cleared)
             log.info("data alert cleared", customer=self.customer, integration=self.integration,
                      **_log_fields(cleared))  # fmt: skip
-        elif bad:
-            self.latest[key] = seen
-            return
-        else:
+        else:  # still open (not repeated), or still normal
             return
         self._gauges()
         self.saved = self.state()

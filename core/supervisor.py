@@ -370,6 +370,11 @@ class Supervisor:
             ticker.cancel()
             if (monitors := self.monitors.pop(unit.key, None)) is not None:
                 monitors.forget_metrics()  # running elsewhere now (fleet), or stopped: its alerts are not ours
+                if stats.state != "fenced":  # what changed since the last commit (a fenced replica owns nothing)
+                    try:
+                        await store_state(monitors, self.checkpoints, cfg.customer, unit.name)
+                    except Exception as exc:  # the baselines as of the last stored window stay
+                        bound.warning("data-quality monitor state not stored at stop", error=repr(exc))
             progress.finished = True
             if stats.state not in ("failed", "caught_up", "fenced"):
                 stats.state = "stopped"

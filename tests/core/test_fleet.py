@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.core.config import load_config
 from inlet.core.fleet import Member, owners, plan
+from inlet.core.monitors import STATE_SUFFIX
 from tests.helpers import consume, owners_when, start_supervisor, supervisor_log
 from tools.fleet_config import fleet_roots
 from tools.servers.fhir import FhirTestServer
@@ -285,9 +286,14 @@ def _frozen(pid: int) -> bool:
 
 
 async def _positions(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every record of the positions topic in order: (key, value document)."""
+    """Every position record of the positions topic in order: (key, value document); the data-quality monitors'
+    states stored beside them (``...@monitors``) left out."""
     records = await consume(bootstrap, [topic], idle=1.5, isolation_level="read_committed")
-    return [(r.key.decode(), orjson.loads(r.value)) for r in records if r.value is not None]
+    return [
+        (key, orjson.loads(r.value))
+        for r in records
+        if r.value is not None and not (key := r.key.decode()).endswith(STATE_SUFFIX)
+    ]
 
 
 def _covered(resources: list[dict[str, Any]], position: dict[str, Any]) -> set[str]:
