@@ -7,7 +7,8 @@ few attribute reads and counts per event) and is ticked between batches (:meth:`
 noticed without events. Time is cut into windows of ``window_seconds`` aligned to the epoch; when a window ends it
 is judged against baselines learnt from earlier windows (``core.monitor_stats`` has the checks and their reasons):
 
-- volume: the window's event count against the hourly rates learnt per local hour of the week;
+- volume: the window's event count against the hourly rates learnt per local hour of the week, in the feed's
+  bursts (a hospital sends an encounter's observations at once);
 - freshness: silence for longer than the baseline's rates allow (or ``max_silence_seconds``), and the window's
   median lag (arrival minus event time) against its baseline;
 - numeric: per contract field and series (a meter's metric, a lab code) the window's quantiles against a band;
@@ -28,9 +29,9 @@ store under its own key (:func:`state_key`: ``name@monitors``) when it changed â
 the supervisor's tick â€” so it survives restarts, kill -9 (as of the last window end) and moves with the
 integration inside a fleet, at the cost of one write per window, not one per batch (the state of a meter hub's
 4,000 series is ~300 KB). Bounded: at most ``max_series`` numeric series (a new one beyond evicts a tenth of them,
-those unseen longest) and
-:data:`MAX_CATEGORIES` codes per field (the rest counted as ``(other)``). After a restart the monitors judge from
-the restart on: the window in progress and the time the supervisor was down are not judged as a silence or a drop.
+those unseen longest) and :data:`MAX_CATEGORIES` codes per field (the rest counted as ``(other)``). After a restart
+the monitors judge from the restart on: the window in progress and the time the supervisor was down are not judged
+as a silence or a drop.
 """
 
 from __future__ import annotations
