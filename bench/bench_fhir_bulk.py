@@ -76,7 +76,15 @@ from bench.bench_pipeline import (
     send_raw,
     sink_producer,
 )
-from bench.monitor_pairs import learnt_state, observe_profile, order, overhead, overhead_lines, state_bytes
+from bench.monitor_pairs import (
+    learnt_state,
+    observe_profile,
+    order,
+    overhead,
+    overhead_lines,
+    passes_line,
+    state_bytes,
+)
 from inlet.connectors.fhir.ndjson import NdjsonFile, NdjsonLine
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.contracts.base import Contract, converters_from
@@ -768,13 +776,11 @@ def print_table(r: dict[str, Any]) -> None:
     if mon:
         print(
             f"\ndata-quality monitors: {mon['pairs']} pairs of inlet passes into Kafka, on and off alternating "
-            f"(learnt state {mon['state_bytes']:,} bytes per position; {mon['events_per_unit']:g} events per resource, "
+            f"(learnt state {mon['state_bytes']:,} bytes; {mon['events_per_unit']:g} events per resource, "
             f"monitors observe one of them)"
         )
         print("\n".join(overhead_lines(mon, "resource")))
-        rates = ", ".join(f"{'on' if p['monitors'] else 'off'} {p['resources_per_s']:,}" for p in mon["passes"])
-        others = ", ".join(f"{p['others_cores']}" for p in mon["passes"])
-        print(f"  resources/s in run order: {rates}; cores used by other processes: {others}")
+        print(passes_line(mon["passes"], "resources_per_s", "resources/s"))
         print("\n" + mon["observe_profile"])
     mem = r["memory"]
     if mem:

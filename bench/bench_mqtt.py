@@ -94,7 +94,15 @@ from bench.bench_pipeline import (
     machine,
     quiet_logs,
 )
-from bench.monitor_pairs import learnt_state, observe_profile, order, overhead, overhead_lines, state_bytes
+from bench.monitor_pairs import (
+    learnt_state,
+    observe_profile,
+    order,
+    overhead,
+    overhead_lines,
+    passes_line,
+    state_bytes,
+)
 from inlet.connectors.mqtt_meter.connector import DeviceContext, MqttMeterConnector, MqttMeterSettings, Route
 from inlet.connectors.mqtt_meter.decoders.tasmota import decode_tasmota
 from inlet.connectors.mqtt_meter.hygiene import Hygiene
@@ -954,12 +962,10 @@ def print_table(r: dict[str, Any]) -> None:
     if mon:
         print(
             f"\ndata-quality monitors: {mon['pairs']} pairs of inlet drains of {mon['messages']:,} readings, on and "
-            f"off alternating (max_series {mon['max_series']}; learnt state {mon['state_bytes']:,} bytes per position)"
+            f"off alternating (max_series {mon['max_series']}; learnt state {mon['state_bytes']:,} bytes)"
         )
         print("\n".join(overhead_lines(mon, "message")))
-        rates = ", ".join(f"{'on' if d['monitors'] else 'off'} {d['messages_per_s']:,}" for d in mon["drains"])
-        others = ", ".join(f"{d['others_cores']:.2f}" for d in mon["drains"])
-        print(f"  msg/s in run order: {rates}; cores used by other processes: {others}")
+        print(passes_line(mon["drains"], "messages_per_s", "msg/s"))
         print("\n" + mon["observe_profile"])
     lat = r["latency"]
     if lat:

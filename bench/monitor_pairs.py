@@ -6,11 +6,11 @@ load that drifts during the run hits both sides alike; :func:`overhead` reduces 
 each side and the ratio on / off of every pair. Off is ``Pipeline(monitors=None)``, what ``monitors: {enabled:
 false}`` makes the supervisor do; on is a :class:`Monitors` as the supervisor builds it (the integration's zone,
 default :class:`MonitorSettings`), restored from a state learnt on the benchmark's own events
-(:func:`learnt_state`), so the state stored with every position has the size of a running integration's, not of
-a fresh one. The benches build them once the harness's data is frozen out of the collector (the supervisor builds
-them after ``tune_gc``'s freeze), so the collector walks them as in ``inlet run``. The supervisor's tick between
-batches (at most every 30 s) is per integration, not per event, and is left out. :func:`observe_profile` says
-where ``observe``'s own time goes.
+(:func:`learnt_state`), so the monitors hold a running integration's series, not a fresh one's (their state is
+written beside the position once per window, so not within a benchmark's short drains). The benches build them
+once the harness's data is frozen out of the collector (the supervisor builds them after ``tune_gc``'s freeze), so
+the collector walks them as in ``inlet run``. The supervisor's tick between batches (at most every 30 s) is per
+integration, not per event, and is left out. :func:`observe_profile` says where ``observe``'s own time goes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ from inlet.contracts.base import Contract
 from inlet.core.config import MonitorSettings
 from inlet.core.monitors import Monitors
 
-__all__ = ["LEARN_EVENTS", "learnt_state", "observe_profile", "order", "overhead", "overhead_lines", "state_bytes"]
+__all__ = [
+    "LEARN_EVENTS",
+    "learnt_state",
+    "observe_profile",
+    "order",
+    "overhead",
+    "overhead_lines",
+    "passes_line",
+    "state_bytes",
+]
 
 LEARN_EVENTS = 30_000
 """Events the learnt state is taught in each of its windows: enough for a numeric series to get the values it needs
@@ -132,3 +141,10 @@ def overhead_lines(o: dict[str, Any], unit: str) -> list[str]:
         f"  on / off per pair: {', '.join(f'{x:.3f}' for x in r['each'])}; median {r['median']:.3f} "
         f"({r['min']:.3f}-{r['max']:.3f}): {(r['median'] - 1) * 100:+.1f} % CPU per event, {verdict} the 10 % goal",
     ]
+
+
+def passes_line(passes: Sequence[dict[str, Any]], rate_key: str, label: str) -> str:
+    """Each pass's rate in run order, on or off, and the cores other processes used meanwhile (the load)."""
+    rates = ", ".join(f"{'on' if p['monitors'] else 'off'} {p[rate_key]:,}" for p in passes)
+    others = ", ".join(f"{p['others_cores']:.2f}" for p in passes)
+    return f"  {label} in run order: {rates}; cores used by other processes: {others}"
