@@ -53,7 +53,7 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from inlet.core.errors import TimestampError
@@ -197,7 +197,7 @@ def _fail(value: object, zone_name: str | None, expected: str) -> TimestampError
     return TimestampError(f"timestamp {text} (zone {zone_name or 'not given'}): expected {expected}")
 
 
-def normalise(
+def _normalise(
     value: object,
     zone: str | None = None,
     *,
@@ -558,3 +558,20 @@ def _gap_end(low: datetime, high: datetime, tz: ZoneInfo) -> datetime:
         else:
             low = mid
     return high
+
+
+# The compiled front (core/_ctime.c, built by `pip install`): the common offset-bearing RFC 3339 shapes and the
+# cache in one C call, every other value and call handed to the Python function above. Without a C compiler the
+# package still installs and ``normalise`` is the Python function alone (same results, slower).
+try:
+    from inlet.core import _ctime
+except ImportError:  # pragma: no cover - a build without the extension
+    _ctime = None  # type: ignore[assignment]
+if _ctime is not None:
+    _ctime.install(_normalise, _SEEN, Instant, UTC, _SEEN_MAX, ("minute", "second", "millisecond", "microsecond"))
+COMPILED: Final = _ctime is not None
+"""Whether ``normalise`` is the compiled front (CI requires it; benchmarks report it)."""
+if TYPE_CHECKING:  # one name, one signature (the Python function's) for the type checker
+    normalise = _normalise
+else:
+    normalise = _normalise if _ctime is None else _ctime.normalise

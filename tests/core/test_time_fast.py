@@ -10,6 +10,7 @@ repr) or the same error class and message.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -49,11 +50,44 @@ def strict(value: object, zone_name: str | None, **kwargs: object) -> Instant:
     )
 
 
+# Both fronts: the compiled one (core/_ctime.c, what ``normalise`` is when built) and the Python function it
+# hands every other value to, which is also what an installation without a C compiler uses.
+FRONTS = (normalise, core_time._normalise) if core_time.COMPILED else (normalise,)
+
+
 def assert_same(value: object, zone_name: str | None = None, **kwargs: object) -> None:
     expected = outcome(strict, value, zone_name, **kwargs)
+    for front in FRONTS:
+        core_time._SEEN.clear()
+        assert outcome(front, value, zone_name, **kwargs) == expected, (front, value)  # cold: the fast path
+        assert outcome(front, value, zone_name, **kwargs) == expected, (front, value)  # warm: the cache, if kept
+
+
+def test_the_compiled_front_is_built_in_ci() -> None:
+    """CI installs with a C compiler, so the compiled front must be there (a missing one is a failure there)."""
+    if os.environ.get("CI") == "true":
+        assert core_time.COMPILED, "core/_ctime.c was not built by `pip install -e .` (see setup.py)"
+    front = getattr(core_time, "_ctime", None)
+    assert normalise is (front.normalise if core_time.COMPILED and front is not None else core_time._normalise)
+
+
+@pytest.mark.skipif(not core_time.COMPILED, reason="the compiled front is not built here (CI requires it)")
+def test_the_compiled_front_hands_on_what_it_does_not_answer() -> None:
+    """Calls the C front does not answer behave exactly as the Python function: keyword errors, the future bound."""
+    value = "2024-02-29T10:20:30.123+01:00"
+    for args, kwargs in (((value, "UTC", "raise"), {}), ((value, "UTC"), {"zone": "UTC"}), ((value,), {"zonee": 1})):
+        with pytest.raises(TypeError) as compiled:
+            normalise(*args, **kwargs)
+        with pytest.raises(TypeError) as python:
+            core_time._normalise(*args, **kwargs)
+        assert str(compiled.value) == str(python.value)
+    now = datetime(2024, 2, 29, 9, 20, tzinfo=UTC)
     core_time._SEEN.clear()
-    assert outcome(normalise, value, zone_name, **kwargs) == expected, value  # cold: the fast path
-    assert outcome(normalise, value, zone_name, **kwargs) == expected, value  # warm: the cache, if kept
+    with pytest.raises(TimestampError, match="no later than 1 s"):
+        normalise(value, now=now, max_future_seconds=1)
+    got = normalise(value, "Europe/Berlin", ambiguous="latest", nonexistent="snap_forward", near=now, now=None)
+    assert got == core_time._normalise(value) and core_time._SEEN[value] is got  # the cache is the one dict
+    assert normalise(value, max_future_seconds=None) is got
 
 
 offsets = st.integers(-24 * 60 + 1, 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))

@@ -1,0 +1,15 @@
+"""Types of the compiled front of ``core.time.normalise`` (core/_ctime.c)."""
+
+from collections.abc import Callable
+from datetime import tzinfo
+from typing import Any
+
+def install(
+    fallback: Callable[..., object],
+    cache: dict[str, Any],
+    instant_type: type[tuple[object, ...]],
+    utc: tzinfo,
+    cache_max: int,
+    precisions: tuple[str, str, str, str],
+) -> None: ...
+def normalise(value: object, zone: str | None = None, **options: object) -> object: ...
