@@ -6,4 +6,4 @@ Python function (same results, slower); CI requires the compiled one (tests/core
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("inlet.core._ctime", ["core/_ctime.c"], optional=True)])
+setup(ext_modules=[Extension("inlet.core._speedups", ["core/_speedups.c"], optional=True)])

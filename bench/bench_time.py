@@ -9,7 +9,7 @@ rounds, each round bounded in time, with the collector set up as ``inlet run`` d
 * datetime.fromisoformat on the ISO-with-offset subset (the C parser alone: no UTC conversion, no
   precision, no validation);
 * normalise on the same ISO subset, and its ratio to fromisoformat (target >= 30 %); the same with the Python
-  function alone (what ``normalise`` is without the compiled front, core/_ctime.c). normalise keeps the
+  function alone (what ``normalise`` is without the compiled front, core/_speedups.c). normalise keeps the
   results of offset-bearing strings (a bounded cache by string); every pass here starts with it emptied, so
   each value is new to it and this row is the cost of a value never seen before;
 * normalise on the ISO subset in pages of 500, each page twice (the ERP and FHIR read loops normalise each
@@ -223,7 +223,7 @@ def main() -> None:
     print(f"ratio normalise / fromisoformat      : {ours / base:12.0%} (target >= 30 %)")
     py = r["python"]
     built = "built" if core_time.COMPILED else "NOT BUILT: normalise is the Python function"
-    print(f"  compiled front (core/_ctime.c)     : {built}")
+    print(f"  compiled front (core/_speedups.c)     : {built}")
     print(f"  the Python function alone          : {py:12,.0f} values/s ({py / base:.0%} of fromisoformat)")
     twice = r["twice"]
     print(f"normalise, ISO pages of {PAGE} twice     : {twice:12,.0f} values/s ({twice / base:.0%} of fromisoformat)")

@@ -560,18 +560,18 @@ def _gap_end(low: datetime, high: datetime, tz: ZoneInfo) -> datetime:
     return high
 
 
-# The compiled front (core/_ctime.c, built by `pip install`): the common offset-bearing RFC 3339 shapes and the
+# The compiled front (core/_speedups.c, built by `pip install`): the common offset-bearing RFC 3339 shapes and the
 # cache in one C call, every other value and call handed to the Python function above. Without a C compiler the
 # package still installs and ``normalise`` is the Python function alone (same results, slower).
 try:
-    from inlet.core import _ctime
+    from inlet.core import _speedups
 except ImportError:  # pragma: no cover - a build without the extension
-    _ctime = None  # type: ignore[assignment]
-if _ctime is not None:
-    _ctime.install(_normalise, _SEEN, Instant, UTC, _SEEN_MAX, ("minute", "second", "millisecond", "microsecond"))
-COMPILED: Final = _ctime is not None
+    _speedups = None  # type: ignore[assignment]
+if _speedups is not None:
+    _speedups.install(_normalise, _SEEN, Instant, UTC, _SEEN_MAX, ("minute", "second", "millisecond", "microsecond"))
+COMPILED: Final = _speedups is not None
 """Whether ``normalise`` is the compiled front (CI requires it; benchmarks report it)."""
 if TYPE_CHECKING:  # one name, one signature (the Python function's) for the type checker
     normalise = _normalise
 else:
-    normalise = _normalise if _ctime is None else _ctime.normalise
+    normalise = _normalise if _speedups is None else _speedups.normalise

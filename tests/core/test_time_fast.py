@@ -50,7 +50,7 @@ def strict(value: object, zone_name: str | None, **kwargs: object) -> Instant:
     )
 
 
-# Both fronts: the compiled one (core/_ctime.c, what ``normalise`` is when built) and the Python function it
+# Both fronts: the compiled one (core/_speedups.c, what ``normalise`` is when built) and the Python function it
 # hands every other value to, which is also what an installation without a C compiler uses.
 FRONTS = (normalise, core_time._normalise) if core_time.COMPILED else (normalise,)
 
@@ -66,8 +66,8 @@ def assert_same(value: object, zone_name: str | None = None, **kwargs: object) -
 def test_the_compiled_front_is_built_in_ci() -> None:
     """CI installs with a C compiler, so the compiled front must be there (a missing one is a failure there)."""
     if os.environ.get("CI") == "true":
-        assert core_time.COMPILED, "core/_ctime.c was not built by `pip install -e .` (see setup.py)"
-    front = getattr(core_time, "_ctime", None)
+        assert core_time.COMPILED, "core/_speedups.c was not built by `pip install -e .` (see setup.py)"
+    front = getattr(core_time, "_speedups", None)
     assert normalise is (front.normalise if core_time.COMPILED and front is not None else core_time._normalise)
 
 

@@ -1,4 +1,4 @@
-"""Types of the compiled front of ``core.time.normalise`` (core/_ctime.c)."""
+"""Types of the compiled front of ``core.time.normalise`` (core/_speedups.c)."""
 
 from collections.abc import Callable
 from datetime import tzinfo
@@ -13,3 +13,4 @@ def install(
     precisions: tuple[str, str, str, str],
 ) -> None: ...
 def normalise(value: object, zone: str | None = None, **options: object) -> object: ...
+def needs_exact(data: bytes | bytearray | memoryview) -> bool: ...

@@ -1,6 +1,10 @@
-/* The compiled front of core.time.normalise: the common RFC 3339 shapes with their own offset in one C call.
+/* inlet's compiled hot-path helpers (an optional extension: setup.py; each has a Python twin it must equal).
  *
- * Why: a normaliser written in Python cannot reach 30 % of datetime.fromisoformat's rate for values never seen
+ * 1. normalise: the compiled front of core.time.normalise, the common RFC 3339 shapes with their own offset in one
+ *    C call.
+ * 2. needs_exact: core.exact_json's scan for number tokens a float would not give back as written.
+ *
+ * Why (1): a normaliser written in Python cannot reach 30 % of datetime.fromisoformat's rate for values never seen
  * before (a Python call, the shape checks and building the Instant already cost 3-4x the C parse; measured in
  * bench/bench_time.py). This function answers, without entering the interpreter, exactly the values whose answer
  * is certain:
@@ -13,7 +17,10 @@
  * keyword it does not know, ...) is handed to the Python function unchanged, so errors and every rule stay in
  * one place. tests/core/test_time_fast.py proves both give the same Instant, byte for byte.
  *
- * Memory safety: the string is read only after its length is known to fit the shape; every index is below it.
+ * Why (2): the three regular expressions of core.exact_json cost ~4 us per 1 KB FHIR resource, twice orjson's
+ * parse; one pass in C answers the same question (tests/core/test_exact_json.py compares both on generated text).
+ *
+ * Memory safety: every index is checked against the length before it is read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -172,10 +179,61 @@ static PyObject *normalise(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (PyErr_Occurred()) return NULL;
     }
     if (fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "inlet.core._ctime.install() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "inlet.core._speedups.install() was not called");
         return NULL;
     }
     return PyObject_Vectorcall(fallback, args, nargs, kwnames);
+}
+
+/* --- needs_exact: the same answer as core.exact_json.PATTERNS (read that docstring first) --------------------- */
+
+static int json_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+static int regex_space(unsigned char c) { return json_space(c) || c == '\f' || c == '\v'; } /* bytes \s */
+
+static int number_terminator(unsigned char c) { return json_space(c) || c == ',' || c == ']' || c == '}'; }
+
+/* Whether a token the pattern _TOKEN matches starts at p (just after the delimiter). */
+static int token_at(const unsigned char *p, const unsigned char *end) {
+    while (p < end && json_space(*p)) p++;
+    if (p < end && *p == '-') p++;
+    if (p >= end || !is_digit(*p)) return 0;
+    p++; /* the mandatory first digit */
+    /* 16+ digits: 15 more, each optionally after a '.' */
+    const unsigned char *q = p;
+    int units = 0;
+    while (units < 15 && q < end) {
+        if (is_digit(*q)) q++;
+        else if (*q == '.' && q + 1 < end && is_digit(q[1])) q += 2;
+        else break;
+        units++;
+    }
+    if (units == 15) return 1;
+    const unsigned char *run = p;
+    while (run < end && is_digit(*run)) run++; /* the integer digits after the first */
+    if (run < end && (*run == 'e' || *run == 'E')) return 1; /* an exponent right after the integer */
+    if (run < end && *run == '.') {
+        const unsigned char *frac = run + 1, *f = frac;
+        while (f < end && is_digit(*f)) f++;
+        if (f > frac && f < end && (*f == 'e' || *f == 'E')) return 1;       /* fraction, then an exponent */
+        if (f - frac >= 2 && f[-1] == '0' && f < end && number_terminator(*f)) return 1; /* 5.10 */
+    }
+    return 0;
+}
+
+static PyObject *needs_exact(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *data = view.buf, *end = data + view.len;
+    int found = 0;
+    for (const unsigned char *p = data; p < end && !found; p++) {
+        unsigned char c = *p;
+        if (c == ':') found = p > data && (p[-1] == '"' || regex_space(p[-1])) && token_at(p + 1, end);
+        else if (c == '[' || c == ',') found = token_at(p + 1, end);
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(found);
 }
 
 static PyObject *install(PyObject *self, PyObject *args) {
@@ -203,15 +261,17 @@ static PyObject *install(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"normalise", (PyCFunction)(void (*)(void))normalise, METH_FASTCALL | METH_KEYWORDS,
-     "core.time.normalise with the common offset-bearing RFC 3339 shapes read in C (see core/_ctime.c)."},
+     "core.time.normalise with the common offset-bearing RFC 3339 shapes read in C (see core/_speedups.c)."},
+    {"needs_exact", needs_exact, METH_O,
+     "needs_exact(data): core.exact_json.needs_exact in one pass over the bytes (see core/_speedups.c)."},
     {"install", install, METH_VARARGS,
      "install(fallback, cache, instant_type, utc, cache_max, precisions): what normalise hands on and returns."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "inlet.core._ctime", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "inlet.core._speedups", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__ctime(void) {
+PyMODINIT_FUNC PyInit__speedups(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
     return PyModule_Create(&module);
