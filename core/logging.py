@@ -82,6 +82,11 @@ def _set_floor(level: int) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(min(level, _process["level"])))
 
 
+def current_level() -> str:
+    """The level name configured last (``INFO`` before any): what a child process is configured with."""
+    return logging.getLevelName(_process["level"])
+
+
 def configure_logging(level: str | None = None, *, json: bool | None = None) -> None:
     """Configure structlog for the process; ``INLET_LOG_LEVEL`` / ``INLET_LOG_FORMAT`` override."""
     level = (level or os.environ.get("INLET_LOG_LEVEL", "info")).upper()

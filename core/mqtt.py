@@ -35,13 +35,14 @@ import asyncio
 import socket
 import ssl
 import threading
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -110,6 +111,10 @@ class MqttSettings(RenamedKeys, PluginSettings):
     batch_linger_seconds: float = Field(default=0.02, ge=0)
     """A batch smaller than ``batch_max`` waits this long for more messages (a burst fills one batch)."""
     max_buffered: int = Field(default=5000, ge=1)
+    receiver: Literal["thread", "process"] = "thread"
+    """Where the MQTT client runs: ``thread`` (paho's network thread in the supervisor's process) or ``process``
+    (a child process per integration; batches cross a pipe, PUBACKs go back the same way): the pipeline's process
+    then spends no CPU or GIL time on the network (core.mqtt_receiver; docs/mqtt.md has the measurements)."""
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     """Larger payloads are still delivered (and acknowledged) but go to the DLQ as oversized."""
     once_idle_seconds: float = Field(default=3.0, gt=0)
@@ -238,7 +243,13 @@ def open_source(ctx: IntegrationContext, settings: MqttSettings, client_id: str)
     or what ``ctx.message_source`` makes (recording, replay)."""
     settings, client_id = for_slot(settings, client_id, ctx.slot, share_group(settings, ctx.customer, ctx.integration))
     factory = ctx.message_source
-    return MqttSource(settings, client_id) if factory is None else cast(MessageSource, factory(settings, client_id))
+    if factory is not None:
+        return cast(MessageSource, factory(settings, client_id))
+    if settings.receiver == "process":
+        from inlet.core.mqtt_receiver import ProcessSource  # here: that module imports this one
+
+        return ProcessSource(settings, client_id)
+    return MqttSource(settings, client_id)
 
 
 class MqttSource:
@@ -280,6 +291,8 @@ class MqttSource:
         self._wake: asyncio.Event | None = None
         self._closing = False
         self.connected = threading.Event()
+        self.on_state: Callable[[bool], None] | None = None
+        """Called from paho's thread when the connection comes up (True) or goes down (False)."""
 
     # -- paho's thread ---------------------------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -289,10 +302,14 @@ class MqttSource:
         # Subscribing again on every connect is harmless on a persistent session and needed on a new one.
         client.subscribe([(t, 1) for t in self.settings.topics])
         self.connected.set()
+        if self.on_state is not None:
+            self.on_state(True)
         log.info("mqtt connected", host=self._host, port=self._port, session_present=flags.session_present)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
+        if self.on_state is not None:
+            self.on_state(False)
         if not self._closing:
             log.warning("mqtt disconnected; paho reconnects with backoff", reason=str(reason))
             self._check_tls()
@@ -370,6 +387,8 @@ class MqttSource:
                 self._room.wait(timeout=1.0)  # backpressure: paho stops reading the socket meanwhile
             was_empty = not self._buffer
             self._buffer.append(message)
+            if was_empty:
+                self._room.notify_all()  # a receiver process's thread waits here (core.mqtt_receiver)
         if was_empty and self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -378,6 +397,10 @@ class MqttSource:
         """Connect (in the background; paho retries until the broker is there) and start the network thread."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self.start_thread()
+
+    def start_thread(self) -> None:
+        """:meth:`start` without an event loop (a receiver process reads the buffer with :meth:`_wait_take`)."""
         if self.settings.tls_insecure:
             log.warning(
                 "mqtt TLS without verifying the broker's certificate (tls_insecure: true): the connection "
@@ -389,17 +412,33 @@ class MqttSource:
 
     async def stop(self) -> None:
         """Disconnect without acknowledging anything still buffered (the broker redelivers it)."""
+        await asyncio.to_thread(self.stop_thread)
+
+    def stop_thread(self) -> None:
+        """:meth:`stop`, blocking."""
         self._closing = True
         with self._room:
             self._room.notify_all()
         self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        self._client.loop_stop()
 
     def _take(self, limit: int) -> list[MqttMessage]:
         with self._room:
             out = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
             self._room.notify_all()
         return out
+
+    def _wait_take(self, limit: int, linger: float, done: threading.Event) -> list[MqttMessage]:
+        """A batch for a receiver process (blocking): as :meth:`batches` forms them; empty when ``done`` is set or
+        the connection was refused (checked at least every half second)."""
+        with self._room:
+            while not self._buffer and not done.is_set() and self._refused is None:
+                self._room.wait(timeout=0.5)
+        batch = self._take(limit)
+        if batch and len(batch) < limit and linger:
+            time.sleep(linger)  # let a burst fill the batch
+            batch += self._take(limit - len(batch))
+        return batch
 
     async def batches(self) -> AsyncIterator[list[MqttMessage]]:
         """Batches of received messages, forever (until stopped)."""

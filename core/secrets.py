@@ -14,6 +14,7 @@ Whatever needs the secret's *form* (a signing key) checks for the stand-in and u
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,6 +71,11 @@ def _validate(ref: Any, info: ValidationInfo) -> SecretStr:
 
 Secret = Annotated[SecretStr, BeforeValidator(_validate)]
 """A settings field holding a secret resolved from env or file."""
+
+
+def remember(values: Iterable[str]) -> None:
+    """Mask these values too: the secrets a parent process resolved, handed to a child (core.mqtt_receiver)."""
+    _KNOWN.update(v for v in values if len(v) >= 4)
 
 
 def known_secrets() -> frozenset[str]:

@@ -65,16 +65,19 @@ __all__ = ["Supervisor", "build_sink", "state_dir"]
 log = structlog.get_logger("inlet.supervisor")
 
 
-GC_THRESHOLDS = (20_000, 20, 50)
-"""Young-generation threshold 20k allocations instead of 700: a batch allocates tens of thousands of
+GC_THRESHOLDS = (100_000, 20, 50)
+"""Young-generation threshold 100k allocations instead of 700: a batch allocates tens of thousands of
 short-lived objects (models, events, header lists), and with the default the collector ran every few
 records — 30-40 % of the CPU of a Tasmota reading in a measured pass (bench_mqtt's pure-CPU split:
-213-242 → 129 µs per reading). Memory cost: at most ~20k extra young objects between collections."""
+213-242 → 129 µs per reading). 100k rather than 20k: the events of the batches in flight (up to four of 500
+messages, five events each, held until Kafka acknowledges them) outlive young collections that come too often,
+and every collection walks them again; in MQTT drains the collector took 26-35 µs per message at 20k and 11-15 at
+100k (bench_mqtt, same session). Memory cost: at most ~100k extra young objects (~10 MB) between collections."""
 
 
 def tune_gc() -> None:
     """Set the daemon's collector up for streaming: what is loaded so far lives as long as the process, so it
-    is frozen out of full collections, and young collections run per ~20k allocations. The benchmarks call
+    is frozen out of full collections, and young collections run per ~100k allocations. The benchmarks call
     this too, so they measure what ``inlet run`` runs."""
     gc.collect()
     gc.freeze()

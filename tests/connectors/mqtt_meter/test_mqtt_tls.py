@@ -28,6 +28,7 @@ from inlet.connectors.mqtt_meter.connector import MqttMeterSettings
 from inlet.core.auth import AuthError
 from inlet.core.config import check_config, load_config
 from inlet.core.mqtt import MqttSettings, MqttSource, create_session
+from inlet.core.mqtt_receiver import ProcessSource
 from inlet.core.supervisor import Supervisor
 from tests.helpers import consume
 from tools.services import CertAuthority, CertFiles, Mosquitto, MosquittoTls, ServiceError
@@ -82,9 +83,9 @@ def _settings(broker: Mosquitto, pki: Pki, client: CertFiles | None, **extra: An
     return MqttSettings.model_validate({"url": broker.tls_url, "topics": ["meters/+/power"], **tls, **extra})
 
 
-async def _first_error(settings: MqttSettings, timeout: float = 60) -> AuthError:
+async def _first_error(settings: MqttSettings, timeout: float = 60, source_type: Any = MqttSource) -> AuthError:
     """Run a source until it raises (a refusal); fail if it is still quiet after ``timeout`` seconds."""
-    source = MqttSource(settings, f"inlet-test-{uuid.uuid4().hex[:8]}")
+    source = source_type(settings, f"inlet-test-{uuid.uuid4().hex[:8]}")
     await source.start()
     try:
         async with asyncio.timeout(timeout):
@@ -275,6 +276,16 @@ async def test_a_refused_tls_handshake_is_a_clear_error(
     assert error.startswith(f"MQTT broker {tls_mosquitto.tls_url} refused the connection"), error
     for phrase in phrases:
         assert phrase in error, f"{phrase!r} not in {error!r}"
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
+async def test_a_refusal_found_by_the_receiver_process_is_the_same_error(pki: Pki, tls_mosquitto: Mosquitto) -> None:
+    """``receiver: process``: the child probes and words the refusal; the supervisor's process raises it."""
+    settings = _settings(tls_mosquitto, pki, None)
+    in_thread = str(await _first_error(settings))
+    in_process = str(await _first_error(settings.model_copy(update={"receiver": "process"}), source_type=ProcessSource))
+    assert in_process == in_thread and "requires a client certificate" in in_process
 
 
 @pytest.mark.mqtt
