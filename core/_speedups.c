@@ -3,6 +3,7 @@
  * 1. normalise: the compiled front of core.time.normalise, the common RFC 3339 shapes with their own offset in one
  *    C call.
  * 2. needs_exact: core.exact_json's scan for number tokens a float would not give back as written.
+ * 3. murmur2: Kafka's key hash (the Java client's default partitioner), which aiokafka computes in pure Python.
  *
  * Why (1): a normaliser written in Python cannot reach 30 % of datetime.fromisoformat's rate for values never seen
  * before (a Python call, the shape checks and building the Instant already cost 3-4x the C parse; measured in
@@ -20,11 +21,16 @@
  * Why (2): the three regular expressions of core.exact_json cost ~4 us per 1 KB FHIR resource, twice orjson's
  * parse; one pass in C answers the same question (tests/core/test_exact_json.py compares both on generated text).
  *
+ * Why (3): aiokafka's murmur2 costs ~6 us per key here; the sink caches it per key (core.sinks.kafka), but a feed
+ * of many distinct entities on a topic of several partitions pays it for every new key. The same function in C:
+ * ~0.1 us (tests/core/sinks/test_partitioner.py compares it with aiokafka's on generated keys).
+ *
  * Memory safety: every index is checked against the length before it is read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
+#include <stdint.h>
 
 static PyObject *fallback;     /* core.time's Python normalise: everything this file does not answer */
 static PyObject *seen;         /* core.time._SEEN: results by string, shared with the Python function */
@@ -236,6 +242,44 @@ static PyObject *needs_exact(PyObject *self, PyObject *arg) {
     return PyBool_FromLong(found);
 }
 
+/* --- murmur2: org.apache.kafka.common.utils.Utils.murmur2, as aiokafka.partitioner.murmur2 returns it ---------- */
+
+static PyObject *murmur2(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *d = view.buf;
+    Py_ssize_t length = view.len;
+    const uint32_t m = 0x5bd1e995;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)length;
+    for (Py_ssize_t i = 0; i + 4 <= length; i += 4) {
+        uint32_t k = (uint32_t)d[i] | ((uint32_t)d[i + 1] << 8) | ((uint32_t)d[i + 2] << 16) |
+                     ((uint32_t)d[i + 3] << 24);
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    Py_ssize_t tail = length & ~(Py_ssize_t)3;
+    switch (length & 3) {
+    case 3:
+        h ^= (uint32_t)d[tail + 2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t)d[tail + 1] << 8;
+        /* fall through */
+    case 1:
+        h ^= (uint32_t)d[tail];
+        h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(h);
+}
+
 static PyObject *install(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *fn, *cache, *cls, *tz, *names;
@@ -264,6 +308,7 @@ static PyMethodDef methods[] = {
      "core.time.normalise with the common offset-bearing RFC 3339 shapes read in C (see core/_speedups.c)."},
     {"needs_exact", needs_exact, METH_O,
      "needs_exact(data): core.exact_json.needs_exact in one pass over the bytes (see core/_speedups.c)."},
+    {"murmur2", murmur2, METH_O, "murmur2(key): Kafka's default partitioner hash, as aiokafka's murmur2 returns it."},
     {"install", install, METH_VARARGS,
      "install(fallback, cache, instant_type, utc, cache_max, precisions): what normalise hands on and returns."},
     {NULL, NULL, 0, NULL},
