@@ -114,7 +114,7 @@ class MqttSettings(RenamedKeys, PluginSettings):
     receiver: Literal["thread", "process"] = "thread"
     """Where the MQTT client runs: ``thread`` (paho's network thread in the supervisor's process) or ``process``
     (a child process per integration; batches cross a pipe, PUBACKs go back the same way): the pipeline's process
-    then spends no CPU or GIL time on the network (core.mqtt_receiver; docs/mqtt.md has the measurements)."""
+    then spends no CPU or GIL time on the network (core.mqtt_receiver; docs/families/mqtt-meter.md)."""
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
     """Larger payloads are still delivered (and acknowledged) but go to the DLQ as oversized."""
     once_idle_seconds: float = Field(default=3.0, gt=0)

@@ -118,7 +118,7 @@ class ProcessSource:
             "inlet.core.mqtt_receiver",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            limit=2 * self.settings.max_payload_bytes + 2**20,
+            limit=2**20,  # the read buffer (asyncio pauses the pipe beyond twice this): a batch's frame in one go
         )
         assert self._process.stdin is not None
         self._process.stdin.write(_frame(b"S", _settings_document(self.settings, self.client_id)))
