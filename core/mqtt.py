@@ -51,10 +51,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.matcher import MQTTMatcher
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from inlet.core.auth import AuthError
 from inlet.core.config import RenamedKeys, renames
 from inlet.core.connector import IntegrationContext, PluginSettings
-from inlet.core.errors import ConfigError
+from inlet.core.errors import AuthError, ConfigError
 from inlet.core.secrets import Secret, mask
 
 __all__ = [

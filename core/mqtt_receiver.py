@@ -41,8 +41,7 @@ import structlog
 from pydantic import SecretStr
 
 from inlet.core import mqtt as mqtt_module
-from inlet.core.auth import AuthError
-from inlet.core.errors import UpstreamError
+from inlet.core.errors import AuthError, UpstreamError
 from inlet.core.logging import configure_logging, current_level
 from inlet.core.mqtt import MqttMessage, MqttSettings, MqttSource
 from inlet.core.secrets import known_secrets, remember
