@@ -1,7 +1,7 @@
-"""The one compiled module (everything else is in pyproject.toml): core.time's C front, optional by design.
+"""The one compiled module (everything else is in pyproject.toml): the hot path's C helpers, optional by design.
 
-``optional=True``: a machine without a C compiler still installs inlet, and ``core.time`` falls back to its
-Python function (same results, slower); CI requires the compiled one (tests/core/test_time_fast.py).
+``optional=True``: a machine without a C compiler still installs inlet, and each helper's Python twin runs instead
+(same results, slower); CI requires the compiled one (docs/development.md, "The compiled helpers").
 """
 
 from setuptools import Extension, setup

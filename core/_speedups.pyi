@@ -1,4 +1,4 @@
-"""Types of the compiled front of ``core.time.normalise`` (core/_speedups.c)."""
+"""Types of inlet's compiled hot-path helpers (core/_speedups.c): core.time's front, core.exact_json's scan, murmur2."""
 
 from collections.abc import Callable
 from datetime import tzinfo
