@@ -1,4 +1,5 @@
-"""Types of inlet's compiled hot-path helpers (core/_speedups.c): core.time's front, core.exact_json's scan, murmur2."""
+"""Types of inlet's compiled hot-path helpers (core/_speedups.c): core.time's front, core.exact_json's scan, murmur2,
+the envelope."""
 
 from collections.abc import Callable
 from datetime import tzinfo
@@ -15,3 +16,16 @@ def install(
 def normalise(value: object, zone: str | None = None, **options: object) -> object: ...
 def needs_exact(data: bytes | bytearray | memoryview) -> bool: ...
 def murmur2(data: bytes | bytearray | memoryview) -> int: ...
+def envelope(
+    event_type: type[Any],
+    info: tuple[str, str, tuple[str, bytes], tuple[str, bytes], tuple[str, bytes]],
+    common: list[tuple[str, bytes]],
+    namespace: Any,
+    source_key: str,
+    source_version: str,
+    ordinal: int,
+    subject: str,
+    key: str,
+    value: bytes,
+    when: object,
+) -> Any: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
     from inlet.core.config import SupervisorConfig
 
 __all__ = ["DlqRecord", "Enveloper", "Event", "EventIds", "event_id", "integration_namespace"]
+
+try:  # the id, headers and Event of envelope() in C (core/_speedups.c)
+    from inlet.core._speedups import envelope as _compiled
+except ImportError:  # pragma: no cover - a build without the extension
+    _compiled = None  # type: ignore[assignment]
+_compiled_envelope: Callable[..., Event] | None = _compiled
 
 _NS_ROOT = uuid.UUID("5d1b9f4e-3c1a-5e0c-9a52-1e7f0d6c9b21")  # inlet's own namespace, fixed forever
 
@@ -61,6 +68,11 @@ class EventIds:
         self._source: tuple[str, str] | None = None
         self._record = self._sha1
 
+    @property
+    def namespace_state(self) -> Any:
+        """The SHA-1 state after the namespace (copied per id): what the compiled envelope updates."""
+        return self._sha1
+
     def __call__(self, source_key: str, source_version: str, contract: str, ordinal: int) -> str:
         h = self._sha1.copy()
         h.update(f"{source_key}\x1f{source_version}\x1f{contract}\x1f{ordinal}".encode())
@@ -71,9 +83,9 @@ class EventIds:
         so the several events of one record (called one after another) hash only their contract and ordinal."""
         source = self._source
         if source is None or source[0] != source_key or source[1] != source_version:
-            record = self._record = self._sha1.copy()
-            record.update(f"{source_key}\x1f{source_version}\x1f".encode())
-            self._source = (source_key, source_version)
+            record = self._sha1.copy()
+            record.update(f"{source_key}\x1f{source_version}\x1f".encode())  # may raise: nothing kept then
+            self._record, self._source = record, (source_key, source_version)
         h = self._record.copy()
         h.update(f"{contract}\x1f{ordinal}".encode())
         return _uuid5_text(h.hexdigest())
@@ -189,7 +201,36 @@ class Enveloper:
         return self._contract_info(cls)[0]
 
     def envelope(self, model: Contract, source_key: str, source_version: str, ordinal: int = 0) -> Event:
-        """Wrap one contract instance as a CloudEvent."""
+        """Wrap one contract instance as a CloudEvent (the compiled helper when built: the same event)."""
+        if _compiled_envelope is None:
+            return self._envelope_python(model, source_key, source_version, ordinal)
+        cls = type(model)
+        info = self._per_contract.get(cls) or self._contract_info(cls)
+        occurred = model.occurred_at()
+        when: object = occurred
+        if occurred is not None and (type(occurred) is not datetime or occurred.tzinfo is not UTC):
+            when = _iso(occurred).encode()  # the helper formats only what core.time makes: exact datetimes in UTC
+        # warnings=False: see _envelope_python.
+        value = model.__pydantic_serializer__.to_json(model, warnings=False)
+        event = _compiled_envelope(
+            Event,
+            info,
+            self._common,
+            self._event_id.namespace_state,
+            source_key,
+            source_version,
+            ordinal,
+            model.subject(),
+            model.entity_key(),
+            value,
+            when,
+        )
+        if occurred is not None:
+            self._when = occurred
+        return event
+
+    def _envelope_python(self, model: Contract, source_key: str, source_version: str, ordinal: int = 0) -> Event:
+        """:meth:`envelope` in Python: what the compiled helper (core/_speedups.c) must equal, byte for byte."""
         cls = type(model)
         info = self._per_contract.get(cls) or self._contract_info(cls)
         # The pipeline envelopes a record's events one after another: the id hashes the record's part once.

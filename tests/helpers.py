@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from unittest import mock
 
 import yaml
 
 from inlet.contracts.base import Contract
 from inlet.contracts.clinical_observation import ObservationV1
+from inlet.core import envelope as envelope_module
 from inlet.core.connector import Batch, Connector, IntegrationContext, NoSettings
 from inlet.core.envelope import Event
 from inlet.core.errors import DecodeError, MappingError
 from inlet.core.sinks import Rejected, Sink
 from inlet.core.types import Position
+
+
+@contextmanager
+def python_envelopes() -> Iterator[None]:
+    """Within: ``Enveloper.envelope`` is its Python twin, not the compiled helper (core/_speedups.c). The fast-path
+    tests envelope their checked side so, which proves the compiled envelope on their generated and real feeds."""
+    with mock.patch.object(envelope_module, "_compiled_envelope", None):
+        yield
 
 
 class ListConnector(Connector[NoSettings]):

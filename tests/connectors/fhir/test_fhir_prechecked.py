@@ -37,6 +37,7 @@ from inlet.core.envelope import Enveloper, Event
 from inlet.core.metrics import BatchCounts
 from inlet.core.pipeline import process_batch
 from inlet.core.registry import find_plugin
+from tests.helpers import python_envelopes
 
 ZONE = "Europe/Vienna"
 ENV = Enveloper("acme", "fhir", topic_template="t.{name}.v{major}")
@@ -97,11 +98,13 @@ def _assert_same(res: Any, index: BundleIndex | None = None) -> None:
 
 @contextmanager
 def _checked_path() -> Iterator[None]:
-    """The fast paths switched off: every Observation mapped by the full mapper and validated, v1 validated."""
+    """The fast paths switched off: every Observation mapped by the full mapper and validated, v1 validated, every
+    event enveloped in Python."""
     with (
         mock.patch.object(mapping, "_observation_one_pass", lambda *a: None),
         mock.patch.object(mapping, "prechecked_observation", lambda fields: None),
         mock.patch.object(clinical_observation_v2, "_v1_prechecked", lambda obs: None),
+        python_envelopes(),
     ):
         yield
 

@@ -30,6 +30,7 @@ from inlet.core.connector import Batch, IntegrationContext
 from inlet.core.envelope import Enveloper
 from inlet.core.mqtt import MqttMessage, MqttSettings
 from inlet.core.pipeline import process_batch
+from tests.helpers import python_envelopes
 from tools.no_broker import no_broker
 
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "Pacific/Chatham", "UTC"]
@@ -67,7 +68,7 @@ async def _pass(messages: list[MqttMessage], zone: str | None) -> tuple[Any, ...
 def _both_equal(messages: list[MqttMessage], zone: str | None) -> tuple[Any, ...]:
     assert fast_paths()
     fast = asyncio.run(_pass(messages, zone))
-    with checked_paths():
+    with checked_paths(), python_envelopes():
         assert not fast_paths()
         checked = asyncio.run(_pass(messages, zone))
     assert fast[0] == checked[0]  # key, headers, value bytes of every event and DLQ record
