@@ -1,5 +1,5 @@
 """Types of inlet's compiled hot-path helpers (core/_speedups.c): core.time's front, core.exact_json's scan, murmur2,
-the envelope."""
+the envelope and the dump of event values."""
 
 from collections.abc import Callable
 from datetime import tzinfo
@@ -29,3 +29,4 @@ def envelope(
     value: bytes,
     when: object,
 ) -> Any: ...
+def dump(model: object, specs: dict[type, Any]) -> bytes | None: ...

@@ -24,9 +24,13 @@ from inlet.core.types import Position
 
 @contextmanager
 def python_envelopes() -> Iterator[None]:
-    """Within: ``Enveloper.envelope`` is its Python twin, not the compiled helper (core/_speedups.c). The fast-path
-    tests envelope their checked side so, which proves the compiled envelope on their generated and real feeds."""
-    with mock.patch.object(envelope_module, "_compiled_envelope", None):
+    """Within: ``Enveloper.envelope`` is its Python twin and event values are pydantic's ``to_json``, not the
+    compiled helpers (core/_speedups.c). The fast-path tests envelope their checked side so, which proves the
+    compiled envelope and dump on their generated and real feeds."""
+    with (
+        mock.patch.object(envelope_module, "_compiled_envelope", None),
+        mock.patch.object(envelope_module, "_compiled_dump", None),
+    ):
         yield
 
 

@@ -1,5 +1,6 @@
 """The compiled envelope (core/_speedups.c) against its Python twin, ``Enveloper._envelope_python``: the same events,
-byte for byte (topic, key, value, headers, id), or the same error, over generated records and times.
+byte for byte (topic, key, value, headers, id), or the same error, over generated records and times; and the
+compiled dump of event values against pydantic's ``to_json``.
 
 The connectors' fast-path tests (tests/connectors/mqtt_meter/test_meter_fast_paths.py,
 tests/connectors/fhir/test_fhir_prechecked.py) compare the two as well, on generated and real feeds: their checked
@@ -10,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
-from typing import ClassVar
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, ClassVar
 from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import Field, computed_field, field_serializer
 
-from inlet.contracts.base import Contract
+from inlet.contracts.base import Contract, Part
 from inlet.core import envelope as envelope_module
 from inlet.core.envelope import Enveloper, Event
 from tests.helpers import python_envelopes
@@ -168,3 +170,113 @@ def test_python_envelopes_really_switches_the_compiled_one_off() -> None:
     with mock.patch.object(Enveloper, "_envelope_python", autospec=True) as python:
         env.envelope(Probe(key="k", about="s"), "r", "1", 0)
     assert python.call_count == (0 if COMPILED else 1)
+
+
+# --- the compiled dump: event values ------------------------------------------------------------------------------
+
+
+class Leaf(Part):
+    label: str
+    weight: float | None = None
+
+
+class Twig(Leaf):
+    """A subclass: in a field declared as Leaf, pydantic writes Leaf's fields only — the dump must not guess."""
+
+    extra_note: str = "twig"
+
+
+class Tree(Contract):
+    contract_name: ClassVar[str] = "test.tree"
+    contract_version: ClassVar[str] = "1.0"
+
+    text: str
+    number: float
+    count: int
+    flag: bool | None
+    when: datetime | None
+    leaves: list[Leaf]
+    best: Leaf | None
+    tags: list[str]
+    day: date | None = None
+
+    def entity_key(self) -> str:
+        return self.text
+
+
+class Aliased(Contract):
+    contract_name: ClassVar[str] = "test.aliased"
+    contract_version: ClassVar[str] = "1.0"
+
+    text: str = Field(serialization_alias="Text")
+    hidden: str = Field(default="h", exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def twice(self) -> str:
+        return self.text * 2
+
+    def entity_key(self) -> str:
+        return self.text
+
+
+class Custom(Contract):
+    contract_name: ClassVar[str] = "test.custom"
+    contract_version: ClassVar[str] = "1.0"
+
+    number: float
+
+    @field_serializer("number")
+    def _rounded(self, value: float) -> str:
+        return f"{value:.1f}"
+
+    def entity_key(self) -> str:
+        return "k"
+
+
+_FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [0.0, -0.0, 1e-4, 9.999e-5, 1e16, 9999999999999998.0, 1e15, 0.1, 2.5, -7e-3]
+)
+_STRINGS = st.text() | st.text(alphabet=st.characters(max_codepoint=0x40)) | st.just("lone \ud800")
+_INTS = st.integers(-(2**70), 2**70) | st.integers(-(2**63), 2**63)
+_LEAVES = st.builds(Leaf, label=_STRINGS, weight=st.none() | _FLOATS) | st.builds(Twig, label=_STRINGS)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled helpers are not built here (CI requires them)")
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=_STRINGS,
+    number=_FLOATS,
+    count=_INTS,
+    flag=st.none() | st.booleans(),
+    when=_TIMES,
+    leaves=st.lists(_LEAVES, max_size=3),
+    best=st.none() | _LEAVES,
+    tags=st.lists(_STRINGS, max_size=3),
+    day=st.none() | st.dates(),
+)
+def test_the_compiled_dump_writes_what_pydantic_writes(**fields: Any) -> None:
+    """Every value the dump writes is pydantic's own bytes; what it does not write (non-finite and extreme floats,
+    big ints, other zones, dates, surrogates, a subclass in a declared field) it leaves to pydantic."""
+    model = Tree.model_construct(**fields)  # unvalidated, so odd values reach the dump as they are
+    try:
+        want = model.__pydantic_serializer__.to_json(model, warnings=False)
+    except Exception as exc:  # pydantic refuses (a lone surrogate): json_value must refuse the same way
+        with pytest.raises(type(exc)):
+            envelope_module.json_value(model)
+        return
+    assert envelope_module.json_value(model) == want
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled helpers are not built here (CI requires them)")
+def test_the_compiled_dump_leaves_aliased_custom_and_computed_models_to_pydantic() -> None:
+    for model in (Aliased(text="x"), Custom(number=1.25)):
+        assert envelope_module.json_value(model) == model.model_dump_json().encode()
+        assert envelope_module._SPECS[type(model)] is None
+    dump = envelope_module._compiled_dump
+    assert dump is not None
+    tree = Tree(text="t", number=1.5, count=2, flag=None, when=None, leaves=[], best=None, tags=[])
+    assert dump(tree, envelope_module._SPECS) == tree.model_dump_json().encode()
+    assert dump(tree, {}) is None  # a class not learnt: pydantic writes it
+    with pytest.raises(TypeError):
+        dump(tree, [])  # type: ignore[arg-type]
