@@ -223,7 +223,8 @@ class Enveloper:
         self._dlq_common: Headers = source_headers
         self._common: Headers = [*source_headers, ("content-type", b"application/json")]
         self._when: datetime | None = None
-        self._when_header: tuple[str, bytes] = ("ce_time", b"")
+        self._time_header: tuple[datetime | None, tuple[str, bytes]] = (None, ("ce_time", b""))
+        """The Python envelope's last ``ce_time`` header and the time it was made for."""
         # Per contract class: its topic, id name and header tuples (type, dataschema, contract version), built once.
         self._per_contract: dict[type[Contract], _ContractInfo] = {}
 
@@ -308,9 +309,12 @@ class Enveloper:
         ]
         when = model.occurred_at()
         if when is not None:
-            if when != self._when:  # the readings of one message (or a batch) mostly share their time
-                self._when, self._when_header = when, ("ce_time", _iso(when).encode())
-            headers.append(self._when_header)
+            made_for, header = self._time_header
+            if when != made_for:  # the readings of one message (or a batch) mostly share their time
+                header = ("ce_time", _iso(when).encode())
+                self._time_header = (when, header)
+            self._when = when
+            headers.append(header)
         value = json_value(model)
         return Event(info[0], model.entity_key().encode(), value, headers, eid)
 

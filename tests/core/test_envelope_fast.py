@@ -280,3 +280,16 @@ def test_the_compiled_dump_leaves_aliased_custom_and_computed_models_to_pydantic
     assert dump(tree, {}) is None  # a class not learnt: pydantic writes it
     with pytest.raises(TypeError):
         dump(tree, [])  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled helpers are not built here (CI requires them)")
+def test_one_enveloper_switching_between_both_envelopes_keeps_every_time_header_right() -> None:
+    """Found by the FHIR comparison: the Python envelope's cached time header must not be taken for a time that the
+    compiled one enveloped in between."""
+    env = Enveloper("acme", "feed")
+    first, second = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)
+    env._envelope_python(Probe(key="k", about="s", when=first), "r", "1", 0)
+    env.envelope(Probe(key="k", about="s", when=second), "r", "1", 1)
+    again = env._envelope_python(Probe(key="k", about="s", when=second), "r", "1", 2)
+    assert dict(again.headers)["ce_time"] == b"2024-01-02T00:00:00Z"
+    assert env.last_time == second
