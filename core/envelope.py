@@ -4,7 +4,9 @@ An :class:`Event` is what every sink takes: topic, key, value bytes and headers,
 The value is the contract payload as JSON; the CloudEvents attributes are ``ce_*`` headers.
 Everything that does not change per record (source, customer/integration headers, the UUIDv5
 namespace, topic names per contract) is computed once per integration in :class:`Enveloper`:
-the hot path then costs one uuid5, one isoformat and one JSON serialisation per event.
+the hot path then costs one uuid5, one isoformat and one JSON serialisation per event — in C when the
+compiled helpers are built (core/_speedups.c: the id, headers and event in one call, and the JSON of plain
+contract models), the same bytes as the Python code here, which stays the reference and the fallback.
 """
 
 from __future__ import annotations
@@ -29,15 +31,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DlqRecord", "Enveloper", "Event", "EventIds", "event_id", "integration_namespace", "json_value"]
 
-try:  # the id, headers and Event of envelope() in C (core/_speedups.c)
-    from inlet.core._speedups import envelope as _compiled
-except ImportError:  # pragma: no cover - a build without the extension
-    _compiled = None  # type: ignore[assignment]
-_compiled_envelope: Callable[..., Event] | None = _compiled
-try:  # a plain contract model's JSON in C (core/_speedups.c); pydantic's to_json writes every other
+try:  # envelope(): the id, headers and Event; dump(): a plain contract model's JSON (core/_speedups.c)
     from inlet.core._speedups import dump as _dump
-except ImportError:  # pragma: no cover - a build without the extension
-    _dump = None  # type: ignore[assignment]
+    from inlet.core._speedups import envelope as _envelope
+except ImportError:  # pragma: no cover - a build without the extension: the Python code below does it all
+    _dump = _envelope = None  # type: ignore[assignment]
+_compiled_envelope: Callable[..., Event] | None = _envelope
 _compiled_dump: Callable[[Any, dict[type, Any]], bytes | None] | None = _dump
 
 _SPECS: dict[type, tuple[tuple[str, bytes, frozenset[type] | None], ...] | None] = {}
@@ -136,7 +135,8 @@ def _learn(cls: type[BaseModel]) -> None:
     """Decide, once per class, whether the compiled dump may write it, and how (and so for its nested models).
 
     Plain means pydantic writes every field under its own name, in declaration order, by its value alone: no
-    aliases, no custom or excluded or computed fields anywhere in the class's core schema, no extra fields kept."""
+    aliases, no custom or excluded or computed fields, no ``ser_json_*`` settings anywhere in the class's core
+    schema (a field whose name starts so only makes the class pydantic's), no extra fields kept."""
     _SPECS[cls] = None  # while deciding (a model that nests itself)
     if cls.model_config.get("extra") == "allow" or not _plain_schema(cls.__pydantic_core_schema__):
         return
@@ -152,7 +152,8 @@ def _learn(cls: type[BaseModel]) -> None:
 def _plain_schema(schema: object) -> bool:
     if isinstance(schema, dict):
         for key, value in schema.items():
-            if key.startswith("serialization") or (key == "computed_fields" and value):
+            # serialization*: custom, aliased, excluded fields; ser_json_*: the config's other ways to write values
+            if key.startswith(("serializ", "ser_")) or (key == "computed_fields" and value):
                 return False
             if not _plain_schema(value):
                 return False

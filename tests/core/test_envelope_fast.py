@@ -18,7 +18,7 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import Field, computed_field, field_serializer
+from pydantic import ConfigDict, Field, computed_field, field_serializer
 
 from inlet.contracts.base import Contract, Part
 from inlet.core import envelope as envelope_module
@@ -234,6 +234,19 @@ class Custom(Contract):
         return "k"
 
 
+class Epoch(Contract):
+    """Datetimes written as seconds since the epoch (a ``ser_json_*`` setting): pydantic's, not the dump's."""
+
+    model_config = ConfigDict(ser_json_temporal="seconds")
+    contract_name: ClassVar[str] = "test.epoch"
+    contract_version: ClassVar[str] = "1.0"
+
+    when: datetime
+
+    def entity_key(self) -> str:
+        return "k"
+
+
 _FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [0.0, -0.0, 1e-4, 9.999e-5, 1e16, 9999999999999998.0, 1e15, 0.1, 2.5, -7e-3]
 )
@@ -270,7 +283,7 @@ def test_the_compiled_dump_writes_what_pydantic_writes(**fields: Any) -> None:
 
 @pytest.mark.skipif(not COMPILED, reason="the compiled helpers are not built here (CI requires them)")
 def test_the_compiled_dump_leaves_aliased_custom_and_computed_models_to_pydantic() -> None:
-    for model in (Aliased(text="x"), Custom(number=1.25)):
+    for model in (Aliased(text="x"), Custom(number=1.25), Epoch(when=datetime(2024, 1, 1, tzinfo=UTC))):
         assert envelope_module.json_value(model) == model.model_dump_json().encode()
         assert envelope_module._SPECS[type(model)] is None
     dump = envelope_module._compiled_dump
