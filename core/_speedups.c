@@ -472,6 +472,8 @@ static int put(out_buffer *b, const char *text, Py_ssize_t n) {
     return 0;
 }
 
+static unsigned char needs_escape[256]; /* controls, '"' and '\\': set at import */
+
 /* A JSON string as serde_json writes it: '"' and '\\' escaped, \b \f \n \r \t, other controls as \u00xx. */
 static int put_string(out_buffer *b, const char *text, Py_ssize_t n) {
     static const char hex[] = "0123456789abcdef";
@@ -480,7 +482,7 @@ static int put_string(out_buffer *b, const char *text, Py_ssize_t n) {
     *at++ = '"';
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)text[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
+        if (!needs_escape[c]) {
             *at++ = (char)c;
             continue;
         }
@@ -517,9 +519,20 @@ static int put_model(out_buffer *b, PyObject *model, PyObject *specs, int depth)
     if (fields == NULL) return -1;
     int done = PyDict_CheckExact(fields) && put(b, "{", 1) == 0 ? 1 : -1;
     if (!PyDict_CheckExact(fields)) done = 0;
+    /* A validated model's __dict__ holds its fields in declaration order: walk it alongside the spec, and look a
+     * field up by name only where the order differs (a model built from a dict in another order). */
+    Py_ssize_t pos = 0;
+    int in_order = 1;
     for (Py_ssize_t i = 0; done > 0 && i < PyTuple_GET_SIZE(spec); i++) {
         PyObject *field = PyTuple_GET_ITEM(spec, i); /* (name, its JSON key bytes with the colon, allowed) */
-        PyObject *value = PyDict_GetItemWithError(fields, PyTuple_GET_ITEM(field, 0));
+        PyObject *name = PyTuple_GET_ITEM(field, 0), *next_key, *value = NULL;
+        if (in_order && PyDict_Next(fields, &pos, &next_key, &value) &&
+            (next_key == name || (PyUnicode_CheckExact(next_key) && PyUnicode_Compare(next_key, name) == 0))) {
+            /* value is the field's */
+        } else {
+            in_order = 0;
+            value = PyDict_GetItemWithError(fields, name);
+        }
         PyObject *key = PyTuple_GET_ITEM(field, 1);
         if (value == NULL) {
             done = PyErr_Occurred() ? -1 : 0;
@@ -652,6 +665,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "inlet.core._speedups
 PyMODINIT_FUNC PyInit__speedups(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
+    for (int c = 0; c < 256; c++) needs_escape[c] = c < 0x20 || c == '"' || c == '\\';
     name_ce_id = PyUnicode_InternFromString("ce_id");
     name_ce_subject = PyUnicode_InternFromString("ce_subject");
     name_ce_time = PyUnicode_InternFromString("ce_time");
