@@ -285,15 +285,13 @@ static PyObject *murmur2(PyObject *self, PyObject *arg) {
 /* --- envelope: core.envelope.Enveloper.envelope after the model's own calls ----------------------------------
  *
  * The event id (SHA-1 of the integration's namespace and the record's name, as UUID version 5 text), the header
- * list and the Event, in one call: in Python these cost ~2.5 us per event (the id's name and hex text, eleven
- * header tuples, the CloudEvents time's isoformat), a tenth of a FHIR search event's whole budget. The SHA-1 itself
- * stays hashlib's (OpenSSL uses the CPU's SHA instructions: a portable C SHA-1 measured 5x slower here). The Python twin is core.envelope.Enveloper._envelope_python; tests/core/test_envelope_fast.py proves
- * both build the same events, byte for byte. */
+ * list and the Event, in one call: in Python these cost ~2.3 us per event (the id's name and hex text, eleven
+ * header tuples, the CloudEvents time's isoformat), here ~1. The SHA-1 itself stays hashlib's (OpenSSL uses the
+ * CPU's SHA instructions: a portable C SHA-1 measured 5x slower here). The Python twin is
+ * core.envelope.Enveloper._envelope_python; tests/core/test_envelope_fast.py proves both build the same events,
+ * byte for byte. */
 
 static PyObject *name_ce_id, *name_ce_subject, *name_ce_time, *name_encode, *name_copy, *name_update, *name_digest;
-
-/* f"{value}": a str as it is, anything else through format() (what an f-string does). */
-static PyObject *formatted(PyObject *value) { return PyObject_Format(value, NULL); }
 
 /* value.encode(): a str's UTF-8 (strict), anything else through its own encode method, as Python would. */
 static PyObject *encoded(PyObject *value) {
@@ -366,7 +364,7 @@ static PyObject *envelope(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_ssize_t sizes[4], length = 3;
     PyObject *name = NULL, *hash = NULL, *digest_bytes = NULL;
     for (int i = 0; i < 4; i++) {
-        parts[i] = formatted(sources[i]);
+        parts[i] = PyObject_Format(sources[i], NULL); /* f"{value}": a str as it is, anything else format()ted */
         if (parts[i] == NULL || (utf8[i] = PyUnicode_AsUTF8AndSize(parts[i], &sizes[i])) == NULL) goto fail_id;
         length += sizes[i];
     }
@@ -443,12 +441,13 @@ fail_id:
 /* --- dump: a contract model's JSON value, as pydantic's to_json writes it, for the plain shapes ------------------
  *
  * pydantic's to_json costs ~4.4 us for a 700-byte FHIR Observation, a sixth of an event's whole budget. For models
- * whose serialisation has nothing custom (core.envelope's _plain_spec decides, per class: no aliases, no custom
- * serialisers, no excluded or computed fields), the JSON is a walk of the fields in declaration order. This
- * writes it for the values whose text is certain: None, bools, ints of 64 bits, floats whose repr is pydantic's
- * text (zero, and 1e-4 <= |x| < 1e16), strings (escaped as serde_json does), lists, datetimes in datetime.UTC,
- * and nested models of a class the field declares. Anything else returns None and pydantic writes the value.
- * tests/core/test_envelope_fast.py compares both, byte for byte. */
+ * whose serialisation has nothing custom (core.envelope's _learn decides, per class: no aliases, no custom
+ * serialisers, no excluded or computed fields, no ser_json_* settings), the JSON is a walk of the fields in
+ * declaration order. This writes it for the values whose text is certain: None, bools, ints of 64 bits, floats
+ * whose repr is pydantic's text (zero, and 1e-4 <= |x| < 1e16), strings (escaped as serde_json does), lists,
+ * datetimes in datetime.UTC, and nested models of a class the field declares (~1.2 us for that Observation).
+ * Anything else returns None and pydantic writes the model. tests/core/test_envelope_fast.py compares both, byte
+ * for byte. */
 
 typedef struct {
     char *data;
