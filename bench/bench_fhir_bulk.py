@@ -91,7 +91,7 @@ from inlet.contracts.base import Contract, converters_from
 from inlet.core.checkpoint import CheckpointStore
 from inlet.core.config import KafkaSettings, MonitorSettings
 from inlet.core.connector import Batch, IntegrationContext
-from inlet.core.envelope import Enveloper, Event
+from inlet.core.envelope import Enveloper, Event, json_value
 from inlet.core.metrics import BatchCounts, Stats
 from inlet.core.monitors import Monitors
 from inlet.core.pipeline import Pipeline, process_batch
@@ -443,7 +443,7 @@ def stage_split(path: Path, count: int, passes: int = 3) -> dict[str, float]:
         "map+validate": lambda: [connector.map(r) for r in records],
         "convert v1": lambda: [convert(m) for m in v2],
         "envelope": lambda: [env.envelope(m, k, ver, 0) for m, k, ver in models],
-        "of it JSON": lambda: [m.__pydantic_serializer__.to_json(m, warnings=False) for m, _, _ in models],
+        "of it JSON": lambda: [json_value(m) for m, _, _ in models],
         "monitors.observe": observe,
     }
     best: dict[str, float] = {}
