@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
-from unittest import mock
 
 import yaml
 
@@ -27,11 +26,12 @@ def python_envelopes() -> Iterator[None]:
     """Within: ``Enveloper.envelope`` is its Python twin and event values are pydantic's ``to_json``, not the
     compiled helpers (core/_speedups.c). The fast-path tests envelope their checked side so, which proves the
     compiled envelope and dump on their generated and real feeds."""
-    with (
-        mock.patch.object(envelope_module, "_compiled_envelope", None),
-        mock.patch.object(envelope_module, "_compiled_dump", None),
-    ):
+    before = envelope_module._compiled_envelope, envelope_module._compiled_dump
+    envelope_module._compiled_envelope = envelope_module._compiled_dump = None
+    try:
         yield
+    finally:
+        envelope_module._compiled_envelope, envelope_module._compiled_dump = before
 
 
 class ListConnector(Connector[NoSettings]):
