@@ -304,9 +304,10 @@ static char *digits(char *at, int value, int width) {
     return at + width;
 }
 
-/* RFC 3339 UTC text with a Z of an exact datetime in datetime.UTC: isoformat() without the offset, plus "Z". */
-static PyObject *utc_text(PyObject *when) {
-    char text[32], *at = text;
+/* RFC 3339 UTC text with a Z of an exact datetime in datetime.UTC, isoformat() without the offset plus "Z", written
+ * to out (at least 32 chars); returns its length. */
+static Py_ssize_t utc_chars(PyObject *when, char *out) {
+    char *at = out;
     at = digits(at, PyDateTime_GET_YEAR(when), 4);
     *at++ = '-';
     at = digits(at, PyDateTime_GET_MONTH(when), 2);
@@ -324,7 +325,12 @@ static PyObject *utc_text(PyObject *when) {
         at = digits(at, us, 6);
     }
     *at++ = 'Z';
-    return PyBytes_FromStringAndSize(text, at - text);
+    return at - out;
+}
+
+static PyObject *utc_text(PyObject *when) {
+    char text[32];
+    return PyBytes_FromStringAndSize(text, utc_chars(when, text));
 }
 
 static PyObject *pair(PyObject *name, PyObject *value) {
@@ -516,8 +522,7 @@ static int put_model(out_buffer *b, PyObject *model, PyObject *specs, int depth)
     if (!PyTuple_CheckExact(spec)) return 0; /* a class pydantic must write */
     PyObject *fields = PyObject_GenericGetDict(model, NULL);
     if (fields == NULL) return -1;
-    int done = PyDict_CheckExact(fields) && put(b, "{", 1) == 0 ? 1 : -1;
-    if (!PyDict_CheckExact(fields)) done = 0;
+    int done = !PyDict_CheckExact(fields) ? 0 : put(b, "{", 1) < 0 ? -1 : 1;
     /* A validated model's __dict__ holds its fields in declaration order: walk it alongside the spec, and look a
      * field up by name only where the order differs (a model built from a dict in another order). */
     Py_ssize_t pos = 0;
@@ -588,12 +593,10 @@ static int put_value(out_buffer *b, PyObject *value, PyObject *allowed, PyObject
     }
     if (PyDateTime_CheckExact(value)) {
         if (PyDateTime_DATE_GET_TZINFO(value) != PyDateTime_TimeZone_UTC) return 0;
-        PyObject *iso = utc_text(value);
-        if (iso == NULL) return -1;
-        int r = put(b, "\"", 1) < 0 || put(b, PyBytes_AS_STRING(iso), PyBytes_GET_SIZE(iso)) < 0 ||
-                put(b, "\"", 1) < 0;
-        Py_DECREF(iso);
-        return r ? -1 : 1;
+        text[0] = '"';
+        Py_ssize_t n = 1 + utc_chars(value, text + 1);
+        text[n++] = '"';
+        return put(b, text, n) < 0 ? -1 : 1;
     }
     if (allowed != Py_None) { /* a nested model, of a class the field declares (not a subclass of one) */
         int ok = PySet_Contains(allowed, (PyObject *)Py_TYPE(value));
