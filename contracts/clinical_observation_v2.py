@@ -275,9 +275,9 @@ def to_v1_checked(obs: ObservationV2) -> ObservationV1:
     return ObservationV1.model_validate(fields)
 
 
-_V1_FIELDS = tuple(ObservationV1.model_fields)
-_V1_COMPONENT_KEYS = ("code", "value", "data_absent_reason")
-_QUANTITY_KEYS = ("type", "value", "unit", "system", "code", "comparator")
+_V1_FIELDS = frozenset(ObservationV1.model_fields)
+_V1_COMPONENT_KEYS = frozenset(("code", "value", "data_absent_reason"))
+_QUANTITY_KEYS = frozenset(("type", "value", "unit", "system", "code", "comparator"))
 _SHARED = (CodedValue, StringValue, BooleanValue, IntegerValue, TimeValue, DateTimeValue, PeriodValue)
 
 
@@ -296,7 +296,7 @@ def _v1_value(v: Any, where: str) -> Any:
             "code": v.code,
             "comparator": v.comparator,
         }
-        return checked_instance(QuantityValueV1, fields, set(_QUANTITY_KEYS))
+        return checked_instance(QuantityValueV1, fields, _QUANTITY_KEYS)
     return ...
 
 
@@ -317,10 +317,10 @@ def _v1_prechecked(obs: ObservationV2) -> ObservationV1 | None:
             checked_instance(
                 ComponentV1,
                 {"code": list(c.code), "value": part, "data_absent_reason": c.data_absent_reason},
-                set(_V1_COMPONENT_KEYS),
+                _V1_COMPONENT_KEYS,
             )
         )
     fields = obs.__dict__.copy()
     fields["category"], fields["code"], fields["has_member"] = list(obs.category), list(obs.code), list(obs.has_member)
     fields["value"], fields["components"] = value, components
-    return checked_instance(ObservationV1, fields, set(_V1_FIELDS))
+    return checked_instance(ObservationV1, fields, _V1_FIELDS)

@@ -1,9 +1,14 @@
 """Types of inlet's compiled hot-path helpers (core/_speedups.c): core.time's front, core.exact_json's scan, murmur2,
-the envelope and the dump of event values."""
+the envelope, the dump of event values and checked model instances."""
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from datetime import tzinfo
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+_M = TypeVar("_M", bound=BaseModel)
 
 def install(
     fallback: Callable[..., object],
@@ -30,3 +35,5 @@ def envelope(
     when: object,
 ) -> Any: ...
 def dump(model: object, specs: dict[type, Any]) -> bytes | None: ...
+def checked_instance(cls: type[_M], values: dict[str, Any], given: AbstractSet[str]) -> _M: ...
+def model_slots(base: type[BaseModel]) -> None: ...

@@ -493,8 +493,11 @@ _OBS_FIELDS: Final = tuple(ObservationV2.model_fields)
 _STATUSES: Final = frozenset(get_args(ObservationV2.model_fields["status"].annotation))
 _PRECISIONS: Final = frozenset(get_args(Precision))
 _COMPARATORS: Final = frozenset(get_args(get_args(QuantityValue.model_fields["comparator"].annotation)[0]))
-_CODING_KEYS: Final = ("system", "code", "display")
-_QUANTITY_KEYS: Final = ("type", "value", "unit", "system", "code", "comparator")
+_CODING_KEYS: Final = frozenset(("system", "code", "display"))
+_QUANTITY_KEYS: Final = frozenset(("type", "value", "unit", "system", "code", "comparator"))
+_CODED_KEYS: Final = frozenset(("type", "coding", "text"))
+_SIMPLE_VALUE_KEYS: Final = frozenset(("type", "value"))
+_PART_KEYS: Final = frozenset(("code", "value", "data_absent_reason"))
 _SIMPLE_VALUES: Final = {"string": (StringValue, str), "boolean": (BooleanValue, bool), "integer": (IntegerValue, int)}
 
 
@@ -505,7 +508,7 @@ def _checked_codings(found: Any) -> list[Coding] | None:
         system, display = c["system"], c["display"]
         if (system is not None and type(system) is not str) or (display is not None and type(display) is not str):
             return None
-        out.append(checked_instance(Coding, c, set(_CODING_KEYS)))  # code: str() in codings()
+        out.append(checked_instance(Coding, c, _CODING_KEYS))  # code: str() in codings()
     return out
 
 
@@ -530,16 +533,16 @@ def _checked_value(value: Any) -> Any:
             and (code is None or type(code) is str)
             and (comparator is None or (type(comparator) is str and comparator in _COMPARATORS))
         ):
-            return checked_instance(QuantityValue, value, set(value))
+            return checked_instance(QuantityValue, value, value.keys())
         return ...
     if kind == "coded":
         coding, text = _checked_codings(value["coding"]), value["text"]
         if coding is None or (text is not None and type(text) is not str):
             return ...
-        return checked_instance(CodedValue, {"type": "coded", "coding": coding, "text": text}, set(value))
+        return checked_instance(CodedValue, {"type": "coded", "coding": coding, "text": text}, value.keys())
     simple = _SIMPLE_VALUES.get(kind)
     if simple is not None and type(value["value"]) is simple[1]:
-        return checked_instance(simple[0], value, set(value))
+        return checked_instance(simple[0], value, value.keys())
     return ...
 
 
@@ -578,13 +581,13 @@ def prechecked_observation(fields: dict[str, Any]) -> ObservationV2 | None:
             checked_instance(
                 Component,
                 {"code": part_code, "value": part_value, "data_absent_reason": c["data_absent_reason"]},
-                set(c),
+                c.keys(),
             )
         )
     values = dict.fromkeys(_OBS_FIELDS)
     values.update(fields)  # the mapper's strings, lists of strings and datetimes, as validation keeps them
     values["code"], values["value"], values["components"] = code, value, components
-    return checked_instance(ObservationV2, values, set(fields))
+    return checked_instance(ObservationV2, values, fields.keys())
 
 
 _FIXED_KEYS: Final = frozenset(_OBS_FIELDS) - {"effective_start", "effective_end", "effective_precision"}
@@ -619,7 +622,7 @@ def _codings_one_pass(concept: Any) -> list[Coding] | None:
             if len(_CODINGS) >= _CODINGS_KEPT:
                 _CODINGS.clear()
             coding = _CODINGS[key] = checked_instance(
-                Coding, {"system": system, "code": key[1], "display": display}, set(_CODING_KEYS)
+                Coding, {"system": system, "code": key[1], "display": display}, _CODING_KEYS
             )
         out.append(coding)
     return out
@@ -694,21 +697,19 @@ def _value_one_pass(res: dict[str, Any]) -> Any:
             "code": code,
             "comparator": comparator,
         }
-        return checked_instance(QuantityValue, fields, set(_QUANTITY_KEYS))
+        return checked_instance(QuantityValue, fields, _QUANTITY_KEYS)
     if (cc := res.get("valueCodeableConcept")) is not None:
         coding = _codings_one_pass(cc)
         label = cc.get("text") if coding is not None else None
         if coding is None or (label is not None and type(label) is not str):
             return ...
-        return checked_instance(
-            CodedValue, {"type": "coded", "coding": coding, "text": label}, {"type", "coding", "text"}
-        )
+        return checked_instance(CodedValue, {"type": "coded", "coding": coding, "text": label}, _CODED_KEYS)
     for key, (cls, kind) in _SIMPLE_KEYS:
         if key in res:
             value = res[key]
             if type(value) is not kind:
                 return ...
-            return checked_instance(cls, {"type": cls.model_fields["type"].default, "value": value}, {"type", "value"})
+            return checked_instance(cls, {"type": cls.model_fields["type"].default, "value": value}, _SIMPLE_VALUE_KEYS)
     return ...  # the other kinds (or a known value[x] that is null): the full mapper
 
 
@@ -772,9 +773,8 @@ def _observation_one_pass(res: dict[str, Any], zone: str | None, index: BundleIn
             part_value = _value_one_pass(c)
             if not part_code or part_value is ...:
                 return None
-            given = {"code", "value", "data_absent_reason"}
             part = {"code": part_code, "value": part_value, "data_absent_reason": None}
-            components.append(checked_instance(Component, part, given))
+            components.append(checked_instance(Component, part, _PART_KEYS))
     ref = reference_id if index is None else lambda r: resolve(r, index)
     members = res.get("hasMember")
     if members is not None and type(members) is not list:
@@ -798,7 +798,7 @@ def _observation_one_pass(res: dict[str, Any], zone: str | None, index: BundleIn
         "source_last_updated": last_updated,
         "source_version": version,
     }
-    return checked_instance(ObservationV2, values, set(_STARTED_KEYS if effective is not None else _FIXED_KEYS))
+    return checked_instance(ObservationV2, values, _STARTED_KEYS if effective is not None else _FIXED_KEYS)
 
 
 _C = TypeVar("_C", bound=Contract)

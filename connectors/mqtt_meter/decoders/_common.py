@@ -273,7 +273,7 @@ class Reading:
                     "time_source": self.time_source,
                     "quality": list(self.quality),
                 },
-                set(_GIVEN),
+                _GIVEN,
             )
         try:
             return MeterReadingV1(

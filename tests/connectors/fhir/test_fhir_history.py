@@ -15,7 +15,7 @@ import orjson
 import pytest
 import structlog
 
-from inlet.connectors.fhir.history import HistoryDeletion
+from inlet.connectors.fhir.history import HistoryDeletion, HistoryScan
 from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
 from inlet.connectors.fhir.synth import generate_observations
 from inlet.contracts.clinical_deletion import DeletionV1
@@ -279,3 +279,28 @@ def test_a_broken_delete_entry_is_a_mapping_error_naming_it(
 def test_a_patient_deletion_keys_on_the_patient_so_it_follows_the_patients_events() -> None:
     event = DeletionV1(resource_type="Patient", resource_id="p1", deleted_at=datetime(2024, 1, 1, tzinfo=UTC))
     assert event.entity_key() == "p1" and event.subject() == "Patient/p1"
+
+
+def test_history_entries_of_the_wrong_shape_go_on_as_records_and_do_not_fail_the_page() -> None:
+    """A history page is only looked at by the scan: ``request``, ``response`` or an entry of the wrong JSON kind
+    must not raise there (the whole page would fail, again on every retry); a DELETE stays a deletion whose broken
+    parts map() words, the rest are counted or left to decode."""
+    scan = HistoryScan(None, set())
+    entries: list[Any] = [
+        {"request": "DELETE"},  # not an object: not a DELETE the scan can tell, counted as a version
+        {"request": {"method": "DELETE", "url": "Observation/x"}, "response": []},
+        "not an entry",
+        {"request": {"method": "PUT"}, "response": {"lastModified": "2024-03-01T09:00:00Z"}},
+    ]
+    records = scan.take(entries, None)
+    assert [type(r).__name__ for r in records] == ["HistoryDeletion", "str"]
+    assert scan.versions == 2 and scan.deletions == 1
+    assert scan.newest is not None and scan.newest.isoformat() == "2024-03-01T09:00:00Z"
+    deletion = records[0]
+    assert isinstance(deletion, HistoryDeletion) and deletion.target() == ("Observation", "x", None)
+    connector = FhirSearchConnector(
+        IntegrationContext("acme", "obs", zone="UTC"),
+        FhirSearchSettings(http=HttpSettings(base_url="https://ehr.invalid/fhir"), history_deletes=True),
+    )
+    with pytest.raises(MappingError, match="no response.lastModified"):
+        connector.map(deletion)
