@@ -44,7 +44,7 @@ import orjson
 
 from inlet.contracts.base import plain_decimal
 
-__all__ = ["COUNTS", "PATTERNS", "ParseCounts", "default", "dumps", "loads", "needs_exact", "number_text"]
+__all__ = ["COUNTS", "PATTERNS", "ParseCounts", "default", "dumps", "loads", "member", "needs_exact", "number_text"]
 
 _TOKEN: Final = (  # after the delimiter: a number token a float would not give back as written
     rb"[ \t\r\n]*-?[0-9](?:"
@@ -104,6 +104,22 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
         raise
     except (UnicodeDecodeError, RecursionError) as exc:  # orjson raises JSONDecodeError for both
         raise json.JSONDecodeError(f"{type(exc).__name__}: {exc}", "", 0) from None
+
+
+def member(value: Any, *path: str) -> Any:
+    """The value at ``path`` through nested JSON objects of a :func:`loads` result; None where a step is missing or
+    is not an object.
+
+    For code that only looks something up on the way (a watermark, a version, a search mode): a member of the
+    wrong JSON kind there is the mapper's to report, naming the element, so looking must not raise. A reader
+    that raised on it (``(res.get("meta") or {}).get(...)`` with ``"meta": []``) failed the whole page, again on
+    every retry.
+    """
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 def number_text(value: Decimal | float | int) -> str:

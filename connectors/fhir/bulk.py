@@ -69,6 +69,7 @@ from inlet.contracts.clinical_patient import PatientV1
 from inlet.core import exact_json, progress
 from inlet.core.connector import Batch, Connector, PluginSettings
 from inlet.core.errors import DecodeError, InletError, MappingError, UpstreamError
+from inlet.core.exact_json import member
 from inlet.core.http import HttpClient, HttpResponse, HttpSettings, retry_after_seconds
 from inlet.core.scaffold import Scaffold
 from inlet.core.secrets import mask
@@ -597,15 +598,14 @@ class FhirBulkExportConnector(Connector[FhirBulkSettings]):
         if isinstance(record, BulkDeletion):
             rtype, rid, version = record.target()
             return f"{rtype}/{rid}", f"deleted@{version or record.time()}"
-        meta = record.get("meta") or {}
         return (
             f"{record.get('resourceType')}/{record.get('id')}",
-            str(meta.get("versionId") or meta.get("lastUpdated") or ""),
+            str(member(record, "meta", "versionId") or member(record, "meta", "lastUpdated") or ""),
         )
 
     def map(self, record: Any) -> Sequence[Contract]:
         if isinstance(record, BulkDeletion):
-            if (record.entry.get("request") or {}).get("method") != "DELETE":
+            if member(record.entry, "request", "method") != "DELETE":
                 raise MappingError(f"{record.where}: a deleted Bundle entry whose request.method is not DELETE")
             return [map_deletion(record, record.target()[0])]
         return [map_resource(record, self.ctx.zone)]
@@ -632,7 +632,7 @@ def _deletions(lines: list[NdjsonLine], transaction_time: str) -> list[Any]:
         if not isinstance(entries, list) or not entries or not all(type(e) is dict for e in entries):
             out.append(ln)
             continue
-        listed = (doc.get("meta") or {}).get("lastUpdated") or doc.get("timestamp") or transaction_time  # type: ignore[union-attr]
+        listed = member(doc, "meta", "lastUpdated") or member(doc, "timestamp") or transaction_time
         for n, entry in enumerate(entries):
             out.append(
                 BulkDeletion(

@@ -26,6 +26,7 @@ import orjson
 from inlet.contracts.clinical_deletion import DeletionV1
 from inlet.core.connector import Batch
 from inlet.core.errors import MappingError
+from inlet.core.exact_json import member
 from inlet.core.http import HttpClient, UpstreamRefused
 from inlet.core.pagination import NextLinkPaginator, PageDecodeError, paginate
 from inlet.core.time import Instant, normalise
@@ -55,19 +56,19 @@ class HistoryDeletion:
         """``(type, id, version)`` from ``request.url`` (else ``fullUrl``); ("", "", None) when neither says.
 
         The version is the etag's (``W/"3"``), else the ``_history/3`` of the URL."""
-        url = (self.entry.get("request") or {}).get("url") or self.entry.get("fullUrl") or ""
+        url = member(self.entry, "request", "url") or self.entry.get("fullUrl") or ""
         parts = [p for p in str(url).split("?", 1)[0].split("/") if p]
         version = None
         if len(parts) >= 4 and parts[-2] == "_history":
             version, parts = parts[-1], parts[:-2]
-        etag = (self.entry.get("response") or {}).get("etag")
+        etag = member(self.entry, "response", "etag")
         tagged = etag.removeprefix("W/").strip('"') if isinstance(etag, str) else ""
         version = tagged or version
         return (parts[-2], parts[-1], version) if len(parts) >= 2 else ("", "", version)
 
     def time(self) -> Any:
         """``response.lastModified``, else the listing's time."""
-        return (self.entry.get("response") or {}).get("lastModified") or self.listed_at
+        return member(self.entry, "response", "lastModified") or self.listed_at
 
     def key(self) -> str:
         """What ``deleted_at_watermark`` holds: ``<Type>/<id>``, qualified by the version when there is one."""
@@ -90,11 +91,11 @@ class HistoryScan:
         Creates and updates are only counted: the search delivers them."""
         records: list[Any] = []
         for entry in entries:
-            method = (entry.get("request") or {}).get("method") if isinstance(entry, dict) else None
+            method = member(entry, "request", "method")
             record = HistoryDeletion(entry, listed_at) if method == "DELETE" else None
             if record is None and isinstance(entry, dict):
                 self.versions += 1
-                when = (entry.get("response") or {}).get("lastModified")
+                when = member(entry, "response", "lastModified")
             else:
                 records.append(record if record is not None else entry)
                 self.deletions += record is not None
@@ -169,7 +170,7 @@ async def read_deletions(
             return
         if held is not None:
             yield Batch(held, position(since, seen))
-        held = scan.take(page.records, (body.get("meta") or {}).get("lastUpdated"))
+        held = scan.take(page.records, member(body, "meta", "lastUpdated"))
     log.info(
         "history read",
         resource_type=resource_type,

@@ -47,6 +47,7 @@ from inlet.contracts.clinical_patient import PatientV1
 from inlet.core import exact_json
 from inlet.core.connector import Batch, Connector, IntegrationContext, PluginSettings
 from inlet.core.errors import ConfigError, DecodeError, MappingError
+from inlet.core.exact_json import member
 from inlet.core.http import HttpClient, HttpSettings, UpstreamRefused
 from inlet.core.pagination import NextLinkPaginator, Page, PageDecodeError, paginate
 from inlet.core.scaffold import Scaffold
@@ -184,16 +185,20 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             records: list[dict[str, Any]] = []
             advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
             for entry in page.records:
-                res = entry.get("resource") if isinstance(entry, dict) else None
-                mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
-                if isinstance(res, dict) and (mode == "outcome" or res.get("resourceType") == "OperationOutcome"):
+                # Only looked at here: an entry or resource of the wrong shape goes on as it is, for map() to word.
+                res = member(entry, "resource")
+                if not isinstance(res, dict):
+                    records.append(entry if res is None else res)
+                    continue
+                if member(entry, "search", "mode") == "outcome" or res.get("resourceType") == "OperationOutcome":
+                    issues = res.get("issue")
                     self.log.warning(
                         "server sent an OperationOutcome with the search",
-                        issues=[i.get("diagnostics") for i in res.get("issue") or ()],
+                        issues=[member(i, "diagnostics") for i in issues] if isinstance(issues, list) else issues,
                     )
                     continue
-                records.append(res if res is not None else entry)
-                lu = (res or {}).get("meta", {}).get("lastUpdated") if isinstance(res, dict) else None
+                records.append(res)
+                lu = member(res, "meta", "lastUpdated")
                 if lu is None:
                     continue
                 try:
@@ -280,7 +285,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                         return "already delivered at the deletion watermark"
             return None
         if self._seen and self._watermark is not None and watermark_key(record) in self._seen:
-            lu = (record.get("meta") or {}).get("lastUpdated")
+            lu = member(record, "meta", "lastUpdated")
             if lu is not None and normalise(lu, "UTC").isoformat() == self._watermark:
                 return "already delivered at the watermark"
         return filter_reason(record)
@@ -289,10 +294,9 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         if isinstance(record, HistoryDeletion):
             rtype, rid, version = record.target()
             return f"{rtype}/{rid}", f"deleted@{version or record.time()}"
-        meta = record.get("meta") or {}
         return (
             f"{record.get('resourceType')}/{record.get('id')}",
-            str(meta.get("versionId") or meta.get("lastUpdated") or ""),
+            str(member(record, "meta", "versionId") or member(record, "meta", "lastUpdated") or ""),
         )
 
     def map(self, record: Any) -> Sequence[Contract]:

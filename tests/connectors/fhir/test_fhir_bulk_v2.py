@@ -14,9 +14,18 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from inlet.connectors.fhir.bulk import BulkExportExpired, FhirBulkSettings
+from inlet.connectors.fhir.bulk import (
+    BulkDeletion,
+    BulkExportExpired,
+    FhirBulkExportConnector,
+    FhirBulkSettings,
+    _deletions,
+)
+from inlet.connectors.fhir.ndjson import NdjsonFile, _line
 from inlet.connectors.fhir.synth import generate_dataset
 from inlet.core.checkpoint import CheckpointStore
+from inlet.core.connector import IntegrationContext
+from inlet.core.errors import MappingError
 from tests.connectors.fhir.test_fhir_bulk import DLQ_TOPIC, _connector, _dlq, _observation_ids, _run, _StoppingSink
 from tools.servers.fhir_bulk import BulkFaults, FhirBulkServer
 
@@ -232,3 +241,26 @@ async def test_a_subsetted_resource_never_takes_the_complete_resources_event_id(
     assert len(dead) == len(observations) and all("tagged SUBSETTED" in d["dlq_error_message"] for d in dead)
     assert not {e.id for e in trimmed.events} & {e.id for e in complete.events}
     assert stats.totals.balanced()
+
+
+def test_a_deleted_files_bundle_with_meta_of_the_wrong_kind_still_lists_its_deletions() -> None:
+    """``meta`` (or an entry's ``request``) of the wrong JSON kind in a ``deleted`` file is only looked at on the
+    way (the listing time, the method): it must not fail the export's read; the Bundle's ``timestamp`` (else the
+    export's transaction time) dates the deletions, and map() words an entry that is not a DELETE."""
+    file = NdjsonFile(1, "https://bulk.invalid/deleted-1.ndjson", "Bundle", "deleted")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "meta": [],
+        "timestamp": "2024-03-01T09:00:00Z",
+        "entry": [{"request": {"method": "DELETE", "url": "Observation/o1"}}, {"request": "DELETE"}],
+    }
+    records = _deletions([_line(orjson.dumps(bundle), file, 1)], "2024-03-02T00:00:00Z")
+    assert [type(r) for r in records] == [BulkDeletion, BulkDeletion]
+    assert [r.time() for r in records] == ["2024-03-01T09:00:00Z"] * 2
+    assert records[0].target() == ("Observation", "o1", None)
+    settings = FhirBulkSettings.model_validate({"http": {"base_url": "https://bulk.invalid/fhir"}})
+    connector = FhirBulkExportConnector(IntegrationContext("acme", "bulk", zone="UTC"), settings)
+    assert connector.map(records[0])[0].resource_id == "o1"  # type: ignore[attr-defined]
+    with pytest.raises(MappingError, match=r"request\.method is not DELETE"):
+        connector.map(records[1])

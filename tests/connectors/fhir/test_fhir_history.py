@@ -302,5 +302,5 @@ def test_history_entries_of_the_wrong_shape_go_on_as_records_and_do_not_fail_the
         IntegrationContext("acme", "obs", zone="UTC"),
         FhirSearchSettings(http=HttpSettings(base_url="https://ehr.invalid/fhir"), history_deletes=True),
     )
-    with pytest.raises(MappingError, match="no response.lastModified"):
+    with pytest.raises(MappingError, match=r"no response\.lastModified"):
         connector.map(deletion)

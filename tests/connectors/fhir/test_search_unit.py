@@ -170,3 +170,30 @@ async def test_an_outcome_entry_in_a_search_page_is_not_a_record() -> None:
         batches = [batch async for batch in connector.read(None)]
     assert [[r["id"] for r in b.records] for b in batches] == [["o1"]]
     assert batches[-1].position == {"last_updated": "2024-03-01T09:05:00Z", "ids_at_watermark": ["o1"]}
+
+
+async def test_malformed_entries_and_meta_are_dlq_records_not_a_failed_read(checkpoint_store: CheckpointStore) -> None:
+    """A Bundle entry's ``search`` or a resource's ``meta`` of the wrong JSON kind is the mapper's to word (a DLQ
+    record naming it); the page's reader must not fail on it, or the integration would retry that page forever."""
+    bad_meta = {**_observation("bad-meta", "2024-03-01T09:01:00+00:00"), "meta": []}
+    odd_search = {"resource": _observation("odd-search", "2024-03-01T09:02:00+00:00"), "search": "match"}
+    page = _bundle([_observation("o1", "2024-03-01T09:00:00+00:00"), bad_meta])
+    page["entry"] += [odd_search, "not an entry"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _fhir(200, page)
+
+    connector, _ = _connector(handler, page_size=10)
+    sink = MemorySink()
+    stats = Stats("acme", "obs")
+    async with connector:
+        final = await Pipeline(connector, Enveloper("acme", "obs"), sink, checkpoint_store, stats).run(
+            None, asyncio.Event()
+        )
+    v2 = [orjson.loads(e.value)["observation_id"] for e in sink.events if e.topic == "clinical.observation.v2"]
+    assert v2 == ["o1", "odd-search"]
+    dead = [dict(e.headers) for e in sink.events if e.topic.startswith("inlet.dlq")]
+    assert [d["dlq_stage"] for d in dead] == [b"map", b"decode"]  # the string entry: not a resource
+    assert b"bad-meta.meta: expected a JSON object" in dead[0]["dlq_error_message"]
+    assert stats.totals.records_in == 4 and stats.totals.records_mapped == 2
+    assert final is not None and final["last_updated"] == "2024-03-01T09:02:00Z"  # the bad meta did not move it
