@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from inlet.core.exact_json import member
 from inlet.core.http import HttpResponse, UpstreamRefused
 from inlet.core.secrets import mask
 
@@ -37,7 +38,7 @@ def outcome_issues(body: Any) -> tuple[Issue, ...]:
     out = []
     for issue in body.get("issue") or ():
         if type(issue) is dict:
-            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
+            text = issue.get("diagnostics") or member(issue, "details", "text") or ""
             out.append((str(issue.get("severity", "")), str(issue.get("code", "")), str(text)))
     return tuple(out)
 

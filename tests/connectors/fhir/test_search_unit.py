@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from inlet.connectors.fhir.outcome import OperationOutcomeError
+from inlet.connectors.fhir.outcome import OperationOutcomeError, outcome_issues
 from inlet.connectors.fhir.search import FhirSearchConnector, FhirSearchSettings
 from inlet.core.checkpoint import CheckpointStore
 from inlet.core.connector import IntegrationContext
@@ -197,3 +197,17 @@ async def test_malformed_entries_and_meta_are_dlq_records_not_a_failed_read(chec
     assert b"bad-meta.meta: expected a JSON object" in dead[0]["dlq_error_message"]
     assert stats.totals.records_in == 4 and stats.totals.records_mapped == 2
     assert final is not None and final["last_updated"] == "2024-03-01T09:02:00Z"  # the bad meta did not move it
+
+
+def test_outcome_issues_of_the_wrong_shape_are_read_without_failing() -> None:
+    """An OperationOutcome is read while something already went wrong: ``details`` of the wrong kind must not turn
+    the server's refusal into an AttributeError."""
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "error", "code": "invalid", "details": ["not", "an", "object"]},
+            {"severity": "error", "code": "processing", "details": {"text": "bad date"}},
+            "not an issue",
+        ],
+    }
+    assert outcome_issues(orjson.dumps(body)) == (("error", "invalid", ""), ("error", "processing", "bad date"))
