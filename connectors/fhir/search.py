@@ -186,11 +186,14 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
             for entry in page.records:
                 # Only looked at here: an entry or resource of the wrong shape goes on as it is, for map() to word.
-                res = member(entry, "resource")
+                # (member()'s checks written out: this loop runs once per resource read.)
+                res = entry.get("resource") if isinstance(entry, dict) else None
                 if not isinstance(res, dict):
                     records.append(entry if res is None else res)
                     continue
-                if member(entry, "search", "mode") == "outcome" or res.get("resourceType") == "OperationOutcome":
+                search = entry.get("search")
+                mode = search.get("mode") if isinstance(search, dict) else None
+                if mode == "outcome" or res.get("resourceType") == "OperationOutcome":
                     issues = res.get("issue")
                     self.log.warning(
                         "server sent an OperationOutcome with the search",
@@ -198,7 +201,8 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                     )
                     continue
                 records.append(res)
-                lu = member(res, "meta", "lastUpdated")
+                meta = res.get("meta")
+                lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
                 if lu is None:
                     continue
                 try:
