@@ -690,7 +690,7 @@ async def bench(
         )
 
     best = {k: r.best().rate for k, r in rows.items()}
-    # Each round runs the pipeline and then the raw producer, a minute apart: their ratio within a round is the
+    # Each round runs the pipeline and then the raw producer, seconds apart: their ratio within a round is the
     # comparison least moved by this shared VM's swings (the same code measured 28 - 50 % of a best-of raw).
     per_round = [p.rate / q.rate for p, q in zip(rows["pipeline"].rounds, rows["raw aiokafka"].rounds, strict=True)]
     return {

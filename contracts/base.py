@@ -199,7 +199,7 @@ def checked_instance(cls: type[M], values: dict[str, Any], given: AbstractSet[st
     bytes, and stays immutable; tests compare both paths over generated and real inputs.
 
     This is the reference; a build with the compiled helpers runs the same steps in one C call
-    (``core/_speedups.c``, ~5x cheaper: the hot paths make several models per record this way).
+    (``core/_speedups.c``, ~4x cheaper: the hot paths make several models per record this way).
     """
     model = _new(cls)
     _setattr(model, "__dict__", values)
