@@ -191,14 +191,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 if not isinstance(res, dict):
                     records.append(entry if res is None else res)
                     continue
-                search = entry.get("search")
-                mode = search.get("mode") if isinstance(search, dict) else None
-                if mode == "outcome" or res.get("resourceType") == "OperationOutcome":
-                    issues = res.get("issue")
-                    self.log.warning(
-                        "server sent an OperationOutcome with the search",
-                        issues=[member(i, "diagnostics") for i in issues] if isinstance(issues, list) else issues,
-                    )
+                if self._outcome(entry, res):
                     continue
                 records.append(res)
                 meta = res.get("meta")
@@ -227,6 +220,20 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 *deleted,
             ):
                 yield batch
+
+    def _outcome(self, entry: dict[str, Any], res: dict[str, Any]) -> bool:
+        """Whether a search entry is an OperationOutcome the server sent with the results (warned about here: it is
+        no record)."""
+        search = entry.get("search")
+        mode = search.get("mode") if isinstance(search, dict) else None
+        if mode != "outcome" and res.get("resourceType") != "OperationOutcome":
+            return False
+        issues = res.get("issue")
+        self.log.warning(
+            "server sent an OperationOutcome with the search",
+            issues=[member(i, "diagnostics") for i in issues] if isinstance(issues, list) else issues,
+        )
+        return True
 
     async def _next_page(self, pages: AsyncIterator[Page]) -> Page:
         """The next search Bundle (StopAsyncIteration at the end); PageDecodeError for anything else; a refusal
