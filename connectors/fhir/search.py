@@ -25,9 +25,11 @@ Deletions (``history_deletes: true``): after the search pages of a pass, :mod:`c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, create_model
@@ -83,6 +85,10 @@ class FhirSearchSettings(PluginSettings):
     history_deletes: bool = False
     """After each pass read ``<resource_type>/_history`` for deletions (``clinical.deletion``); needs a server
     that keeps versions (a server without is warned about and skipped)."""
+    max_clock_skew_seconds: float = Field(default=3600, ge=0)
+    """How far past this host's clock a ``meta.lastUpdated`` may lie and still move the watermark. A resource
+    dated later (a server clock years ahead, a migration bug) is delivered but does not move it: one such value
+    would otherwise move the watermark past every change still to come, and the search would silently stop."""
 
 
 @cache
@@ -104,6 +110,19 @@ def watermark_key(res: Any) -> str:
     meta = res.get("meta")
     version = meta.get("versionId") if type(meta) is dict else None
     return rid if version is None or version == "1" else f"{rid}/_history/{version}"
+
+
+@dataclass(slots=True)
+class _Scan:
+    """A search pass's watermark as it moves: the newest ``meta.lastUpdated`` (text and instant), the keys
+    delivered at it, the resources dated past ``cap`` (this host's clock plus ``max_clock_skew_seconds``) by key,
+    with their ``lastUpdated``."""
+
+    watermark: str | None
+    instant: datetime | None
+    ids: set[str]
+    ahead: dict[str, str]
+    cap: datetime
 
 
 class FhirSearchConnector(Connector[FhirSearchSettings]):
@@ -136,6 +155,8 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
     _watermark: str | None = None
     _deleted_seen: frozenset[str] = frozenset()
     _deleted_since: datetime | None = None
+    _ahead: Mapping[str, str] = MappingProxyType({})
+    """The resources dated past this host's clock delivered before (``ahead_of_clock``): key → lastUpdated."""
 
     def __init__(self, ctx: IntegrationContext, settings: FhirSearchSettings) -> None:
         super().__init__(ctx, settings)
@@ -167,8 +188,16 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             watermark = normalise(s.since, self.ctx.zone).isoformat()
         ids = set((position or {}).get("ids_at_watermark", ()))
         self._watermark, self._seen = watermark, frozenset(ids)
+        ahead: dict[str, str] = dict((position or {}).get("ahead_of_clock", {}))
+        self._ahead = MappingProxyType(dict(ahead))
         deleted = self._deletions_from(position, watermark)
-        wm_instant = normalise(watermark, "UTC").utc if watermark else None
+        scan = _Scan(
+            watermark,
+            normalise(watermark, "UTC").utc if watermark else None,
+            ids,
+            ahead,
+            datetime.now(UTC) + timedelta(seconds=s.max_clock_skew_seconds),
+        )
         params: dict[str, Any] | None = {**s.params, "_sort": "_lastUpdated", "_count": str(s.page_size)}
         if watermark is not None:
             params["_lastUpdated"] = f"ge{watermark}"  # type: ignore[index]
@@ -180,46 +209,58 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             except StopAsyncIteration:
                 break
             except PageDecodeError as exc:
-                yield Batch([UndecodablePage(exc.url, exc.body, exc.reason)], self._position(watermark, ids, *deleted))
+                yield Batch([UndecodablePage(exc.url, exc.body, exc.reason)], self._position(scan, *deleted))
                 return
-            records: list[dict[str, Any]] = []
-            advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
-            for entry in page.records:
-                # Only looked at here: an entry or resource of the wrong shape goes on as it is, for map() to word.
-                # (member()'s checks written out: this loop runs once per resource read.)
-                res = entry.get("resource") if isinstance(entry, dict) else None
-                if not isinstance(res, dict):
-                    records.append(entry if res is None else res)
-                    continue
-                if self._outcome(entry, res):
-                    continue
-                records.append(res)
-                meta = res.get("meta")
-                lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
-                if lu is None:
-                    continue
-                try:
-                    parsed = normalise(lu, "UTC")
-                except MappingError:
-                    continue  # map() reports it for this record; the watermark just does not move
-                inst = parsed.utc
-                if wm_instant is None or inst > wm_instant:
-                    wm_instant, advanced, ids = inst, parsed, {watermark_key(res)}
-                elif inst == wm_instant:
-                    ids.add(watermark_key(res))
-            if advanced is not None:
-                watermark = advanced.isoformat()
-            yield Batch(records, self._position(watermark, ids, *deleted))
+            yield Batch(self._take(page.records, scan), self._position(scan, *deleted))
         if s.history_deletes:
+            search_position = {k: v for k, v in self._position(scan, *deleted).items() if not k.startswith("deleted")}
             async for batch in read_deletions(
-                self.http,
-                self.log,
-                self.resource_type,
-                s.page_size,
-                {"last_updated": watermark, "ids_at_watermark": sorted(ids)},
-                *deleted,
+                self.http, self.log, self.resource_type, s.page_size, search_position, *deleted
             ):
                 yield batch
+
+    def _take(self, entries: list[Any], scan: _Scan) -> list[Any]:
+        """The records of one search page, moving ``scan``'s watermark (the newest ``meta.lastUpdated``, with the
+        keys delivered at it) and remembering the resources dated past this host's clock."""
+        records: list[Any] = []
+        advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
+        ahead_before = len(scan.ahead)
+        for entry in entries:
+            # Only looked at here: an entry or resource of the wrong shape goes on as it is, for map() to word.
+            # (member()'s checks written out: this loop runs once per resource read.)
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(res, dict):
+                records.append(entry if res is None else res)
+                continue
+            if self._outcome(entry, res):
+                continue
+            records.append(res)
+            meta = res.get("meta")
+            lu = meta.get("lastUpdated") if isinstance(meta, dict) else None
+            if lu is None:
+                continue
+            try:
+                parsed = normalise(lu, "UTC")
+            except MappingError:
+                continue  # map() reports it for this record; the watermark just does not move
+            inst = parsed.utc
+            if inst > scan.cap:  # delivered, remembered by version; the watermark stays (max_clock_skew_seconds)
+                scan.ahead[watermark_key(res)] = parsed.isoformat()
+            elif scan.instant is None or inst > scan.instant:
+                scan.instant, advanced, scan.ids = inst, parsed, {watermark_key(res)}
+            elif inst == scan.instant:
+                scan.ids.add(watermark_key(res))
+        if advanced is not None:
+            scan.watermark = advanced.isoformat()
+        if len(scan.ahead) > ahead_before:
+            self.log.warning(
+                "resources dated past this host's clock: delivered, the watermark does not move to them",
+                resource_type=self.resource_type,
+                count=len(scan.ahead) - ahead_before,
+                latest=max(scan.ahead.values(), key=lambda v: normalise(v, "UTC").utc),
+                max_clock_skew_seconds=self.settings.max_clock_skew_seconds,
+            )
+        return records
 
     def _outcome(self, entry: dict[str, Any], res: dict[str, Any]) -> bool:
         """Whether a search entry is an OperationOutcome the server sent with the results (warned about here: it is
@@ -256,14 +297,19 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         if since is None:
             return f"reads {what} from the start: no watermark"
         skipped = len((position or {}).get("ids_at_watermark", ()))
-        return f"re-reads {what} updated since {since}" + (
-            f" (the {skipped} delivered at that instant are skipped)" if skipped else ""
+        ahead = len((position or {}).get("ahead_of_clock", ()))
+        return (
+            f"re-reads {what} updated since {since}"
+            + (f" (the {skipped} delivered at that instant are skipped)" if skipped else "")
+            + (f"; {ahead} dated past the clock were delivered and are skipped" if ahead else "")
         )
 
-    def _position(
-        self, watermark: str | None, ids: set[str], deleted_since: str | None, deleted_seen: set[str]
-    ) -> Position:
-        now: dict[str, Any] = {"last_updated": watermark, "ids_at_watermark": sorted(ids)}
+    def _position(self, scan: _Scan, deleted_since: str | None, deleted_seen: set[str]) -> Position:
+        now: dict[str, Any] = {"last_updated": scan.watermark, "ids_at_watermark": sorted(scan.ids)}
+        if scan.instant is not None:  # what the watermark has passed will not be searched again
+            scan.ahead = {k: v for k, v in scan.ahead.items() if normalise(v, "UTC").utc >= scan.instant}
+        if scan.ahead:  # only then: positions (and recorded fixtures) of every other feed keep their shape
+            now["ahead_of_clock"] = dict(sorted(scan.ahead.items()))
         if self.settings.history_deletes:  # only then: with the flag off positions (and fixtures) keep their shape
             now |= {"deleted_since": deleted_since, "deleted_at_watermark": sorted(deleted_seen)}
         return now
@@ -299,6 +345,10 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             lu = member(record, "meta", "lastUpdated")
             if lu is not None and normalise(lu, "UTC").isoformat() == self._watermark:
                 return "already delivered at the watermark"
+        if self._ahead and (dated := self._ahead.get(watermark_key(record))) is not None:
+            lu = member(record, "meta", "lastUpdated")
+            if lu is not None and normalise(lu, "UTC").isoformat() == dated:
+                return "already delivered (dated past this host's clock)"
         return filter_reason(record)
 
     def identity(self, record: Any) -> tuple[str, str]:

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -211,3 +212,61 @@ def test_outcome_issues_of_the_wrong_shape_are_read_without_failing() -> None:
         ],
     }
     assert outcome_issues(orjson.dumps(body)) == (("error", "invalid", ""), ("error", "processing", "bad date"))
+
+
+async def test_a_resource_dated_past_the_clock_is_delivered_once_and_does_not_move_the_watermark(
+    checkpoint_store: CheckpointStore,
+) -> None:
+    """One ``meta.lastUpdated`` years ahead (a server clock or a migration bug) must not carry the watermark past
+    every change still to come: the resource is delivered, remembered by version in the position, skipped when the
+    next pass reads it again, and the next pass asks from the real watermark and gets the new resource."""
+    future = _observation("from-the-future", "2999-01-01T00:00:00+00:00")
+    pages = [
+        [_observation("o1", "2024-03-01T09:00:00+00:00"), future],
+        [_observation("o1", "2024-03-01T09:00:00+00:00"), _observation("o2", "2024-03-02T10:00:00+00:00"), future],
+    ]
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params.get("_lastUpdated"))
+        return _fhir(200, _bundle(pages[min(len(asked), 2) - 1]))
+
+    connector, _ = _connector(handler, page_size=10)
+    ids, first = await _run(connector, checkpoint_store, None)
+    assert ids == ["o1", "from-the-future"]
+    assert first == {
+        "last_updated": "2024-03-01T09:00:00Z",
+        "ids_at_watermark": ["o1"],
+        "ahead_of_clock": {"from-the-future": "2999-01-01T00:00:00Z"},
+    }
+    assert "dated past the clock" in connector.describe_position(first)
+
+    connector, _ = _connector(handler, page_size=10)
+    ids, second = await _run(connector, checkpoint_store, first)
+    assert asked == [None, "ge2024-03-01T09:00:00Z"]  # not ge2999-...: the search did not stop
+    assert ids == ["o2"]  # o1 at the watermark and the dated-ahead resource: already delivered
+    assert second == {
+        "last_updated": "2024-03-02T10:00:00Z",
+        "ids_at_watermark": ["o2"],
+        "ahead_of_clock": {"from-the-future": "2999-01-01T00:00:00Z"},
+    }
+
+
+async def test_a_modest_clock_skew_still_moves_the_watermark(checkpoint_store: CheckpointStore) -> None:
+    """Within ``max_clock_skew_seconds`` a server clock ahead of ours is just the watermark (no extra position)."""
+    soon = (datetime.now(UTC) + timedelta(minutes=10)).replace(microsecond=0)
+    text = soon.isoformat().replace("+00:00", "Z")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _fhir(200, _bundle([_observation("o1", soon.isoformat())]))
+
+    connector, _ = _connector(handler)
+    ids, final = await _run(connector, checkpoint_store, None)
+    assert ids == ["o1"] and final == {"last_updated": text, "ids_at_watermark": ["o1"]}
+    connector, _ = _connector(handler, max_clock_skew_seconds=60)
+    ids, final = await _run(connector, checkpoint_store, None)
+    assert ids == ["o1"] and final == {
+        "last_updated": None,
+        "ids_at_watermark": [],
+        "ahead_of_clock": {"o1": text},
+    }
