@@ -78,6 +78,7 @@ from typing_extensions import override
 
 from inlet.connectors.erp_rest.mapping import _check_totals, _currency, _required, money, parse_date
 from inlet.connectors.erp_rest.odata import (
+    ClockCap,
     UndecodablePage,
     delta_key,
     delta_position,
@@ -299,6 +300,11 @@ class ErpB1Settings(PluginSettings):
     overlap_seconds: float = Field(default=300.0, ge=0)
     """How far before the watermark a pass reads again: the bound is the whole server day of ``watermark -
     overlap``; re-read rows delivered before are filtered by key and modification time."""
+    max_clock_skew_seconds: float = Field(default=3600.0, ge=0)
+    """How far past this host's clock a row's modification time may lie and still move the watermark. A row dated
+    later (a server clock years ahead, a migration bug) is delivered and remembered in ``seen`` but does not move
+    it: one such value would otherwise move the watermark past every change still to come, and the integration
+    would stop without an error."""
 
 
 class ErpB1Connector(Connector[ErpB1Settings]):
@@ -354,6 +360,7 @@ class ErpB1Connector(Connector[ErpB1Settings]):
             params["$filter"] = f"UpdateDate ge '{bound_day(start, s.overlap_seconds, self.zone).isoformat()}'"
         pages = paginate(self.http, NextLinkPaginator("odata4"), s.entity, params, loads=exact_json.loads)
         newest, versions, shifted = start, dict[str, str](), False
+        cap = ClockCap.from_now(s.max_clock_skew_seconds)
         while True:
             self._seen = frozenset(seen)  # what was delivered before this page: filter() leaves those out
             try:
@@ -376,8 +383,9 @@ class ErpB1Connector(Connector[ErpB1Settings]):
                 earlier = versions.setdefault(str(record.get(self.entity.key)), key)
                 shifted = shifted or earlier != key  # modified while this pass paged: $skip pages have shifted
                 seen.add(key)
-                if newest is None or modified > newest:
+                if not cap.past(modified) and (newest is None or modified > newest):
                     newest = modified
+            cap.warn(self.log, s.entity)
             yield Batch(page.records, self._position(start, seen))
 
     @override

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, Self
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -71,6 +71,7 @@ __all__ = [
     "DELETED_AS",
     "DELTA_LINK_REFUSED",
     "ENTITIES",
+    "ClockCap",
     "Entity",
     "ErpODataConnector",
     "ErpODataSettings",
@@ -187,6 +188,11 @@ class ErpODataSettings(PluginSettings):
     overlap_seconds: float = Field(default=300.0, ge=0)
     """How far before the watermark each pass reads again (late-committed rows, clock skew); re-read rows
     delivered before are filtered by id and modification time."""
+    max_clock_skew_seconds: float = Field(default=3600.0, ge=0)
+    """How far past this host's clock a row's modification time may lie and still move the watermark. A row dated
+    later (a server clock years ahead, a migration bug) is delivered and remembered in ``seen`` but does not move
+    it: one such value would otherwise move the watermark past every change still to come, and the integration
+    would stop without an error."""
     local_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     """The company's local currency: what an empty currency code means (Business Central)."""
     expand_lines: bool = True
@@ -271,6 +277,40 @@ def delta_position(watermark: datetime | None, seen: set[str], floor: datetime |
     if floor is not None:
         seen.intersection_update({k for k in seen if _key_time(k) >= floor})
     return {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
+
+
+@dataclass(slots=True)
+class ClockCap:
+    """The latest modification time that may move a pass's watermark (this host's clock plus
+    ``max_clock_skew_seconds``, fixed when the pass starts), and the rows dated past it since the last warning."""
+
+    at: datetime
+    rows: int = 0
+    latest: datetime | None = None
+
+    @classmethod
+    def from_now(cls, seconds: float) -> ClockCap:
+        return cls(datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def past(self, modified: datetime) -> bool:
+        """Whether ``modified`` lies past the cap (then counted): such a row must not move the watermark."""
+        if modified <= self.at:
+            return False
+        self.rows += 1
+        self.latest = modified if self.latest is None else max(self.latest, modified)
+        return True
+
+    def warn(self, log: Any, what: str) -> None:
+        """One warning for the rows counted since the last one (per page, so a long pass says it early)."""
+        if self.rows:
+            log.warning(
+                "rows dated past this host's clock: delivered, the watermark does not move to them",
+                entity=what,
+                rows=self.rows,
+                latest=self.latest.isoformat() if self.latest else None,
+                cap=self.at.isoformat(),
+            )
+            self.rows = 0
 
 
 def describe_watermark(
@@ -447,6 +487,7 @@ class ErpODataConnector(Connector[ErpODataSettings]):
         """A batch per page. ``ordered`` (a read by ascending modification time): every batch moves the watermark;
         otherwise (a delta answer) only the last one, the others carry ``watermark`` and ``link`` as they were."""
         start = watermark
+        cap = ClockCap.from_now(self.settings.max_clock_skew_seconds)
         while True:
             try:
                 page = await anext(pages)
@@ -469,8 +510,9 @@ class ErpODataConnector(Connector[ErpODataSettings]):
                 except MappingError:
                     continue  # map() reports it; the watermark does not move for it
                 seen.add(delta_key(record.get(self.entity.id_field), modified))
-                if watermark is None or modified > watermark:
+                if not cap.past(modified) and (watermark is None or modified > watermark):
                     watermark = modified
+            cap.warn(self.log, self.settings.entity)
             last = not isinstance(page.body, dict) or not _next_link(page.body)
             if last and self.tracking:
                 link = self._delta_link(page)

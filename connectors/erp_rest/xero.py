@@ -55,6 +55,7 @@ from inlet.connectors.erp_rest.mapping import (
     parse_date,
 )
 from inlet.connectors.erp_rest.odata import (
+    ClockCap,
     UndecodablePage,
     delta_key,
     delta_position,
@@ -148,6 +149,11 @@ class ErpXeroSettings(PluginSettings):
     overlap_seconds: float = Field(default=300.0, ge=0)
     """How far before the watermark each pass reads again (late-committed rows, clock skew); re-read rows
     delivered before are filtered by id and modification time."""
+    max_clock_skew_seconds: float = Field(default=3600.0, ge=0)
+    """How far past this host's clock a row's modification time may lie and still move the watermark. A row dated
+    later (a server clock years ahead, a migration bug) is delivered and remembered in ``seen`` but does not move
+    it: one such value would otherwise move the watermark past every change still to come, and the integration
+    would stop without an error."""
 
 
 def if_modified_since(watermark: datetime, overlap_seconds: float) -> datetime:
@@ -216,6 +222,7 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
             headers=headers,
         )
         newest, versions, shifted = start, dict[str, str](), False
+        cap = ClockCap.from_now(s.max_clock_skew_seconds)
         while True:
             self._seen = frozenset(seen)  # what was delivered before this page: filter() leaves those out
             try:
@@ -236,8 +243,9 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
                 earlier = versions.setdefault(str(record.get(id_field)), key)
                 shifted = shifted or earlier != key  # modified while this pass paged: pages have shifted
                 seen.add(key)
-                if newest is None or modified > newest:
+                if not cap.past(modified) and (newest is None or modified > newest):
                     newest = modified
+            cap.warn(self.log, name)
             if page.records:
                 yield Batch(page.records, self._position(start, seen))
             else:  # the empty page: the pass is complete; the watermark moves unless pages shifted under it

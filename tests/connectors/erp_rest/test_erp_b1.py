@@ -580,3 +580,22 @@ def test_the_fields_read_exist_in_the_service_layer_metadata_with_the_types_assu
     assert {*B1_CARD_TYPE, "cLid"} == members("BoCardTypes")
     assert set(B1_COMPANY_TYPE) == members("BoCardCompanyTypes")
     assert "UpdateDate" not in payment and "UpdateTime" not in payment, "why IncomingPayments is not read"
+
+
+async def test_a_row_dated_past_the_clock_does_not_move_the_watermark(checkpoint_store: CheckpointStore) -> None:
+    """A document updated "in 2999" (a server clock, a migration bug) is delivered once; the watermark stays at the
+    newest real change, so the next poll still asks from that day and gets what changed since."""
+    invoices = _invoices(6)
+    invoices[-1].update(UpdateDate="2999-01-01", UpdateTime="10:00:00")
+    with B1TestServer({"Invoices": invoices}) as server:
+        feed = _Feed(checkpoint_store, _b1(server, page_size=4))
+        async with feed.connector:
+            run1 = await feed.poll()
+            position = await checkpoint_store.load("acme", "b1")
+            server.modify("Invoices", invoices[0]["DocEntry"], "2026-03-29", "04:10:00", Comments="changed")
+            run2 = await feed.poll()
+        assert _pages(server)[-1].query["$filter"] == ["UpdateDate ge '2026-03-29'"]
+    assert len(run1) == 6
+    assert position is not None
+    assert datetime.fromisoformat(position["modified_since"]) == _zurich("2026-03-29", "01:50:47")
+    assert [e["invoice_id"] for e in run2] == [str(invoices[0]["DocEntry"])]  # the 2999 document: filtered

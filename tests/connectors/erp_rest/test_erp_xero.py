@@ -243,3 +243,23 @@ async def test_kowhai_kitchens_bills_numbered_by_reference(checkpoint_store: Che
             events = await feed.poll()
     assert next(e for e in events if e["invoice_id"] == bill["InvoiceID"])["invoice_number"] == "SUP-88121"
     assert len(events) == 10
+
+
+async def test_a_row_dated_past_the_clock_does_not_move_the_watermark(checkpoint_store: CheckpointStore) -> None:
+    """A row modified years ahead (a server clock, a migration bug) is delivered once; the watermark stays at the
+    newest real change, so the next poll still asks from there and gets what changed since."""
+    invoices = xero_invoices(6)
+    newest_real = _ms(invoices[-2]["UpdatedDateUTC"])
+    invoices[-1]["UpdatedDateUTC"] = xero_date(datetime(2999, 1, 1, tzinfo=UTC))
+    with XeroTestServer(invoices, page_size=4) as server:
+        feed = _Feed(checkpoint_store, _xero(server, overlap_seconds=0))
+        async with feed.connector:
+            run1 = await feed.poll()
+            position = await checkpoint_store.load("acme", "xero")
+            later = newest_real + timedelta(minutes=5)
+            server.modify(invoices[0]["InvoiceID"], xero_date(later), Status="PAID")
+            run2 = await feed.poll()
+        assert server.requests[-1].headers["if-modified-since"] == newest_real.strftime("%Y-%m-%dT%H:%M:%S")
+    assert len(run1) == 6
+    assert position is not None and _ms(position["modified_since"]) == newest_real
+    assert [e["invoice_number"] for e in run2] == [invoices[0]["InvoiceNumber"]]  # the 2999 row: filtered

@@ -156,3 +156,34 @@ async def test_v2_reads_d_results_follows_next_and_accepts_a_byte_order_mark(
     assert len(requests) == 2 and str(requests[1].url) == next_url[0]
     assert [p["invoice_id"] for p in payloads] == ["90000000", "90000001", "90000002"]
     assert final is not None and len(final["seen"]) == 3
+
+
+async def test_a_row_dated_past_the_clock_is_delivered_once_and_does_not_move_the_watermark(
+    checkpoint_store: CheckpointStore,
+) -> None:
+    """One modification time years ahead (a server clock, a migration bug) must not carry the watermark past every
+    change still to come: the row is delivered and kept in ``seen`` (so the next pass filters it), and the next
+    pass asks from the real watermark and gets the new row."""
+    docs = _customers()[:2]
+    docs[1]["lastModifiedDateTime"] = "2999-01-01T00:00:00Z"
+    newer = _customers()[2]
+    newer["lastModifiedDateTime"] = "2024-05-01T10:05:00Z"
+    filters: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        filters.append(request.url.params.get("$filter"))
+        return _json({"value": [docs[0], newer, docs[1]] if len(filters) > 1 else docs})
+
+    settings = {"company_id": COMPANY, "overlap_seconds": 60, "local_currency": "EUR"}
+    connector, _ = _connector(handler, "customers", **settings)
+    payloads, first = await _run(connector, checkpoint_store, None)
+    assert [p["party_id"] for p in payloads] == [docs[0]["id"], docs[1]["id"]]
+    assert first is not None and first["modified_since"] == "2024-05-01T10:00:00+00:00"
+    assert f"{docs[1]['id']}@2999-01-01T00:00:00+00:00" in first["seen"]
+
+    connector, _ = _connector(handler, "customers", **settings)
+    payloads, second = await _run(connector, checkpoint_store, first)
+    assert filters[1] == "lastModifiedDateTime ge 2024-05-01T09:59:00.000000Z"  # not 2999: the pass did not stop
+    assert [p["party_id"] for p in payloads] == [newer["id"]]  # the other two: delivered before
+    assert second is not None and second["modified_since"] == "2024-05-01T10:05:00+00:00"
+    assert f"{docs[1]['id']}@2999-01-01T00:00:00+00:00" in second["seen"]  # until the watermark passes it
