@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -85,6 +86,11 @@ class HistoryScan:
     """Keys of the deletions at ``newest`` (``deleted_at_watermark``)."""
     deletions: int = 0
     versions: int = 0
+    cap: datetime | None = None
+    """Entries listed later than this (this host's clock plus ``max_clock_skew_seconds``) do not move ``newest``:
+    one bogus time would carry the deletion watermark past every deletion still to come. Such a deletion is
+    delivered, and again on each pass until the clock passes it (the same event id: consumers deduplicate)."""
+    ahead: int = 0
 
     def take(self, entries: list[Any], listed_at: str | None) -> list[Any]:
         """The records of one page: its DELETE entries, and entries that are not objects (the DLQ says why).
@@ -106,6 +112,9 @@ class HistoryScan:
                 continue  # map() reports a deletion's bad time; the watermark just does not move
             if inst is None:
                 continue
+            if self.cap is not None and inst.utc > self.cap:
+                self.ahead += 1
+                continue
             if self.newest is None or inst.utc > self.newest.utc:
                 self.newest, self.keys = inst, set()
             if inst.utc == self.newest.utc and record is not None:
@@ -121,6 +130,7 @@ async def read_deletions(
     search_position: Position,
     since: str | None,
     seen: set[str],
+    cap: datetime | None = None,
 ) -> AsyncIterator[Batch]:
     """The DELETE entries of ``<Type>/_history?_since=<since>``; the last batch moves the deletion watermark.
 
@@ -134,7 +144,7 @@ async def read_deletions(
     params: dict[str, Any] = {"_count": str(page_size)}
     if since is not None:
         params["_since"] = since
-    scan = HistoryScan(normalise(since, "UTC") if since else None, set(seen))
+    scan = HistoryScan(normalise(since, "UTC") if since else None, set(seen), cap=cap)
     held: list[Any] | None = None
     pages = paginate(http, NextLinkPaginator("fhir"), f"{resource_type}/_history", params)
     while True:
@@ -177,7 +187,14 @@ async def read_deletions(
         since=since,
         deletions=scan.deletions,
         versions_skipped=scan.versions,
+        dated_past_the_clock=scan.ahead,
     )
+    if scan.ahead:
+        log.warning(
+            "history entries dated past this host's clock: delivered, the deletion watermark does not move to them",
+            resource_type=resource_type,
+            count=scan.ahead,
+        )
     yield Batch(held or [], position(scan.newest.isoformat() if scan.newest else since, scan.keys))
 
 

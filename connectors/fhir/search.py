@@ -215,7 +215,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         if s.history_deletes:
             search_position = {k: v for k, v in self._position(scan, *deleted).items() if not k.startswith("deleted")}
             async for batch in read_deletions(
-                self.http, self.log, self.resource_type, s.page_size, search_position, *deleted
+                self.http, self.log, self.resource_type, s.page_size, search_position, *deleted, cap=scan.cap
             ):
                 yield batch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -136,11 +136,14 @@ async def test_since_is_respected_and_a_deletion_before_the_watermark_is_not_emi
 
             # Deleted "in the past" (a server clock behind ours, a back-dated import): before the watermark.
             server.delete("Observation", resources[1]["id"], at="2000-01-01T00:00:00Z")
-            later = server.delete("Observation", resources[2]["id"], at="2031-05-01T08:00:00+02:00")
+            # And one a little ahead (a server clock minutes ahead of ours, within max_clock_skew_seconds), in +02:00.
+            soon = (datetime.now(UTC) + timedelta(minutes=10)).replace(microsecond=0)
+            at = soon.astimezone(timezone(timedelta(hours=2))).isoformat()
+            later = server.delete("Observation", resources[2]["id"], at=at)
             second = await feed.poll()
             [deletion] = second["clinical.deletion.v1"]
             assert deletion["resource_id"] == resources[2]["id"]
-            assert deletion["deleted_at"].startswith("2031-05-01T06:00:00")
+            assert deletion["deleted_at"].startswith(soon.strftime("%Y-%m-%dT%H:%M:%S"))  # in UTC
             assert deletion["deleted_at_precision"] == "second"
             assert _history_since(server)[-1] == position["deleted_since"]
             assert datetime.fromisoformat((await feed.position())["deleted_since"]) == datetime.fromisoformat(later)
@@ -304,3 +307,23 @@ def test_history_entries_of_the_wrong_shape_go_on_as_records_and_do_not_fail_the
     )
     with pytest.raises(MappingError, match=r"no response\.lastModified"):
         connector.map(deletion)
+
+
+def test_a_history_entry_dated_past_the_clock_does_not_move_the_deletion_watermark() -> None:
+    """One ``lastModified`` years ahead must not carry ``deleted_since`` past every deletion still to come: the
+    deletion is a record all the same, the watermark stays at the newest real time."""
+    scan = HistoryScan(None, set(), cap=datetime(2030, 1, 1, tzinfo=UTC))
+    entries: list[Any] = [
+        {
+            "request": {"method": "DELETE", "url": "Observation/far"},
+            "response": {"lastModified": "2999-01-01T00:00:00Z"},
+        },
+        {
+            "request": {"method": "DELETE", "url": "Observation/o1"},
+            "response": {"lastModified": "2024-03-01T09:00:00Z"},
+        },
+    ]
+    records = scan.take(entries, None)
+    assert [r.target()[1] for r in records] == ["far", "o1"]
+    assert scan.newest is not None and scan.newest.isoformat() == "2024-03-01T09:00:00Z"
+    assert scan.keys == {"Observation/o1"} and scan.ahead == 1
