@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
@@ -60,6 +61,7 @@ from inlet.core.errors import TimestampError
 
 __all__ = [
     "Ambiguous",
+    "ClockCap",
     "Instant",
     "Nonexistent",
     "Precision",
@@ -176,6 +178,44 @@ class Instant(NamedTuple):
         if us and (not spec or (spec == "milliseconds" and us % 1000)):
             spec = "milliseconds" if us % 1000 == 0 else "microseconds"
         return _combine(self.utc, self.utc.time()).isoformat(timespec=spec or "seconds") + "Z"
+
+
+@dataclass(slots=True)
+class ClockCap:
+    """The latest source time that may move a pass's watermark: this host's clock plus ``max_clock_skew_seconds``,
+    fixed when the pass starts; and the records dated past it since the last warning.
+
+    Readers that keep a watermark (the newest modification time read) deliver a record dated past the cap but do
+    not move the watermark to it: one bogus far-future time (a server clock, a migration bug) would otherwise carry
+    the watermark past every change still to come, and the integration would stop without an error."""
+
+    at: datetime
+    rows: int = 0
+    latest: datetime | None = None
+
+    @classmethod
+    def from_now(cls, seconds: float) -> ClockCap:
+        return cls(datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def past(self, moment: datetime) -> bool:
+        """Whether ``moment`` lies past the cap (then counted): such a record must not move the watermark."""
+        if moment <= self.at:
+            return False
+        self.rows += 1
+        self.latest = moment if self.latest is None else max(self.latest, moment)
+        return True
+
+    def warn(self, log: Any, **where: Any) -> None:
+        """One warning for the records counted since the last one (per page, so a long pass says it early)."""
+        if self.rows:
+            log.warning(
+                "records dated past this host's clock: delivered, the watermark does not move to them",
+                **where,
+                count=self.rows,
+                latest=self.latest.isoformat() if self.latest else None,
+                cap=self.at.isoformat(),
+            )
+            self.rows = 0
 
 
 def zone(name: str) -> ZoneInfo:

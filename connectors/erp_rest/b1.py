@@ -78,7 +78,6 @@ from typing_extensions import override
 
 from inlet.connectors.erp_rest.mapping import _check_totals, _currency, _required, money, parse_date
 from inlet.connectors.erp_rest.odata import (
-    ClockCap,
     UndecodablePage,
     delta_key,
     delta_position,
@@ -93,7 +92,7 @@ from inlet.core.connector import Batch, Connector, IntegrationContext, PluginSet
 from inlet.core.errors import ConfigError, MappingError
 from inlet.core.http import HttpClient, HttpSettings
 from inlet.core.pagination import NextLinkPaginator, PageDecodeError, paginate
-from inlet.core.time import Instant, normalise
+from inlet.core.time import ClockCap, Instant, normalise
 from inlet.core.time import zone as tz
 from inlet.core.types import Position
 
@@ -385,7 +384,7 @@ class ErpB1Connector(Connector[ErpB1Settings]):
                 seen.add(key)
                 if not cap.past(modified) and (newest is None or modified > newest):
                     newest = modified
-            cap.warn(self.log, s.entity)
+            cap.warn(self.log, entity=s.entity)
             yield Batch(page.records, self._position(start, seen))
 
     @override

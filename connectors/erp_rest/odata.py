@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, Self
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -64,14 +64,13 @@ from inlet.core.errors import DecodeError, MappingError
 from inlet.core.http import HttpClient, HttpSettings, UpstreamRefused
 from inlet.core.pagination import NextLinkPaginator, Page, PageDecodeError, paginate
 from inlet.core.scaffold import Scaffold
-from inlet.core.time import normalise
+from inlet.core.time import ClockCap, normalise
 from inlet.core.types import Position
 
 __all__ = [
     "DELETED_AS",
     "DELTA_LINK_REFUSED",
     "ENTITIES",
-    "ClockCap",
     "Entity",
     "ErpODataConnector",
     "ErpODataSettings",
@@ -279,40 +278,6 @@ def delta_position(watermark: datetime | None, seen: set[str], floor: datetime |
     return {"modified_since": watermark.isoformat() if watermark else None, "seen": sorted(seen)}
 
 
-@dataclass(slots=True)
-class ClockCap:
-    """The latest modification time that may move a pass's watermark (this host's clock plus
-    ``max_clock_skew_seconds``, fixed when the pass starts), and the rows dated past it since the last warning."""
-
-    at: datetime
-    rows: int = 0
-    latest: datetime | None = None
-
-    @classmethod
-    def from_now(cls, seconds: float) -> ClockCap:
-        return cls(datetime.now(UTC) + timedelta(seconds=seconds))
-
-    def past(self, modified: datetime) -> bool:
-        """Whether ``modified`` lies past the cap (then counted): such a row must not move the watermark."""
-        if modified <= self.at:
-            return False
-        self.rows += 1
-        self.latest = modified if self.latest is None else max(self.latest, modified)
-        return True
-
-    def warn(self, log: Any, what: str) -> None:
-        """One warning for the rows counted since the last one (per page, so a long pass says it early)."""
-        if self.rows:
-            log.warning(
-                "rows dated past this host's clock: delivered, the watermark does not move to them",
-                entity=what,
-                rows=self.rows,
-                latest=self.latest.isoformat() if self.latest else None,
-                cap=self.at.isoformat(),
-            )
-            self.rows = 0
-
-
 def describe_watermark(
     position: Position | None, what: str, since: str | None, overlap_seconds: float, *, by_day: bool = False
 ) -> str:
@@ -512,7 +477,7 @@ class ErpODataConnector(Connector[ErpODataSettings]):
                 seen.add(delta_key(record.get(self.entity.id_field), modified))
                 if not cap.past(modified) and (watermark is None or modified > watermark):
                     watermark = modified
-            cap.warn(self.log, self.settings.entity)
+            cap.warn(self.log, entity=self.settings.entity)
             last = not isinstance(page.body, dict) or not _next_link(page.body)
             if last and self.tracking:
                 link = self._delta_link(page)

@@ -55,7 +55,6 @@ from inlet.connectors.erp_rest.mapping import (
     parse_date,
 )
 from inlet.connectors.erp_rest.odata import (
-    ClockCap,
     UndecodablePage,
     delta_key,
     delta_position,
@@ -71,7 +70,7 @@ from inlet.core.connector import Batch, Connector, PluginSettings
 from inlet.core.errors import MappingError
 from inlet.core.http import HttpClient, HttpSettings
 from inlet.core.pagination import PageDecodeError, PageNumberPaginator, paginate
-from inlet.core.time import normalise
+from inlet.core.time import ClockCap, normalise
 from inlet.core.types import Position
 
 __all__ = [
@@ -245,7 +244,7 @@ class ErpXeroConnector(Connector[ErpXeroSettings]):
                 seen.add(key)
                 if not cap.past(modified) and (newest is None or modified > newest):
                     newest = modified
-            cap.warn(self.log, name)
+            cap.warn(self.log, endpoint=name)
             if page.records:
                 yield Batch(page.records, self._position(start, seen))
             else:  # the empty page: the pass is complete; the watermark moves unless pages shifted under it

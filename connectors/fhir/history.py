@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -30,7 +29,7 @@ from inlet.core.errors import MappingError
 from inlet.core.exact_json import member
 from inlet.core.http import HttpClient, UpstreamRefused
 from inlet.core.pagination import NextLinkPaginator, PageDecodeError, paginate
-from inlet.core.time import Instant, normalise
+from inlet.core.time import ClockCap, Instant, normalise
 from inlet.core.types import Position
 
 __all__ = ["HistoryDeletion", "HistoryScan", "UndecodablePage", "map_deletion", "read_deletions"]
@@ -86,11 +85,9 @@ class HistoryScan:
     """Keys of the deletions at ``newest`` (``deleted_at_watermark``)."""
     deletions: int = 0
     versions: int = 0
-    cap: datetime | None = None
-    """Entries listed later than this (this host's clock plus ``max_clock_skew_seconds``) do not move ``newest``:
-    one bogus time would carry the deletion watermark past every deletion still to come. Such a deletion is
+    cap: ClockCap | None = None
+    """Entries listed past it do not move ``newest`` (:class:`~inlet.core.time.ClockCap`). Such a deletion is
     delivered, and again on each pass until the clock passes it (the same event id: consumers deduplicate)."""
-    ahead: int = 0
 
     def take(self, entries: list[Any], listed_at: str | None) -> list[Any]:
         """The records of one page: its DELETE entries, and entries that are not objects (the DLQ says why).
@@ -112,8 +109,7 @@ class HistoryScan:
                 continue  # map() reports a deletion's bad time; the watermark just does not move
             if inst is None:
                 continue
-            if self.cap is not None and inst.utc > self.cap:
-                self.ahead += 1
+            if self.cap is not None and self.cap.past(inst.utc):
                 continue
             if self.newest is None or inst.utc > self.newest.utc:
                 self.newest, self.keys = inst, set()
@@ -130,7 +126,7 @@ async def read_deletions(
     search_position: Position,
     since: str | None,
     seen: set[str],
-    cap: datetime | None = None,
+    cap: ClockCap | None = None,
 ) -> AsyncIterator[Batch]:
     """The DELETE entries of ``<Type>/_history?_since=<since>``; the last batch moves the deletion watermark.
 
@@ -187,14 +183,9 @@ async def read_deletions(
         since=since,
         deletions=scan.deletions,
         versions_skipped=scan.versions,
-        dated_past_the_clock=scan.ahead,
     )
-    if scan.ahead:
-        log.warning(
-            "history entries dated past this host's clock: delivered, the deletion watermark does not move to them",
-            resource_type=resource_type,
-            count=scan.ahead,
-        )
+    if cap is not None:
+        cap.warn(log, resource_type=resource_type, read="history")
     yield Batch(held or [], position(scan.newest.isoformat() if scan.newest else since, scan.keys))
 
 

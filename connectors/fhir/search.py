@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import cache
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, get_args
@@ -53,7 +53,7 @@ from inlet.core.exact_json import member
 from inlet.core.http import HttpClient, HttpSettings, UpstreamRefused
 from inlet.core.pagination import NextLinkPaginator, Page, PageDecodeError, paginate
 from inlet.core.scaffold import Scaffold
-from inlet.core.time import Instant, normalise
+from inlet.core.time import ClockCap, Instant, normalise
 from inlet.core.types import Position
 
 __all__ = [
@@ -115,14 +115,13 @@ def watermark_key(res: Any) -> str:
 @dataclass(slots=True)
 class _Scan:
     """A search pass's watermark as it moves: the newest ``meta.lastUpdated`` (text and instant), the keys
-    delivered at it, the resources dated past ``cap`` (this host's clock plus ``max_clock_skew_seconds``) by key,
-    with their ``lastUpdated``."""
+    delivered at it, the resources dated past ``cap`` by key, with their ``lastUpdated``."""
 
     watermark: str | None
     instant: datetime | None
     ids: set[str]
     ahead: dict[str, str]
-    cap: datetime
+    cap: ClockCap
 
 
 class FhirSearchConnector(Connector[FhirSearchSettings]):
@@ -196,7 +195,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             normalise(watermark, "UTC").utc if watermark else None,
             ids,
             ahead,
-            datetime.now(UTC) + timedelta(seconds=s.max_clock_skew_seconds),
+            ClockCap.from_now(s.max_clock_skew_seconds),
         )
         params: dict[str, Any] | None = {**s.params, "_sort": "_lastUpdated", "_count": str(s.page_size)}
         if watermark is not None:
@@ -224,7 +223,6 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
         keys delivered at it) and remembering the resources dated past this host's clock."""
         records: list[Any] = []
         advanced: Instant | None = None  # the newest instant of this page, formatted once at its end
-        ahead_before = len(scan.ahead)
         for entry in entries:
             # Only looked at here: an entry or resource of the wrong shape goes on as it is, for map() to word.
             # (member()'s checks written out: this loop runs once per resource read.)
@@ -244,7 +242,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
             except MappingError:
                 continue  # map() reports it for this record; the watermark just does not move
             inst = parsed.utc
-            if inst > scan.cap:  # delivered, remembered by version; the watermark stays (max_clock_skew_seconds)
+            if scan.cap.past(inst):  # delivered, remembered by version; the watermark stays
                 scan.ahead[watermark_key(res)] = parsed.isoformat()
             elif scan.instant is None or inst > scan.instant:
                 scan.instant, advanced, scan.ids = inst, parsed, {watermark_key(res)}
@@ -252,14 +250,7 @@ class FhirSearchConnector(Connector[FhirSearchSettings]):
                 scan.ids.add(watermark_key(res))
         if advanced is not None:
             scan.watermark = advanced.isoformat()
-        if len(scan.ahead) > ahead_before:
-            self.log.warning(
-                "resources dated past this host's clock: delivered, the watermark does not move to them",
-                resource_type=self.resource_type,
-                count=len(scan.ahead) - ahead_before,
-                latest=max(scan.ahead.values(), key=lambda v: normalise(v, "UTC").utc),
-                max_clock_skew_seconds=self.settings.max_clock_skew_seconds,
-            )
+        scan.cap.warn(self.log, resource_type=self.resource_type)
         return records
 
     def _outcome(self, entry: dict[str, Any], res: dict[str, Any]) -> bool:
